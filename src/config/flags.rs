@@ -1,0 +1,184 @@
+//! `myriad serve` flags: the top layer of configuration. Every flag is an
+//! `Option` so that an absent flag leaves the lower layers alone; the help text
+//! of each states the built-in default (checked against `Config::default()` by a
+//! test).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::{LogFormat, SlowConsumerPolicy};
+
+fn ser_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+#[command(
+    next_help_heading = "Server options (flags override MYRIAD_* env, which overrides the file)"
+)]
+pub struct ServeFlags {
+    /// TOML configuration file (keys as in README's configuration table).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Public listener address [default: 127.0.0.1:4000]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+
+    /// Admin listener address: /metrics, /healthz, /readyz [default: 127.0.0.1:4001]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Close a session that sends nothing for this long; 0 disables [default: 1m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub idle_timeout: Option<Duration>,
+
+    /// On SIGTERM/SIGINT, wait at most this long for sessions to close [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub drain_timeout: Option<Duration>,
+
+    /// After sending a close frame, wait this long for the client's close [default: 2s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub close_timeout: Option<Duration>,
+
+    /// Time allowed to write one outbound batch before the session is dropped [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub write_timeout: Option<Duration>,
+
+    /// Channel crashes tolerated per session within --max-seconds before close 1011 [default: 3]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+
+    /// Restart-intensity window in seconds [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<u64>,
+
+    /// Outbound mailbox bound in messages [default: 1024]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_capacity: Option<usize>,
+
+    /// Outbound mailbox bound in bytes [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_max_bytes: Option<usize>,
+
+    /// What a full mailbox does: close 1013 or drop the oldest [default: disconnect]
+    #[arg(long, value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_consumer: Option<SlowConsumerPolicy>,
+
+    /// Largest inbound WebSocket message in bytes; larger closes with 1009 [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+
+    /// Largest inbound WebSocket frame in bytes; larger closes with 1009 [default: 65536]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_size: Option<usize>,
+
+    /// Per-connection socket read buffer in bytes [default: 4096]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_buffer_size: Option<usize>,
+
+    /// Outbound bytes gathered before a socket write; 0 writes each frame [default: 8192]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_buffer_size: Option<usize>,
+
+    /// Serve the raw echo endpoint /ws/echo [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_echo: Option<bool>,
+
+    /// Add namespace crash:* whose handler panics on event "panic" (tests, demos) [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_fault_injection: Option<bool>,
+
+    /// Log format; filter with RUST_LOG [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::super::Config;
+    use super::*;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        flags: ServeFlags,
+    }
+
+    /// Every config key has a flag, and its help states the real default.
+    #[test]
+    fn help_documents_every_key_with_its_default() {
+        let help = Probe::command().render_long_help().to_string();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        for (key, value) in defaults.as_object().unwrap() {
+            let flag = format!("--{}", key.replace('_', "-"));
+            assert!(help.contains(&flag), "no flag {flag} in help");
+            let shown = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let expected = format!("[default: {shown}]");
+            // The flag's own entry: from its heading line to the next flag.
+            let lines: Vec<&str> = help.lines().collect();
+            let start = lines
+                .iter()
+                .position(|l| {
+                    let t = l.trim_start();
+                    t == flag || t.starts_with(&format!("{flag} "))
+                })
+                .unwrap_or_else(|| panic!("no entry for {flag}"));
+            let end = lines[start + 1..]
+                .iter()
+                .position(|l| l.trim_start().starts_with('-'))
+                .map_or(lines.len(), |i| start + 1 + i);
+            let section = lines[start..end].join(" ");
+            assert!(
+                section.contains(&expected),
+                "help for {flag} does not say {expected}: {section}"
+            );
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! One validated [`Config`], layered as built-in defaults < TOML file
+//! (`--config FILE`) < environment `MYRIAD_*` < command-line flags.
+//!
+//! This module owns every setting's name, default, unit and validation. It
+//! never reads the environment or files after startup, and nothing else in the
+//! crate parses configuration.
+
+mod flags;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use flags::ServeFlags;
+
+/// What happens to a subscriber whose mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close the session with 1013 "slow consumer".
+    Disconnect,
+    /// Drop the oldest queued messages to make room; each drop is counted.
+    DropOldest,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of a running node. Field docs give the default, the unit, and
+/// what zero means; README's configuration table mirrors them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Public listener (WebSocket endpoints). Default 127.0.0.1:4000.
+    pub listen: SocketAddr,
+    /// Admin listener (/metrics, /healthz, /readyz). Default 127.0.0.1:4001.
+    pub admin_listen: SocketAddr,
+    /// Close a session that sends nothing for this long. Default 60s; 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, wait at most this long for sessions to close. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// After sending a close frame, wait this long for the client's close. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// A batch of outbound frames must reach the socket within this. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Channel crashes tolerated per session within `max_seconds`. Default 3;
+    /// 0 means the first crash closes the session.
+    pub max_restarts: u32,
+    /// Window for `max_restarts`, in seconds. Default 5; must be at least 1.
+    pub max_seconds: u64,
+    /// Outbound mailbox bound, in messages. Default 1024; must be at least 1.
+    pub mailbox_capacity: usize,
+    /// Outbound mailbox bound, in bytes. Default 4 MiB; must be at least 1.
+    pub mailbox_max_bytes: usize,
+    /// Slow-consumer policy: disconnect (default) or drop_oldest.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Largest inbound WebSocket message, in bytes. Default 65536; 0 is invalid.
+    pub max_message_size: usize,
+    /// Largest inbound WebSocket frame, in bytes. Default 65536; 0 is invalid.
+    pub max_frame_size: usize,
+    /// Per-connection read buffer, in bytes. Default 4096 (small keeps idle
+    /// sessions cheap; tungstenite's own default of 128 KiB costs 134 KiB RSS each).
+    pub read_buffer_size: usize,
+    /// Outbound bytes gathered before a socket write, in bytes. Default 8192; 0
+    /// writes every frame at once. A flush at the end of each batch always writes.
+    pub write_buffer_size: usize,
+    /// Serve the raw echo endpoint `/ws/echo`. Default false.
+    pub enable_echo: bool,
+    /// Add namespace `crash:*` whose handler panics on event `panic`. Default false.
+    pub enable_fault_injection: bool,
+    /// Log format: text (default) or json. Filter with RUST_LOG.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(10),
+            max_restarts: 3,
+            max_seconds: 5,
+            mailbox_capacity: 1024,
+            mailbox_max_bytes: 4 << 20,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            max_message_size: 64 << 10,
+            max_frame_size: 64 << 10,
+            read_buffer_size: 4 << 10,
+            write_buffer_size: 8 << 10,
+            enable_echo: false,
+            enable_fault_injection: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that cannot be used. The message always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(String),
+    #[error("invalid value for `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        let lines: Vec<String> = err
+            .into_iter()
+            .map(|e| {
+                let key = if e.path.is_empty() {
+                    String::from("(top level)")
+                } else {
+                    e.path.join(".")
+                };
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &m.source {
+                        Some(src) => format!(" (from {} {src})", m.name),
+                        None => format!(" (from {})", m.name),
+                    })
+                    .unwrap_or_default();
+                format!("key `{key}`: {}{source}", e.kind)
+            })
+            .collect();
+        ConfigError::Load(lines.join("; "))
+    }
+}
+
+impl Config {
+    /// Defaults < `file` < `MYRIAD_*` env < `flags`, then validated.
+    pub fn load(file: Option<&Path>, flags: &ServeFlags) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("MYRIAD_"))
+            .merge(Serialized::defaults(flags));
+        let config: Config = fig.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults < `file` only: what `myriad config check FILE` validates.
+    pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(path))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text (for tests and embedding).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least_one(key: &'static str, v: usize) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: String::from("must be at least 1"),
+                });
+            }
+            Ok(())
+        }
+        at_least_one("mailbox_capacity", self.mailbox_capacity)?;
+        at_least_one("mailbox_max_bytes", self.mailbox_max_bytes)?;
+        at_least_one("max_message_size", self.max_message_size)?;
+        at_least_one("max_frame_size", self.max_frame_size)?;
+        at_least_one("read_buffer_size", self.read_buffer_size)?;
+        if self.max_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_seconds",
+                why: String::from("must be at least 1 (the restart-intensity window in seconds)"),
+            });
+        }
+        if self.max_frame_size > self.max_message_size {
+            return Err(ConfigError::Invalid {
+                key: "max_frame_size",
+                why: format!(
+                    "{} exceeds max_message_size {}: a single frame can never be larger than the message",
+                    self.max_frame_size, self.max_message_size
+                ),
+            });
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "admin_listen",
+                why: format!("must differ from listen ({})", self.listen),
+            });
+        }
+        Ok(())
+    }
+
+    /// The restart-intensity window.
+    pub fn restart_window(&self) -> Duration {
+        Duration::from_secs(self.max_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let c = Config::from_toml(
+            "idle_timeout = \"5s\"\nmailbox_capacity = 8\nslow_consumer = \"drop_oldest\"",
+        )
+        .unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.mailbox_capacity, 8);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::DropOldest);
+        assert_eq!(c.max_restarts, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("idle_timeot = \"5s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeot"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml("idle_timeout = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout"), "{err}");
+        let err = Config::from_toml("mailbox_capacity = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mailbox_capacity"), "{err}");
+        let err = Config::from_toml("slow_consumer = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("slow_consumer"), "{err}");
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "idle_timeout = \"5s\"\nmax_restarts = 7\nmailbox_capacity = 9",
+            )?;
+            jail.set_env("MYRIAD_MAX_RESTARTS", "8");
+            jail.set_env("MYRIAD_MAILBOX_CAPACITY", "10");
+            let flags = ServeFlags {
+                mailbox_capacity: Some(11),
+                ..ServeFlags::default()
+            };
+            let c = Config::load(Some(Path::new("m.toml")), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.idle_timeout, Duration::from_secs(5)); // file
+            assert_eq!(c.max_restarts, 8); // env over file
+            assert_eq!(c.mailbox_capacity, 11); // flag over env
+            assert_eq!(c.drain_timeout, Duration::from_secs(10)); // default
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MYRIAD_IDLE_TIMEOUTT", "5s");
+            let err = Config::load(None, &ServeFlags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("idle_timeoutt"), "{err}");
+            Ok(())
+        });
+    }
+}

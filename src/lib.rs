@@ -1,0 +1,30 @@
+//! # myriad
+//!
+//! A WebSocket connection server speaking Phoenix Channels V2: every connection
+//! is its own supervised task; one crashing session never affects the others.
+//!
+//! # Layout
+//!
+//! - `config`: one validated `Config`, defaults < TOML file < `MYRIAD_*` env < flags.
+//! - `server`: the public and admin listeners, the HTTP router, graceful shutdown.
+//! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
+//! - `supervisor`: spawning sessions, panic capture, restart intensity, drain.
+//! - `session`: the per-connection task: read, write, mailbox, timers.
+//! - `session::mailbox`: the bounded (messages and bytes) outbound queue.
+//! - `session::phoenix`: a connection's channels and the V2 dispatch rules.
+//! - `session::echo`: the raw echo handler behind `/ws/echo`.
+//! - `protocol`: V2 frames: decode, encode, close codes and reply errors; no I/O.
+//! - `channel`: the `Channel` trait, the broadcast and fault-injection channels, routing.
+//! - `pubsub`: topics, subscribers, fan-out (`hub`), and the `Broker` seam (`broker::local`).
+//! - `registry`: every live session by id.
+//! - `metrics`: every metric name, described once; the Prometheus exporter.
+
+pub mod channel;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod pubsub;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod supervisor;

@@ -1,0 +1,349 @@
+//! Every metric name, described once, and the exporter behind `/metrics`.
+//!
+//! Each server owns its own recorder (no global `metrics` recorder), so several
+//! servers in one process (tests, embedding) never mix their counts. Handles are
+//! registered once at startup; hot paths increment a cached handle and never look
+//! a name up. Labels come only from closed sets (`reason`, `kind`, `endpoint`,
+//! `result`), never from topics, users or paths.
+
+use std::sync::Arc;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::protocol::CloseReason;
+
+pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
+pub const SESSIONS_OPENED: &str = "myriad_sessions_opened_total";
+pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
+pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
+pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
+pub const CHANNEL_LEAVES: &str = "myriad_channel_leaves_total";
+pub const CHANNEL_CRASHES: &str = "myriad_channel_crashes_total";
+pub const SESSION_PANICS: &str = "myriad_session_panics_total";
+pub const MESSAGES_IN: &str = "myriad_messages_received_total";
+pub const MESSAGES_OUT: &str = "myriad_messages_sent_total";
+pub const BYTES_IN: &str = "myriad_received_bytes_total";
+pub const BYTES_OUT: &str = "myriad_sent_bytes_total";
+pub const MALFORMED_FRAMES: &str = "myriad_malformed_frames_total";
+pub const MAILBOX_DEPTH: &str = "myriad_mailbox_depth_messages";
+pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
+pub const BROADCASTS: &str = "myriad_broadcasts_total";
+pub const FANOUT_SIZE: &str = "myriad_fanout_subscribers";
+pub const TOPICS: &str = "myriad_topics";
+pub const DRAINING: &str = "myriad_draining";
+pub const PROCESS_RSS: &str = "myriad_process_resident_memory_bytes";
+pub const PROCESS_FDS: &str = "myriad_process_open_fds";
+pub const RUNTIME_ALIVE_TASKS: &str = "myriad_runtime_alive_tasks";
+pub const RUNTIME_GLOBAL_QUEUE: &str = "myriad_runtime_global_queue_depth";
+
+/// Malformed-frame kinds (the `kind` label); see `protocol::DecodeError::kind`.
+pub const MALFORMED_KINDS: [&str; 7] = [
+    "bad_json",
+    "not_array",
+    "wrong_arity",
+    "bad_field",
+    "binary",
+    "invalid_utf8",
+    "too_big",
+];
+
+/// Handshake rejection reasons (the `reason` label).
+pub const REJECT_REASONS: [&str; 3] = ["unsupported_vsn", "not_websocket", "endpoint_disabled"];
+
+const SIZE_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    100000.0, 1000000.0,
+];
+
+/// Which endpoint a session came in on (the `endpoint` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Phoenix,
+    Echo,
+}
+
+impl Endpoint {
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Phoenix => "phoenix",
+            Endpoint::Echo => "echo",
+        }
+    }
+}
+
+/// Cached metric handles for one server.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub sessions_active: Gauge,
+    sessions_opened: [Counter; 2],
+    sessions_closed: Vec<Counter>,
+    handshakes_rejected: Vec<Counter>,
+    pub joins_ok: Counter,
+    pub joins_error: Counter,
+    pub leaves: Counter,
+    pub channel_crashes: Counter,
+    pub session_panics: Counter,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    malformed: Vec<Counter>,
+    pub mailbox_depth: Histogram,
+    pub mailbox_dropped: Counter,
+    pub broadcasts: Counter,
+    pub fanout_size: Histogram,
+    pub topics: Gauge,
+    pub draining: Gauge,
+    pub process_rss: Gauge,
+    pub process_fds: Gauge,
+    pub runtime_alive_tasks: Gauge,
+    pub runtime_global_queue: Gauge,
+}
+
+fn meta() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(MAILBOX_DEPTH.into()), SIZE_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(FANOUT_SIZE.into()), SIZE_BUCKETS))
+            // Both calls only fail on an empty bucket list, which SIZE_BUCKETS is not.
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        let r = &recorder;
+
+        let counter = |name: &'static str, help: &'static str, unit: Option<Unit>| {
+            r.describe_counter(
+                KeyName::from_const_str(name),
+                unit,
+                SharedString::const_str(help),
+            );
+            r.register_counter(&Key::from_static_name(name), &meta())
+        };
+        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
+            let key = Key::from_parts(name, vec![Label::from_static_parts(label, value)]);
+            r.register_counter(&key, &meta())
+        };
+        let gauge = |name: &'static str, help: &'static str, unit: Option<Unit>| {
+            r.describe_gauge(
+                KeyName::from_const_str(name),
+                unit,
+                SharedString::const_str(help),
+            );
+            r.register_gauge(&Key::from_static_name(name), &meta())
+        };
+        let histogram = |name: &'static str, help: &'static str| {
+            r.describe_histogram(
+                KeyName::from_const_str(name),
+                None,
+                SharedString::const_str(help),
+            );
+            r.register_histogram(&Key::from_static_name(name), &meta())
+        };
+
+        r.describe_counter(
+            KeyName::from_const_str(SESSIONS_OPENED),
+            None,
+            SharedString::const_str("WebSocket sessions opened, by endpoint."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(SESSIONS_CLOSED),
+            None,
+            SharedString::const_str("WebSocket sessions closed, by close reason."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(HANDSHAKES_REJECTED),
+            None,
+            SharedString::const_str(
+                "Upgrade requests refused before a session started, by reason.",
+            ),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(MALFORMED_FRAMES),
+            None,
+            SharedString::const_str("Inbound frames that could not be decoded, by kind."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(CHANNEL_JOINS),
+            None,
+            SharedString::const_str("Channel joins, by result (ok or error)."),
+        );
+
+        let metrics = Metrics {
+            sessions_active: gauge(SESSIONS_ACTIVE, "WebSocket sessions currently open.", None),
+            sessions_opened: [
+                labelled(SESSIONS_OPENED, "endpoint", Endpoint::Phoenix.label()),
+                labelled(SESSIONS_OPENED, "endpoint", Endpoint::Echo.label()),
+            ],
+            sessions_closed: CloseReason::ALL
+                .iter()
+                .map(|reason| labelled(SESSIONS_CLOSED, "reason", reason.label()))
+                .collect(),
+            handshakes_rejected: REJECT_REASONS
+                .iter()
+                .map(|reason| labelled(HANDSHAKES_REJECTED, "reason", reason))
+                .collect(),
+            joins_ok: labelled(CHANNEL_JOINS, "result", "ok"),
+            joins_error: labelled(CHANNEL_JOINS, "result", "error"),
+            leaves: counter(
+                CHANNEL_LEAVES,
+                "Channels left by the client (phx_leave).",
+                None,
+            ),
+            channel_crashes: counter(
+                CHANNEL_CRASHES,
+                "Channel handler panics contained to their channel (phx_error sent).",
+                None,
+            ),
+            session_panics: counter(
+                SESSION_PANICS,
+                "Panics outside channel handlers; each closed its session.",
+                None,
+            ),
+            messages_in: counter(
+                MESSAGES_IN,
+                "WebSocket data messages received from clients.",
+                None,
+            ),
+            messages_out: counter(
+                MESSAGES_OUT,
+                "WebSocket data messages written to clients.",
+                None,
+            ),
+            bytes_in: counter(
+                BYTES_IN,
+                "Payload bytes of messages received from clients.",
+                Some(Unit::Bytes),
+            ),
+            bytes_out: counter(
+                BYTES_OUT,
+                "Payload bytes of messages written to clients.",
+                Some(Unit::Bytes),
+            ),
+            malformed: MALFORMED_KINDS
+                .iter()
+                .map(|kind| labelled(MALFORMED_FRAMES, "kind", kind))
+                .collect(),
+            mailbox_depth: histogram(
+                MAILBOX_DEPTH,
+                "Messages waiting in a session mailbox when its writer drained it.",
+            ),
+            mailbox_dropped: counter(
+                MAILBOX_DROPPED,
+                "Messages dropped from full mailboxes under slow_consumer = drop_oldest.",
+                None,
+            ),
+            broadcasts: counter(BROADCASTS, "Broadcasts published to topics.", None),
+            fanout_size: histogram(
+                FANOUT_SIZE,
+                "Local subscribers one broadcast was delivered to.",
+            ),
+            topics: gauge(TOPICS, "Topics with at least one local subscriber.", None),
+            draining: gauge(
+                DRAINING,
+                "1 while the node drains for shutdown, else 0.",
+                None,
+            ),
+            process_rss: gauge(
+                PROCESS_RSS,
+                "Resident set size of the process.",
+                Some(Unit::Bytes),
+            ),
+            process_fds: gauge(PROCESS_FDS, "Open file descriptors of the process.", None),
+            runtime_alive_tasks: gauge(RUNTIME_ALIVE_TASKS, "Tokio tasks currently alive.", None),
+            runtime_global_queue: gauge(
+                RUNTIME_GLOBAL_QUEUE,
+                "Tasks waiting in the tokio runtime's global queue.",
+                None,
+            ),
+            recorder,
+            handle,
+        };
+        Arc::new(metrics)
+    }
+
+    pub fn session_opened(&self, endpoint: Endpoint) {
+        let i = match endpoint {
+            Endpoint::Phoenix => 0,
+            Endpoint::Echo => 1,
+        };
+        self.sessions_opened[i].increment(1);
+    }
+
+    pub fn session_closed(&self, reason: CloseReason) {
+        if let Some(i) = CloseReason::ALL.iter().position(|r| *r == reason) {
+            self.sessions_closed[i].increment(1);
+        }
+    }
+
+    pub fn handshake_rejected(&self, reason: &str) {
+        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
+            self.handshakes_rejected[i].increment(1);
+        }
+    }
+
+    pub fn malformed(&self, kind: &str) {
+        if let Some(i) = MALFORMED_KINDS.iter().position(|k| *k == kind) {
+            self.malformed[i].increment(1);
+        }
+    }
+
+    /// Refresh the sampled gauges (process and runtime) and render the text format.
+    pub fn render(&self) -> String {
+        if let Some(rss) = process::resident_bytes() {
+            self.process_rss.set(rss as f64);
+        }
+        if let Some(fds) = process::open_fds() {
+            self.process_fds.set(fds as f64);
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let m = rt.metrics();
+            self.runtime_alive_tasks.set(m.num_alive_tasks() as f64);
+            self.runtime_global_queue.set(m.global_queue_depth() as f64);
+        }
+        self.handle.render()
+    }
+
+    /// Drain histogram samples into buckets; called periodically so that samples
+    /// recorded between scrapes do not pile up.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The recorder, for registering ad-hoc metrics in tests or extensions.
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+}
+
+/// Process figures read from /proc (Linux). Elsewhere they are absent and the
+/// gauges keep their last value.
+pub mod process {
+    /// Resident set size in bytes.
+    pub fn resident_bytes() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page_size())
+    }
+
+    fn page_size() -> u64 {
+        // 4 KiB on every Linux target we build for; /proc/self/smaps would tell
+        // otherwise but costs far more per scrape.
+        4096
+    }
+
+    /// Number of open file descriptors.
+    pub fn open_fds() -> Option<u64> {
+        let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+        Some(dir.count() as u64)
+    }
+}

@@ -1,0 +1,137 @@
+//! The one table of how a session ends and which reply errors exist, with the
+//! client's expected reaction next to each (PROTOCOL.md §4.3: phoenix.js before
+//! 1.8.16 does not reconnect after 1000, so a close the client should come back
+//! from never uses 1000).
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Why a session ended. Each variant is a `reason` label of
+/// `myriad_sessions_closed_total` and maps to one close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client sent a close frame or the connection ended cleanly. No frame is
+    /// sent back beyond the close echo.
+    ClientClosed,
+    /// The TCP connection failed (reset, broken pipe). Nothing can be sent.
+    ConnectionLost,
+    /// No frame for `idle_timeout`. 1001: a live client reconnects.
+    IdleTimeout,
+    /// Graceful drain on SIGTERM/SIGINT. 1001: the client reconnects elsewhere.
+    Shutdown,
+    /// Mailbox overflow under `slow_consumer = "disconnect"`. 1013 (try again later).
+    SlowConsumer,
+    /// A batch could not be written within `write_timeout`. No frame can be sent.
+    WriteTimeout,
+    /// More than `max_restarts` channel crashes in `max_seconds`. 1011.
+    RestartIntensity,
+    /// A panic outside a channel handler. 1011.
+    SessionPanic,
+    /// A text frame that is not a V2 frame. 1007 (inconsistent data); the client
+    /// reconnects, which is what Phoenix's crash of the transport amounts to.
+    MalformedFrame,
+    /// A binary frame where binary is not supported. 1003 (unsupported data).
+    UnsupportedBinary,
+    /// A text frame whose payload is not UTF-8. 1007.
+    InvalidUtf8,
+    /// A message over `max_message_size` or frame over `max_frame_size`. 1009.
+    MessageTooBig,
+    /// A WebSocket protocol violation (bad opcode, unmasked frame, ...). 1002.
+    ProtocolViolation,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 13] = [
+        CloseReason::ClientClosed,
+        CloseReason::ConnectionLost,
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::SlowConsumer,
+        CloseReason::WriteTimeout,
+        CloseReason::RestartIntensity,
+        CloseReason::SessionPanic,
+        CloseReason::MalformedFrame,
+        CloseReason::UnsupportedBinary,
+        CloseReason::InvalidUtf8,
+        CloseReason::MessageTooBig,
+        CloseReason::ProtocolViolation,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::RestartIntensity => "restart_intensity",
+            CloseReason::SessionPanic => "session_panic",
+            CloseReason::MalformedFrame => "malformed_frame",
+            CloseReason::UnsupportedBinary => "unsupported_binary",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::ProtocolViolation => "protocol_violation",
+        }
+    }
+
+    /// The close frame the server sends, or `None` when the connection is
+    /// already unusable or the client started the close.
+    pub fn close_code(self) -> Option<CloseCode> {
+        match self {
+            CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
+                None
+            }
+            CloseReason::IdleTimeout | CloseReason::Shutdown => Some(CloseCode::Away),
+            CloseReason::SlowConsumer => Some(CloseCode::Again),
+            CloseReason::RestartIntensity | CloseReason::SessionPanic => Some(CloseCode::Error),
+            CloseReason::MalformedFrame | CloseReason::InvalidUtf8 => Some(CloseCode::Invalid),
+            CloseReason::UnsupportedBinary => Some(CloseCode::Unsupported),
+            CloseReason::MessageTooBig => Some(CloseCode::Size),
+            CloseReason::ProtocolViolation => Some(CloseCode::Protocol),
+        }
+    }
+
+    /// Human-readable close reason text sent in the close frame.
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client closed",
+            CloseReason::ConnectionLost => "connection lost",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::WriteTimeout => "write timeout",
+            CloseReason::RestartIntensity => "too many channel crashes",
+            CloseReason::SessionPanic => "internal error",
+            CloseReason::MalformedFrame => "malformed frame",
+            CloseReason::UnsupportedBinary => "binary frames are not supported",
+            CloseReason::InvalidUtf8 => "invalid UTF-8",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::ProtocolViolation => "protocol violation",
+        }
+    }
+}
+
+/// Error replies (`phx_reply` with `status: "error"`); the string is the
+/// `reason` field the client sees. The client retries a refused join forever
+/// (PROTOCOL.md §10) and treats a push error as final for that push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    /// Join of a topic no namespace routes, or push to a topic not joined.
+    /// Sent with a null join_ref.
+    UnmatchedTopic,
+    /// The join handler panicked; the connection lives on.
+    JoinCrashed,
+    /// A client event whose payload is not a JSON object cannot be broadcast.
+    PayloadNotObject,
+}
+
+impl ReplyError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ReplyError::UnmatchedTopic => "unmatched topic",
+            ReplyError::JoinCrashed => "join crashed",
+            ReplyError::PayloadNotObject => "payload must be a JSON object",
+        }
+    }
+}

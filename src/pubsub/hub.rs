@@ -1,0 +1,166 @@
+//! This node's topic → subscribers map and the fan-out loop.
+//!
+//! Two levels of sharded maps: the outer one (topic → subscriber set) is locked
+//! only for an O(1) lookup, insert or remove; fan-out clones the topic's `Arc`
+//! and iterates its own subscriber map, so a broadcast never holds a lock that
+//! blocks joins to another topic, and joins to the same topic wait at most for
+//! one shard of its subscriber set.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::SessionId;
+use crate::session::mailbox::{Delivery, Mailbox, Outbound};
+
+/// Subscriber shards per topic: enough to spread joins to a hot topic over both
+/// cores' worth of contention, small enough that a topic with one member stays
+/// cheap.
+const TOPIC_SHARDS: usize = 8;
+
+type Subscribers = DashMap<SessionId, Arc<Mailbox>>;
+
+#[derive(Default)]
+pub struct Hub {
+    topics: DashMap<Arc<str>, Arc<Subscribers>>,
+}
+
+/// What one fan-out did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// Mailboxes the frame was queued in.
+    pub delivered: usize,
+    /// Older messages dropped to make room (drop_oldest policy).
+    pub dropped: usize,
+    /// Subscribers whose mailbox overflowed (disconnect policy).
+    pub overflowed: usize,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Add (or replace) `session`'s subscription to `topic`.
+    pub fn subscribe(&self, topic: &str, session: SessionId, mailbox: Arc<Mailbox>) {
+        // Insert while holding the topic's entry so a concurrent unsubscribe that
+        // empties and removes the topic cannot lose this subscription.
+        match self.topics.get(topic) {
+            Some(subs) => {
+                subs.insert(session, mailbox);
+            }
+            None => {
+                let entry = self.topics.entry(Arc::from(topic)).or_insert_with(|| {
+                    Arc::new(DashMap::with_capacity_and_shard_amount(0, TOPIC_SHARDS))
+                });
+                entry.insert(session, mailbox);
+            }
+        }
+    }
+
+    /// Remove `session`'s subscription; drop the topic when it empties.
+    pub fn unsubscribe(&self, topic: &str, session: SessionId) {
+        let now_empty = match self.topics.get(topic) {
+            Some(subs) => {
+                subs.remove(&session);
+                subs.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.topics.remove_if(topic, |_, subs| subs.is_empty());
+        }
+    }
+
+    /// Queue `frame` in every subscriber's mailbox except `exclude`'s.
+    pub fn fan_out(&self, topic: &str, frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
+        let subs = match self.topics.get(topic) {
+            Some(subs) => Arc::clone(subs.value()),
+            None => return FanOut::default(),
+        };
+        let mut out = FanOut::default();
+        for entry in subs.iter() {
+            if Some(*entry.key()) == exclude {
+                continue;
+            }
+            match entry.value().push(frame.clone()) {
+                Delivery::Queued => out.delivered += 1,
+                Delivery::DroppedOldest(n) => {
+                    out.delivered += 1;
+                    out.dropped += n;
+                }
+                Delivery::Overflowed => out.overflowed += 1,
+                Delivery::Closed => {}
+            }
+        }
+        out
+    }
+
+    /// Topics with at least one subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Subscribers of `topic` on this node.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, |subs| subs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlowConsumerPolicy;
+    use crate::session::mailbox::MailboxLimits;
+    use std::collections::VecDeque;
+
+    fn mailbox() -> Arc<Mailbox> {
+        Arc::new(Mailbox::new(MailboxLimits {
+            capacity: 4,
+            max_bytes: 1024,
+            policy: SlowConsumerPolicy::Disconnect,
+        }))
+    }
+
+    #[test]
+    fn fan_out_reaches_every_subscriber_but_the_excluded() {
+        let hub = Hub::new();
+        let boxes: Vec<_> = (0..5).map(|_| mailbox()).collect();
+        for (i, m) in boxes.iter().enumerate() {
+            hub.subscribe("t", i as u64, m.clone());
+        }
+        hub.subscribe("other", 9, mailbox());
+        let frame = Outbound::Text("x".into());
+        let out = hub.fan_out("t", &frame, Some(2));
+        assert_eq!(out.delivered, 4);
+        let depths: Vec<_> = boxes.iter().map(|m| m.depth()).collect();
+        assert_eq!(depths, [1, 1, 0, 1, 1]);
+    }
+
+    #[test]
+    fn empty_topics_are_removed() {
+        let hub = Hub::new();
+        hub.subscribe("t", 1, mailbox());
+        hub.subscribe("t", 2, mailbox());
+        assert_eq!(hub.topic_count(), 1);
+        hub.unsubscribe("t", 1);
+        assert_eq!(hub.subscriber_count("t"), 1);
+        hub.unsubscribe("t", 2);
+        assert_eq!(hub.topic_count(), 0);
+        hub.unsubscribe("t", 2);
+    }
+
+    #[test]
+    fn overflow_is_reported() {
+        let hub = Hub::new();
+        let m = mailbox();
+        hub.subscribe("t", 1, m.clone());
+        let frame = Outbound::Text("x".into());
+        for _ in 0..4 {
+            assert_eq!(hub.fan_out("t", &frame, None).delivered, 1);
+        }
+        assert_eq!(hub.fan_out("t", &frame, None).overflowed, 1);
+        let mut q = VecDeque::new();
+        assert!(m.drain(&mut q).overflowed);
+    }
+}

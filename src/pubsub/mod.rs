@@ -1,0 +1,19 @@
+//! Topics, subscribers and fan-out.
+//!
+//! [`hub::Hub`] holds this node's subscribers per topic and delivers an
+//! already-encoded frame to their mailboxes. A [`Broker`] is the seam where
+//! publishes leave the node: the in-process [`broker::local::LocalBroker`] hands
+//! them straight to the hub; cluster brokers (Redis, NATS) will also forward
+//! them to other nodes and feed remote publishes into the hub.
+//!
+//! Nothing here encodes frames or touches sockets; a publish never waits on a
+//! subscriber.
+
+pub mod broker;
+pub mod hub;
+
+pub use broker::Broker;
+pub use hub::{FanOut, Hub};
+
+/// Identifies a session on this node; unique for the life of the process.
+pub type SessionId = u64;

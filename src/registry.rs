@@ -1,0 +1,52 @@
+//! Every live session on this node, by id, in a sharded map.
+//!
+//! The registry is how anything outside a session (the HTTP API, admin tools)
+//! finds it; it holds only the session's mailbox and identity, never its
+//! socket. Entries are added when a session starts and removed by the
+//! session's drop guard on every exit path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::metrics::Endpoint;
+use crate::pubsub::SessionId;
+use crate::session::mailbox::Mailbox;
+
+pub struct SessionEntry {
+    pub peer: SocketAddr,
+    pub endpoint: Endpoint,
+    pub mailbox: Arc<Mailbox>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: DashMap<SessionId, SessionEntry>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn insert(&self, id: SessionId, entry: SessionEntry) {
+        self.sessions.insert(id, entry);
+    }
+
+    pub fn remove(&self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn contains(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP → WebSocket handshake for `/socket/websocket` and `/ws/echo`:
+//! check the request, answer 101, and hand the upgraded stream to a supervised
+//! session task.
+//!
+//! Everything refused here is refused before any session state is allocated,
+//! with a status and a plain-text body that says why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::AppState;
+use crate::metrics::Endpoint;
+use crate::protocol::{vsn_supported, SUPPORTED_VSN};
+use crate::session::echo::EchoHandler;
+use crate::session::phoenix::PhoenixHandler;
+use crate::session::{self, websocket_config, SessionSpec};
+
+/// Why an upgrade request is refused; one HTTP answer each.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("missing vsn parameter: this server speaks Phoenix Channels V2; connect with vsn={}", SUPPORTED_VSN.join(" or vsn="))]
+    MissingVsn,
+    #[error("unsupported protocol version vsn={0:?}: supported versions are {supported} (Phoenix Channels V2 JSON)", supported = SUPPORTED_VSN.join(", "))]
+    UnsupportedVsn(String),
+    #[error("not a WebSocket upgrade request: {0}")]
+    NotWebSocket(&'static str),
+    #[error("unsupported Sec-WebSocket-Version: only 13 is supported")]
+    WrongWsVersion,
+    #[error("the echo endpoint is disabled; start the server with --enable-echo")]
+    EchoDisabled,
+}
+
+impl UpgradeError {
+    fn metric_reason(&self) -> &'static str {
+        match self {
+            UpgradeError::MissingVsn | UpgradeError::UnsupportedVsn(_) => "unsupported_vsn",
+            UpgradeError::NotWebSocket(_) | UpgradeError::WrongWsVersion => "not_websocket",
+            UpgradeError::EchoDisabled => "endpoint_disabled",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            UpgradeError::MissingVsn
+            | UpgradeError::UnsupportedVsn(_)
+            | UpgradeError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            UpgradeError::WrongWsVersion => StatusCode::UPGRADE_REQUIRED,
+            UpgradeError::EchoDisabled => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn into_response(self, state: &AppState) -> Response {
+        state.metrics.handshake_rejected(self.metric_reason());
+        let mut response = (self.status(), format!("{self}\n")).into_response();
+        if matches!(self, UpgradeError::WrongWsVersion) {
+            response
+                .headers_mut()
+                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        }
+        response
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Validate the RFC 6455 headers; returns the Sec-WebSocket-Accept value.
+fn accept_key(headers: &HeaderMap) -> Result<String, UpgradeError> {
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(UpgradeError::NotWebSocket(
+            "Connection header lacks \"upgrade\"",
+        ));
+    }
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err(UpgradeError::NotWebSocket(
+            "Upgrade header is not \"websocket\"",
+        ));
+    }
+    match headers.get(header::SEC_WEBSOCKET_VERSION) {
+        Some(v) if v.as_bytes() == b"13" => {}
+        _ => return Err(UpgradeError::WrongWsVersion),
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(UpgradeError::NotWebSocket("missing Sec-WebSocket-Key"))?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn switching_protocols(accept: String) -> Result<Response, UpgradeError> {
+    let accept = HeaderValue::from_str(&accept)
+        .map_err(|_| UpgradeError::NotWebSocket("invalid Sec-WebSocket-Key"))?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
+}
+
+/// `GET /socket/websocket?vsn=2.0.0`: a Phoenix Channels V2 session.
+pub async fn phoenix(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let vsn = query_param(req.uri().query(), "vsn");
+    let checked = match vsn {
+        None => Err(UpgradeError::MissingVsn),
+        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
+        Some(_) => accept_key(req.headers()),
+    };
+    match checked {
+        Ok(accept) => start(state, peer, req, accept, Endpoint::Phoenix),
+        Err(err) => err.into_response(&state),
+    }
+}
+
+/// `GET /ws/echo`: raw echo, only with `enable_echo`.
+pub async fn echo(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    if !state.config.enable_echo {
+        return UpgradeError::EchoDisabled.into_response(&state);
+    }
+    match accept_key(req.headers()) {
+        Ok(accept) => start(state, peer, req, accept, Endpoint::Echo),
+        Err(err) => err.into_response(&state),
+    }
+}
+
+/// Answer 101 and spawn the session, which starts once hyper hands over the
+/// connection.
+fn start(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    mut req: Request<Body>,
+    accept: String,
+    endpoint: Endpoint,
+) -> Response {
+    let response = match switching_protocols(accept) {
+        Ok(r) => r,
+        Err(err) => return err.into_response(&state),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let id = state.supervisor.next_session_id();
+    let supervisor = Arc::clone(&state.supervisor);
+    supervisor.spawn(id, async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(peer = %peer, error = %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let config = Arc::clone(&state.config);
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(websocket_config(&config)),
+        )
+        .await;
+        let mailbox = session::new_mailbox(&config);
+        let spec = SessionSpec {
+            id,
+            peer,
+            endpoint,
+            config: Arc::clone(&config),
+            metrics: Arc::clone(&state.metrics),
+            registry: Arc::clone(&state.registry),
+            signals: state.supervisor.signals(),
+            mailbox: Arc::clone(&mailbox),
+        };
+        match endpoint {
+            Endpoint::Phoenix => {
+                let handler = PhoenixHandler::new(
+                    id,
+                    mailbox,
+                    Arc::clone(&state.broker),
+                    Arc::clone(&state.router),
+                    Arc::clone(&state.metrics),
+                    &config,
+                );
+                session::run(ws, handler, spec).await
+            }
+            Endpoint::Echo => session::run(ws, EchoHandler, spec).await,
+        }
+    });
+    response
+}

@@ -1,0 +1,347 @@
+//! The per-connection task: one task owns one WebSocket and runs a single
+//! `biased` `select!` over, in priority order: hard stop, drain signal, the
+//! outbound mailbox, inbound frames, the idle timer.
+//!
+//! The session is generic over the byte stream, so the same code serves TCP
+//! sockets and in-memory pipes (benchmarks, tests). It reads the next frame only
+//! after the previous one was handled (TCP pushes back on a client that sends
+//! faster than its handler runs), writes its own replies and the mailbox's
+//! frames in batches with one flush each, and turns any panic in frame handling
+//! into a 1011 close. Cleanup runs from drop guards on every exit path. The
+//! session never reads another session's state; it reaches others only
+//! through the broker.
+
+pub mod echo;
+pub mod mailbox;
+pub mod phoenix;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::Config;
+use crate::metrics::{Endpoint, Metrics};
+use crate::protocol::CloseReason;
+use crate::pubsub::SessionId;
+use crate::registry::{Registry, SessionEntry};
+use crate::supervisor::{panic_message, ShutdownSignals};
+use mailbox::{Mailbox, MailboxLimits, Outbound};
+
+/// What a session does with inbound data frames: the Phoenix protocol or echo.
+pub trait FrameHandler: Send {
+    /// Handle one text frame; frames for this client go into `out`.
+    fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason>;
+    /// Handle one binary frame.
+    fn on_binary(&mut self, data: Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason>;
+}
+
+/// Everything a session needs besides its socket and handler.
+pub struct SessionSpec {
+    pub id: SessionId,
+    pub peer: SocketAddr,
+    pub endpoint: Endpoint,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub signals: ShutdownSignals,
+    pub mailbox: Arc<Mailbox>,
+}
+
+/// The WebSocket settings derived from the config (small buffers: an idle
+/// session must cost a few KiB, not tungstenite's 128 KiB defaults).
+pub fn websocket_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size))
+}
+
+/// A mailbox sized from the config.
+pub fn new_mailbox(config: &Config) -> Arc<Mailbox> {
+    Arc::new(Mailbox::new(MailboxLimits {
+        capacity: config.mailbox_capacity,
+        max_bytes: config.mailbox_max_bytes,
+        policy: config.slow_consumer,
+    }))
+}
+
+/// Counts the session in and out: gauge, registry, open/close log lines and the
+/// close-reason counter. Dropped on every exit path, panics included.
+struct SessionGuard {
+    id: SessionId,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    mailbox: Arc<Mailbox>,
+    reason: Option<CloseReason>,
+}
+
+impl SessionGuard {
+    fn open(spec: &SessionSpec) -> SessionGuard {
+        spec.metrics.sessions_active.increment(1.0);
+        spec.metrics.session_opened(spec.endpoint);
+        spec.registry.insert(
+            spec.id,
+            SessionEntry {
+                peer: spec.peer,
+                endpoint: spec.endpoint,
+                mailbox: Arc::clone(&spec.mailbox),
+            },
+        );
+        tracing::info!(session = spec.id, peer = %spec.peer, endpoint = spec.endpoint.label(), "session opened");
+        SessionGuard {
+            id: spec.id,
+            peer: spec.peer,
+            endpoint: spec.endpoint,
+            started: Instant::now(),
+            metrics: Arc::clone(&spec.metrics),
+            registry: Arc::clone(&spec.registry),
+            mailbox: Arc::clone(&spec.mailbox),
+            reason: None,
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        // No reason recorded means the session future unwound from a panic.
+        let reason = self.reason.unwrap_or(CloseReason::SessionPanic);
+        self.mailbox.close();
+        self.registry.remove(self.id);
+        self.metrics.sessions_active.decrement(1.0);
+        self.metrics.session_closed(reason);
+        tracing::info!(
+            session = self.id,
+            peer = %self.peer,
+            endpoint = self.endpoint.label(),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            reason = reason.label(),
+            "session closed"
+        );
+    }
+}
+
+/// Run one session to its end.
+pub async fn run<S, H>(ws: WebSocketStream<S>, mut handler: H, spec: SessionSpec)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: FrameHandler,
+{
+    let mut guard = SessionGuard::open(&spec);
+    let mut session = Session {
+        ws,
+        spec,
+        out: Vec::new(),
+        batch: VecDeque::new(),
+    };
+    let reason = session.serve(&mut handler).await;
+    guard.reason = Some(reason);
+    session.close(reason).await;
+    // `handler` drops after this: its guard leaves every topic.
+}
+
+struct Session<S> {
+    ws: WebSocketStream<S>,
+    spec: SessionSpec,
+    /// Frames the handler produced for this client (replies, pushes).
+    out: Vec<Outbound>,
+    /// Frames taken from the mailbox for the current write.
+    batch: VecDeque<Outbound>,
+}
+
+/// Idle timer target when idle_timeout is disabled: never reached.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
+        let idle = self.spec.config.idle_timeout;
+        let idle_enabled = !idle.is_zero();
+        let mut last_in = Instant::now();
+        let sleep = tokio::time::sleep(if idle_enabled { idle } else { FAR_FUTURE });
+        tokio::pin!(sleep);
+        let signals = self.spec.signals.clone();
+        let mailbox = Arc::clone(&self.spec.mailbox);
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = signals.hard_stop.cancelled() => return CloseReason::Shutdown,
+                _ = signals.drain.cancelled() => return CloseReason::Shutdown,
+                _ = mailbox.ready() => {
+                    let drained = mailbox.drain(&mut self.batch);
+                    if drained.overflowed {
+                        return CloseReason::SlowConsumer;
+                    }
+                    if drained.messages > 0 {
+                        self.spec.metrics.mailbox_depth.record(drained.messages as f64);
+                        if let Err(reason) = self.write_batch().await {
+                            return reason;
+                        }
+                    }
+                }
+                msg = self.ws.next() => {
+                    last_in = Instant::now();
+                    let msg = match msg {
+                        None => return CloseReason::ClientClosed,
+                        Some(Err(err)) => return self.read_error(err),
+                        Some(Ok(msg)) => msg,
+                    };
+                    if let Err(reason) = self.handle(handler, msg).await {
+                        return reason;
+                    }
+                }
+                _ = &mut sleep, if idle_enabled => {
+                    let deadline = last_in + idle;
+                    if Instant::now() >= deadline {
+                        return CloseReason::IdleTimeout;
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    /// One inbound message. Handler calls run under panic capture: a panic here
+    /// is a session-level fault (channel handlers have their own capture inside).
+    async fn handle<H: FrameHandler>(
+        &mut self,
+        handler: &mut H,
+        msg: Message,
+    ) -> Result<(), CloseReason> {
+        let metrics = &self.spec.metrics;
+        let result = match msg {
+            Message::Text(text) => {
+                metrics.messages_in.increment(1);
+                metrics.bytes_in.increment(text.len() as u64);
+                let out = &mut self.out;
+                std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_text(&text, out)))
+            }
+            Message::Binary(data) => {
+                metrics.messages_in.increment(1);
+                metrics.bytes_in.increment(data.len() as u64);
+                let out = &mut self.out;
+                std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_binary(data, out)))
+            }
+            Message::Close(_) => return Err(CloseReason::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
+        };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                metrics.session_panics.increment(1);
+                tracing::error!(session = self.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
+                self.out.clear();
+                return Err(CloseReason::SessionPanic);
+            }
+        };
+        // Send what the handler produced even when it also asks to close: the
+        // phx_error that precedes a restart-intensity close must reach the client.
+        if !self.out.is_empty() {
+            let frames: Vec<Outbound> = self.out.drain(..).collect();
+            self.batch.extend(frames);
+            self.write_batch().await?;
+        }
+        outcome
+    }
+
+    /// Write everything in `self.batch` and flush once, within `write_timeout`.
+    async fn write_batch(&mut self) -> Result<(), CloseReason> {
+        let ws = &mut self.ws;
+        let batch = &mut self.batch;
+        let write = async {
+            let mut messages = 0u64;
+            let mut bytes = 0u64;
+            while let Some(frame) = batch.pop_front() {
+                messages += 1;
+                bytes += frame.len() as u64;
+                ws.feed(frame.into_message()).await?;
+            }
+            ws.flush().await?;
+            Ok::<_, WsError>((messages, bytes))
+        };
+        let result = tokio::time::timeout(self.spec.config.write_timeout, write).await;
+        // Keep a burst's allocation from pinning memory in an idle session.
+        if self.batch.capacity() > 64 {
+            self.batch = VecDeque::new();
+        }
+        match result {
+            Ok(Ok((messages, bytes))) => {
+                self.spec.metrics.messages_out.increment(messages);
+                self.spec.metrics.bytes_out.increment(bytes);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(CloseReason::ConnectionLost),
+            Err(_) => Err(CloseReason::WriteTimeout),
+        }
+    }
+
+    fn read_error(&self, err: WsError) -> CloseReason {
+        let metrics = &self.spec.metrics;
+        match err {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClosed,
+            WsError::Io(_) => CloseReason::ConnectionLost,
+            WsError::Capacity(_) => {
+                metrics.malformed("too_big");
+                CloseReason::MessageTooBig
+            }
+            WsError::Utf8(_) => {
+                metrics.malformed("invalid_utf8");
+                CloseReason::InvalidUtf8
+            }
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                CloseReason::ConnectionLost
+            }
+            _ => CloseReason::ProtocolViolation,
+        }
+    }
+
+    /// Send the close frame for `reason` (if any) and wait briefly for the
+    /// client's answer, so the client sees the code rather than a reset.
+    async fn close(&mut self, reason: CloseReason) {
+        let timeout = self.spec.config.close_timeout;
+        let hard_stop = self.spec.signals.hard_stop.clone();
+        if hard_stop.is_cancelled() {
+            return;
+        }
+        let Some(code) = reason.close_code() else {
+            if reason == CloseReason::ClientClosed {
+                // Flush tungstenite's queued close echo.
+                let _ = tokio::time::timeout(timeout, self.ws.flush()).await;
+            }
+            return;
+        };
+        let frame = CloseFrame {
+            code,
+            reason: reason.text().into(),
+        };
+        let ws = &mut self.ws;
+        let handshake = async {
+            if ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            // Read until the client's close (tungstenite then ends the stream).
+            while let Some(Ok(_)) = ws.next().await {}
+        };
+        tokio::select! {
+            _ = hard_stop.cancelled() => {}
+            _ = tokio::time::timeout(timeout, handshake) => {}
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! A Phoenix Channels V2 connection: the topic → joined-channel map and the
+//! dispatch rules of PROTOCOL.md §3.2, applied strictly in frame order.
+//!
+//! Owns the channels of one connection and their subscriptions. Every channel
+//! callback runs under panic capture: a panic ends that channel only
+//! (`phx_error`, counted, logged), and more than `max_restarts` crashes within
+//! `max_seconds` closes the session with 1011. Dropping the handler (on any
+//! exit path, unwinding included) terminates every channel and unsubscribes
+//! every topic.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::mailbox::{Mailbox, Outbound};
+use super::FrameHandler;
+use crate::channel::{Channel, ChannelCtx, ChannelRouter, JoinResult, Reply, Terminate};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::{decode, encode, event, CloseReason, InFrame, ReplyError, PHOENIX_TOPIC};
+use crate::pubsub::{Broker, SessionId};
+use crate::supervisor::{panic_message, RestartIntensity};
+
+/// Fault-injection event that panics in the session itself, outside any
+/// channel handler (only on `crash:*` topics with fault injection enabled).
+pub const PANIC_SESSION_EVENT: &str = "panic_session";
+
+struct Joined {
+    join_ref: Option<String>,
+    channel: Box<dyn Channel>,
+}
+
+pub struct PhoenixHandler {
+    session: SessionId,
+    mailbox: Arc<Mailbox>,
+    broker: Arc<dyn Broker>,
+    router: Arc<ChannelRouter>,
+    metrics: Arc<Metrics>,
+    channels: HashMap<String, Joined>,
+    intensity: RestartIntensity,
+    fault_injection: bool,
+}
+
+/// What a channel callback did, with panics turned into a value.
+enum Called<T> {
+    Returned(T),
+    Panicked(String),
+}
+
+impl PhoenixHandler {
+    pub fn new(
+        session: SessionId,
+        mailbox: Arc<Mailbox>,
+        broker: Arc<dyn Broker>,
+        router: Arc<ChannelRouter>,
+        metrics: Arc<Metrics>,
+        config: &Config,
+    ) -> PhoenixHandler {
+        PhoenixHandler {
+            session,
+            mailbox,
+            broker,
+            router,
+            metrics,
+            channels: HashMap::new(),
+            intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
+            fault_injection: config.enable_fault_injection,
+        }
+    }
+
+    fn call<T>(
+        &self,
+        channel: &mut dyn Channel,
+        topic: &str,
+        join_ref: Option<&str>,
+        out: &mut Vec<Outbound>,
+        f: impl FnOnce(&mut dyn Channel, &mut ChannelCtx<'_>) -> T,
+    ) -> Called<T> {
+        let mut ctx = ChannelCtx::new(topic, join_ref, self.session, self.broker.as_ref(), out);
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(channel, &mut ctx))) {
+            Ok(value) => Called::Returned(value),
+            Err(panic) => Called::Panicked(panic_message(&panic)),
+        }
+    }
+
+    /// Count and log a channel crash; Err when restart intensity is exceeded.
+    fn crashed(&mut self, topic: &str, panic: &str) -> Result<(), CloseReason> {
+        self.metrics.channel_crashes.increment(1);
+        tracing::warn!(
+            session = self.session,
+            topic = topic,
+            panic = panic,
+            "channel crashed"
+        );
+        if self.intensity.record(Instant::now()) {
+            tracing::warn!(
+                session = self.session,
+                "restart intensity exceeded; closing session with 1011"
+            );
+            return Err(CloseReason::RestartIntensity);
+        }
+        Ok(())
+    }
+
+    fn reply(
+        out: &mut Vec<Outbound>,
+        frame: &InFrame<'_>,
+        join_ref: Option<&str>,
+        status: &str,
+        response: &str,
+    ) {
+        let text = encode::reply(
+            join_ref,
+            frame.ref_.as_deref(),
+            &frame.topic,
+            status,
+            response,
+        );
+        out.push(Outbound::Text(text.into()));
+    }
+
+    fn dispatch(&mut self, frame: InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        let topic = frame.topic.as_ref();
+        let ev = frame.event.as_ref();
+
+        // Rule 1: heartbeat, whatever channels exist.
+        if topic == PHOENIX_TOPIC && ev == event::HEARTBEAT {
+            Self::reply(out, &frame, None, "ok", "{}");
+            return Ok(());
+        }
+        if self.fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
+            panic!("fault injection: session panic");
+        }
+
+        let open = self.channels.get(topic).map(|j| j.join_ref.clone());
+        match (ev, open) {
+            // Rule 3: duplicate join replaces the old channel; its close follows the new reply.
+            (event::JOIN, Some(old_ref)) => {
+                self.end_channel(topic, Terminate::Replaced, out);
+                let result = self.join(&frame, out);
+                out.push(Outbound::Text(
+                    encode::close(old_ref.as_deref(), topic).into(),
+                ));
+                result
+            }
+            // Rule 2.
+            (event::JOIN, None) => self.join(&frame, out),
+            // Rule 4: leave an open channel (stale join_ref is dropped silently).
+            (event::LEAVE, Some(current)) => {
+                if !ref_matches(&frame, current.as_deref()) {
+                    return Ok(());
+                }
+                self.metrics.leaves.increment(1);
+                self.end_channel(topic, Terminate::Leave, out);
+                Self::reply(out, &frame, frame.join_ref.as_deref(), "ok", "{}");
+                out.push(Outbound::Text(
+                    encode::close(current.as_deref(), topic).into(),
+                ));
+                Ok(())
+            }
+            // Rule 6: leave of a topic not open.
+            (event::LEAVE, None) => {
+                Self::reply(out, &frame, frame.join_ref.as_deref(), "ok", "{}");
+                Ok(())
+            }
+            // Rule 5: event for an open channel.
+            (_, Some(current)) => {
+                if !ref_matches(&frame, current.as_deref()) {
+                    return Ok(());
+                }
+                self.handle_in(&frame, current.as_deref(), out)
+            }
+            // Rule 7: event for a topic not open.
+            (_, None) => {
+                let reason = encode::reason(ReplyError::UnmatchedTopic.reason());
+                Self::reply(out, &frame, None, "error", &reason);
+                Ok(())
+            }
+        }
+    }
+
+    fn join(&mut self, frame: &InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        let topic = frame.topic.as_ref();
+        let join_ref = frame.join_ref.as_deref();
+        let Some(kind) = self.router.route(topic) else {
+            self.metrics.joins_error.increment(1);
+            tracing::warn!(
+                session = self.session,
+                topic = topic,
+                "join refused: unmatched topic"
+            );
+            let reason = encode::reason(ReplyError::UnmatchedTopic.reason());
+            Self::reply(out, frame, None, "error", &reason);
+            return Ok(());
+        };
+        let mut channel = ChannelRouter::instantiate(kind);
+        // Subscribe before the join handler runs and before the reply is
+        // written, so no broadcast that follows the ok reply can be missed.
+        self.broker
+            .subscribe(topic, self.session, Arc::clone(&self.mailbox));
+        let params = frame.payload;
+        match self.call(channel.as_mut(), topic, join_ref, out, |ch, ctx| {
+            ch.join(ctx, params)
+        }) {
+            Called::Returned(JoinResult::Ok(response)) => {
+                self.metrics.joins_ok.increment(1);
+                Self::reply(out, frame, join_ref, "ok", &response);
+                self.channels.insert(
+                    topic.to_owned(),
+                    Joined {
+                        join_ref: join_ref.map(str::to_owned),
+                        channel,
+                    },
+                );
+                Ok(())
+            }
+            Called::Returned(JoinResult::Error(response)) => {
+                self.broker.unsubscribe(topic, self.session);
+                self.metrics.joins_error.increment(1);
+                Self::reply(out, frame, join_ref, "error", &response);
+                Ok(())
+            }
+            Called::Panicked(panic) => {
+                self.broker.unsubscribe(topic, self.session);
+                self.metrics.joins_error.increment(1);
+                let reason = encode::reason(ReplyError::JoinCrashed.reason());
+                Self::reply(out, frame, join_ref, "error", &reason);
+                self.crashed(topic, &panic)
+            }
+        }
+    }
+
+    fn handle_in(
+        &mut self,
+        frame: &InFrame<'_>,
+        join_ref: Option<&str>,
+        out: &mut Vec<Outbound>,
+    ) -> Result<(), CloseReason> {
+        let topic = frame.topic.as_ref();
+        let Some(mut joined) = self.channels.remove(topic) else {
+            return Ok(());
+        };
+        let (ev, payload) = (frame.event.as_ref(), frame.payload);
+        match self.call(joined.channel.as_mut(), topic, join_ref, out, |ch, ctx| {
+            ch.handle_in(ctx, ev, payload)
+        }) {
+            Called::Returned(reply) => {
+                self.channels.insert(topic.to_owned(), joined);
+                match reply {
+                    Reply::Ok(response) => Self::reply(out, frame, join_ref, "ok", &response),
+                    Reply::Error(response) => Self::reply(out, frame, join_ref, "error", &response),
+                    Reply::NoReply => {}
+                }
+                Ok(())
+            }
+            Called::Panicked(panic) => {
+                // The channel is gone: no reply for this push, phx_error instead,
+                // and the client rejoins by itself.
+                self.broker.unsubscribe(topic, self.session);
+                drop(joined);
+                out.push(Outbound::Text(encode::error(join_ref, topic).into()));
+                self.crashed(topic, &panic)
+            }
+        }
+    }
+
+    /// Remove a channel, unsubscribe it, and run its terminate callback (a
+    /// panic there is logged and counted but changes nothing else).
+    fn end_channel(&mut self, topic: &str, reason: Terminate, out: &mut Vec<Outbound>) {
+        self.broker.unsubscribe(topic, self.session);
+        if let Some(mut joined) = self.channels.remove(topic) {
+            let join_ref = joined.join_ref.clone();
+            if let Called::Panicked(panic) = self.call(
+                joined.channel.as_mut(),
+                topic,
+                join_ref.as_deref(),
+                out,
+                |ch, ctx| ch.terminate(ctx, reason),
+            ) {
+                self.metrics.channel_crashes.increment(1);
+                tracing::warn!(
+                    session = self.session,
+                    topic = topic,
+                    panic = panic,
+                    "channel terminate panicked"
+                );
+            }
+        }
+    }
+}
+
+/// A frame addresses the current channel when its join_ref is null or equal.
+fn ref_matches(frame: &InFrame<'_>, current: Option<&str>) -> bool {
+    match frame.join_ref.as_deref() {
+        None => true,
+        Some(r) => Some(r) == current,
+    }
+}
+
+impl FrameHandler for PhoenixHandler {
+    fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        match decode(text.as_str()) {
+            Ok(frame) => self.dispatch(frame, out),
+            Err(err) => {
+                self.metrics.malformed(err.kind());
+                tracing::debug!(session = self.session, error = %err, "malformed frame");
+                Err(CloseReason::MalformedFrame)
+            }
+        }
+    }
+
+    fn on_binary(&mut self, _data: Bytes, _out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        self.metrics.malformed("binary");
+        Err(CloseReason::UnsupportedBinary)
+    }
+}
+
+impl Drop for PhoenixHandler {
+    fn drop(&mut self) {
+        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        let mut discard = Vec::new();
+        for topic in topics {
+            self.end_channel(&topic, Terminate::Closed, &mut discard);
+        }
+    }
+}
