@@ -64,7 +64,15 @@ pub fn decode(text: &str) -> Result<InFrame<'_>, DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let frame = (&mut de)
         .deserialize_any(FrameVisitor { shape: &shape })
-        .map_err(|_| shape.take().unwrap_or(DecodeError::NotJson))?;
+        .map_err(|_| match shape.take() {
+            // The visitor refuses a non-array at its first byte; only call it
+            // "not an array" when the whole text is JSON at all.
+            Some(DecodeError::NotArray) if serde_json::from_str::<IgnoredAny>(text).is_err() => {
+                DecodeError::NotJson
+            }
+            Some(err) => err,
+            None => DecodeError::NotJson,
+        })?;
     de.end().map_err(|_| DecodeError::NotJson)?;
     Ok(frame)
 }
@@ -194,6 +202,7 @@ mod tests {
             DecodeError::NotArray
         );
         assert_eq!(decode(r#""str""#).unwrap_err(), DecodeError::NotArray);
+        assert_eq!(decode("{not json").unwrap_err(), DecodeError::NotJson);
         assert_eq!(decode("42").unwrap_err(), DecodeError::NotArray);
         assert_eq!(
             decode(r#"["1","1","t"]"#).unwrap_err(),
