@@ -65,11 +65,9 @@ pub fn decode(text: &str) -> Result<InFrame<'_>, DecodeError> {
     let frame = (&mut de)
         .deserialize_any(FrameVisitor { shape: &shape })
         .map_err(|_| match shape.take() {
-            // The visitor refuses a non-array at its first byte; only call it
-            // "not an array" when the whole text is JSON at all.
-            Some(DecodeError::NotArray) if serde_json::from_str::<IgnoredAny>(text).is_err() => {
-                DecodeError::NotJson
-            }
+            // The visitor judges the shape as it streams, before the whole text
+            // was parsed; a text that is not JSON at all is reported as such.
+            Some(_) if serde_json::from_str::<IgnoredAny>(text).is_err() => DecodeError::NotJson,
             Some(err) => err,
             None => DecodeError::NotJson,
         })?;
@@ -203,6 +201,7 @@ mod tests {
         );
         assert_eq!(decode(r#""str""#).unwrap_err(), DecodeError::NotArray);
         assert_eq!(decode("{not json").unwrap_err(), DecodeError::NotJson);
+        assert_eq!(decode("[1,2").unwrap_err(), DecodeError::NotJson);
         assert_eq!(decode("42").unwrap_err(), DecodeError::NotArray);
         assert_eq!(
             decode(r#"["1","1","t"]"#).unwrap_err(),
