@@ -2,6 +2,8 @@
 //! and the exposition passes `promtool check metrics` (Debian package
 //! `prometheus`, installed by scripts/test.sh).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::io::Write;
@@ -52,9 +54,13 @@ async fn required_metrics_are_exposed_with_help() {
         "myriad_runtime_global_queue_depth",
         "myriad_malformed_frames_total",
     ] {
-        assert!(text.contains(&format!("# HELP {name} ")), "no HELP for {name}");
         assert!(
-            text.lines().any(|l| !l.starts_with('#') && l.starts_with(name)),
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name)),
             "no sample for {name}"
         );
     }
@@ -62,8 +68,14 @@ async fn required_metrics_are_exposed_with_help() {
     assert!(rss > 1_000_000.0, "RSS should be read from /proc: {rss}");
     let fds = common::metric_value(&text, "myriad_process_open_fds").unwrap();
     assert!(fds >= 3.0, "fds {fds}");
-    assert_eq!(common::metric_value(&text, "myriad_sessions_active"), Some(2.0));
-    assert_eq!(common::metric_value(&text, "myriad_broadcasts_total"), Some(1.0));
+    assert_eq!(
+        common::metric_value(&text, "myriad_sessions_active"),
+        Some(2.0)
+    );
+    assert_eq!(
+        common::metric_value(&text, "myriad_broadcasts_total"),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -77,7 +89,9 @@ async fn exposition_passes_promtool_check_metrics() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool must be installed (scripts/test.sh installs Debian package `prometheus`)");
+        .expect(
+            "promtool must be installed (scripts/test.sh installs Debian package `prometheus`)",
+        );
     child
         .stdin
         .take()
@@ -90,6 +104,12 @@ async fn exposition_passes_promtool_check_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool failed:\n{report}\n---\n{text}");
-    assert!(report.trim().is_empty(), "promtool lint findings:\n{report}");
+    assert!(
+        out.status.success(),
+        "promtool failed:\n{report}\n---\n{text}"
+    );
+    assert!(
+        report.trim().is_empty(),
+        "promtool lint findings:\n{report}"
+    );
 }

@@ -1,5 +1,7 @@
 //! The Phoenix V2 dispatch rules against a live server (PROTOCOL.md §3.2, §8).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::time::Duration;

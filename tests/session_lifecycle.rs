@@ -1,5 +1,7 @@
 //! Session lifecycle: handshake checks, idle timeout, echo endpoint, shutdown drain.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::time::Duration;

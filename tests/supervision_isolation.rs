@@ -1,6 +1,8 @@
 //! Supervision: channel crashes stay in their channel, restart intensity
 //! escalates to 1011, session panics close only their session.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use common::{Client, TestServer};

@@ -2,6 +2,7 @@
 //! HTTP helpers for the admin listener, and polling with a deadline (tests never
 //! sleep for a fixed time to wait for an effect).
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,135 @@
+//! The `myriad` binary: configuration commands, startup errors, SIGTERM drain.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn myriad() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_myriad"));
+    // The tests must not inherit configuration from the developer's shell.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MYRIAD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("myriad-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_check_accepts_a_good_file() {
+    let path = write_config(
+        "good.toml",
+        "idle_timeout = \"30s\"\nmailbox_capacity = 64\n",
+    );
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_why() {
+    for (text, key) in [
+        ("idle_timout = \"30s\"\n", "idle_timout"),
+        ("mailbox_capacity = \"lots\"\n", "mailbox_capacity"),
+        ("mailbox_capacity = 0\n", "mailbox_capacity"),
+        ("listen = \"not an address\"\n", "listen"),
+        ("max_frame_size = 999999\n", "max_frame_size"),
+    ] {
+        let path = write_config("bad.toml", text);
+        let out = myriad()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: error {err:?} must name {key}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_invalid_env_value_at_startup() {
+    let out = myriad()
+        .args(["serve"])
+        .env("MYRIAD_IDLE_TIMEOUT", "forever")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("idle_timeout"), "{err}");
+}
+
+#[test]
+fn serve_help_documents_every_option_with_its_default() {
+    let out = myriad().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--idle-timeout",
+        "--drain-timeout",
+        "--max-restarts",
+        "--enable-echo",
+        "--enable-fault-injection",
+        "--config",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from help");
+    }
+    assert!(help.contains("[default: 127.0.0.1:4000]"));
+    assert!(help.contains("[default: 1m]"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut child = myriad()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listening = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("myriad listening") {
+            listening = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    }
+    assert!(listening);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "log after SIGTERM: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:?}"
+    );
+}
