@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: installs what the tests need
+# when missing (promtool from Debian's `prometheus`, node packages), then runs
+# lint, the Rust tests, the real-client JS tests and the Autobahn conformance
+# suite against /ws/echo.
+#
+# Env: SKIP_AUTOBAHN=1 leaves out the Autobahn run (it needs ../shared/tools).
+#      AUTOBAHN_DIR overrides where the Autobahn runner lives.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT="$ROOT/test-output"
+mkdir -p "$OUT"
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=0
+apt_install() {
+  if [ $apt_updated -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+step "dependencies"
+command -v promtool >/dev/null || apt_install prometheus
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+command -v python3 >/dev/null || apt_install python3 python3-venv
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+  (cd tests/js && npm ci --no-audit --no-fund)
+fi
+promtool --version | head -1
+node --version
+
+step "format and lint"
+cargo fmt --all --check
+cargo clippy --all-targets -- -D warnings
+
+step "build"
+cargo build --workspace --bins --quiet
+BIN="$ROOT/target/debug/myriad"
+
+step "rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+step "phoenix.js client tests (npm phoenix, pinned)"
+(cd tests/js && TEST_MYRIAD_BIN="$BIN" node --test)
+
+if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then
+  step "autobahn: skipped (SKIP_AUTOBAHN=1)"
+  exit 0
+fi
+step "autobahn conformance against /ws/echo"
+AB_DIR=${AUTOBAHN_DIR:-$ROOT/../shared/tools/autobahn}
+if [ ! -x "$AB_DIR/run.sh" ]; then
+  echo "autobahn runner not found at $AB_DIR (set AUTOBAHN_DIR, or SKIP_AUTOBAHN=1)" >&2
+  exit 1
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN" serve --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --enable-echo \
+  --max-message-size 16777216 --max-frame-size 16777216 2>"$OUT/autobahn-server.log" &
+server_pid=$!
+trap 'kill -TERM $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  grep -q "myriad listening" "$OUT/autobahn-server.log" && break
+  sleep 0.1
+done
+"$AB_DIR/run.sh" "ws://127.0.0.1:$port/ws/echo" "$OUT/autobahn"
+kill -TERM $server_pid
+wait $server_pid
+trap - EXIT
