@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -128,8 +129,15 @@ pub async fn run(
         let app =
             public_router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
         let stop = stop_accepting.clone();
+        // Real-time frames are small: Nagle's algorithm would hold each one
+        // back for the peer's delayed ACK (tens of milliseconds).
+        let listener = listeners.public.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         tokio::spawn(async move {
-            axum::serve(listeners.public, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         })

@@ -163,6 +163,19 @@ impl Mailbox {
         }
     }
 
+    /// Whether a push overflowed the mailbox under the disconnect policy.
+    pub fn is_overflowed(&self) -> bool {
+        self.state.lock().overflowed
+    }
+
+    /// Store a wake-up for the session. Used after the session itself consumed
+    /// a notification while it was busy writing, so nothing queued meanwhile is
+    /// left waiting for a push that will not notify (pushes notify only when the
+    /// queue goes from empty to non-empty).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Refuse all further pushes and free what is queued.
     pub fn close(&self) {
         let mut st = self.state.lock();

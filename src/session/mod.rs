@@ -262,6 +262,8 @@ where
     }
 
     /// Write everything in `self.batch` and flush once, within `write_timeout`.
+    /// A mailbox overflow or a hard stop while the socket is slow ends the
+    /// write at once instead of waiting out the timeout.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
         let ws = &mut self.ws;
         let batch = &mut self.batch;
@@ -276,7 +278,24 @@ where
             ws.flush().await?;
             Ok::<_, WsError>((messages, bytes))
         };
-        let result = tokio::time::timeout(self.spec.config.write_timeout, write).await;
+        let mailbox = &self.spec.mailbox;
+        let overflow = async {
+            loop {
+                mailbox.ready().await;
+                if mailbox.is_overflowed() {
+                    return;
+                }
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = self.spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
+            _ = overflow => return Err(CloseReason::SlowConsumer),
+            result = tokio::time::timeout(self.spec.config.write_timeout, write) => result,
+        };
+        // The overflow watch may have consumed the wake-up for frames queued
+        // during the write; re-arm it so the serve loop drains them.
+        mailbox.wake();
         // Keep a burst's allocation from pinning memory in an idle session.
         if self.batch.capacity() > 64 {
             self.batch = VecDeque::new();
