@@ -108,6 +108,7 @@ fn init_logging(format: LogFormat) {
 
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let listeners = Listeners::bind(&config).await?;
     tracing::info!(
         public = %listeners.public_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -115,35 +116,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "myriad listening"
     );
     let state = AppState::new(Arc::new(config));
-    server::run(listeners, state, shutdown_signal())
+    server::run(listeners, state, shutdown)
         .await
         .context("server stopped with an error")
 }
 
-/// SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// SIGTERM or SIGINT (Ctrl-C). The handlers are installed before this returns,
+/// so a signal that arrives right after startup drains instead of killing the
+/// process.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }
