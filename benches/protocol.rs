@@ -82,6 +82,37 @@ fn bench_fanout(c: &mut Criterion) {
     g.finish();
 }
 
+/// Baseline for fan-out ratios: the same frame cloned into N plain queues, no
+/// map, no lock, no wake-up. Fan-out cost over this is what the hub and the
+/// mailbox add.
+fn bench_fanout_baseline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_baseline");
+    for n in [1usize, 100, 1_000, 10_000, 100_000] {
+        let mut queues: Vec<VecDeque<Outbound>> =
+            (0..n).map(|_| VecDeque::with_capacity(4)).collect();
+        let frame = Outbound::Text(encode::broadcast("room:hot", "new_msg", r#"{"body":"hi"}"#));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    for q in queues.iter_mut() {
+                        q.clear();
+                    }
+                    let start = std::time::Instant::now();
+                    for q in queues.iter_mut() {
+                        q.push_back(frame.clone());
+                    }
+                    total += start.elapsed();
+                    black_box(&queues);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_join_leave(c: &mut Criterion) {
     let hub = Hub::new();
     // A hot topic that already has members.
@@ -112,5 +143,11 @@ fn bench_join_leave(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_codec, bench_fanout, bench_join_leave);
+criterion_group!(
+    benches,
+    bench_codec,
+    bench_fanout_baseline,
+    bench_fanout,
+    bench_join_leave
+);
 criterion_main!(benches);

@@ -30,7 +30,8 @@ pub struct Hub {
 pub struct FanOut {
     /// Mailboxes the frame was queued in.
     pub delivered: usize,
-    /// Older messages dropped to make room (drop_oldest policy).
+    /// Messages dropped under the drop_oldest policy (older ones to make room,
+    /// or this one when it can never fit).
     pub dropped: usize,
     /// Subscribers whose mailbox overflowed (disconnect policy).
     pub overflowed: usize,
@@ -89,6 +90,7 @@ impl Hub {
                     out.delivered += 1;
                     out.dropped += n;
                 }
+                Delivery::DroppedItself => out.dropped += 1,
                 Delivery::Overflowed => out.overflowed += 1,
                 Delivery::Closed => {}
             }

@@ -47,9 +47,11 @@ impl Outbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     Queued,
-    /// Queued after dropping this many older messages (or, for a message larger
-    /// than the whole byte bound, the message itself was the one dropped: 1).
+    /// Queued after dropping this many older messages.
     DroppedOldest(usize),
+    /// Not queued: under drop_oldest, a message larger than the whole byte
+    /// bound can never fit, so it is the one dropped.
+    DroppedItself,
     /// The mailbox overflowed under the disconnect policy; its session will close.
     Overflowed,
     /// The session is gone or already overflowed; nothing was queued.
@@ -117,7 +119,7 @@ impl Mailbox {
                 }
                 SlowConsumerPolicy::DropOldest => {
                     if len > self.limits.max_bytes {
-                        return Delivery::DroppedOldest(1);
+                        return Delivery::DroppedItself;
                     }
                     while !fits(&st) {
                         match st.queue.pop_front() {
@@ -251,7 +253,7 @@ mod tests {
         m.push(text("ab"));
         m.push(text("cd"));
         assert_eq!(m.push(text("efg")), Delivery::DroppedOldest(2));
-        assert_eq!(m.push(text("hijkl")), Delivery::DroppedOldest(1));
+        assert_eq!(m.push(text("hijkl")), Delivery::DroppedItself);
         assert_eq!(m.depth(), 1);
     }
 
