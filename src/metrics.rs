@@ -21,6 +21,7 @@ pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
 pub const SESSIONS_OPENED: &str = "myriad_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
 pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
+pub const ACCEPT_ERRORS: &str = "myriad_accept_errors_total";
 pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
 pub const CHANNEL_LEAVES: &str = "myriad_channel_leaves_total";
 pub const CHANNEL_CRASHES: &str = "myriad_channel_crashes_total";
@@ -53,7 +54,12 @@ pub const MALFORMED_KINDS: [&str; 7] = [
 ];
 
 /// Handshake rejection reasons (the `reason` label).
-pub const REJECT_REASONS: [&str; 3] = ["unsupported_vsn", "not_websocket", "endpoint_disabled"];
+pub const REJECT_REASONS: [&str; 4] = [
+    "unsupported_vsn",
+    "not_websocket",
+    "endpoint_disabled",
+    "handshake_timeout",
+];
 
 const SIZE_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
@@ -84,6 +90,8 @@ pub struct Metrics {
     sessions_opened: [Counter; 2],
     sessions_closed: Vec<Counter>,
     handshakes_rejected: Vec<Counter>,
+    pub accept_errors_fd: Counter,
+    pub accept_errors_other: Counter,
     pub joins_ok: Counter,
     pub joins_error: Counter,
     pub leaves: Counter,
@@ -168,6 +176,13 @@ impl Metrics {
             ),
         );
         r.describe_counter(
+            KeyName::from_const_str(ACCEPT_ERRORS),
+            None,
+            SharedString::const_str(
+                "Failed accepts, by kind (fd_exhausted: out of descriptors or memory, accept backs off).",
+            ),
+        );
+        r.describe_counter(
             KeyName::from_const_str(MALFORMED_FRAMES),
             None,
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
@@ -192,6 +207,8 @@ impl Metrics {
                 .iter()
                 .map(|reason| labelled(HANDSHAKES_REJECTED, "reason", reason))
                 .collect(),
+            accept_errors_fd: labelled(ACCEPT_ERRORS, "kind", "fd_exhausted"),
+            accept_errors_other: labelled(ACCEPT_ERRORS, "kind", "other"),
             joins_ok: labelled(CHANNEL_JOINS, "result", "ok"),
             joins_error: labelled(CHANNEL_JOINS, "result", "error"),
             leaves: counter(

@@ -216,3 +216,34 @@ async fn client_close_is_answered_and_counted() {
     server.wait_metric("myriad_sessions_active", 0.0).await;
     server.wait_metric("myriad_topics", 0.0).await;
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_cut_off_after_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| c.handshake_timeout = Duration::from_millis(300)).await;
+    let mut slow = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    slow.write_all(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The server closes the connection: reads reach EOF (or a reset) in time.
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "connection still open after {DEADLINE:?}");
+    server
+        .wait_metric(
+            "myriad_handshakes_rejected_total{reason=\"handshake_timeout\"}",
+            1.0,
+        )
+        .await;
+    // A well-behaved client is unaffected.
+    let mut c = server.client().await;
+    c.sync().await;
+}

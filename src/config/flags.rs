@@ -42,6 +42,14 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Time a client has to send its HTTP request headers, upgrade included [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub handshake_timeout: Option<Duration>,
+
     /// Close a session that sends nothing for this long; 0 disables [default: 1m]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

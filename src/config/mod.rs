@@ -44,6 +44,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener (/metrics, /healthz, /readyz). Default 127.0.0.1:4001.
     pub admin_listen: SocketAddr,
+    /// Time a client has to send its HTTP request headers (upgrade included);
+    /// slower clients are cut off. Default 5s; 0 is invalid.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// Close a session that sends nothing for this long. Default 60s; 0 disables.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
@@ -90,6 +94,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
@@ -205,6 +210,12 @@ impl Config {
         at_least_one("max_message_size", self.max_message_size)?;
         at_least_one("max_frame_size", self.max_frame_size)?;
         at_least_one("read_buffer_size", self.read_buffer_size)?;
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "handshake_timeout",
+                why: String::from("must be greater than 0"),
+            });
+        }
         if self.max_seconds == 0 {
             return Err(ConfigError::Invalid {
                 key: "max_seconds",

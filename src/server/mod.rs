@@ -5,6 +5,7 @@
 //! `/readyz` answers 503, every session gets close 1001, wait for sessions up to
 //! `drain_timeout`, then stop the admin listener and return.
 
+mod accept;
 mod admin;
 mod upgrade;
 
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -126,20 +126,13 @@ pub async fn run(
     let stop_admin = CancellationToken::new();
 
     let public = {
-        let app =
-            public_router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
+        let router = public_router(Arc::clone(&state));
         let stop = stop_accepting.clone();
-        // Real-time frames are small: Nagle's algorithm would hold each one
-        // back for the peer's delayed ACK (tens of milliseconds).
-        let listener = listeners.public.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
+        let metrics = Arc::clone(&state.metrics);
+        let handshake_timeout = config.handshake_timeout;
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            accept::serve(listeners.public, router, handshake_timeout, metrics, stop).await;
+            Ok::<(), std::io::Error>(())
         })
     };
     let admin = {

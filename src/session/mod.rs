@@ -150,7 +150,7 @@ where
     };
     let reason = session.serve(&mut handler).await;
     guard.reason = Some(reason);
-    session.close(reason).await;
+    Box::pin(session.close(reason)).await;
     // `handler` drops after this: its guard leaves every topic.
 }
 
@@ -191,7 +191,9 @@ where
                     }
                     if drained.messages > 0 {
                         self.spec.metrics.mailbox_depth.record(drained.messages as f64);
-                        if let Err(reason) = self.write_batch().await {
+                        // Boxed: the write's state (timers, overflow watch) would
+                        // otherwise be inlined into every idle session's future.
+                        if let Err(reason) = Box::pin(self.write_batch()).await {
                             return reason;
                         }
                     }
@@ -203,7 +205,7 @@ where
                         Some(Err(err)) => return self.read_error(err),
                         Some(Ok(msg)) => msg,
                     };
-                    if let Err(reason) = self.handle(handler, msg).await {
+                    if let Err(reason) = Box::pin(self.handle(handler, msg)).await {
                         return reason;
                     }
                 }

@@ -1,0 +1,147 @@
+//! The public accept loop and per-connection HTTP/1 serving.
+//!
+//! Owns: accepting TCP connections (TCP_NODELAY on each), the handshake
+//! timeout (a client that trickles its request headers is cut off), serving
+//! HTTP/1 with upgrades so the WebSocket handshake can take over the socket,
+//! and closing idle keep-alive connections on shutdown. Running out of file
+//! descriptors never ends the loop: it backs off, logs once per interval, counts,
+//! and resumes when descriptors free up. It never touches a WebSocket session.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::metrics::Metrics;
+
+/// How long accept waits after the process ran out of descriptors, at first and
+/// at most; doubling in between.
+const FD_BACKOFF_START: Duration = Duration::from_millis(10);
+const FD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// At most one "out of file descriptors" log line per this interval.
+const FD_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// On shutdown, idle or in-flight HTTP connections get this long to finish.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Accept until `stop` fires, then wait (briefly) for HTTP connections that are
+/// not WebSocket sessions to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let mut backoff = FD_BACKOFF_START;
+    let mut last_fd_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = FD_BACKOFF_START;
+                let router = router.clone();
+                let metrics = Arc::clone(&metrics);
+                let stop = stop.clone();
+                connections.spawn(connection(
+                    tcp,
+                    peer,
+                    router,
+                    handshake_timeout,
+                    metrics,
+                    stop,
+                ));
+            }
+            Err(err) if is_resource_exhaustion(&err) => {
+                metrics.accept_errors_fd.increment(1);
+                if last_fd_log.is_none_or(|t| t.elapsed() >= FD_LOG_INTERVAL) {
+                    tracing::error!(error = %err, backoff_ms = backoff.as_millis() as u64, "accept: out of file descriptors or memory; backing off");
+                    last_fd_log = Some(Instant::now());
+                }
+                // Sleep instead of spinning: the pending connection stays in the
+                // kernel backlog until a descriptor frees up.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(FD_BACKOFF_MAX);
+            }
+            Err(err) => {
+                // Per-connection failures (ECONNABORTED, a reset before accept)
+                // concern only that client.
+                metrics.accept_errors_other.increment(1);
+                tracing::debug!(error = %err, "accept failed for one connection");
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    let _ = tokio::time::timeout(HTTP_GRACE + Duration::from_millis(500), connections.wait()).await;
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    matches!(err.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    handshake_timeout: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    // Real-time frames are small: Nagle's algorithm would hold each one back
+    // for the peer's delayed ACK (tens of milliseconds).
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .max_buf_size(64 * 1024);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(HTTP_GRACE, conn.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(err) = result {
+        if err.is_timeout() {
+            metrics.handshake_rejected("handshake_timeout");
+            tracing::debug!(peer = %peer, "request headers not received within handshake_timeout");
+        } else {
+            tracing::debug!(peer = %peer, error = %err, "http connection error");
+        }
+    }
+}
