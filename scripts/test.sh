@@ -22,6 +22,7 @@ apt_install() {
 
 step "dependencies"
 command -v promtool >/dev/null || apt_install prometheus
+command -v prlimit >/dev/null || apt_install util-linux
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 command -v python3 >/dev/null || apt_install python3 python3-venv
 if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then

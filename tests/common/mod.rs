@@ -148,6 +148,10 @@ impl Client {
         Client { ws, next_ref: 0 }
     }
 
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client { ws, next_ref: 0 }
+    }
+
     pub fn next_ref(&mut self) -> String {
         self.next_ref += 1;
         self.next_ref.to_string()
