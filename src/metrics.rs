@@ -54,11 +54,12 @@ pub const MALFORMED_KINDS: [&str; 7] = [
 ];
 
 /// Handshake rejection reasons (the `reason` label).
-pub const REJECT_REASONS: [&str; 4] = [
+pub const REJECT_REASONS: [&str; 5] = [
     "unsupported_vsn",
     "not_websocket",
     "endpoint_disabled",
     "handshake_timeout",
+    "draining",
 ];
 
 const SIZE_BUCKETS: &[f64] = &[

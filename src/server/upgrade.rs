@@ -40,6 +40,8 @@ pub enum UpgradeError {
     WrongWsVersion,
     #[error("the echo endpoint is disabled; start the server with --enable-echo")]
     EchoDisabled,
+    #[error("server is shutting down; reconnect to another node")]
+    Draining,
 }
 
 impl UpgradeError {
@@ -48,6 +50,7 @@ impl UpgradeError {
             UpgradeError::MissingVsn | UpgradeError::UnsupportedVsn(_) => "unsupported_vsn",
             UpgradeError::NotWebSocket(_) | UpgradeError::WrongWsVersion => "not_websocket",
             UpgradeError::EchoDisabled => "endpoint_disabled",
+            UpgradeError::Draining => "draining",
         }
     }
 
@@ -58,16 +61,25 @@ impl UpgradeError {
             | UpgradeError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
             UpgradeError::WrongWsVersion => StatusCode::UPGRADE_REQUIRED,
             UpgradeError::EchoDisabled => StatusCode::NOT_FOUND,
+            UpgradeError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn into_response(self, state: &AppState) -> Response {
         state.metrics.handshake_rejected(self.metric_reason());
         let mut response = (self.status(), format!("{self}\n")).into_response();
-        if matches!(self, UpgradeError::WrongWsVersion) {
-            response
-                .headers_mut()
-                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        match self {
+            UpgradeError::WrongWsVersion => {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            UpgradeError::Draining => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -164,6 +176,11 @@ fn start(
     accept: String,
     endpoint: Endpoint,
 ) -> Response {
+    // A keep-alive connection accepted before the drain may still ask to
+    // upgrade; the session would be closed with 1001 at once, so refuse it.
+    if state.is_draining() {
+        return UpgradeError::Draining.into_response(&state);
+    }
     let response = match switching_protocols(accept) {
         Ok(r) => r,
         Err(err) => return err.into_response(&state),
