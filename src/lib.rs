@@ -7,7 +7,9 @@
 //!
 //! - `config`: one validated `Config`, defaults < TOML file < `MYRIAD_*` env < flags.
 //! - `server`: the public and admin listeners, the HTTP router, graceful shutdown.
+//! - `server::accept`: the public accept loop (TCP_NODELAY, handshake timeout, EMFILE back-off).
 //! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
+//! - `server::admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `supervisor`: spawning sessions, panic capture, restart intensity, drain.
 //! - `session`: the per-connection task: read, write, mailbox, timers.
 //! - `session::mailbox`: the bounded (messages and bytes) outbound queue.
