@@ -112,6 +112,32 @@ impl FrameVisitor<'_> {
     }
 }
 
+/// A string field that borrows from the frame text when it has no escapes
+/// (serde's own `Cow<str>` always copies).
+struct CowStr<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 const NULLABLE: &str = "a string or null";
 const STRING: &str = "a string";
 
@@ -123,17 +149,17 @@ impl<'de> Visitor<'de> for FrameVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let join_ref = self.next_field(&mut seq, 0, "join_ref", NULLABLE)?;
-        let ref_ = self.next_field(&mut seq, 1, "ref", NULLABLE)?;
-        let topic = self.next_field(&mut seq, 2, "topic", STRING)?;
-        let event = self.next_field(&mut seq, 3, "event", STRING)?;
+        let join_ref: Option<CowStr> = self.next_field(&mut seq, 0, "join_ref", NULLABLE)?;
+        let ref_: Option<CowStr> = self.next_field(&mut seq, 1, "ref", NULLABLE)?;
+        let topic: CowStr = self.next_field(&mut seq, 2, "topic", STRING)?;
+        let event: CowStr = self.next_field(&mut seq, 3, "event", STRING)?;
         let payload = self.next_field(&mut seq, 4, "payload", "any JSON value")?;
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(InFrame {
-            join_ref,
-            ref_,
-            topic,
-            event,
+            join_ref: join_ref.map(|s| s.0),
+            ref_: ref_.map(|s| s.0),
+            topic: topic.0,
+            event: event.0,
             payload,
         })
     }
@@ -173,6 +199,10 @@ mod tests {
         assert_eq!(f.topic, "room:lobby");
         assert_eq!(f.event, "phx_join");
         assert_eq!(f.payload.get(), r#"{"user":"a"}"#);
+        assert!(
+            matches!(f.topic, Cow::Borrowed(_)),
+            "unescaped fields borrow"
+        );
         assert!(f.payload_is_object());
     }
 

@@ -11,10 +11,31 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::event;
 
+/// Append `s` as a JSON string literal. JSON requires escaping only `"`, `\\`
+/// and U+0000..U+001F; everything else is copied as is (no allocation).
 fn push_str(out: &mut String, s: &str) {
-    // serde_json's string escaping is infallible when writing into a String.
-    let escaped = serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""));
-    out.push_str(&escaped);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 fn push_opt(out: &mut String, s: Option<&str>) {
@@ -124,6 +145,23 @@ mod tests {
             r#"["3","3","t","phx_error",{"reason":"channel_crash"}]"#
         );
         assert_eq!(push(Some("1"), "t", "e", "{}"), r#"["1",null,"t","e",{}]"#);
+    }
+
+    #[test]
+    fn escaping_matches_serde_json() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\n cr\r tab\t",
+            "\u{1}\u{1f}",
+            "é ü 😀",
+            "",
+        ] {
+            let mut out = String::new();
+            push_str(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]
