@@ -18,12 +18,17 @@
 //! - `protocol`: V2 frames: decode, encode, close codes and reply errors; no I/O.
 //! - `channel`: the `Channel` trait, the broadcast and fault-injection channels, routing.
 //! - `pubsub`: topics, subscribers, fan-out (`hub`), and the `Broker` seam (`broker::local`).
+//! - `pubsub::topics`: routing + broker + history + presence; the one `publish`.
+//! - `history`: per-topic rings with offsets and epochs, recovery on join.
+//! - `presence`: who is in a topic; `presence_state` / `presence_diff` payloads.
 //! - `registry`: every live session by id.
 //! - `metrics`: every metric name, described once; the Prometheus exporter.
 
 pub mod channel;
 pub mod config;
+pub mod history;
 pub mod metrics;
+pub mod presence;
 pub mod protocol;
 pub mod pubsub;
 pub mod registry;

@@ -18,8 +18,9 @@ pub use router::ChannelRouter;
 
 use serde_json::value::RawValue;
 
+use crate::config::NamespaceConfig;
 use crate::protocol::encode;
-use crate::pubsub::{Broker, SessionId};
+use crate::pubsub::{SessionId, Topics};
 use crate::session::mailbox::Outbound;
 
 /// What a handler answers to a client event. Payloads are raw JSON objects.
@@ -55,7 +56,8 @@ pub struct ChannelCtx<'a> {
     pub topic: &'a str,
     pub join_ref: Option<&'a str>,
     pub session: SessionId,
-    broker: &'a dyn Broker,
+    pub namespace: &'a NamespaceConfig,
+    topics: &'a Topics,
     out: &'a mut Vec<Outbound>,
 }
 
@@ -64,31 +66,28 @@ impl<'a> ChannelCtx<'a> {
         topic: &'a str,
         join_ref: Option<&'a str>,
         session: SessionId,
-        broker: &'a dyn Broker,
+        namespace: &'a NamespaceConfig,
+        topics: &'a Topics,
         out: &'a mut Vec<Outbound>,
     ) -> ChannelCtx<'a> {
         ChannelCtx {
             topic,
             join_ref,
             session,
-            broker,
+            namespace,
+            topics,
             out,
         }
     }
 
-    /// Broadcast to every member of this topic (sender included), encoded once.
-    /// Returns how many local mailboxes received it.
-    pub fn broadcast(&mut self, event: &str, payload: &RawValue) -> usize {
-        let frame = Outbound::Text(encode::broadcast(self.topic, event, payload.get()));
-        self.broker.publish(self.topic, frame, None).delivered
-    }
-
-    /// Broadcast to every member except this session (`broadcast_from`).
-    pub fn broadcast_from(&mut self, event: &str, payload: &RawValue) -> usize {
-        let frame = Outbound::Text(encode::broadcast(self.topic, event, payload.get()));
-        self.broker
-            .publish(self.topic, frame, Some(self.session))
-            .delivered
+    /// Broadcast to the topic's members, encoded once: the sender included,
+    /// unless the namespace says `broadcast_from`. Returns the history offset on
+    /// history namespaces.
+    pub fn broadcast(&mut self, event: &str, payload: &RawValue) -> Option<u64> {
+        let exclude = self.namespace.broadcast_from.then_some(self.session);
+        self.topics
+            .publish(self.namespace, self.topic, event, payload.get(), exclude)
+            .offset
     }
 
     /// Push an event to this client only: `[join_ref, null, topic, event, payload]`.

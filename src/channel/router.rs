@@ -1,8 +1,12 @@
-//! Which channel serves a topic: an ordered list of namespace patterns
-//! (`room:*`, `crash:*`, an exact topic, or `*`), first match wins. The topic
-//! `phoenix` is reserved for heartbeats and never routed.
+//! Which namespace (and so which channel and settings) serves a topic: the
+//! configured `[[namespaces]]` in order, first match wins; `crash:*` goes first
+//! when fault injection is on. The topic `phoenix` is reserved for heartbeats
+//! and never routed.
+
+use std::sync::Arc;
 
 use super::{BroadcastChannel, Channel, CrashChannel};
+use crate::config::{Config, NamespaceConfig};
 use crate::protocol::PHOENIX_TOPIC;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,31 +43,51 @@ impl Pattern {
     }
 }
 
+/// A routed topic: the channel to run and its namespace's settings.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub kind: ChannelKind,
+    pub namespace: Arc<NamespaceConfig>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ChannelRouter {
-    routes: Vec<(Pattern, ChannelKind)>,
+    routes: Vec<(Pattern, Route)>,
 }
 
 impl ChannelRouter {
-    /// The built-in routes: `crash:*` when fault injection is on, then every
-    /// other topic to the broadcast channel.
-    pub fn new(fault_injection: bool) -> ChannelRouter {
+    pub fn new(config: &Config) -> ChannelRouter {
         let mut routes = Vec::new();
-        if fault_injection {
-            routes.push((Pattern::parse("crash:*"), ChannelKind::Crash));
+        if config.enable_fault_injection {
+            let ns = Arc::new(NamespaceConfig::new("crash:*"));
+            routes.push((
+                Pattern::parse("crash:*"),
+                Route {
+                    kind: ChannelKind::Crash,
+                    namespace: ns,
+                },
+            ));
         }
-        routes.push((Pattern::Any, ChannelKind::Broadcast));
+        for ns in &config.namespaces {
+            routes.push((
+                Pattern::parse(&ns.pattern),
+                Route {
+                    kind: ChannelKind::Broadcast,
+                    namespace: Arc::new(ns.clone()),
+                },
+            ));
+        }
         ChannelRouter { routes }
     }
 
-    pub fn route(&self, topic: &str) -> Option<ChannelKind> {
+    pub fn route(&self, topic: &str) -> Option<&Route> {
         if topic == PHOENIX_TOPIC || topic.is_empty() {
             return None;
         }
         self.routes
             .iter()
             .find(|(pattern, _)| pattern.matches(topic))
-            .map(|(_, kind)| *kind)
+            .map(|(_, route)| route)
     }
 
     pub fn instantiate(kind: ChannelKind) -> Box<dyn Channel> {
@@ -80,13 +104,21 @@ mod tests {
 
     #[test]
     fn routes_first_match() {
-        let r = ChannelRouter::new(true);
-        assert_eq!(r.route("crash:1"), Some(ChannelKind::Crash));
-        assert_eq!(r.route("room:1"), Some(ChannelKind::Broadcast));
-        assert_eq!(r.route("phoenix"), None);
-        assert_eq!(r.route(""), None);
-        let r = ChannelRouter::new(false);
-        assert_eq!(r.route("crash:1"), Some(ChannelKind::Broadcast));
+        let config = Config {
+            enable_fault_injection: true,
+            ..Config::default()
+        };
+        let r = ChannelRouter::new(&config);
+        assert_eq!(r.route("crash:1").map(|r| r.kind), Some(ChannelKind::Crash));
+        let room = r.route("room:1").unwrap();
+        assert_eq!(room.kind, ChannelKind::Broadcast);
+        assert!(!room.namespace.presence);
+        assert!(r.route("chat:1").unwrap().namespace.presence);
+        assert!(r.route("phoenix").is_none());
+        assert!(r.route("").is_none());
+        assert!(r.route("nope").is_none());
+        let r = ChannelRouter::new(&Config::default());
+        assert!(r.route("crash:1").is_none());
     }
 
     #[test]
@@ -95,5 +127,6 @@ mod tests {
         assert!(!Pattern::parse("room:*").matches("rooms"));
         assert!(Pattern::parse("x").matches("x"));
         assert!(!Pattern::parse("x").matches("xy"));
+        assert!(Pattern::parse("*").matches("anything"));
     }
 }

@@ -6,6 +6,7 @@
 //! crate parses configuration.
 
 mod flags;
+mod namespace;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +17,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use flags::ServeFlags;
+pub use namespace::{NamespaceConfig, Publish, MAX_HISTORY_SIZE};
 
 /// What happens to a subscriber whose mailbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -87,6 +89,9 @@ pub struct Config {
     pub enable_fault_injection: bool,
     /// Log format: text (default) or json. Filter with RUST_LOG.
     pub log_format: LogFormat,
+    /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
+    /// that sets them replaces the defaults `room:*` and `chat:*`).
+    pub namespaces: Vec<NamespaceConfig>,
 }
 
 impl Default for Config {
@@ -111,6 +116,7 @@ impl Default for Config {
             enable_echo: false,
             enable_fault_injection: false,
             log_format: LogFormat::Text,
+            namespaces: NamespaceConfig::defaults(),
         }
     }
 }
@@ -231,6 +237,14 @@ impl Config {
                 ),
             });
         }
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if let Some(why) = ns.problem() {
+                return Err(ConfigError::Invalid {
+                    key: "namespaces",
+                    why: format!("entry {} ({:?}): {why}", i + 1, ns.pattern),
+                });
+            }
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return Err(ConfigError::Invalid {
                 key: "admin_listen",
@@ -266,6 +280,26 @@ mod tests {
         assert_eq!(c.mailbox_capacity, 8);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::DropOldest);
         assert_eq!(c.max_restarts, 3);
+    }
+
+    #[test]
+    fn namespaces_from_toml() {
+        let c = Config::from_toml(
+            "[[namespaces]]\npattern = \"events:*\"\npublish = \"server\"\nhistory_size = 10\nhistory_ttl = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.namespaces.len(), 1);
+        assert_eq!(c.namespaces[0].publish, Publish::Server);
+        assert_eq!(c.namespaces[0].history_size, 10);
+        assert!(!c.namespaces[0].presence);
+        let err = Config::from_toml("[[namespaces]]\npattern = \"a*b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("namespaces"), "{err}");
+        let err = Config::from_toml("[[namespaces]]\npattern = \"a:*\"\npresense = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presense"), "{err}");
     }
 
     #[test]

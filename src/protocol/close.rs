@@ -124,6 +124,8 @@ pub enum ReplyError {
     JoinCrashed,
     /// A client event whose payload is not a JSON object cannot be broadcast.
     PayloadNotObject,
+    /// A client push on a `publish = "server"` namespace.
+    PublishNotAllowed,
 }
 
 impl ReplyError {
@@ -132,6 +134,7 @@ impl ReplyError {
             ReplyError::UnmatchedTopic => "unmatched topic",
             ReplyError::JoinCrashed => "join crashed",
             ReplyError::PayloadNotObject => "payload must be a JSON object",
+            ReplyError::PublishNotAllowed => "publish not allowed",
         }
     }
 }

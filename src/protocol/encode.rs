@@ -92,6 +92,12 @@ pub fn broadcast(topic: &str, event: &str, payload: &str) -> Utf8Bytes {
     Utf8Bytes::from(frame(None, None, topic, event, payload))
 }
 
+/// `[null, ref, topic, event, payload]`: a broadcast whose ref slot carries
+/// data for the application (history offsets; see `history::ref_slot`).
+pub fn frame_with_ref(ref_: &str, topic: &str, event: &str, payload: &str) -> String {
+    frame(None, Some(ref_), topic, event, payload)
+}
+
 /// `[jr, jr, topic, "phx_close", {}]`.
 pub fn close(join_ref: Option<&str>, topic: &str) -> String {
     frame(join_ref, join_ref, topic, event::CLOSE, "{}")

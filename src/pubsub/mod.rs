@@ -11,9 +11,11 @@
 
 pub mod broker;
 pub mod hub;
+pub mod topics;
 
 pub use broker::Broker;
 pub use hub::{FanOut, Hub};
+pub use topics::{Published, Topics};
 
 /// Identifies a session on this node; unique for the life of the process.
 pub type SessionId = u64;

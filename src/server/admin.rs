@@ -20,7 +20,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    state.metrics.topics.set(state.broker.topic_count() as f64);
+    state
+        .metrics
+        .topics
+        .set(state.topics.broker.topic_count() as f64);
     (
         [(
             header::CONTENT_TYPE,

@@ -23,7 +23,7 @@ use crate::channel::ChannelRouter;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pubsub::broker::local::LocalBroker;
-use crate::pubsub::Broker;
+use crate::pubsub::{Broker, Topics};
 use crate::registry::Registry;
 use crate::supervisor::Supervisor;
 
@@ -31,8 +31,7 @@ use crate::supervisor::Supervisor;
 pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub broker: Arc<dyn Broker>,
-    pub router: Arc<ChannelRouter>,
+    pub topics: Arc<Topics>,
     pub supervisor: Arc<Supervisor>,
     pub registry: Arc<Registry>,
 }
@@ -42,10 +41,9 @@ impl AppState {
         let metrics = Metrics::new();
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(Arc::clone(&metrics)));
         Arc::new(AppState {
-            router: Arc::new(ChannelRouter::new(config.enable_fault_injection)),
+            topics: Arc::new(Topics::new(ChannelRouter::new(&config), broker)),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry: Arc::new(Registry::new()),
-            broker,
             metrics,
             config,
         })
@@ -146,13 +144,17 @@ pub async fn run(
     };
     let upkeep = {
         let metrics = Arc::clone(&state.metrics);
+        let topics = Arc::clone(&state.topics);
         let stop = stop_admin.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => metrics.upkeep(),
+                    _ = tick.tick() => {
+                        metrics.upkeep();
+                        topics.sweep_history();
+                    }
                 }
             }
         })

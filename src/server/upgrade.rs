@@ -233,9 +233,9 @@ async fn run_session<S>(
         Endpoint::Phoenix => {
             let handler = PhoenixHandler::new(
                 id,
+                None,
                 mailbox,
-                Arc::clone(&state.broker),
-                Arc::clone(&state.router),
+                Arc::clone(&state.topics),
                 Arc::clone(&state.metrics),
                 &config,
             );

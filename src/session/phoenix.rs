@@ -18,11 +18,14 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::mailbox::{Mailbox, Outbound};
 use super::FrameHandler;
+use serde_json::{Map, Value};
+
 use crate::channel::{Channel, ChannelCtx, ChannelRouter, JoinResult, Reply, Terminate};
-use crate::config::Config;
+use crate::config::{Config, NamespaceConfig};
+use crate::history::Position;
 use crate::metrics::Metrics;
 use crate::protocol::{decode, encode, event, CloseReason, InFrame, ReplyError, PHOENIX_TOPIC};
-use crate::pubsub::{Broker, SessionId};
+use crate::pubsub::{SessionId, Topics};
 use crate::supervisor::{panic_message, RestartIntensity};
 
 /// Fault-injection event that panics in the session itself, outside any
@@ -32,13 +35,15 @@ pub const PANIC_SESSION_EVENT: &str = "panic_session";
 struct Joined {
     join_ref: Option<String>,
     channel: Box<dyn Channel>,
+    namespace: Arc<NamespaceConfig>,
 }
 
 pub struct PhoenixHandler {
     session: SessionId,
+    /// Presence key: the token's `sub`, or `anon-<session id>`.
+    user: String,
     mailbox: Arc<Mailbox>,
-    broker: Arc<dyn Broker>,
-    router: Arc<ChannelRouter>,
+    topics: Arc<Topics>,
     metrics: Arc<Metrics>,
     channels: HashMap<String, Joined>,
     intensity: RestartIntensity,
@@ -54,17 +59,17 @@ enum Called<T> {
 impl PhoenixHandler {
     pub fn new(
         session: SessionId,
+        user: Option<String>,
         mailbox: Arc<Mailbox>,
-        broker: Arc<dyn Broker>,
-        router: Arc<ChannelRouter>,
+        topics: Arc<Topics>,
         metrics: Arc<Metrics>,
         config: &Config,
     ) -> PhoenixHandler {
         PhoenixHandler {
             session,
+            user: user.unwrap_or_else(|| format!("anon-{session}")),
             mailbox,
-            broker,
-            router,
+            topics,
             metrics,
             channels: HashMap::new(),
             intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
@@ -72,15 +77,17 @@ impl PhoenixHandler {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn call<T>(
         &self,
         channel: &mut dyn Channel,
+        namespace: &NamespaceConfig,
         topic: &str,
         join_ref: Option<&str>,
         out: &mut Vec<Outbound>,
         f: impl FnOnce(&mut dyn Channel, &mut ChannelCtx<'_>) -> T,
     ) -> Called<T> {
-        let mut ctx = ChannelCtx::new(topic, join_ref, self.session, self.broker.as_ref(), out);
+        let mut ctx = ChannelCtx::new(topic, join_ref, self.session, namespace, &self.topics, out);
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(channel, &mut ctx))) {
             Ok(value) => Called::Returned(value),
             Err(panic) => Called::Panicked(panic_message(&panic)),
@@ -186,7 +193,7 @@ impl PhoenixHandler {
     fn join(&mut self, frame: &InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let join_ref = frame.join_ref.as_deref();
-        let Some(kind) = self.router.route(topic) else {
+        let Some(route) = self.topics.router.route(topic).cloned() else {
             self.metrics.joins_error.increment(1);
             tracing::warn!(
                 session = self.session,
@@ -197,40 +204,90 @@ impl PhoenixHandler {
             Self::reply(out, frame, None, "error", &reason);
             return Ok(());
         };
-        let mut channel = ChannelRouter::instantiate(kind);
-        // Subscribe before the join handler runs and before the reply is
-        // written, so no broadcast that follows the ok reply can be missed.
-        self.broker
-            .subscribe(topic, self.session, Arc::clone(&self.mailbox));
+        let ns = route.namespace;
+        let mut channel = ChannelRouter::instantiate(route.kind);
         let params = frame.payload;
-        match self.call(channel.as_mut(), topic, join_ref, out, |ch, ctx| {
+        let response = match self.call(channel.as_mut(), &ns, topic, join_ref, out, |ch, ctx| {
             ch.join(ctx, params)
         }) {
-            Called::Returned(JoinResult::Ok(response)) => {
-                self.metrics.joins_ok.increment(1);
-                Self::reply(out, frame, join_ref, "ok", &response);
-                self.channels.insert(
-                    topic.to_owned(),
-                    Joined {
-                        join_ref: join_ref.map(str::to_owned),
-                        channel,
-                    },
-                );
-                Ok(())
-            }
+            Called::Returned(JoinResult::Ok(response)) => response,
             Called::Returned(JoinResult::Error(response)) => {
-                self.broker.unsubscribe(topic, self.session);
                 self.metrics.joins_error.increment(1);
                 Self::reply(out, frame, join_ref, "error", &response);
-                Ok(())
+                return Ok(());
             }
             Called::Panicked(panic) => {
-                self.broker.unsubscribe(topic, self.session);
                 self.metrics.joins_error.increment(1);
                 let reason = encode::reason(ReplyError::JoinCrashed.reason());
                 Self::reply(out, frame, join_ref, "error", &reason);
-                self.crashed(topic, &panic)
+                return self.crashed(topic, &panic);
             }
+        };
+        let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
+
+        // Subscribe before the reply is written so no broadcast that follows the
+        // ok reply is missed; on history namespaces, atomically with reading
+        // what a recovering client missed.
+        let session = self.session;
+        let subscribe = || {
+            self.topics
+                .broker
+                .subscribe(topic, session, Arc::clone(&self.mailbox))
+        };
+        let (response, replay) = if ns.history_size > 0 {
+            let since = join_params.as_ref().and_then(since_of);
+            let recovery =
+                self.topics
+                    .history
+                    .join(topic, since.as_ref(), ns.history_ttl, subscribe);
+            let response = with_fields(
+                &response,
+                [
+                    ("recovered", Value::Bool(recovery.recovered)),
+                    ("offset", Value::from(recovery.position.offset)),
+                    ("epoch", Value::String(recovery.position.epoch)),
+                ],
+            );
+            (response, recovery.frames)
+        } else {
+            subscribe();
+            (response, Vec::new())
+        };
+        self.metrics.joins_ok.increment(1);
+        Self::reply(out, frame, join_ref, "ok", &response);
+        out.extend(replay.into_iter().map(Outbound::Text));
+        if ns.presence {
+            let meta = presence_meta(join_params.as_ref());
+            let topics = Arc::clone(&self.topics);
+            topics
+                .presence
+                .track(topic, session, &self.user, meta, |diff| {
+                    topics.presence_diff(topic, &diff)
+                });
+            let state = topics.presence.state(topic);
+            out.push(Outbound::Text(
+                encode::push(join_ref, topic, "presence_state", &state).into(),
+            ));
+        }
+        self.channels.insert(
+            topic.to_owned(),
+            Joined {
+                join_ref: join_ref.map(str::to_owned),
+                channel,
+                namespace: ns,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stop delivering `topic` to this session and remove its presence.
+    fn release(&self, topic: &str, ns: &NamespaceConfig) {
+        self.topics.broker.unsubscribe(topic, self.session);
+        if ns.presence {
+            let topics = &self.topics;
+            topics.presence.untrack(topic, self.session, |diff| {
+                topics.presence_diff(topic, &diff)
+            });
         }
     }
 
@@ -245,9 +302,15 @@ impl PhoenixHandler {
             return Ok(());
         };
         let (ev, payload) = (frame.event.as_ref(), frame.payload);
-        match self.call(joined.channel.as_mut(), topic, join_ref, out, |ch, ctx| {
-            ch.handle_in(ctx, ev, payload)
-        }) {
+        let ns = Arc::clone(&joined.namespace);
+        match self.call(
+            joined.channel.as_mut(),
+            &ns,
+            topic,
+            join_ref,
+            out,
+            |ch, ctx| ch.handle_in(ctx, ev, payload),
+        ) {
             Called::Returned(reply) => {
                 self.channels.insert(topic.to_owned(), joined);
                 match reply {
@@ -260,7 +323,7 @@ impl PhoenixHandler {
             Called::Panicked(panic) => {
                 // The channel is gone: no reply for this push, phx_error instead,
                 // and the client rejoins by itself.
-                self.broker.unsubscribe(topic, self.session);
+                self.release(topic, &ns);
                 drop(joined);
                 out.push(Outbound::Text(encode::error(join_ref, topic).into()));
                 self.crashed(topic, &panic)
@@ -271,11 +334,13 @@ impl PhoenixHandler {
     /// Remove a channel, unsubscribe it, and run its terminate callback (a
     /// panic there is logged and counted but changes nothing else).
     fn end_channel(&mut self, topic: &str, reason: Terminate, out: &mut Vec<Outbound>) {
-        self.broker.unsubscribe(topic, self.session);
         if let Some(mut joined) = self.channels.remove(topic) {
+            let ns = Arc::clone(&joined.namespace);
+            self.release(topic, &ns);
             let join_ref = joined.join_ref.clone();
             if let Called::Panicked(panic) = self.call(
                 joined.channel.as_mut(),
+                &ns,
                 topic,
                 join_ref.as_deref(),
                 out,
@@ -327,4 +392,37 @@ impl Drop for PhoenixHandler {
             self.end_channel(&topic, Terminate::Closed, &mut discard);
         }
     }
+}
+
+/// `{"since": {"offset": N, "epoch": "E"}}` in join params.
+fn since_of(params: &Value) -> Option<Position> {
+    let since = params.get("since")?;
+    Some(Position {
+        offset: since.get("offset")?.as_u64()?,
+        epoch: since.get("epoch")?.as_str()?.to_owned(),
+    })
+}
+
+/// The presence meta for a join: the join's `meta` object, plus `online_at`.
+fn presence_meta(params: Option<&Value>) -> Map<String, Value> {
+    let mut meta = params
+        .and_then(|p| p.get("meta"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    meta.insert(String::from("online_at"), Value::String(now.to_string()));
+    meta
+}
+
+/// `response` (a JSON object) with `fields` added.
+fn with_fields<const N: usize>(response: &str, fields: [(&str, Value); N]) -> String {
+    let mut map: Map<String, Value> = serde_json::from_str(response).unwrap_or_default();
+    for (k, v) in fields {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map).to_string()
 }

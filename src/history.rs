@@ -1,0 +1,360 @@
+//! Per-topic history for recovery: a ring of recent broadcasts, each with a
+//! monotonically increasing offset, and an epoch naming the ring's lifetime.
+//!
+//! Owns ordering for history topics: a publish appends and fans out while
+//! holding the topic's ring lock, and a join reads what it missed and
+//! subscribes under the same lock, so a recovering client sees every offset
+//! exactly once, in order. Never holds a lock across topics, never touches a
+//! socket. Bounded by `history_size` entries per topic and `history_ttl`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::protocol::encode;
+
+/// One stored broadcast. The frame is the exact text subscribers got (shared).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub offset: u64,
+    pub frame: Utf8Bytes,
+    at: Instant,
+}
+
+struct Ring {
+    epoch: String,
+    /// Offset of the newest broadcast; 0 before the first.
+    last: u64,
+    entries: VecDeque<Entry>,
+    last_publish: Instant,
+}
+
+impl Ring {
+    fn new(epoch: String) -> Ring {
+        Ring {
+            epoch,
+            last: 0,
+            entries: VecDeque::new(),
+            last_publish: Instant::now(),
+        }
+    }
+
+    fn prune(&mut self, ttl: Duration, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            if now.duration_since(front.at) >= ttl {
+                self.entries.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// A client's position: `{"offset": N, "epoch": "E"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// What a join with (or without) `since` gets.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// True when every broadcast after `since` is replayed below.
+    pub recovered: bool,
+    /// The topic's current position (newest offset and epoch).
+    pub position: Position,
+    /// Missed frames in offset order (empty unless recovered).
+    pub frames: Vec<Utf8Bytes>,
+}
+
+#[derive(Default)]
+pub struct History {
+    rings: DashMap<Arc<str>, Arc<Mutex<Ring>>>,
+    epoch_counter: AtomicU64,
+}
+
+/// The ref slot of a history broadcast: `"<offset>:<epoch>"`. Never a plain
+/// number, so it cannot collide with the client's numeric push refs.
+pub fn ref_slot(offset: u64, epoch: &str) -> String {
+    format!("{offset}:{epoch}")
+}
+
+impl History {
+    pub fn new() -> History {
+        History::default()
+    }
+
+    fn new_epoch(&self) -> String {
+        // Unique per ring lifetime in this process and across restarts.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let n = self.epoch_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}", nanos ^ n.rotate_left(48))
+    }
+
+    fn ring(&self, topic: &str) -> Arc<Mutex<Ring>> {
+        if let Some(ring) = self.rings.get(topic) {
+            return Arc::clone(ring.value());
+        }
+        let ring = self
+            .rings
+            .entry(Arc::from(topic))
+            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(self.new_epoch()))));
+        Arc::clone(ring.value())
+    }
+
+    /// Encode a broadcast with its offset in the ref slot, store it, and hand it
+    /// to `deliver` while the topic is locked (so deliveries keep offset order).
+    /// Returns the offset.
+    pub fn publish(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        size: usize,
+        ttl: Duration,
+        deliver: impl FnOnce(Utf8Bytes),
+    ) -> u64 {
+        let ring = self.ring(topic);
+        let mut ring = ring.lock();
+        let now = Instant::now();
+        ring.prune(ttl, now);
+        ring.last += 1;
+        let offset = ring.last;
+        let frame = Utf8Bytes::from(encode::frame_with_ref(
+            &ref_slot(offset, &ring.epoch),
+            topic,
+            event,
+            payload,
+        ));
+        ring.entries.push_back(Entry {
+            offset,
+            frame: frame.clone(),
+            at: now,
+        });
+        while ring.entries.len() > size {
+            ring.entries.pop_front();
+        }
+        ring.last_publish = now;
+        deliver(frame);
+        offset
+    }
+
+    /// Run `subscribe` and collect what a client at `since` missed, atomically
+    /// with respect to publishes on `topic`.
+    pub fn join(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        ttl: Duration,
+        subscribe: impl FnOnce(),
+    ) -> Recovery {
+        let ring = self.ring(topic);
+        let mut ring = ring.lock();
+        ring.prune(ttl, Instant::now());
+        subscribe();
+        let position = Position {
+            offset: ring.last,
+            epoch: ring.epoch.clone(),
+        };
+        let Some(since) = since else {
+            return Recovery {
+                recovered: false,
+                position,
+                frames: Vec::new(),
+            };
+        };
+        let first_kept = ring.entries.front().map_or(ring.last + 1, |e| e.offset);
+        let recoverable = since.epoch == ring.epoch
+            && since.offset <= ring.last
+            && since.offset + 1 >= first_kept;
+        let frames = if recoverable {
+            ring.entries
+                .iter()
+                .filter(|e| e.offset > since.offset)
+                .map(|e| e.frame.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Recovery {
+            recovered: recoverable,
+            position,
+            frames,
+        }
+    }
+
+    /// Stored entries after `since` (all kept entries when None), for the API.
+    pub fn read(
+        &self,
+        topic: &str,
+        since: Option<u64>,
+        ttl: Duration,
+    ) -> Option<(Position, Vec<Entry>)> {
+        let ring = Arc::clone(self.rings.get(topic)?.value());
+        let mut ring = ring.lock();
+        ring.prune(ttl, Instant::now());
+        let entries = ring
+            .entries
+            .iter()
+            .filter(|e| since.is_none_or(|s| e.offset > s))
+            .cloned()
+            .collect();
+        Some((
+            Position {
+                offset: ring.last,
+                epoch: ring.epoch.clone(),
+            },
+            entries,
+        ))
+    }
+
+    /// Drop rings with nothing left to recover that nobody published to for
+    /// `idle`. A ring created again later gets a new epoch, so clients that
+    /// recover from the old one are told `recovered: false`.
+    pub fn sweep(&self, idle: impl Fn(&str) -> Option<Duration>) {
+        let now = Instant::now();
+        self.rings.retain(|topic, ring| {
+            let Some(ttl) = idle(topic) else {
+                return false;
+            };
+            let mut ring = ring.lock();
+            ring.prune(ttl, now);
+            !(ring.entries.is_empty() && now.duration_since(ring.last_publish) >= ttl)
+        });
+    }
+
+    /// Topics with a history ring.
+    pub fn topic_count(&self) -> usize {
+        self.rings.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn publish(h: &History, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| h.publish("t", "e", &format!("{{\"i\":{i}}}"), 5, TTL, |_| {}))
+            .collect()
+    }
+
+    #[test]
+    fn offsets_increase_and_the_ref_slot_carries_them() {
+        let h = History::new();
+        let mut seen = Vec::new();
+        h.publish("t", "e", "{}", 5, TTL, |f| seen.push(f));
+        let v: serde_json::Value = serde_json::from_str(seen[0].as_str()).unwrap();
+        let slot = v[1].as_str().unwrap();
+        assert!(slot.starts_with("1:"));
+        assert!(v[0].is_null());
+        assert_eq!(publish(&h, 2), [2, 3]);
+    }
+
+    #[test]
+    fn recovery_replays_exactly_the_missed_offsets() {
+        let h = History::new();
+        publish(&h, 4);
+        let pos = h.join("t", None, TTL, || {}).position;
+        assert_eq!(pos.offset, 4);
+        let since = Position {
+            offset: 2,
+            epoch: pos.epoch.clone(),
+        };
+        let r = h.join("t", Some(&since), TTL, || {});
+        assert!(r.recovered);
+        let offsets: Vec<String> = r
+            .frames
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f.as_str()).unwrap()[1]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            offsets[0].starts_with("3:") && offsets[1].starts_with("4:"),
+            "{offsets:?}"
+        );
+        let up_to_date = h.join(
+            "t",
+            Some(&Position {
+                offset: 4,
+                epoch: pos.epoch.clone(),
+            }),
+            TTL,
+            || {},
+        );
+        assert!(up_to_date.recovered && up_to_date.frames.is_empty());
+    }
+
+    #[test]
+    fn recovery_fails_past_the_ring_or_on_another_epoch() {
+        let h = History::new();
+        publish(&h, 10); // ring keeps 6..=10
+        let epoch = h.join("t", None, TTL, || {}).position.epoch;
+        assert!(
+            h.join(
+                "t",
+                Some(&Position {
+                    offset: 5,
+                    epoch: epoch.clone()
+                }),
+                TTL,
+                || {}
+            )
+            .recovered
+        );
+        let r = h.join(
+            "t",
+            Some(&Position {
+                offset: 4,
+                epoch: epoch.clone(),
+            }),
+            TTL,
+            || {},
+        );
+        assert!(!r.recovered && r.frames.is_empty());
+        assert!(
+            !h.join(
+                "t",
+                Some(&Position {
+                    offset: 9,
+                    epoch: "other".into()
+                }),
+                TTL,
+                || {}
+            )
+            .recovered
+        );
+        assert!(
+            !h.join("t", Some(&Position { offset: 11, epoch }), TTL, || {})
+                .recovered
+        );
+    }
+
+    #[test]
+    fn sweep_drops_idle_empty_rings() {
+        let h = History::new();
+        h.join("quiet", None, TTL, || {});
+        publish(&h, 1);
+        h.sweep(|_| Some(Duration::ZERO));
+        assert_eq!(h.topic_count(), 0);
+        publish(&h, 1);
+        h.sweep(|_| Some(TTL));
+        assert_eq!(h.topic_count(), 1);
+    }
+}

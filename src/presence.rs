@@ -1,0 +1,205 @@
+//! Who is in a topic, in Phoenix Presence's wire format.
+//!
+//! Owns: per topic, key (user id) → metas, one meta per (session, topic), each
+//! stamped with a fresh `phx_ref`; the `presence_state` snapshot a joining
+//! client gets; the `presence_diff` every change broadcasts. Diffs for a topic
+//! are produced and handed to `deliver` under the topic's lock, so members see
+//! changes in the order they happened. A leave reports the meta exactly as its
+//! join did (same `phx_ref`), which the JS client needs to remove it.
+//! Never touches sockets; cluster merge arrives with the cluster brokers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+use crate::pubsub::SessionId;
+
+struct Tracked {
+    session: SessionId,
+    key: String,
+    /// The meta as sent on the wire, `phx_ref` included.
+    meta: Value,
+}
+
+#[derive(Default)]
+struct TopicPresence {
+    tracked: Vec<Tracked>,
+}
+
+#[derive(Default)]
+pub struct Presence {
+    topics: DashMap<Arc<str>, Arc<Mutex<TopicPresence>>>,
+    counter: AtomicU16,
+}
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+impl Presence {
+    pub fn new() -> Presence {
+        Presence::default()
+    }
+
+    /// A `phx_ref` like Phoenix's: base64url of 12 bytes (time in ns, a node
+    /// tag, a counter), 16 characters, new for every track.
+    fn new_ref(&self, session: SessionId) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut bytes = [0u8; 12];
+        bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+        bytes[8..10].copy_from_slice(&(session as u16).to_be_bytes());
+        bytes[10..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let mut out = String::with_capacity(16);
+        for chunk in bytes.chunks(3) {
+            let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+            for shift in [18, 12, 6, 0] {
+                out.push(B64URL[((n >> shift) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn topic(&self, topic: &str) -> Arc<Mutex<TopicPresence>> {
+        if let Some(t) = self.topics.get(topic) {
+            return Arc::clone(t.value());
+        }
+        Arc::clone(self.topics.entry(Arc::from(topic)).or_default().value())
+    }
+
+    /// Track `session` as `key` on `topic` with the caller's `meta` (an object);
+    /// `deliver` gets the `presence_diff` payload to broadcast.
+    pub fn track(
+        &self,
+        topic: &str,
+        session: SessionId,
+        key: &str,
+        meta: Map<String, Value>,
+        deliver: impl FnOnce(String),
+    ) {
+        let mut meta = meta;
+        meta.insert(
+            String::from("phx_ref"),
+            Value::String(self.new_ref(session)),
+        );
+        let meta = Value::Object(meta);
+        let diff = diff_json(Some((key, &meta)), None);
+        let t = self.topic(topic);
+        let mut t = t.lock();
+        t.tracked.push(Tracked {
+            session,
+            key: key.to_owned(),
+            meta,
+        });
+        deliver(diff);
+    }
+
+    /// Remove `session` from `topic`; `deliver` gets the leave diff. No-op when
+    /// the session was not tracked there.
+    pub fn untrack(&self, topic: &str, session: SessionId, deliver: impl FnOnce(String)) {
+        let Some(t) = self.topics.get(topic).map(|t| Arc::clone(t.value())) else {
+            return;
+        };
+        let mut t = t.lock();
+        let Some(i) = t.tracked.iter().position(|tr| tr.session == session) else {
+            return;
+        };
+        let gone = t.tracked.swap_remove(i);
+        let empty = t.tracked.is_empty();
+        deliver(diff_json(None, Some((&gone.key, &gone.meta))));
+        drop(t);
+        if empty {
+            self.topics
+                .remove_if(topic, |_, t| t.lock().tracked.is_empty());
+        }
+    }
+
+    /// `{"key": {"metas": [...]}, ...}`, keys sorted.
+    pub fn state(&self, topic: &str) -> String {
+        let mut by_key: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        let Some(t) = self.topics.get(topic).map(|t| Arc::clone(t.value())) else {
+            return String::from("{}");
+        };
+        let t = t.lock();
+        for tr in &t.tracked {
+            by_key.entry(tr.key.as_str()).or_default().push(&tr.meta);
+        }
+        let state: Map<String, Value> = by_key
+            .into_iter()
+            .map(|(k, metas)| {
+                let mut entry = Map::new();
+                entry.insert(
+                    String::from("metas"),
+                    Value::Array(metas.into_iter().cloned().collect()),
+                );
+                (k.to_owned(), Value::Object(entry))
+            })
+            .collect();
+        Value::Object(state).to_string()
+    }
+}
+
+fn diff_json(join: Option<(&str, &Value)>, leave: Option<(&str, &Value)>) -> String {
+    let side = |entry: Option<(&str, &Value)>| {
+        let mut map = Map::new();
+        if let Some((key, meta)) = entry {
+            let mut metas = Map::new();
+            metas.insert(String::from("metas"), Value::Array(vec![meta.clone()]));
+            map.insert(key.to_owned(), Value::Object(metas));
+        }
+        Value::Object(map)
+    };
+    let mut diff = Map::new();
+    diff.insert(String::from("joins"), side(join));
+    diff.insert(String::from("leaves"), side(leave));
+    Value::Object(diff).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String(name.into()));
+        m
+    }
+
+    #[test]
+    fn refs_are_16_url_safe_chars_and_unique() {
+        let p = Presence::new();
+        let a = p.new_ref(1);
+        let b = p.new_ref(1);
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|c| B64URL.contains(&c)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn track_untrack_diffs_carry_the_same_meta() {
+        let p = Presence::new();
+        let mut diffs = Vec::new();
+        p.track("t", 1, "alice", meta("A"), |d| diffs.push(d));
+        p.track("t", 2, "alice", meta("A2"), |d| diffs.push(d));
+        p.track("t", 3, "bob", meta("B"), |d| diffs.push(d));
+        let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+        assert_eq!(state["alice"]["metas"].as_array().unwrap().len(), 2);
+        assert_eq!(state["bob"]["metas"][0]["name"], "B");
+        let join: Value = serde_json::from_str(&diffs[2]).unwrap();
+        let bob_ref = join["joins"]["bob"]["metas"][0]["phx_ref"].clone();
+        p.untrack("t", 3, |d| diffs.push(d));
+        let leave: Value = serde_json::from_str(&diffs[3]).unwrap();
+        assert_eq!(leave["leaves"]["bob"]["metas"][0]["phx_ref"], bob_ref);
+        assert_eq!(leave["joins"], serde_json::json!({}));
+        p.untrack("t", 3, |_| panic!("second untrack must be a no-op"));
+        p.untrack("t", 1, |_| {});
+        p.untrack("t", 2, |_| {});
+        assert_eq!(p.state("t"), "{}");
+        assert!(p.topics.is_empty());
+    }
+}

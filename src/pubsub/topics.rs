@@ -1,0 +1,87 @@
+//! The node's topic services in one place: routing (namespaces), the broker,
+//! history and presence. `publish` is the one way a broadcast is made, for
+//! client pushes and the server API alike, so history offsets and fan-out
+//! always agree.
+
+use std::sync::Arc;
+
+use super::{Broker, FanOut, SessionId};
+use crate::channel::ChannelRouter;
+use crate::config::NamespaceConfig;
+use crate::history::History;
+use crate::presence::Presence;
+use crate::protocol::encode;
+use crate::session::mailbox::Outbound;
+
+pub struct Topics {
+    pub router: ChannelRouter,
+    pub broker: Arc<dyn Broker>,
+    pub history: History,
+    pub presence: Presence,
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// The history offset, on namespaces that keep history.
+    pub offset: Option<u64>,
+    pub fanout: FanOut,
+}
+
+impl Topics {
+    pub fn new(router: ChannelRouter, broker: Arc<dyn Broker>) -> Topics {
+        Topics {
+            router,
+            broker,
+            history: History::new(),
+            presence: Presence::new(),
+        }
+    }
+
+    /// Broadcast `event` with raw JSON `payload` on `topic`, encoded once; on a
+    /// history namespace the frame's ref slot carries `"<offset>:<epoch>"`.
+    pub fn publish(
+        &self,
+        ns: &NamespaceConfig,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        exclude: Option<SessionId>,
+    ) -> Published {
+        if ns.history_size > 0 {
+            let mut fanout = FanOut::default();
+            let offset = self.history.publish(
+                topic,
+                event,
+                payload,
+                ns.history_size,
+                ns.history_ttl,
+                |frame| {
+                    fanout = self.broker.publish(topic, Outbound::Text(frame), exclude);
+                },
+            );
+            Published {
+                offset: Some(offset),
+                fanout,
+            }
+        } else {
+            let frame = Outbound::Text(encode::broadcast(topic, event, payload));
+            Published {
+                offset: None,
+                fanout: self.broker.publish(topic, frame, exclude),
+            }
+        }
+    }
+
+    /// Broadcast a `presence_diff` (never stored in history).
+    pub fn presence_diff(&self, topic: &str, diff: &str) {
+        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
+        self.broker.publish(topic, frame, None);
+    }
+
+    /// Drop expired history (called periodically).
+    pub fn sweep_history(&self) {
+        self.history
+            .sweep(|topic| self.router.route(topic).map(|r| r.namespace.history_ttl));
+    }
+}
