@@ -21,9 +21,11 @@
 //! - `pubsub::topics`: routing + broker + history + presence; the one `publish`.
 //! - `history`: per-topic rings with offsets and epochs, recovery on join.
 //! - `presence`: who is in a topic; `presence_state` / `presence_diff` payloads.
+//! - `auth`: JWT connect tokens, anonymous access, Origin allow-list, API keys.
 //! - `registry`: every live session by id.
 //! - `metrics`: every metric name, described once; the Prometheus exporter.
 
+pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod history;

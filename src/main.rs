@@ -115,7 +115,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         admin = %listeners.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
         "myriad listening"
     );
-    let state = AppState::new(Arc::new(config));
+    let state = AppState::new(Arc::new(config))?;
     server::run(listeners, state, shutdown)
         .await
         .context("server stopped with an error")

@@ -54,12 +54,14 @@ pub const MALFORMED_KINDS: [&str; 7] = [
 ];
 
 /// Handshake rejection reasons (the `reason` label).
-pub const REJECT_REASONS: [&str; 5] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "unsupported_vsn",
     "not_websocket",
     "endpoint_disabled",
     "handshake_timeout",
     "draining",
+    "unauthorized",
+    "origin_not_allowed",
 ];
 
 const SIZE_BUCKETS: &[f64] = &[

@@ -52,7 +52,10 @@ async fn server_publish_namespaces_refuse_client_pushes() {
     let mut c = server.client().await;
     let jr = c.join_ok("events:feed").await;
     let (reply, _) = c.push(&jr, "events:feed", "x", json!({})).await;
-    assert_eq!(reply[4], json!({"status": "error", "response": {"reason": "publish not allowed"}}));
+    assert_eq!(
+        reply[4],
+        json!({"status": "error", "response": {"reason": "publish not allowed"}})
+    );
 }
 
 #[tokio::test]
@@ -63,7 +66,10 @@ async fn broadcast_from_skips_the_sender() {
     let jr = a.join_ok("from:1").await;
     b.join_ok("from:1").await;
     a.push(&jr, "from:1", "hi", json!({})).await;
-    assert!(a.sync().await.is_empty(), "the sender does not get its own broadcast");
+    assert!(
+        a.sync().await.is_empty(),
+        "the sender does not get its own broadcast"
+    );
     assert_eq!(b.sync().await.len(), 1);
 }
 
@@ -79,7 +85,11 @@ async fn presence_state_and_diffs_follow_joins_leaves_and_disconnects() {
     let (jr, reply) = a.join("chat:p", json!({"meta": {"name": "Ann"}})).await;
     assert_eq!(reply[4]["status"], "ok");
     let state = presence_state(&mut a).await;
-    assert_eq!(state[0], json!(jr), "presence_state is a push with the join_ref");
+    assert_eq!(
+        state[0],
+        json!(jr),
+        "presence_state is a push with the join_ref"
+    );
     assert!(state[1].is_null());
     let me = state[4].as_object().unwrap();
     assert_eq!(me.len(), 1);
@@ -90,31 +100,49 @@ async fn presence_state_and_diffs_follow_joins_leaves_and_disconnects() {
     let mut b = server.client().await;
     b.join("chat:p", json!({"meta": {"name": "Bob"}})).await;
     let b_state = presence_state(&mut b).await;
-    assert_eq!(b_state[4].as_object().unwrap().len(), 2, "B sees A and itself");
+    assert_eq!(
+        b_state[4].as_object().unwrap().len(),
+        2,
+        "B sees A and itself"
+    );
     let a_key = a_key.clone();
     let (diff, _) = a
         .recv_until(|v| {
             v[3] == "presence_diff"
-                && v[4]["joins"].as_object().is_some_and(|j| !j.is_empty() && !j.contains_key(&a_key))
+                && v[4]["joins"]
+                    .as_object()
+                    .is_some_and(|j| !j.is_empty() && !j.contains_key(&a_key))
         })
         .await;
     assert_eq!(diff[0], Value::Null);
-    let (b_key, b_join) = diff[4]["joins"].as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    let (b_key, b_join) = diff[4]["joins"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
     assert_ne!(b_key, a_key);
     assert_eq!(b_join["metas"][0]["name"], "Bob");
 
     // B disconnects: A gets a leave with the very meta B joined with.
     drop(b);
-    let (leave, _) = a.recv_until(|v| v[3] == "presence_diff" && v[4]["leaves"] != json!({})).await;
+    let (leave, _) = a
+        .recv_until(|v| v[3] == "presence_diff" && v[4]["leaves"] != json!({}))
+        .await;
     assert_eq!(leave[4]["leaves"][&b_key], b_join);
     assert_eq!(leave[4]["joins"], json!({}));
 
     // C joins and leaves explicitly.
     let mut c = server.client().await;
     let (jc, _) = c.join("chat:p", json!({})).await;
-    let (cj, _) = a.recv_until(|v| v[3] == "presence_diff" && v[4]["joins"] != json!({})).await;
+    let (cj, _) = a
+        .recv_until(|v| v[3] == "presence_diff" && v[4]["joins"] != json!({}))
+        .await;
     c.send(json!([jc, "9", "chat:p", "phx_leave", {}])).await;
-    let (cl, _) = a.recv_until(|v| v[3] == "presence_diff" && v[4]["leaves"] != json!({})).await;
+    let (cl, _) = a
+        .recv_until(|v| v[3] == "presence_diff" && v[4]["leaves"] != json!({}))
+        .await;
     assert_eq!(cj[4]["joins"], cl[4]["leaves"]);
 }
 
@@ -133,7 +161,10 @@ async fn history_broadcasts_carry_offsets_and_recovery_replays_exactly_what_was_
     }
     seen.extend(publisher.sync().await);
     let mine: Vec<_> = seen.iter().filter(|v| v[3] == "m").map(offset_of).collect();
-    assert_eq!(mine.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        mine.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
     assert!(mine.iter().all(|(_, e)| *e == epoch));
 
     // A client that saw up to 2 recovers 3, 4, 5 in order, then gets live 6.
@@ -141,15 +172,27 @@ async fn history_broadcasts_carry_offsets_and_recovery_replays_exactly_what_was_
     let (_, reply) = late
         .join("chat:h", json!({"since": {"offset": 2, "epoch": epoch}}))
         .await;
-    assert_eq!(reply[4]["response"], json!({"recovered": true, "offset": 5, "epoch": epoch}));
+    assert_eq!(
+        reply[4]["response"],
+        json!({"recovered": true, "offset": 5, "epoch": epoch})
+    );
     publisher.push(&pjr, "chat:h", "m", json!({"i": 6})).await;
-    let got: Vec<u64> = late.sync().await.iter().filter(|v| v[3] == "m").map(|v| offset_of(v).0).collect();
+    let got: Vec<u64> = late
+        .sync()
+        .await
+        .iter()
+        .filter(|v| v[3] == "m")
+        .map(|v| offset_of(v).0)
+        .collect();
     assert_eq!(got, [3, 4, 5, 6]);
 
     // Wrong epoch or a position the ring no longer holds: recovered false, no replay.
     let mut other = server.client().await;
     let (_, reply) = other
-        .join("chat:h", json!({"since": {"offset": 2, "epoch": "not-the-epoch"}}))
+        .join(
+            "chat:h",
+            json!({"since": {"offset": 2, "epoch": "not-the-epoch"}}),
+        )
         .await;
     assert_eq!(reply[4]["response"]["recovered"], false);
     assert_eq!(reply[4]["response"]["epoch"], json!(epoch));
@@ -172,9 +215,16 @@ async fn history_outside_the_ring_is_not_recovered() {
         p.push(&jr, "chat:r", "m", json!({"i": i})).await;
     }
     let mut c = server.client().await;
-    let (_, reply) = c.join("chat:r", json!({"since": {"offset": 1, "epoch": epoch}})).await;
-    assert_eq!(reply[4]["response"]["recovered"], false, "offsets 2..3 were evicted");
-    let (_, reply) = c.join("chat:r", json!({"since": {"offset": 3, "epoch": epoch}})).await;
+    let (_, reply) = c
+        .join("chat:r", json!({"since": {"offset": 1, "epoch": epoch}}))
+        .await;
+    assert_eq!(
+        reply[4]["response"]["recovered"], false,
+        "offsets 2..3 were evicted"
+    );
+    let (_, reply) = c
+        .join("chat:r", json!({"since": {"offset": 3, "epoch": epoch}}))
+        .await;
     assert_eq!(reply[4]["response"]["recovered"], true);
 }
 
@@ -205,7 +255,10 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     while last < total {
         let mut c = server.client().await;
         let (_, reply) = c
-            .join("chat:race", json!({"since": {"offset": last, "epoch": epoch}}))
+            .join(
+                "chat:race",
+                json!({"since": {"offset": last, "epoch": epoch}}),
+            )
             .await;
         assert_eq!(reply[4]["response"]["recovered"], true, "{reply}");
         for _ in 0..37 {

@@ -76,7 +76,7 @@ async fn missing_or_unsupported_vsn_is_refused_with_400_naming_the_versions() {
             4.0,
         )
         .await;
-    let (status, _) = raw_upgrade(&server, "/socket/websocket?token=x&vsn=2.0.0").await;
+    let (status, _) = raw_upgrade(&server, "/socket/websocket?user=x&vsn=2.0.0").await;
     assert_eq!(status, 101);
 }
 

@@ -137,6 +137,36 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_fault_injection: Option<bool>,
 
+    /// Allow connections without a token [default: true]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<bool>,
+
+    /// JWT algorithm for connect tokens [default: HS256]
+    #[arg(long, value_name = "ALG")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_algorithm: Option<super::JwtAlgorithm>,
+
+    /// HS256 secret for connect tokens; prefer MYRIAD_JWT_SECRET (flags show in ps) [default: none]
+    #[arg(long, value_name = "SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key for RS256/ES256 tokens [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Origins allowed to open WebSockets, comma-separated, or * [default: same host only]
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// API keys for /api, comma-separated; prefer MYRIAD_API_KEYS [default: none, /api disabled]
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<Vec<String>>,
+
     /// Log format; filter with RUST_LOG [default: text]
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,6 +199,11 @@ mod tests {
             assert!(help.contains(&flag), "no flag {flag} in help");
             let shown = match value {
                 serde_json::Value::String(s) => s.clone(),
+                // Unset and empty defaults are described in words.
+                serde_json::Value::Null | serde_json::Value::Array(_) => {
+                    assert!(help.contains(&flag), "no flag {flag} in help");
+                    continue;
+                }
                 other => other.to_string(),
             };
             let expected = format!("[default: {shown}]");

@@ -29,6 +29,14 @@ pub enum SlowConsumerPolicy {
     DropOldest,
 }
 
+/// JWT signature algorithm for connect tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +97,19 @@ pub struct Config {
     pub enable_fault_injection: bool,
     /// Log format: text (default) or json. Filter with RUST_LOG.
     pub log_format: LogFormat,
+    /// Allow connections without a token (presence key `anon-<session>`). Default true.
+    pub anonymous: bool,
+    /// JWT algorithm: HS256 (default, with jwt_secret), RS256 or ES256 (with jwt_public_key_file).
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HS256 shared secret. Default none (tokens refused).
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256/ES256. Default none.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// Origins allowed to open WebSockets (`https://app.example`, or `*`).
+    /// Default empty: same host as the request only. No Origin header (non-browser) is allowed.
+    pub allowed_origins: Vec<String>,
+    /// Keys for the HTTP API (`Authorization: Bearer <key>`). Default none: `/api` is disabled (404).
+    pub api_keys: Vec<String>,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -117,6 +138,12 @@ impl Default for Config {
             enable_fault_injection: false,
             log_format: LogFormat::Text,
             namespaces: NamespaceConfig::defaults(),
+            anonymous: true,
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            allowed_origins: Vec::new(),
+            api_keys: Vec::new(),
         }
     }
 }
@@ -235,6 +262,12 @@ impl Config {
                     "{} exceeds max_message_size {}: a single frame can never be larger than the message",
                     self.max_frame_size, self.max_message_size
                 ),
+            });
+        }
+        if let Err(why) = crate::auth::Authenticator::new(self) {
+            return Err(ConfigError::Invalid {
+                key: "jwt_secret/jwt_public_key_file",
+                why,
             });
         }
         for (i, ns) in self.namespaces.iter().enumerate() {

@@ -37,10 +37,13 @@ pub enum CloseReason {
     MessageTooBig,
     /// A WebSocket protocol violation (bad opcode, unmasked frame, ...). 1002.
     ProtocolViolation,
+    /// The connect token's `exp` passed. 4001: the client reconnects, and must
+    /// bring a fresh token (phoenix.js re-evaluates `params` given as a function).
+    TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::ClientClosed,
         CloseReason::ConnectionLost,
         CloseReason::IdleTimeout,
@@ -54,6 +57,7 @@ impl CloseReason {
         CloseReason::InvalidUtf8,
         CloseReason::MessageTooBig,
         CloseReason::ProtocolViolation,
+        CloseReason::TokenExpired,
     ];
 
     /// Metric label.
@@ -72,6 +76,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::ProtocolViolation => "protocol_violation",
+            CloseReason::TokenExpired => "token_expired",
         }
     }
 
@@ -89,6 +94,7 @@ impl CloseReason {
             CloseReason::UnsupportedBinary => Some(CloseCode::Unsupported),
             CloseReason::MessageTooBig => Some(CloseCode::Size),
             CloseReason::ProtocolViolation => Some(CloseCode::Protocol),
+            CloseReason::TokenExpired => Some(CloseCode::Library(4001)),
         }
     }
 
@@ -108,6 +114,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ProtocolViolation => "protocol violation",
+            CloseReason::TokenExpired => "token expired",
         }
     }
 }
@@ -126,6 +133,8 @@ pub enum ReplyError {
     PayloadNotObject,
     /// A client push on a `publish = "server"` namespace.
     PublishNotAllowed,
+    /// The connect token's `topics` claim does not cover the topic.
+    Unauthorized,
 }
 
 impl ReplyError {
@@ -135,6 +144,7 @@ impl ReplyError {
             ReplyError::JoinCrashed => "join crashed",
             ReplyError::PayloadNotObject => "payload must be a JSON object",
             ReplyError::PublishNotAllowed => "publish not allowed",
+            ReplyError::Unauthorized => "unauthorized",
         }
     }
 }

@@ -19,6 +19,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::channel::ChannelRouter;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -30,6 +31,7 @@ use crate::supervisor::Supervisor;
 /// Everything the routes share; one per server.
 pub struct AppState {
     pub config: Arc<Config>,
+    pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub topics: Arc<Topics>,
     pub supervisor: Arc<Supervisor>,
@@ -37,16 +39,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>) -> Arc<AppState> {
+    pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
+        let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(Arc::clone(&metrics)));
-        Arc::new(AppState {
+        Ok(Arc::new(AppState {
+            auth,
             topics: Arc::new(Topics::new(ChannelRouter::new(&config), broker)),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry: Arc::new(Registry::new()),
             metrics,
             config,
-        })
+        }))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -62,6 +66,8 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("auth configuration: {0}")]
+    Auth(String),
     #[error("cannot bind {what} listener on {addr}: {source}")]
     Bind {
         what: &'static str,

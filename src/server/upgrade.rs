@@ -21,6 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::pubsub::SessionId;
 
 use super::AppState;
+use crate::auth::{AuthError, Identity};
 use crate::metrics::Endpoint;
 use crate::protocol::{vsn_supported, SUPPORTED_VSN};
 use crate::session::echo::EchoHandler;
@@ -42,6 +43,8 @@ pub enum UpgradeError {
     EchoDisabled,
     #[error("server is shutting down; reconnect to another node")]
     Draining,
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 impl UpgradeError {
@@ -51,6 +54,7 @@ impl UpgradeError {
             UpgradeError::NotWebSocket(_) | UpgradeError::WrongWsVersion => "not_websocket",
             UpgradeError::EchoDisabled => "endpoint_disabled",
             UpgradeError::Draining => "draining",
+            UpgradeError::Auth(err) => err.metric_reason(),
         }
     }
 
@@ -62,6 +66,7 @@ impl UpgradeError {
             UpgradeError::WrongWsVersion => StatusCode::UPGRADE_REQUIRED,
             UpgradeError::EchoDisabled => StatusCode::NOT_FOUND,
             UpgradeError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            UpgradeError::Auth(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -122,7 +127,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn switching_protocols(accept: String) -> Result<Response, UpgradeError> {
+fn switching_protocols(accept: String, subprotocol: bool) -> Result<Response, UpgradeError> {
     let accept = HeaderValue::from_str(&accept)
         .map_err(|_| UpgradeError::NotWebSocket("invalid Sec-WebSocket-Key"))?;
     let mut response = Response::new(Body::empty());
@@ -131,6 +136,13 @@ fn switching_protocols(accept: String) -> Result<Response, UpgradeError> {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if subprotocol {
+        // Browsers fail the handshake when an offered subprotocol is not echoed.
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(crate::auth::PHOENIX_SUBPROTOCOL),
+        );
+    }
     Ok(response)
 }
 
@@ -140,14 +152,18 @@ pub async fn phoenix(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
-    let vsn = query_param(req.uri().query(), "vsn");
-    let checked = match vsn {
+    let query = req.uri().query();
+    let checked = match query_param(query, "vsn") {
         None => Err(UpgradeError::MissingVsn),
         Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
-        Some(_) => accept_key(req.headers()),
+        Some(_) => accept_key(req.headers()).and_then(|accept| {
+            let token = query_param(query, "token");
+            let identity = state.auth.authenticate(req.headers(), token.as_deref())?;
+            Ok((accept, identity))
+        }),
     };
     match checked {
-        Ok(accept) => start(state, peer, req, accept, Endpoint::Phoenix),
+        Ok((accept, identity)) => start(state, peer, req, accept, Endpoint::Phoenix, identity),
         Err(err) => err.into_response(&state),
     }
 }
@@ -162,7 +178,14 @@ pub async fn echo(
         return UpgradeError::EchoDisabled.into_response(&state);
     }
     match accept_key(req.headers()) {
-        Ok(accept) => start(state, peer, req, accept, Endpoint::Echo),
+        Ok(accept) => start(
+            state,
+            peer,
+            req,
+            accept,
+            Endpoint::Echo,
+            Identity::default(),
+        ),
         Err(err) => err.into_response(&state),
     }
 }
@@ -175,13 +198,14 @@ fn start(
     mut req: Request<Body>,
     accept: String,
     endpoint: Endpoint,
+    identity: Identity,
 ) -> Response {
     // A keep-alive connection accepted before the drain may still ask to
     // upgrade; the session would be closed with 1001 at once, so refuse it.
     if state.is_draining() {
         return UpgradeError::Draining.into_response(&state);
     }
-    let response = match switching_protocols(accept) {
+    let response = match switching_protocols(accept, identity.echo_subprotocol) {
         Ok(r) => r,
         Err(err) => return err.into_response(&state),
     };
@@ -203,7 +227,7 @@ fn start(
         // session (BENCHMARKS.md), so we do not.
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, ws_config).await;
-        run_session(ws, state, id, peer, endpoint).await
+        run_session(ws, state, id, peer, endpoint, identity).await
     });
     response
 }
@@ -214,6 +238,7 @@ async fn run_session<S>(
     id: SessionId,
     peer: SocketAddr,
     endpoint: Endpoint,
+    identity: Identity,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -228,12 +253,13 @@ async fn run_session<S>(
         registry: Arc::clone(&state.registry),
         signals: state.supervisor.signals(),
         mailbox: Arc::clone(&mailbox),
+        expires_at: identity.expires_in.map(|d| tokio::time::Instant::now() + d),
     };
     match endpoint {
         Endpoint::Phoenix => {
             let handler = PhoenixHandler::new(
                 id,
-                None,
+                identity,
                 mailbox,
                 Arc::clone(&state.topics),
                 Arc::clone(&state.metrics),

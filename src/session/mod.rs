@@ -56,6 +56,8 @@ pub struct SessionSpec {
     pub registry: Arc<Registry>,
     pub signals: ShutdownSignals,
     pub mailbox: Arc<Mailbox>,
+    /// When the connect token expires; the session closes then (4001).
+    pub expires_at: Option<Instant>,
 }
 
 /// The WebSocket settings derived from the config (small buffers: an idle
@@ -173,8 +175,18 @@ where
     async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
         let idle = self.spec.config.idle_timeout;
         let idle_enabled = !idle.is_zero();
+        let expires_at = self.spec.expires_at;
+        // One timer serves both the idle timeout and token expiry.
+        let next_deadline = |last_in: Instant| {
+            let idle_at = if idle_enabled {
+                last_in + idle
+            } else {
+                last_in + FAR_FUTURE
+            };
+            expires_at.map_or(idle_at, |e| e.min(idle_at))
+        };
         let mut last_in = Instant::now();
-        let sleep = tokio::time::sleep(if idle_enabled { idle } else { FAR_FUTURE });
+        let sleep = tokio::time::sleep_until(next_deadline(last_in));
         tokio::pin!(sleep);
         let signals = self.spec.signals.clone();
         let mailbox = Arc::clone(&self.spec.mailbox);
@@ -209,12 +221,15 @@ where
                         return reason;
                     }
                 }
-                _ = &mut sleep, if idle_enabled => {
-                    let deadline = last_in + idle;
-                    if Instant::now() >= deadline {
+                _ = &mut sleep => {
+                    let now = Instant::now();
+                    if expires_at.is_some_and(|e| now >= e) {
+                        return CloseReason::TokenExpired;
+                    }
+                    if idle_enabled && now >= last_in + idle {
                         return CloseReason::IdleTimeout;
                     }
-                    sleep.as_mut().reset(deadline);
+                    sleep.as_mut().reset(next_deadline(last_in));
                 }
             }
         }

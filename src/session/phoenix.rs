@@ -20,6 +20,7 @@ use super::mailbox::{Mailbox, Outbound};
 use super::FrameHandler;
 use serde_json::{Map, Value};
 
+use crate::auth::Identity;
 use crate::channel::{Channel, ChannelCtx, ChannelRouter, JoinResult, Reply, Terminate};
 use crate::config::{Config, NamespaceConfig};
 use crate::history::Position;
@@ -42,6 +43,8 @@ pub struct PhoenixHandler {
     session: SessionId,
     /// Presence key: the token's `sub`, or `anon-<session id>`.
     user: String,
+    /// Topic patterns the token allows (None: all).
+    allowed: Option<Vec<crate::channel::router::Pattern>>,
     mailbox: Arc<Mailbox>,
     topics: Arc<Topics>,
     metrics: Arc<Metrics>,
@@ -59,7 +62,7 @@ enum Called<T> {
 impl PhoenixHandler {
     pub fn new(
         session: SessionId,
-        user: Option<String>,
+        identity: Identity,
         mailbox: Arc<Mailbox>,
         topics: Arc<Topics>,
         metrics: Arc<Metrics>,
@@ -67,7 +70,8 @@ impl PhoenixHandler {
     ) -> PhoenixHandler {
         PhoenixHandler {
             session,
-            user: user.unwrap_or_else(|| format!("anon-{session}")),
+            user: identity.user.unwrap_or_else(|| format!("anon-{session}")),
+            allowed: identity.topics,
             mailbox,
             topics,
             metrics,
@@ -204,6 +208,14 @@ impl PhoenixHandler {
             Self::reply(out, frame, None, "error", &reason);
             return Ok(());
         };
+        if let Some(allowed) = &self.allowed {
+            if !allowed.iter().any(|p| p.matches(topic)) {
+                self.metrics.joins_error.increment(1);
+                let reason = encode::reason(ReplyError::Unauthorized.reason());
+                Self::reply(out, frame, join_ref, "error", &reason);
+                return Ok(());
+            }
+        }
         let ns = route.namespace;
         let mut channel = ChannelRouter::instantiate(route.kind);
         let params = frame.payload;

@@ -47,7 +47,7 @@ impl TestServer {
         let listeners = Listeners::bind(&config).await.expect("bind");
         let public = listeners.public_addr().unwrap();
         let admin = listeners.admin_addr().unwrap();
-        let state = AppState::new(Arc::new(config));
+        let state = AppState::new(Arc::new(config)).expect("state");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(server::run(listeners, Arc::clone(&state), async move {

@@ -1,0 +1,380 @@
+//! Who may connect and what they may join: JWT connect tokens (HS256, RS256,
+//! ES256), anonymous access, the Origin allow-list, and API keys.
+//!
+//! Owns the decision and its reason; never touches sessions. A refused
+//! connect is an `AuthError`, rendered by the upgrade as HTTP 403.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::channel::router::Pattern;
+use crate::config::{Config, JwtAlgorithm};
+
+/// The subprotocol phoenix.js 1.8 offers beside the token, echoed on success.
+pub const PHOENIX_SUBPROTOCOL: &str = "phoenix";
+/// Prefix of the token-carrying subprotocol entry (standard base64, no padding,
+/// despite the name: PROTOCOL.md §1.5).
+pub const BEARER_PREFIX: &str = "base64url.bearer.phx.";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a connect token is required (anonymous connections are disabled)")]
+    TokenRequired,
+    #[error("invalid connect token: {0}")]
+    InvalidToken(String),
+    #[error("connect token has expired")]
+    Expired,
+    #[error("origin {0:?} is not allowed")]
+    OriginNotAllowed(String),
+    #[error("tokens are not accepted: no jwt_secret or jwt_public_key_file is configured")]
+    NoKey,
+}
+
+impl AuthError {
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            AuthError::OriginNotAllowed(_) => "origin_not_allowed",
+            _ => "unauthorized",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    topics: Option<Vec<String>>,
+}
+
+/// An authenticated (or anonymous) connection.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The token's `sub`; None for anonymous connections.
+    pub user: Option<String>,
+    /// Topic patterns the token allows; None allows every routed topic.
+    pub topics: Option<Vec<Pattern>>,
+    /// When the token expires: the session is closed then.
+    pub expires_in: Option<Duration>,
+    /// The client offered the `phoenix` subprotocol; the 101 must echo it.
+    pub echo_subprotocol: bool,
+}
+
+impl Identity {
+    pub fn may_join(&self, topic: &str) -> bool {
+        self.topics
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| p.matches(topic)))
+    }
+}
+
+pub struct Authenticator {
+    anonymous: bool,
+    key: Option<(DecodingKey, Algorithm)>,
+    allowed_origins: Vec<String>,
+    api_keys: Vec<String>,
+}
+
+impl Authenticator {
+    /// Reads key files; fails on unreadable or malformed keys.
+    pub fn new(config: &Config) -> Result<Authenticator, String> {
+        let key = match (&config.jwt_secret, &config.jwt_public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(String::from(
+                    "set jwt_secret or jwt_public_key_file, not both",
+                ))
+            }
+            (Some(secret), None) => {
+                if config.jwt_algorithm != JwtAlgorithm::HS256 {
+                    return Err(String::from(
+                        "jwt_secret goes with jwt_algorithm = \"HS256\"",
+                    ));
+                }
+                Some((
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                ))
+            }
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("jwt_public_key_file {}: {e}", path.display()))?;
+                let key =
+                    match config.jwt_algorithm {
+                        JwtAlgorithm::RS256 => (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256),
+                        JwtAlgorithm::ES256 => (DecodingKey::from_ec_pem(&pem), Algorithm::ES256),
+                        JwtAlgorithm::HS256 => return Err(String::from(
+                            "jwt_public_key_file goes with jwt_algorithm = \"RS256\" or \"ES256\"",
+                        )),
+                    };
+                let decoding = key
+                    .0
+                    .map_err(|e| format!("jwt_public_key_file {}: {e}", path.display()))?;
+                Some((decoding, key.1))
+            }
+            (None, None) => None,
+        };
+        Ok(Authenticator {
+            anonymous: config.anonymous,
+            key,
+            allowed_origins: config.allowed_origins.clone(),
+            api_keys: config.api_keys.clone(),
+        })
+    }
+
+    /// Check Origin, then find and verify the token (query `token`, or the
+    /// `base64url.bearer.phx.` subprotocol entry).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        self.check_origin(headers)?;
+        let offered = offered_subprotocols(headers);
+        let echo_subprotocol = offered.iter().any(|p| p == PHOENIX_SUBPROTOCOL);
+        let sub_token = offered
+            .iter()
+            .find_map(|p| p.strip_prefix(BEARER_PREFIX))
+            .map(|b| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(b.trim_end_matches('='))
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| {
+                        AuthError::InvalidToken(String::from("bad base64 in subprotocol"))
+                    })
+            })
+            .transpose()?;
+        let token = query_token.map(str::to_owned).or(sub_token);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            if self.anonymous {
+                return Ok(Identity {
+                    echo_subprotocol,
+                    ..Identity::default()
+                });
+            }
+            return Err(AuthError::TokenRequired);
+        };
+        let mut identity = self.verify(&token)?;
+        identity.echo_subprotocol = echo_subprotocol;
+        Ok(identity)
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some((key, alg)) = &self.key else {
+            return Err(AuthError::NoKey);
+        };
+        let mut validation = Validation::new(*alg);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::InvalidToken(e.to_string()),
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if data.claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
+        Ok(Identity {
+            user: Some(data.claims.sub),
+            topics: data
+                .claims
+                .topics
+                .map(|t| t.iter().map(|p| Pattern::parse(p)).collect()),
+            expires_in: Some(Duration::from_secs(data.claims.exp - now)),
+            echo_subprotocol: false,
+        })
+    }
+
+    /// Against cross-site WebSocket hijacking: a browser always sends Origin.
+    /// Default (empty list): the Origin's host must be the request's Host.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let Some(origin) = headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(()); // not a browser
+        };
+        if self
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+        if self.allowed_origins.is_empty() {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok());
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host)) {
+                return Ok(());
+            }
+        }
+        Err(AuthError::OriginNotAllowed(origin.to_owned()))
+    }
+
+    /// `Authorization: Bearer <key>` for the HTTP API.
+    pub fn api_key_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        self.api_keys
+            .iter()
+            .any(|k| constant_time_eq(k.as_bytes(), given.trim().as_bytes()))
+    }
+
+    pub fn api_enabled(&self) -> bool {
+        !self.api_keys.is_empty()
+    }
+}
+
+fn offered_subprotocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn auth(anonymous: bool) -> Authenticator {
+        let config = Config {
+            anonymous,
+            jwt_secret: Some(String::from("s3cret")),
+            api_keys: vec![String::from("k1")],
+            ..Config::default()
+        };
+        Authenticator::new(&config).unwrap()
+    }
+
+    fn token(sub: &str, exp_in: i64, topics: Option<Vec<&str>>) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut claims = serde_json::json!({"sub": sub, "exp": now + exp_in});
+        if let Some(t) = topics {
+            claims["topics"] = serde_json::json!(t);
+        }
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn query_token_is_verified() {
+        let id = auth(false)
+            .authenticate(&HeaderMap::new(), Some(&token("u1", 60, None)))
+            .unwrap();
+        assert_eq!(id.user.as_deref(), Some("u1"));
+        assert!(id.expires_in.unwrap() <= Duration::from_secs(60));
+        assert!(id.may_join("anything"));
+    }
+
+    #[test]
+    fn subprotocol_token_uses_standard_base64_without_padding() {
+        let t = token("u2", 60, Some(vec!["room:*"]));
+        let b = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&t);
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(&format!("phoenix, {BEARER_PREFIX}{b}")).unwrap(),
+        );
+        let id = auth(false).authenticate(&h, None).unwrap();
+        assert_eq!(id.user.as_deref(), Some("u2"));
+        assert!(id.echo_subprotocol);
+        assert!(id.may_join("room:1") && !id.may_join("chat:1"));
+    }
+
+    #[test]
+    fn refusals() {
+        let a = auth(false);
+        assert_eq!(
+            a.authenticate(&HeaderMap::new(), None).unwrap_err(),
+            AuthError::TokenRequired
+        );
+        assert_eq!(
+            a.authenticate(&HeaderMap::new(), Some(&token("u", -10, None)))
+                .unwrap_err(),
+            AuthError::Expired
+        );
+        assert!(matches!(
+            a.authenticate(&HeaderMap::new(), Some("garbage"))
+                .unwrap_err(),
+            AuthError::InvalidToken(_)
+        ));
+        assert!(auth(true)
+            .authenticate(&HeaderMap::new(), None)
+            .unwrap()
+            .user
+            .is_none());
+    }
+
+    #[test]
+    fn origin_defaults_to_same_host() {
+        let a = auth(true);
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("chat.example:4000"),
+        );
+        h.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://chat.example:4000"),
+        );
+        assert!(a.authenticate(&h, None).is_ok());
+        h.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(matches!(
+            a.authenticate(&h, None),
+            Err(AuthError::OriginNotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn api_keys() {
+        let a = auth(true);
+        let mut h = HeaderMap::new();
+        assert!(!a.api_key_ok(&h));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer k1"),
+        );
+        assert!(a.api_key_ok(&h));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer k2"),
+        );
+        assert!(!a.api_key_ok(&h));
+    }
+}
