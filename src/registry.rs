@@ -11,12 +11,14 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::metrics::Endpoint;
+use crate::protocol::CloseReason;
 use crate::pubsub::SessionId;
 use crate::session::mailbox::Mailbox;
 
 pub struct SessionEntry {
     pub peer: SocketAddr,
     pub endpoint: Endpoint,
+    pub user: Option<Arc<str>>,
     pub mailbox: Arc<Mailbox>,
 }
 
@@ -48,5 +50,18 @@ impl Registry {
 
     pub fn contains(&self, id: SessionId) -> bool {
         self.sessions.contains_key(&id)
+    }
+
+    /// Ask every session of `user` to close with `reason`; returns how many.
+    /// A scan of all sessions: an admin operation, not a hot path.
+    pub fn close_user(&self, user: &str, reason: CloseReason) -> usize {
+        let mut n = 0;
+        for entry in self.sessions.iter() {
+            if entry.user.as_deref() == Some(user) {
+                entry.mailbox.request_close(reason);
+                n += 1;
+            }
+        }
+        n
     }
 }

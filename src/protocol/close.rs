@@ -37,13 +37,17 @@ pub enum CloseReason {
     MessageTooBig,
     /// A WebSocket protocol violation (bad opcode, unmasked frame, ...). 1002.
     ProtocolViolation,
+    /// The server API disconnected the user (`POST /api/disconnect`). 1001, as
+    /// Phoenix's socket-id disconnect: the client reconnects (and a revoked
+    /// token then gets 403).
+    Disconnected,
     /// The connect token's `exp` passed. 4001: the client reconnects, and must
     /// bring a fresh token (phoenix.js re-evaluates `params` given as a function).
     TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::ClientClosed,
         CloseReason::ConnectionLost,
         CloseReason::IdleTimeout,
@@ -58,6 +62,7 @@ impl CloseReason {
         CloseReason::MessageTooBig,
         CloseReason::ProtocolViolation,
         CloseReason::TokenExpired,
+        CloseReason::Disconnected,
     ];
 
     /// Metric label.
@@ -77,6 +82,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::ProtocolViolation => "protocol_violation",
             CloseReason::TokenExpired => "token_expired",
+            CloseReason::Disconnected => "disconnected",
         }
     }
 
@@ -87,7 +93,9 @@ impl CloseReason {
             CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
                 None
             }
-            CloseReason::IdleTimeout | CloseReason::Shutdown => Some(CloseCode::Away),
+            CloseReason::IdleTimeout | CloseReason::Shutdown | CloseReason::Disconnected => {
+                Some(CloseCode::Away)
+            }
             CloseReason::SlowConsumer => Some(CloseCode::Again),
             CloseReason::RestartIntensity | CloseReason::SessionPanic => Some(CloseCode::Error),
             CloseReason::MalformedFrame | CloseReason::InvalidUtf8 => Some(CloseCode::Invalid),
@@ -115,6 +123,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ProtocolViolation => "protocol violation",
             CloseReason::TokenExpired => "token expired",
+            CloseReason::Disconnected => "disconnected by the server",
         }
     }
 }

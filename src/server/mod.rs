@@ -7,6 +7,7 @@
 
 mod accept;
 mod admin;
+pub mod api;
 mod upgrade;
 
 use std::future::Future;
@@ -115,7 +116,8 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/socket/websocket", get(upgrade::phoenix))
         .route("/ws/echo", get(upgrade::echo))
-        .with_state(state)
+        .with_state(Arc::clone(&state))
+        .merge(api::router(state))
 }
 
 /// Serve until `shutdown` resolves, then drain. Returns once sessions are gone

@@ -254,6 +254,7 @@ async fn run_session<S>(
         signals: state.supervisor.signals(),
         mailbox: Arc::clone(&mailbox),
         expires_at: identity.expires_in.map(|d| tokio::time::Instant::now() + d),
+        user: identity.user.as_deref().map(Arc::from),
     };
     match endpoint {
         Endpoint::Phoenix => {

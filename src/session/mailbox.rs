@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::config::SlowConsumerPolicy;
+use crate::protocol::CloseReason;
 
 /// One queued frame. Text frames are shared (`Utf8Bytes` is reference-counted),
 /// so a broadcast queued in 10 000 mailboxes exists once in memory.
@@ -71,6 +72,8 @@ struct State {
     bytes: usize,
     overflowed: bool,
     closed: bool,
+    /// Set from outside (server API disconnect, say): the session closes with it.
+    close_requested: Option<CloseReason>,
 }
 
 pub struct Mailbox {
@@ -85,6 +88,7 @@ pub struct Mailbox {
 pub struct Drained {
     pub messages: usize,
     pub overflowed: bool,
+    pub close_requested: Option<CloseReason>,
 }
 
 impl Mailbox {
@@ -162,7 +166,14 @@ impl Mailbox {
         Drained {
             messages: into.len(),
             overflowed: st.overflowed,
+            close_requested: st.close_requested,
         }
+    }
+
+    /// Ask the owning session to close with `reason` (it wakes and closes).
+    pub fn request_close(&self, reason: CloseReason) {
+        self.state.lock().close_requested = Some(reason);
+        self.notify.notify_one();
     }
 
     /// Whether a push overflowed the mailbox under the disconnect policy.

@@ -58,6 +58,8 @@ pub struct SessionSpec {
     pub mailbox: Arc<Mailbox>,
     /// When the connect token expires; the session closes then (4001).
     pub expires_at: Option<Instant>,
+    /// The token's `sub`, for the registry (API disconnect by user).
+    pub user: Option<Arc<str>>,
 }
 
 /// The WebSocket settings derived from the config (small buffers: an idle
@@ -101,6 +103,7 @@ impl SessionGuard {
             SessionEntry {
                 peer: spec.peer,
                 endpoint: spec.endpoint,
+                user: spec.user.clone(),
                 mailbox: Arc::clone(&spec.mailbox),
             },
         );
@@ -200,6 +203,9 @@ where
                     let drained = mailbox.drain(&mut self.batch);
                     if drained.overflowed {
                         return CloseReason::SlowConsumer;
+                    }
+                    if let Some(reason) = drained.close_requested {
+                        return reason;
                     }
                     if drained.messages > 0 {
                         self.spec.metrics.mailbox_depth.record(drained.messages as f64);

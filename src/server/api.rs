@@ -1,0 +1,391 @@
+//! The server HTTP API under `/api` on the public listener: publish, disconnect,
+//! presence, history, stats, and its OpenAPI document.
+//!
+//! Every route but `/api/openapi.json` needs `Authorization: Bearer <api key>`
+//! (`api_keys`); with no keys configured the API is off (404). Bodies are
+//! checked field by field so a 400 names the field at fault. The API never
+//! touches a socket: it publishes through `Topics` and reaches sessions through
+//! the registry.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::AppState;
+use crate::protocol::CloseReason;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "myriad server API", description = "Publish to topics, disconnect users, read presence and history."),
+    paths(broadcast, disconnect, presence, history, stats),
+    components(schemas(BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, ApiError, HistoryResponse, Publication, PresenceResponse, StatsResponse)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|_| String::from("{}"))
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/disconnect", post(disconnect))
+        .route("/api/presence", get(presence))
+        .route("/api/history", get(history))
+        .route("/api/stats", get(stats))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi_json()) }),
+        )
+        .with_state(state)
+}
+
+/// Every error answer: `{"error": "...", "field": "topic"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+}
+
+/// A refused API call: one status and one `ApiError` body.
+#[derive(Debug)]
+pub struct ApiFailure {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, error: impl Into<String>, field: Option<&'static str>) -> ApiFailure {
+    ApiFailure {
+        status,
+        body: ApiError {
+            error: error.into(),
+            field,
+        },
+    }
+}
+
+fn bad(field: &'static str, why: &str) -> ApiFailure {
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("{field}: {why}"),
+        Some(field),
+    )
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    if !state.auth.api_enabled() {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "the HTTP API is disabled: configure api_keys",
+            None,
+        ));
+    }
+    if !state.auth.api_key_ok(headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API key (Authorization: Bearer <key>)",
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Parse a JSON object body; the error names what is wrong.
+fn object_body(body: &Bytes) -> Result<Map<String, Value>, ApiFailure> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object",
+            None,
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+            None,
+        )),
+    }
+}
+
+fn string_field<'a>(
+    map: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, ApiFailure> {
+    match map.get(field) {
+        None => Err(bad(field, "missing")),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(bad(field, "must not be empty")),
+        Some(_) => Err(bad(field, "must be a string")),
+    }
+}
+
+// Request types document the bodies in the OpenAPI document; the handlers check
+// bodies field by field instead of deserializing them, to name the bad field.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub struct BroadcastRequest {
+    /// A topic some namespace routes, e.g. `room:lobby`.
+    topic: String,
+    /// The event name clients receive; must not start with `phx_`.
+    event: String,
+    /// A JSON object.
+    payload: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BroadcastResponse {
+    /// Local mailboxes the broadcast was queued in.
+    delivered: usize,
+    /// The history offset, on namespaces that keep history.
+    offset: Option<u64>,
+}
+
+/// Publish an event to a topic (server-side publish; works on `publish = "server"` namespaces).
+#[utoipa::path(post, path = "/api/broadcast", request_body = BroadcastRequest,
+    responses((status = 200, body = BroadcastResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+async fn broadcast(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, &headers)?;
+    let map = object_body(&body)?;
+    let topic = string_field(&map, "topic")?;
+    let event = string_field(&map, "event")?;
+    if event.starts_with("phx_") {
+        return Err(bad("event", "names starting with phx_ are reserved"));
+    }
+    let payload = match map.get("payload") {
+        None => return Err(bad("payload", "missing")),
+        Some(p @ Value::Object(_)) => p.to_string(),
+        Some(_) => return Err(bad("payload", "must be a JSON object")),
+    };
+    let Some(route) = state.topics.router.route(topic) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("topic: {topic:?} matches no namespace"),
+            Some("topic"),
+        ));
+    };
+    let published = state
+        .topics
+        .publish(&route.namespace, topic, event, &payload, None);
+    Ok(Json(BroadcastResponse {
+        delivered: published.fanout.delivered,
+        offset: published.offset,
+    })
+    .into_response())
+}
+
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub struct DisconnectRequest {
+    /// The `sub` of the user's connect tokens.
+    user: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DisconnectResponse {
+    /// Sessions asked to close (with 1001).
+    disconnected: usize,
+}
+
+/// Close every session of a user with 1001.
+#[utoipa::path(post, path = "/api/disconnect", request_body = DisconnectRequest,
+    responses((status = 200, body = DisconnectResponse), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+async fn disconnect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, &headers)?;
+    let map = object_body(&body)?;
+    let user = string_field(&map, "user")?;
+    let disconnected = state.registry.close_user(user, CloseReason::Disconnected);
+    Ok(Json(DisconnectResponse { disconnected }).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TopicQuery {
+    /// The topic.
+    topic: Option<String>,
+    /// History: only publications after this offset.
+    since: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceResponse {
+    topic: String,
+    /// `{"user": {"metas": [...]}}`, as in `presence_state`.
+    #[schema(value_type = Object)]
+    presences: Value,
+}
+
+fn topic_param(q: &TopicQuery) -> Result<&str, ApiFailure> {
+    match q.topic.as_deref() {
+        None => Err(bad("topic", "missing query parameter")),
+        Some("") => Err(bad("topic", "must not be empty")),
+        Some(t) => Ok(t),
+    }
+}
+
+/// Who is in a topic.
+#[utoipa::path(get, path = "/api/presence", params(TopicQuery),
+    responses((status = 200, body = PresenceResponse), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+async fn presence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TopicQuery>,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, &headers)?;
+    let topic = topic_param(&q)?;
+    let presences =
+        serde_json::from_str(&state.topics.presence.state(topic)).unwrap_or(Value::Null);
+    Ok(Json(PresenceResponse {
+        topic: topic.to_owned(),
+        presences,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Publication {
+    offset: u64,
+    event: String,
+    #[schema(value_type = Object)]
+    payload: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryResponse {
+    topic: String,
+    epoch: Option<String>,
+    /// The newest offset.
+    offset: u64,
+    publications: Vec<Publication>,
+}
+
+/// Recent publications on a history topic.
+#[utoipa::path(get, path = "/api/history", params(TopicQuery),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TopicQuery>,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, &headers)?;
+    let topic = topic_param(&q)?;
+    let since = match q.since.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Err(bad("since", "must be a non-negative integer offset")),
+    };
+    let Some(route) = state.topics.router.route(topic) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("topic: {topic:?} matches no namespace"),
+            Some("topic"),
+        ));
+    };
+    if route.namespace.history_size == 0 {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "topic: namespace {:?} keeps no history",
+                route.namespace.pattern
+            ),
+            Some("topic"),
+        ));
+    }
+    let (epoch, offset, publications) =
+        match state
+            .topics
+            .history
+            .read(topic, since, route.namespace.history_ttl)
+        {
+            None => (None, 0, Vec::new()),
+            Some((position, entries)) => {
+                let publications = entries
+                    .into_iter()
+                    .filter_map(|e| {
+                        let frame: Value = serde_json::from_str(e.frame.as_str()).ok()?;
+                        Some(Publication {
+                            offset: e.offset,
+                            event: frame.get(3)?.as_str()?.to_owned(),
+                            payload: frame.get(4)?.clone(),
+                        })
+                    })
+                    .collect();
+                (Some(position.epoch), position.offset, publications)
+            }
+        };
+    Ok(Json(HistoryResponse {
+        topic: topic.to_owned(),
+        epoch,
+        offset,
+        publications,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsResponse {
+    sessions: usize,
+    topics: usize,
+    history_topics: usize,
+    draining: bool,
+}
+
+/// Node figures.
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, body = StatsResponse), (status = 401, body = ApiError)))]
+async fn stats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiFailure> {
+    authorize(&state, &headers)?;
+    Ok(Json(StatsResponse {
+        sessions: state.registry.len(),
+        topics: state.topics.broker.topic_count(),
+        history_topics: state.topics.history.topic_count(),
+        draining: state.is_draining(),
+    })
+    .into_response())
+}
