@@ -4,7 +4,8 @@
 # lint, the Rust tests, the real-client JS tests and the Autobahn conformance
 # suite against /ws/echo.
 #
-# Env: SKIP_AUTOBAHN=1 leaves out the Autobahn run (it needs ../shared/tools).
+# Env: CHROMIUM_PATH overrides /usr/bin/chromium for the chat page test.
+#      SKIP_AUTOBAHN=1 leaves out the Autobahn run (it needs ../shared/tools).
 #      AUTOBAHN_DIR overrides where the Autobahn runner lives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ apt_install() {
 step "dependencies"
 command -v promtool >/dev/null || apt_install prometheus
 command -v prlimit >/dev/null || apt_install util-linux
+command -v openssl >/dev/null || apt_install openssl
+# Headless browser for the chat page test (Debian's build; playwright-core drives it).
+[ -x /usr/bin/chromium ] || apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 command -v python3 >/dev/null || apt_install python3 python3-venv
 if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
@@ -46,7 +50,7 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-step "phoenix.js client tests (npm phoenix, pinned)"
+step "phoenix.js client tests (npm phoenix, pinned) and the chat page in headless Chromium"
 (cd tests/js && TEST_MYRIAD_BIN="$BIN" node --test)
 
 if [ "${SKIP_AUTOBAHN:-0}" = 1 ]; then

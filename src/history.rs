@@ -158,6 +158,28 @@ impl History {
         ttl: Duration,
         subscribe: impl FnOnce(),
     ) -> Recovery {
+        self.join_at(topic, since, false, ttl, subscribe)
+    }
+
+    /// Like `join` without `since`, but replays every stored broadcast (a new
+    /// client asking for the recent past, e.g. the chat page's `history: true`).
+    pub fn join_with_stored(
+        &self,
+        topic: &str,
+        ttl: Duration,
+        subscribe: impl FnOnce(),
+    ) -> Recovery {
+        self.join_at(topic, None, true, ttl, subscribe)
+    }
+
+    fn join_at(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        replay_all: bool,
+        ttl: Duration,
+        subscribe: impl FnOnce(),
+    ) -> Recovery {
         let ring = self.ring(topic);
         let mut ring = ring.lock();
         ring.prune(ttl, Instant::now());
@@ -167,10 +189,16 @@ impl History {
             epoch: ring.epoch.clone(),
         };
         let Some(since) = since else {
+            // `replay_all`: a fresh client asks for whatever history is kept.
+            let frames = if replay_all {
+                ring.entries.iter().map(|e| e.frame.clone()).collect()
+            } else {
+                Vec::new()
+            };
             return Recovery {
                 recovered: false,
                 position,
-                frames: Vec::new(),
+                frames,
             };
         };
         let first_kept = ring.entries.front().map_or(ring.last + 1, |e| e.offset);

@@ -279,3 +279,36 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     assert_eq!(offsets, (1..=total).collect::<Vec<_>>());
     drop(publishing.await.unwrap());
 }
+
+#[tokio::test]
+async fn history_true_replays_what_is_stored_to_a_new_client() {
+    let server = server().await;
+    let mut p = server.client().await;
+    let jr = p.join_ok("chat:stored").await;
+    for i in 0..3 {
+        p.push(&jr, "chat:stored", "m", json!({"i": i})).await;
+    }
+    let mut c = server.client().await;
+    let (_, reply) = c.join("chat:stored", json!({"history": true})).await;
+    assert_eq!(reply[4]["response"]["recovered"], false);
+    assert_eq!(reply[4]["response"]["offset"], 3);
+    let replayed: Vec<Value> = c
+        .sync()
+        .await
+        .into_iter()
+        .filter(|v| v[3] == "m")
+        .map(|v| v[4]["i"].clone())
+        .collect();
+    assert_eq!(replayed, [json!(0), json!(1), json!(2)]);
+}
+
+#[tokio::test]
+async fn the_chat_page_and_its_script_are_served() {
+    let server = server().await;
+    let (status, html) = common::http_get(&format!("http://{}/", server.public)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("myriad chat") && html.contains("/chat.js"));
+    let (status, js) = common::http_get(&format!("http://{}/chat.js", server.public)).await;
+    assert_eq!(status, 200);
+    assert!(js.contains("phx_join") && js.contains("presence_diff"));
+}

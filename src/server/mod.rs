@@ -8,6 +8,7 @@
 mod accept;
 mod admin;
 pub mod api;
+mod chat;
 mod upgrade;
 
 use std::future::Future;
@@ -118,6 +119,7 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .route("/ws/echo", get(upgrade::echo))
         .with_state(Arc::clone(&state))
         .merge(api::router(state))
+        .merge(chat::router())
 }
 
 /// Serve until `shutdown` resolves, then drain. Returns once sessions are gone

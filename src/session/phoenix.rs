@@ -248,10 +248,17 @@ impl PhoenixHandler {
         };
         let (response, replay) = if ns.history_size > 0 {
             let since = join_params.as_ref().and_then(since_of);
-            let recovery =
-                self.topics
-                    .history
-                    .join(topic, since.as_ref(), ns.history_ttl, subscribe);
+            let wants_stored = join_params
+                .as_ref()
+                .and_then(|p| p.get("history"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let history = &self.topics.history;
+            let recovery = match since {
+                Some(since) => history.join(topic, Some(&since), ns.history_ttl, subscribe),
+                None if wants_stored => history.join_with_stored(topic, ns.history_ttl, subscribe),
+                None => history.join(topic, None, ns.history_ttl, subscribe),
+            };
             let response = with_fields(
                 &response,
                 [

@@ -1,0 +1,135 @@
+// The chat page's client: speaks Phoenix Channels V2 directly over a WebSocket
+// ([join_ref, ref, topic, event, payload] frames), written for this page.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  let ws = null;
+  let topic = null;
+  let joinRef = null;
+  let ref = 0;
+  let heartbeat = null;
+  let members = {}; // key -> metas (Phoenix Presence state)
+  let last = null; // {offset, epoch} of the newest message seen, for recovery
+
+  const nextRef = () => String(++ref);
+  const send = (frame) => ws && ws.readyState === 1 && ws.send(JSON.stringify(frame));
+
+  function line(cls, name, text) {
+    const div = document.createElement("div");
+    div.className = "msg " + cls;
+    if (name) {
+      const b = document.createElement("span");
+      b.className = "name";
+      b.textContent = name + ": ";
+      div.appendChild(b);
+    }
+    div.appendChild(document.createTextNode(text));
+    $("log").appendChild(div);
+    $("log").scrollTop = $("log").scrollHeight;
+  }
+
+  function renderMembers() {
+    const list = $("members");
+    list.textContent = "";
+    const names = Object.values(members)
+      .map((metas) => (metas[0] && metas[0].name) || "anonymous")
+      .sort();
+    for (const n of names) {
+      const li = document.createElement("li");
+      li.textContent = n;
+      list.appendChild(li);
+    }
+  }
+
+  function applyDiff(diff) {
+    for (const [key, { metas }] of Object.entries(diff.joins || {})) {
+      const refs = new Set(metas.map((m) => m.phx_ref));
+      members[key] = (members[key] || []).filter((m) => !refs.has(m.phx_ref)).concat(metas);
+    }
+    for (const [key, { metas }] of Object.entries(diff.leaves || {})) {
+      const refs = new Set(metas.map((m) => m.phx_ref));
+      const left = (members[key] || []).filter((m) => !refs.has(m.phx_ref));
+      if (left.length) members[key] = left;
+      else delete members[key];
+    }
+    renderMembers();
+  }
+
+  function onFrame([jr, r, t, event, payload]) {
+    if (t !== topic) return;
+    if (event === "phx_reply" && r === joinRef) {
+      if (payload.status !== "ok") {
+        $("status").textContent = "join failed: " + JSON.stringify(payload.response);
+        return;
+      }
+      $("status").textContent = "joined " + topic;
+      $("chat").classList.add("on");
+      $("text").focus();
+    } else if (event === "presence_state") {
+      members = {};
+      for (const [key, { metas }] of Object.entries(payload)) members[key] = metas;
+      renderMembers();
+    } else if (event === "presence_diff") {
+      applyDiff(payload);
+    } else if (event === "msg") {
+      // History broadcasts carry "<offset>:<epoch>" in the ref slot.
+      if (typeof r === "string" && r.includes(":")) {
+        const i = r.indexOf(":");
+        const offset = Number(r.slice(0, i));
+        if (last && offset <= last.offset) return; // already shown
+        last = { offset, epoch: r.slice(i + 1) };
+      }
+      line(payload.past ? "past" : "", payload.name, payload.body);
+    } else if (event === "phx_error") {
+      $("status").textContent = "channel error; rejoining";
+      setTimeout(join, 1000);
+    }
+  }
+
+  function join() {
+    joinRef = nextRef();
+    const params = { meta: { name: $("name").value.trim() } };
+    // First join: replay the stored history; rejoin: recover from the last offset.
+    if (last) params.since = last;
+    else params.history = true;
+    send([joinRef, joinRef, topic, "phx_join", params]);
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(proto + "//" + location.host + "/socket/websocket?vsn=2.0.0");
+    ws.onopen = () => {
+      join();
+      clearInterval(heartbeat);
+      heartbeat = setInterval(() => send([null, nextRef(), "phoenix", "heartbeat", {}]), 30000);
+    };
+    ws.onmessage = (e) => {
+      try {
+        onFrame(JSON.parse(e.data));
+      } catch (err) {
+        console.error("bad frame", err);
+      }
+    };
+    ws.onclose = () => {
+      clearInterval(heartbeat);
+      $("status").textContent = "disconnected; reconnecting";
+      setTimeout(connect, 1000);
+    };
+  }
+
+  $("join").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (ws) return;
+    topic = "chat:" + $("room").value.trim();
+    $("join-btn").disabled = true;
+    connect();
+  });
+
+  $("send").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const body = $("text").value.trim();
+    if (!body) return;
+    send([joinRef, nextRef(), topic, "msg", { name: $("name").value.trim(), body }]);
+    $("text").value = "";
+  });
+})();
