@@ -8,6 +8,7 @@
 //! - `config`: one validated `Config`, defaults < TOML file < `MYRIAD_*` env < flags.
 //! - `server`: the public and admin listeners, the HTTP router, graceful shutdown.
 //! - `server::accept`: the public accept loop (TCP_NODELAY, handshake timeout, EMFILE back-off).
+//! - `admission`: connection caps, accept rate, memory watermark; the 503 answers.
 //! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
 //! - `server::admin`: `/metrics`, `/healthz`, `/readyz`.
 //! - `supervisor`: spawning sessions, panic capture, restart intensity, drain.
@@ -25,6 +26,7 @@
 //! - `registry`: every live session by id.
 //! - `metrics`: every metric name, described once; the Prometheus exporter.
 
+pub mod admission;
 pub mod auth;
 pub mod channel;
 pub mod config;

@@ -22,6 +22,8 @@ pub const SESSIONS_OPENED: &str = "myriad_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
 pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
 pub const ACCEPT_ERRORS: &str = "myriad_accept_errors_total";
+pub const SHED: &str = "myriad_shed_total";
+pub const RATE_LIMITED: &str = "myriad_rate_limited_total";
 pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
 pub const CHANNEL_LEAVES: &str = "myriad_channel_leaves_total";
 pub const CHANNEL_CRASHES: &str = "myriad_channel_crashes_total";
@@ -94,6 +96,8 @@ pub struct Metrics {
     sessions_closed: Vec<Counter>,
     handshakes_rejected: Vec<Counter>,
     pub accept_errors_fd: Counter,
+    shed: Vec<Counter>,
+    pub rate_limited: Counter,
     pub accept_errors_other: Counter,
     pub joins_ok: Counter,
     pub joins_error: Counter,
@@ -179,6 +183,11 @@ impl Metrics {
             ),
         );
         r.describe_counter(
+            KeyName::from_const_str(SHED),
+            None,
+            SharedString::const_str("Upgrades refused with 503 by admission control, by reason."),
+        );
+        r.describe_counter(
             KeyName::from_const_str(ACCEPT_ERRORS),
             None,
             SharedString::const_str(
@@ -211,6 +220,15 @@ impl Metrics {
                 .map(|reason| labelled(HANDSHAKES_REJECTED, "reason", reason))
                 .collect(),
             accept_errors_fd: labelled(ACCEPT_ERRORS, "kind", "fd_exhausted"),
+            shed: crate::admission::Shed::ALL
+                .iter()
+                .map(|s| labelled(SHED, "reason", s.label()))
+                .collect(),
+            rate_limited: counter(
+                RATE_LIMITED,
+                "Client frames refused with rate_limited (client_rate).",
+                None,
+            ),
             accept_errors_other: labelled(ACCEPT_ERRORS, "kind", "other"),
             joins_ok: labelled(CHANNEL_JOINS, "result", "ok"),
             joins_error: labelled(CHANNEL_JOINS, "result", "error"),
@@ -308,6 +326,15 @@ impl Metrics {
     pub fn handshake_rejected(&self, reason: &str) {
         if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
             self.handshakes_rejected[i].increment(1);
+        }
+    }
+
+    pub fn shed(&self, reason: crate::admission::Shed) {
+        if let Some(i) = crate::admission::Shed::ALL
+            .iter()
+            .position(|r| *r == reason)
+        {
+            self.shed[i].increment(1);
         }
     }
 

@@ -54,6 +54,7 @@ async fn flood(server: &TestServer) -> (common::Client, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_stops_reading_is_disconnected_as_slow_consumer() {
     let server = TestServer::start_with(|c| {
+        c.client_rate = 0; // the publisher floods on purpose
         c.mailbox_capacity = 16;
         c.slow_consumer = SlowConsumerPolicy::Disconnect;
     })
@@ -77,6 +78,7 @@ async fn a_member_that_stops_reading_is_disconnected_as_slow_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_never_drains_hits_write_timeout() {
     let server = TestServer::start_with(|c| {
+        c.client_rate = 0;
         c.mailbox_capacity = 1_000_000;
         c.mailbox_max_bytes = 1 << 30;
         c.write_timeout = Duration::from_millis(300);
@@ -95,6 +97,7 @@ async fn a_socket_that_never_drains_hits_write_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_counts_what_it_drops() {
     let server = TestServer::start_with(|c| {
+        c.client_rate = 0;
         c.mailbox_capacity = 16;
         c.slow_consumer = SlowConsumerPolicy::DropOldest;
         c.write_timeout = Duration::from_secs(60);

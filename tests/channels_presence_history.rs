@@ -231,6 +231,7 @@ async fn history_outside_the_ring_is_not_recovered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     let server = TestServer::start_with(|c| {
+        c.client_rate = 0; // the publisher floods on purpose
         c.namespaces = vec![NamespaceConfig {
             history_size: 1000,
             ..NamespaceConfig::new("chat:*")
@@ -252,7 +253,12 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     // Join, read a while, disconnect, rejoin with since, many times over.
     let mut offsets = Vec::new();
     let mut last = 0u64;
+    let deadline = tokio::time::Instant::now() + common::DEADLINE * 3;
     while last < total {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck at offset {last}"
+        );
         let mut c = server.client().await;
         let (_, reply) = c
             .join(

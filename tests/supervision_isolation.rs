@@ -13,7 +13,11 @@ const TOPIC: &str = "crash:room";
 const MESSAGES: usize = 200;
 
 async fn fault_server() -> TestServer {
-    TestServer::start_with(|c| c.enable_fault_injection = true).await
+    TestServer::start_with(|c| {
+        c.enable_fault_injection = true;
+        c.client_rate = 0; // publishers flood on purpose
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,6 +137,54 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_fault_injection: Option<bool>,
 
+    /// Sessions this node admits (503 beyond); 0 = no cap [default: 100000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+
+    /// Sessions per client IP (503 beyond); 0 = no cap [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// New sessions per second node-wide (503 beyond); 0 = no limit [default: 5000]
+    #[arg(long, value_name = "PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_rate: Option<u32>,
+
+    /// Burst above --accept-rate [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_burst: Option<u32>,
+
+    /// Process RSS in bytes above which new sessions get 503 and /readyz 503; 0 = off [default: 0]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_high_watermark: Option<u64>,
+
+    /// Client frames per second per session, heartbeats excluded; 0 = no limit [default: 100]
+    #[arg(long, value_name = "PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_rate: Option<u32>,
+
+    /// Burst above --client-rate [default: 200]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_burst: Option<u32>,
+
+    /// A session over --client-rate this long is closed with 1008 [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub abuse_window: Option<Duration>,
+
+    /// Channels one session may have joined at once [default: 100]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_topics_per_session: Option<usize>,
+
     /// Allow connections without a token [default: true]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -110,6 +110,25 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Keys for the HTTP API (`Authorization: Bearer <key>`). Default none: `/api` is disabled (404).
     pub api_keys: Vec<String>,
+    /// Sessions this node admits; more get 503. Default 100000; 0 = no cap.
+    pub max_connections: usize,
+    /// Sessions per client IP; more get 503. Default 10000; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// New sessions per second node-wide (token bucket); more get 503. Default 5000; 0 = no limit.
+    pub accept_rate: u32,
+    /// Burst allowed above accept_rate. Default 10000.
+    pub accept_burst: u32,
+    /// Process RSS in bytes above which new sessions get 503 and /readyz 503. Default 0 = off.
+    pub memory_high_watermark: u64,
+    /// Client frames per second per session (heartbeats excluded). Default 100; 0 = no limit.
+    pub client_rate: u32,
+    /// Burst allowed above client_rate. Default 200.
+    pub client_burst: u32,
+    /// A session over client_rate for this long is closed with 1008. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub abuse_window: Duration,
+    /// Channels one session may have joined at once. Default 100; 0 is invalid.
+    pub max_topics_per_session: usize,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -138,6 +157,15 @@ impl Default for Config {
             enable_fault_injection: false,
             log_format: LogFormat::Text,
             namespaces: NamespaceConfig::defaults(),
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            accept_rate: 5_000,
+            accept_burst: 10_000,
+            memory_high_watermark: 0,
+            client_rate: 100,
+            client_burst: 200,
+            abuse_window: Duration::from_secs(10),
+            max_topics_per_session: 100,
             anonymous: true,
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
@@ -243,6 +271,19 @@ impl Config {
         at_least_one("max_message_size", self.max_message_size)?;
         at_least_one("max_frame_size", self.max_frame_size)?;
         at_least_one("read_buffer_size", self.read_buffer_size)?;
+        at_least_one("max_topics_per_session", self.max_topics_per_session)?;
+        if self.accept_rate > 0 && self.accept_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "accept_burst",
+                why: String::from("must be at least 1 when accept_rate is set"),
+            });
+        }
+        if self.client_rate > 0 && self.client_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "client_burst",
+                why: String::from("must be at least 1 when client_rate is set"),
+            });
+        }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "handshake_timeout",

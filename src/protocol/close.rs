@@ -41,13 +41,15 @@ pub enum CloseReason {
     /// Phoenix's socket-id disconnect: the client reconnects (and a revoked
     /// token then gets 403).
     Disconnected,
+    /// Over `client_rate` for `abuse_window`. 1008 (policy violation).
+    RateLimitAbuse,
     /// The connect token's `exp` passed. 4001: the client reconnects, and must
     /// bring a fresh token (phoenix.js re-evaluates `params` given as a function).
     TokenExpired,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 15] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClosed,
         CloseReason::ConnectionLost,
         CloseReason::IdleTimeout,
@@ -63,6 +65,7 @@ impl CloseReason {
         CloseReason::ProtocolViolation,
         CloseReason::TokenExpired,
         CloseReason::Disconnected,
+        CloseReason::RateLimitAbuse,
     ];
 
     /// Metric label.
@@ -83,6 +86,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "protocol_violation",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::RateLimitAbuse => "rate_limit_abuse",
         }
     }
 
@@ -103,6 +107,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => Some(CloseCode::Size),
             CloseReason::ProtocolViolation => Some(CloseCode::Protocol),
             CloseReason::TokenExpired => Some(CloseCode::Library(4001)),
+            CloseReason::RateLimitAbuse => Some(CloseCode::Policy),
         }
     }
 
@@ -124,6 +129,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "protocol violation",
             CloseReason::TokenExpired => "token expired",
             CloseReason::Disconnected => "disconnected by the server",
+            CloseReason::RateLimitAbuse => "rate limit exceeded",
         }
     }
 }
@@ -144,6 +150,10 @@ pub enum ReplyError {
     PublishNotAllowed,
     /// The connect token's `topics` claim does not cover the topic.
     Unauthorized,
+    /// Over `client_rate`: the frame was not processed.
+    RateLimited,
+    /// A join beyond `max_topics_per_session` (Phoenix main's wording).
+    TooManyChannels,
 }
 
 impl ReplyError {
@@ -154,6 +164,8 @@ impl ReplyError {
             ReplyError::PayloadNotObject => "payload must be a JSON object",
             ReplyError::PublishNotAllowed => "publish not allowed",
             ReplyError::Unauthorized => "unauthorized",
+            ReplyError::RateLimited => "rate_limited",
+            ReplyError::TooManyChannels => "too many channels joined",
         }
     }
 }

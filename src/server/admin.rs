@@ -40,6 +40,10 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if state.admission.overloaded() {
+        // At the connection cap or over the memory watermark: send new
+        // clients elsewhere; existing sessions are untouched.
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

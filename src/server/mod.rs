@@ -21,6 +21,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::channel::ChannelRouter;
 use crate::config::Config;
@@ -33,6 +34,7 @@ use crate::supervisor::Supervisor;
 /// Everything the routes share; one per server.
 pub struct AppState {
     pub config: Arc<Config>,
+    pub admission: Arc<Admission>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub topics: Arc<Topics>,
@@ -46,6 +48,7 @@ impl AppState {
         let metrics = Metrics::new();
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(Arc::clone(&metrics)));
         Ok(Arc::new(AppState {
+            admission: Admission::new(&config),
             auth,
             topics: Arc::new(Topics::new(ChannelRouter::new(&config), broker)),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),

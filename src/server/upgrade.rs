@@ -21,6 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::pubsub::SessionId;
 
 use super::AppState;
+use crate::admission::Shed;
 use crate::auth::{AuthError, Identity};
 use crate::metrics::Endpoint;
 use crate::protocol::{vsn_supported, SUPPORTED_VSN};
@@ -45,6 +46,8 @@ pub enum UpgradeError {
     Draining,
     #[error("{0}")]
     Auth(#[from] AuthError),
+    #[error("{0}; retry later")]
+    Shed(Shed),
 }
 
 impl UpgradeError {
@@ -55,6 +58,7 @@ impl UpgradeError {
             UpgradeError::EchoDisabled => "endpoint_disabled",
             UpgradeError::Draining => "draining",
             UpgradeError::Auth(err) => err.metric_reason(),
+            UpgradeError::Shed(_) => "shed",
         }
     }
 
@@ -67,11 +71,16 @@ impl UpgradeError {
             UpgradeError::EchoDisabled => StatusCode::NOT_FOUND,
             UpgradeError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             UpgradeError::Auth(_) => StatusCode::FORBIDDEN,
+            UpgradeError::Shed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn into_response(self, state: &AppState) -> Response {
-        state.metrics.handshake_rejected(self.metric_reason());
+        match &self {
+            // Counted in myriad_shed_total instead.
+            UpgradeError::Shed(shed) => state.metrics.shed(*shed),
+            _ => state.metrics.handshake_rejected(self.metric_reason()),
+        }
         let mut response = (self.status(), format!("{self}\n")).into_response();
         match self {
             UpgradeError::WrongWsVersion => {
@@ -83,6 +92,11 @@ impl UpgradeError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            UpgradeError::Shed(shed) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(shed.retry_after()));
             }
             _ => {}
         }
@@ -205,6 +219,10 @@ fn start(
     if state.is_draining() {
         return UpgradeError::Draining.into_response(&state);
     }
+    let permit = match state.admission.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(shed) => return UpgradeError::Shed(shed).into_response(&state),
+    };
     let response = match switching_protocols(accept, identity.echo_subprotocol) {
         Ok(r) => r,
         Err(err) => return err.into_response(&state),
@@ -213,6 +231,8 @@ fn start(
     let id = state.supervisor.next_session_id();
     let supervisor = Arc::clone(&state.supervisor);
     supervisor.spawn(id, async move {
+        // The admission slot is held for the session's whole life.
+        let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {

@@ -33,6 +33,9 @@ use crate::supervisor::{panic_message, RestartIntensity};
 /// channel handler (only on `crash:*` topics with fault injection enabled).
 pub const PANIC_SESSION_EVENT: &str = "panic_session";
 
+/// Refusals closer together than this belong to one abuse streak.
+const ABUSE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Joined {
     join_ref: Option<String>,
     channel: Box<dyn Channel>,
@@ -51,6 +54,12 @@ pub struct PhoenixHandler {
     channels: HashMap<String, Joined>,
     intensity: RestartIntensity,
     fault_injection: bool,
+    /// `client_rate` token bucket; None when unlimited.
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Start of the current abuse streak and the latest refusal in it.
+    over_limit_since: Option<(Instant, Instant)>,
+    abuse_window: std::time::Duration,
+    max_topics: usize,
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -78,6 +87,13 @@ impl PhoenixHandler {
             channels: HashMap::new(),
             intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
             fault_injection: config.enable_fault_injection,
+            limiter: std::num::NonZeroU32::new(config.client_rate).map(|rate| {
+                let burst = std::num::NonZeroU32::new(config.client_burst).unwrap_or(rate);
+                governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+            }),
+            over_limit_since: None,
+            abuse_window: config.abuse_window,
+            max_topics: config.max_topics_per_session,
         }
     }
 
@@ -142,6 +158,26 @@ impl PhoenixHandler {
         if topic == PHOENIX_TOPIC && ev == event::HEARTBEAT {
             Self::reply(out, &frame, None, "ok", "{}");
             return Ok(());
+        }
+        if let Some(limiter) = &self.limiter {
+            if limiter.check().is_err() {
+                self.metrics.rate_limited.increment(1);
+                let now = Instant::now();
+                // An abuse streak lasts while refusals keep coming less than a
+                // second apart; frames that slip through the bucket in between
+                // do not end it.
+                let since = match self.over_limit_since {
+                    Some((since, last)) if now.duration_since(last) <= ABUSE_GAP => since,
+                    _ => now,
+                };
+                self.over_limit_since = Some((since, now));
+                if now.duration_since(since) >= self.abuse_window {
+                    return Err(CloseReason::RateLimitAbuse);
+                }
+                let reason = encode::reason(ReplyError::RateLimited.reason());
+                Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
+                return Ok(());
+            }
         }
         if self.fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
             panic!("fault injection: session panic");
@@ -215,6 +251,12 @@ impl PhoenixHandler {
                 Self::reply(out, frame, join_ref, "error", &reason);
                 return Ok(());
             }
+        }
+        if self.channels.len() >= self.max_topics {
+            self.metrics.joins_error.increment(1);
+            let reason = encode::reason(ReplyError::TooManyChannels.reason());
+            Self::reply(out, frame, join_ref, "error", &reason);
+            return Ok(());
         }
         let ns = route.namespace;
         let mut channel = ChannelRouter::instantiate(route.kind);

@@ -165,6 +165,26 @@ impl Client {
         self.ws.send(Message::text(text)).await.expect("send");
     }
 
+    /// Send, reporting failure instead of panicking (the server may have closed).
+    pub async fn try_send_text(&mut self, text: &str) -> Result<(), ()> {
+        self.ws.send(Message::text(text)).await.map_err(|_| ())
+    }
+
+    /// Next data frame, or the close code if the connection ends instead.
+    pub async fn recv_or_close(&mut self) -> Result<Value, Option<CloseCode>> {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.ws.next()).await {
+                Err(_) => panic!("nothing within {DEADLINE:?}"),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Ok(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| f.code)),
+                Ok(None) | Ok(Some(Err(_))) => return Err(None),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Next data frame as JSON; panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
         match self.recv_opt(DEADLINE).await {
