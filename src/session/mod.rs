@@ -121,14 +121,26 @@ impl SessionGuard {
     }
 }
 
+impl SessionGuard {
+    fn decided(&mut self, reason: CloseReason) {
+        self.reason = Some(reason);
+        self.metrics.session_closed(reason);
+    }
+}
+
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         // No reason recorded means the session future unwound from a panic.
-        let reason = self.reason.unwrap_or(CloseReason::SessionPanic);
+        let reason = match self.reason {
+            Some(reason) => reason,
+            None => {
+                self.metrics.session_closed(CloseReason::SessionPanic);
+                CloseReason::SessionPanic
+            }
+        };
         self.mailbox.close();
         self.registry.remove(self.id);
         self.metrics.sessions_active.decrement(1.0);
-        self.metrics.session_closed(reason);
         tracing::info!(
             session = self.id,
             peer = %self.peer,
@@ -154,7 +166,9 @@ where
         batch: VecDeque::new(),
     };
     let reason = session.serve(&mut handler).await;
-    guard.reason = Some(reason);
+    // Counted when decided, not when the close handshake ends: a stuck client
+    // can hold the handshake for close_timeout.
+    guard.decided(reason);
     Box::pin(session.close(reason)).await;
     // `handler` drops after this: its guard leaves every topic.
 }
