@@ -23,6 +23,7 @@ pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
 pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
 pub const ACCEPT_ERRORS: &str = "myriad_accept_errors_total";
 pub const SHED: &str = "myriad_shed_total";
+pub const HTTP_REJECTED: &str = "myriad_http_rejected_total";
 pub const RATE_LIMITED: &str = "myriad_rate_limited_total";
 pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
 pub const CHANNEL_LEAVES: &str = "myriad_channel_leaves_total";
@@ -97,6 +98,7 @@ pub struct Metrics {
     handshakes_rejected: Vec<Counter>,
     pub accept_errors_fd: Counter,
     shed: Vec<Counter>,
+    http_rejected: [Counter; 3],
     pub rate_limited: Counter,
     pub accept_errors_other: Counter,
     pub joins_ok: Counter,
@@ -183,6 +185,13 @@ impl Metrics {
             ),
         );
         r.describe_counter(
+            KeyName::from_const_str(HTTP_REJECTED),
+            None,
+            SharedString::const_str(
+                "API and admin requests refused by the protective layers, by reason.",
+            ),
+        );
+        r.describe_counter(
             KeyName::from_const_str(SHED),
             None,
             SharedString::const_str("Upgrades refused with 503 by admission control, by reason."),
@@ -224,6 +233,11 @@ impl Metrics {
                 .iter()
                 .map(|s| labelled(SHED, "reason", s.label()))
                 .collect(),
+            http_rejected: [
+                labelled(HTTP_REJECTED, "reason", "overloaded"),
+                labelled(HTTP_REJECTED, "reason", "timeout"),
+                labelled(HTTP_REJECTED, "reason", "error"),
+            ],
             rate_limited: counter(
                 RATE_LIMITED,
                 "Client frames refused with rate_limited (client_rate).",
@@ -336,6 +350,15 @@ impl Metrics {
         {
             self.shed[i].increment(1);
         }
+    }
+
+    pub fn http_rejected(&self, reason: &str) {
+        let i = match reason {
+            "overloaded" => 0,
+            "timeout" => 1,
+            _ => 2,
+        };
+        self.http_rejected[i].increment(1);
     }
 
     pub fn malformed(&self, kind: &str) {

@@ -185,6 +185,19 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_topics_per_session: Option<usize>,
 
+    /// In-flight HTTP API / admin requests; more get 503 at once [default: 256]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_concurrency_limit: Option<usize>,
+
+    /// Time one HTTP API / admin request may take before 504 [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub http_timeout: Option<Duration>,
+
     /// Allow connections without a token [default: true]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -129,6 +129,11 @@ pub struct Config {
     pub abuse_window: Duration,
     /// Channels one session may have joined at once. Default 100; 0 is invalid.
     pub max_topics_per_session: usize,
+    /// In-flight HTTP API / admin requests per listener; more get 503 at once. Default 256.
+    pub http_concurrency_limit: usize,
+    /// Time one HTTP API / admin request may take; then 504. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub http_timeout: Duration,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -166,6 +171,8 @@ impl Default for Config {
             client_burst: 200,
             abuse_window: Duration::from_secs(10),
             max_topics_per_session: 100,
+            http_concurrency_limit: 256,
+            http_timeout: Duration::from_secs(10),
             anonymous: true,
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
@@ -272,6 +279,13 @@ impl Config {
         at_least_one("max_frame_size", self.max_frame_size)?;
         at_least_one("read_buffer_size", self.read_buffer_size)?;
         at_least_one("max_topics_per_session", self.max_topics_per_session)?;
+        at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
+        if self.http_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "http_timeout",
+                why: String::from("must be greater than 0"),
+            });
+        }
         if self.accept_rate > 0 && self.accept_burst == 0 {
             return Err(ConfigError::Invalid {
                 key: "accept_burst",

@@ -9,6 +9,7 @@ mod accept;
 mod admin;
 pub mod api;
 mod chat;
+pub mod protect;
 mod upgrade;
 
 use std::future::Future;
@@ -121,7 +122,12 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .route("/socket/websocket", get(upgrade::phoenix))
         .route("/ws/echo", get(upgrade::echo))
         .with_state(Arc::clone(&state))
-        .merge(api::router(state))
+        .merge(protect::protect(
+            api::router(Arc::clone(&state)),
+            state.config.http_concurrency_limit,
+            state.config.http_timeout,
+            Arc::clone(&state.metrics),
+        ))
         .merge(chat::router())
 }
 
@@ -147,7 +153,12 @@ pub async fn run(
         })
     };
     let admin = {
-        let app = admin::router(Arc::clone(&state));
+        let app = protect::protect(
+            admin::router(Arc::clone(&state)),
+            config.http_concurrency_limit,
+            config.http_timeout,
+            Arc::clone(&state.metrics),
+        );
         let stop = stop_admin.clone();
         tokio::spawn(async move {
             axum::serve(listeners.admin, app)
