@@ -66,7 +66,7 @@ async fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
 #[tokio::test]
 async fn slow_requests_time_out_with_504() {
     let metrics = Metrics::new();
-    let router = Router::new().route("/stuck", get(|| std::future::pending::<&'static str>()));
+    let router = Router::new().route("/stuck", get(std::future::pending::<&'static str>));
     let base = serve(protect(
         router,
         8,
