@@ -23,6 +23,16 @@ pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
 pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
 pub const ACCEPT_ERRORS: &str = "myriad_accept_errors_total";
 pub const SHED: &str = "myriad_shed_total";
+pub const JOIN_REFUSALS: &str = "myriad_join_refusals_total";
+
+/// Why a join was refused (the `reason` label of `myriad_join_refusals_total`).
+pub const JOIN_REFUSAL_REASONS: [&str; 5] = [
+    "unmatched_topic",
+    "unauthorized",
+    "too_many_channels",
+    "refused",
+    "crashed",
+];
 pub const HTTP_REJECTED: &str = "myriad_http_rejected_total";
 pub const RATE_LIMITED: &str = "myriad_rate_limited_total";
 pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
@@ -98,6 +108,7 @@ pub struct Metrics {
     handshakes_rejected: Vec<Counter>,
     pub accept_errors_fd: Counter,
     shed: Vec<Counter>,
+    join_refusals: Vec<Counter>,
     http_rejected: [Counter; 3],
     pub rate_limited: Counter,
     pub accept_errors_other: Counter,
@@ -185,6 +196,13 @@ impl Metrics {
             ),
         );
         r.describe_counter(
+            KeyName::from_const_str(JOIN_REFUSALS),
+            None,
+            SharedString::const_str(
+                "Joins refused, by reason (too_many_channels: max_topics_per_session).",
+            ),
+        );
+        r.describe_counter(
             KeyName::from_const_str(HTTP_REJECTED),
             None,
             SharedString::const_str(
@@ -232,6 +250,10 @@ impl Metrics {
             shed: crate::admission::Shed::ALL
                 .iter()
                 .map(|s| labelled(SHED, "reason", s.label()))
+                .collect(),
+            join_refusals: JOIN_REFUSAL_REASONS
+                .iter()
+                .map(|r| labelled(JOIN_REFUSALS, "reason", r))
                 .collect(),
             http_rejected: [
                 labelled(HTTP_REJECTED, "reason", "overloaded"),
@@ -349,6 +371,14 @@ impl Metrics {
             .position(|r| *r == reason)
         {
             self.shed[i].increment(1);
+        }
+    }
+
+    /// A refused join: counted as `result="error"` and by reason.
+    pub fn join_refused(&self, reason: &str) {
+        self.joins_error.increment(1);
+        if let Some(i) = JOIN_REFUSAL_REASONS.iter().position(|r| *r == reason) {
+            self.join_refusals[i].increment(1);
         }
     }
 

@@ -234,7 +234,7 @@ impl PhoenixHandler {
         let topic = frame.topic.as_ref();
         let join_ref = frame.join_ref.as_deref();
         let Some(route) = self.topics.router.route(topic).cloned() else {
-            self.metrics.joins_error.increment(1);
+            self.metrics.join_refused("unmatched_topic");
             tracing::warn!(
                 session = self.session,
                 topic = topic,
@@ -246,14 +246,14 @@ impl PhoenixHandler {
         };
         if let Some(allowed) = &self.allowed {
             if !allowed.iter().any(|p| p.matches(topic)) {
-                self.metrics.joins_error.increment(1);
+                self.metrics.join_refused("unauthorized");
                 let reason = encode::reason(ReplyError::Unauthorized.reason());
                 Self::reply(out, frame, join_ref, "error", &reason);
                 return Ok(());
             }
         }
         if self.channels.len() >= self.max_topics {
-            self.metrics.joins_error.increment(1);
+            self.metrics.join_refused("too_many_channels");
             let reason = encode::reason(ReplyError::TooManyChannels.reason());
             Self::reply(out, frame, join_ref, "error", &reason);
             return Ok(());
@@ -266,12 +266,12 @@ impl PhoenixHandler {
         }) {
             Called::Returned(JoinResult::Ok(response)) => response,
             Called::Returned(JoinResult::Error(response)) => {
-                self.metrics.joins_error.increment(1);
+                self.metrics.join_refused("refused");
                 Self::reply(out, frame, join_ref, "error", &response);
                 return Ok(());
             }
             Called::Panicked(panic) => {
-                self.metrics.joins_error.increment(1);
+                self.metrics.join_refused("crashed");
                 let reason = encode::reason(ReplyError::JoinCrashed.reason());
                 Self::reply(out, frame, join_ref, "error", &reason);
                 return self.crashed(topic, &panic);
