@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
+use crate::channel::router::Route;
 use crate::protocol::CloseReason;
 
 #[derive(OpenApi)]
@@ -198,13 +199,7 @@ async fn broadcast(
         Some(p @ Value::Object(_)) => p.to_string(),
         Some(_) => return Err(bad("payload", "must be a JSON object")),
     };
-    let Some(route) = state.topics.router.route(topic) else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("topic: {topic:?} matches no namespace"),
-            Some("topic"),
-        ));
-    };
+    let route = route_of(&state, topic)?;
     let published = state
         .topics
         .publish(&route.namespace, topic, event, &payload, None);
@@ -257,6 +252,17 @@ pub struct PresenceResponse {
     /// `{"user": {"metas": [...]}}`, as in `presence_state`.
     #[schema(value_type = Object)]
     presences: Value,
+}
+
+/// The namespace route of `topic`, or 404 naming the field.
+fn route_of<'a>(state: &'a AppState, topic: &str) -> Result<&'a Route, ApiFailure> {
+    state.topics.router.route(topic).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("topic: {topic:?} matches no namespace"),
+            Some("topic"),
+        )
+    })
 }
 
 fn topic_param(q: &TopicQuery) -> Result<&str, ApiFailure> {
@@ -318,13 +324,7 @@ async fn history(
         Some(Ok(n)) => Some(n),
         Some(Err(_)) => return Err(bad("since", "must be a non-negative integer offset")),
     };
-    let Some(route) = state.topics.router.route(topic) else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("topic: {topic:?} matches no namespace"),
-            Some("topic"),
-        ));
-    };
+    let route = route_of(&state, topic)?;
     if route.namespace.history_size == 0 {
         return Err(error(
             StatusCode::NOT_FOUND,
