@@ -8,7 +8,7 @@
 //! socket. Bounded by `history_size` entries per topic and `history_ttl`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,8 @@ pub struct Entry {
 
 struct Ring {
     epoch: String,
+    /// Bytes of the stored frames (counted in `History::bytes` too).
+    bytes: usize,
     /// Offset of the newest broadcast; 0 before the first.
     last: u64,
     entries: VecDeque<Entry>,
@@ -39,20 +41,30 @@ impl Ring {
     fn new(epoch: String) -> Ring {
         Ring {
             epoch,
+            bytes: 0,
             last: 0,
             entries: VecDeque::new(),
             last_publish: Instant::now(),
         }
     }
 
-    fn prune(&mut self, ttl: Duration, now: Instant) {
+    /// Drop the oldest entry; returns its size.
+    fn pop_oldest(&mut self) -> Option<usize> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= e.frame.len();
+        Some(e.frame.len())
+    }
+
+    /// Drop entries older than `ttl`; returns the bytes freed.
+    fn prune(&mut self, ttl: Duration, now: Instant) -> usize {
+        let mut freed = 0;
         while let Some(front) = self.entries.front() {
-            if now.duration_since(front.at) >= ttl {
-                self.entries.pop_front();
-            } else {
+            if now.duration_since(front.at) < ttl {
                 break;
             }
+            freed += self.pop_oldest().unwrap_or(0);
         }
+        freed
     }
 }
 
@@ -74,10 +86,18 @@ pub struct Recovery {
     pub frames: Vec<Utf8Bytes>,
 }
 
-#[derive(Default)]
 pub struct History {
     rings: DashMap<Arc<str>, Arc<Mutex<Ring>>>,
     epoch_counter: AtomicU64,
+    /// Bytes stored across all topics, bounded by `max_bytes`.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History::new(usize::MAX)
+    }
 }
 
 /// The ref slot of a history broadcast: `"<offset>:<epoch>"`. Never a plain
@@ -87,8 +107,25 @@ pub fn ref_slot(offset: u64, epoch: &str) -> String {
 }
 
 impl History {
-    pub fn new() -> History {
-        History::default()
+    /// `max_bytes`: the node-wide bound on stored frames (`history_max_bytes`).
+    pub fn new(max_bytes: usize) -> History {
+        History {
+            rings: DashMap::new(),
+            epoch_counter: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+        }
+    }
+
+    /// Bytes of history currently stored on this node.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn freed(&self, n: usize) {
+        if n > 0 {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     fn new_epoch(&self) -> String {
@@ -127,7 +164,8 @@ impl History {
         let ring = self.ring(topic);
         let mut ring = ring.lock();
         let now = Instant::now();
-        ring.prune(ttl, now);
+        let pruned = ring.prune(ttl, now);
+        self.freed(pruned);
         ring.last += 1;
         let offset = ring.last;
         let frame = Utf8Bytes::from(encode::frame_with_ref(
@@ -136,13 +174,32 @@ impl History {
             event,
             payload,
         ));
-        ring.entries.push_back(Entry {
-            offset,
-            frame: frame.clone(),
-            at: now,
-        });
+        // Node-wide byte bound: make room from this topic's own oldest entries;
+        // a topic with nothing left to give up stores nothing, and recovery past
+        // this offset then answers recovered:false (never a silent gap).
+        let len = frame.len();
+        while self.bytes() + len > self.max_bytes {
+            match ring.pop_oldest() {
+                Some(n) => self.freed(n),
+                None => break,
+            }
+        }
+        if self.bytes() + len <= self.max_bytes {
+            ring.entries.push_back(Entry {
+                offset,
+                frame: frame.clone(),
+                at: now,
+            });
+            ring.bytes += len;
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+        } else {
+            ring.entries.clear();
+            self.freed(std::mem::take(&mut ring.bytes));
+        }
         while ring.entries.len() > size {
-            ring.entries.pop_front();
+            if let Some(n) = ring.pop_oldest() {
+                self.freed(n);
+            }
         }
         ring.last_publish = now;
         deliver(frame);
@@ -182,7 +239,8 @@ impl History {
     ) -> Recovery {
         let ring = self.ring(topic);
         let mut ring = ring.lock();
-        ring.prune(ttl, Instant::now());
+        let pruned = ring.prune(ttl, Instant::now());
+        self.freed(pruned);
         subscribe();
         let position = Position {
             offset: ring.last,
@@ -230,7 +288,8 @@ impl History {
     ) -> Option<(Position, Vec<Entry>)> {
         let ring = Arc::clone(self.rings.get(topic)?.value());
         let mut ring = ring.lock();
-        ring.prune(ttl, Instant::now());
+        let pruned = ring.prune(ttl, Instant::now());
+        self.freed(pruned);
         let entries = ring
             .entries
             .iter()
@@ -252,11 +311,13 @@ impl History {
     pub fn sweep(&self, idle: impl Fn(&str) -> Option<Duration>) {
         let now = Instant::now();
         self.rings.retain(|topic, ring| {
+            let mut ring = ring.lock();
             let Some(ttl) = idle(topic) else {
+                self.freed(std::mem::take(&mut ring.bytes));
                 return false;
             };
-            let mut ring = ring.lock();
-            ring.prune(ttl, now);
+            let pruned = ring.prune(ttl, now);
+            self.freed(pruned);
             !(ring.entries.is_empty() && now.duration_since(ring.last_publish) >= ttl)
         });
     }
@@ -281,7 +342,7 @@ mod tests {
 
     #[test]
     fn offsets_increase_and_the_ref_slot_carries_them() {
-        let h = History::new();
+        let h = History::default();
         let mut seen = Vec::new();
         h.publish("t", "e", "{}", 5, TTL, |f| seen.push(f));
         let v: serde_json::Value = serde_json::from_str(seen[0].as_str()).unwrap();
@@ -293,7 +354,7 @@ mod tests {
 
     #[test]
     fn recovery_replays_exactly_the_missed_offsets() {
-        let h = History::new();
+        let h = History::default();
         publish(&h, 4);
         let pos = h.join("t", None, TTL, || {}).position;
         assert_eq!(pos.offset, 4);
@@ -331,7 +392,7 @@ mod tests {
 
     #[test]
     fn recovery_fails_past_the_ring_or_on_another_epoch() {
-        let h = History::new();
+        let h = History::default();
         publish(&h, 10); // ring keeps 6..=10
         let epoch = h.join("t", None, TTL, || {}).position.epoch;
         assert!(
@@ -375,8 +436,51 @@ mod tests {
     }
 
     #[test]
+    fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
+        let h = History::new(300);
+        let frame_len = |h: &History| {
+            let mut len = 0;
+            h.publish("a", "e", "{}", 100, TTL, |f| len = f.len());
+            len
+        };
+        let one = frame_len(&h);
+        for _ in 0..50 {
+            h.publish("a", "e", "{}", 100, TTL, |_| {});
+            assert!(h.bytes() <= 300);
+        }
+        let kept = 300 / one;
+        let epoch_a = h.join("a", None, TTL, || {}).position.epoch;
+        let last_a = 51;
+        // Topic a holds the whole budget: b stores nothing, and says so.
+        let b_epoch = h.join("b", None, TTL, || {}).position.epoch;
+        h.publish("b", "e", "{}", 100, TTL, |_| {});
+        assert!(h.bytes() <= 300);
+        let r = h.join(
+            "b",
+            Some(&Position {
+                offset: 0,
+                epoch: b_epoch,
+            }),
+            TTL,
+            || {},
+        );
+        assert!(
+            !r.recovered,
+            "nothing stored for b: no recovery, no silent gap"
+        );
+        // a still recovers within what it kept.
+        let since = Position {
+            offset: last_a - kept as u64,
+            epoch: epoch_a,
+        };
+        assert!(h.join("a", Some(&since), TTL, || {}).recovered);
+        h.sweep(|_| Some(Duration::ZERO));
+        assert_eq!(h.bytes(), 0, "sweeping frees the accounting");
+    }
+
+    #[test]
     fn sweep_drops_idle_empty_rings() {
-        let h = History::new();
+        let h = History::default();
         h.join("quiet", None, TTL, || {});
         publish(&h, 1);
         h.sweep(|_| Some(Duration::ZERO));

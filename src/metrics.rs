@@ -49,6 +49,7 @@ pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
 pub const BROADCASTS: &str = "myriad_broadcasts_total";
 pub const FANOUT_SIZE: &str = "myriad_fanout_subscribers";
 pub const TOPICS: &str = "myriad_topics";
+pub const HISTORY_BYTES: &str = "myriad_history_bytes";
 pub const DRAINING: &str = "myriad_draining";
 pub const PROCESS_RSS: &str = "myriad_process_resident_memory_bytes";
 pub const PROCESS_FDS: &str = "myriad_process_open_fds";
@@ -127,6 +128,7 @@ pub struct Metrics {
     pub broadcasts: Counter,
     pub fanout_size: Histogram,
     pub topics: Gauge,
+    pub history_bytes: Gauge,
     pub draining: Gauge,
     pub process_rss: Gauge,
     pub process_fds: Gauge,
@@ -322,6 +324,11 @@ impl Metrics {
                 "Local subscribers one broadcast was delivered to.",
             ),
             topics: gauge(TOPICS, "Topics with at least one local subscriber.", None),
+            history_bytes: gauge(
+                HISTORY_BYTES,
+                "Bytes of history stored across all topics (bounded by history_max_bytes).",
+                Some(Unit::Bytes),
+            ),
             draining: gauge(
                 DRAINING,
                 "1 while the node drains for shutdown, else 0.",

@@ -318,3 +318,27 @@ async fn the_chat_page_and_its_script_are_served() {
     assert_eq!(status, 200);
     assert!(js.contains("phx_join") && js.contains("presence_diff"));
 }
+
+#[tokio::test]
+async fn history_memory_stays_under_history_max_bytes() {
+    let server = TestServer::start_with(|c| {
+        c.client_rate = 0;
+        c.history_max_bytes = 4096;
+        c.namespaces = vec![NamespaceConfig {
+            history_size: 1000,
+            ..NamespaceConfig::new("chat:*")
+        }];
+    })
+    .await;
+    let mut p = server.client().await;
+    for topic in ["chat:b1", "chat:b2"] {
+        let jr = p.join_ok(topic).await;
+        for i in 0..100 {
+            p.push(&jr, topic, "m", json!({"i": i, "pad": "x".repeat(100)}))
+                .await;
+        }
+    }
+    let text = server.metrics().await;
+    let bytes = common::metric_value(&text, "myriad_history_bytes").unwrap();
+    assert!(bytes > 0.0 && bytes <= 4096.0, "history bytes {bytes}");
+}

@@ -198,6 +198,11 @@ pub struct ServeFlags {
     )]
     pub http_timeout: Option<Duration>,
 
+    /// History kept on this node across all topics, in bytes [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_bytes: Option<usize>,
+
     /// Allow connections without a token [default: true]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

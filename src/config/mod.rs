@@ -134,6 +134,8 @@ pub struct Config {
     /// Time one HTTP API / admin request may take; then 504. Default 10s.
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
+    /// History kept on this node across all topics, in bytes. Default 64 MiB.
+    pub history_max_bytes: usize,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -173,6 +175,7 @@ impl Default for Config {
             max_topics_per_session: 100,
             http_concurrency_limit: 256,
             http_timeout: Duration::from_secs(10),
+            history_max_bytes: 64 << 20,
             anonymous: true,
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,

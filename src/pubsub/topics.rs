@@ -29,11 +29,11 @@ pub struct Published {
 }
 
 impl Topics {
-    pub fn new(router: ChannelRouter, broker: Arc<dyn Broker>) -> Topics {
+    pub fn new(router: ChannelRouter, broker: Arc<dyn Broker>, history_max_bytes: usize) -> Topics {
         Topics {
             router,
             broker,
-            history: History::new(),
+            history: History::new(history_max_bytes),
             presence: Presence::new(),
         }
     }

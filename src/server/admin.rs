@@ -24,6 +24,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .topics
         .set(state.topics.broker.topic_count() as f64);
+    state
+        .metrics
+        .history_bytes
+        .set(state.topics.history.bytes() as f64);
     (
         [(
             header::CONTENT_TYPE,

@@ -51,7 +51,11 @@ impl AppState {
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
-            topics: Arc::new(Topics::new(ChannelRouter::new(&config), broker)),
+            topics: Arc::new(Topics::new(
+                ChannelRouter::new(&config),
+                broker,
+                config.history_max_bytes,
+            )),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry: Arc::new(Registry::new()),
             metrics,
