@@ -32,21 +32,11 @@ fn start() -> Server {
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={NOFILE}:{NOFILE}"))
         .arg(env!("CARGO_BIN_EXE_myriad"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_ON_FREE_PORTS)
         .args(["--handshake-timeout", "60s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MYRIAD_") {
-            cmd.env_remove(key);
-        }
-    }
+    common::without_myriad_env(&mut cmd);
     let mut child = cmd.spawn().expect("prlimit (util-linux) must be installed");
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();

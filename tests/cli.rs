@@ -2,18 +2,15 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn myriad() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_myriad"));
-    // The tests must not inherit configuration from the developer's shell.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MYRIAD_") {
-            cmd.env_remove(key);
-        }
-    }
+    common::without_myriad_env(&mut cmd);
     cmd
 }
 
@@ -96,13 +93,7 @@ fn serve_help_documents_every_option_with_its_default() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let mut child = myriad()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(common::SERVE_ON_FREE_PORTS)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

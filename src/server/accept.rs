@@ -32,6 +32,9 @@ const FD_BACKOFF_START: Duration = Duration::from_millis(10);
 const FD_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one "out of file descriptors" log line per this interval.
 const FD_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest HTTP request head hyper buffers (the upgrade request is a few hundred
+/// bytes; a JWT in the query or subprotocol a few KiB). Larger heads are refused.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// On shutdown, idle or in-flight HTTP connections get this long to finish.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 
@@ -121,7 +124,7 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(MAX_REQUEST_HEAD);
     let conn = builder
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

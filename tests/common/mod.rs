@@ -20,6 +20,26 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+/// `myriad serve` on free loopback ports (the log line names them).
+pub const SERVE_ON_FREE_PORTS: [&str; 5] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
+/// A child process must not inherit configuration from the developer's shell:
+/// every `MYRIAD_*` variable is a config key.
+pub fn without_myriad_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MYRIAD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// How long any single expectation may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
