@@ -37,7 +37,7 @@ node --version
 
 step "format and lint"
 cargo fmt --all --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "build"
 cargo build --workspace --bins --quiet

@@ -1,20 +1,50 @@
-//! myriad-load: the load generator. Scenarios arrive with the load-testing issue;
-//! this skeleton fixes the binary name and CLI entry point.
+//! myriad-load: parse, run, print, exit (0 ok, 1 unexpected loss or SLO
+//! violated, 2 usage or setup error).
+
 use clap::Parser;
+use myriad_load::cli::{Cli, Command};
+use myriad_load::report::{json, markdown, summary};
+use myriad_load::{baseline, run};
 
-/// Load generator for Phoenix Channels V2 and raw WebSocket servers.
-#[derive(Parser, Debug)]
-#[command(name = "myriad-load", version, about)]
-struct Cli {
-    /// Server URL to drive, e.g. ws://127.0.0.1:4000/socket/websocket
-    #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
-    url: String,
-}
-
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "no scenario implemented yet (target {}); see the load-testing issue",
-        cli.url
-    )
+    let code = match cli.command.clone() {
+        Command::BaselineServer(args) => match baseline::serve(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
+        _ if cli.common.worker_index.is_some() => run::as_worker(cli).await,
+        _ => {
+            let json_path = cli.common.json.clone();
+            let report_dir = cli.common.report.clone();
+            match run::coordinate(cli).await {
+                Ok(report) => {
+                    print!("{}", summary::render(&report));
+                    let mut code = report.exit_code();
+                    if let Some(path) = json_path {
+                        if let Err(e) = json::write(&report, &path) {
+                            eprintln!("error: {e:#}");
+                            code = 2;
+                        }
+                    }
+                    if let Some(dir) = report_dir {
+                        if let Err(e) = markdown::write(&report, &dir) {
+                            eprintln!("error: {e:#}");
+                            code = 2;
+                        }
+                    }
+                    code
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    2
+                }
+            }
+        }
+    };
+    std::process::exit(code);
 }

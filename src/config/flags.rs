@@ -127,6 +127,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_buffer_size: Option<usize>,
 
+    /// Kernel send buffer (SO_SNDBUF) per socket; 0 lets the kernel auto-tune [default: 0]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_send_buffer: Option<usize>,
+
     /// Serve the raw echo endpoint /ws/echo [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -91,6 +91,11 @@ pub struct Config {
     /// Outbound bytes gathered before a socket write, in bytes. Default 8192; 0
     /// writes every frame at once. A flush at the end of each batch always writes.
     pub write_buffer_size: usize,
+    /// Kernel send buffer (SO_SNDBUF) of each accepted socket, in bytes. Default
+    /// 0: the kernel auto-tunes it, up to tcp_wmem's maximum (often 4 MiB) for a
+    /// client that stopped reading. A bound makes slow consumers hit the
+    /// mailbox limits sooner and caps kernel memory per connection.
+    pub socket_send_buffer: usize,
     /// Serve the raw echo endpoint `/ws/echo`. Default false.
     pub enable_echo: bool,
     /// Add namespace `crash:*` whose handler panics on event `panic`. Default false.
@@ -160,6 +165,7 @@ impl Default for Config {
             max_frame_size: 64 << 10,
             read_buffer_size: 4 << 10,
             write_buffer_size: 8 << 10,
+            socket_send_buffer: 0,
             enable_echo: false,
             enable_fault_injection: false,
             log_format: LogFormat::Text,

@@ -38,12 +38,20 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// On shutdown, idle or in-flight HTTP connections get this long to finish.
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 
+/// Per-connection socket settings from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnOptions {
+    pub handshake_timeout: Duration,
+    /// SO_SNDBUF in bytes; 0 leaves the kernel's auto-tuning alone.
+    pub send_buffer: usize,
+}
+
 /// Accept until `stop` fires, then wait (briefly) for HTTP connections that are
 /// not WebSocket sessions to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    handshake_timeout: Duration,
+    opts: ConnOptions,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -62,14 +70,7 @@ pub async fn serve(
                 let router = router.clone();
                 let metrics = Arc::clone(&metrics);
                 let stop = stop.clone();
-                connections.spawn(connection(
-                    tcp,
-                    peer,
-                    router,
-                    handshake_timeout,
-                    metrics,
-                    stop,
-                ));
+                connections.spawn(connection(tcp, peer, router, opts, metrics, stop));
             }
             Err(err) if is_resource_exhaustion(&err) => {
                 metrics.accept_errors_fd.increment(1);
@@ -107,14 +108,23 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
-    handshake_timeout: Duration,
+    opts: ConnOptions,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
+    let handshake_timeout = opts.handshake_timeout;
     // Real-time frames are small: Nagle's algorithm would hold each one back
     // for the peer's delayed ACK (tens of milliseconds).
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    // The kernel grows a send buffer to tcp_wmem's maximum (often 4 MiB) for
+    // a client that stopped reading: memory per slow client, and the
+    // slow-consumer cut-off only starts once it is full.
+    if opts.send_buffer > 0 {
+        if let Err(err) = socket2::SockRef::from(&tcp).set_send_buffer_size(opts.send_buffer) {
+            tracing::debug!(error = %err, "cannot set SO_SNDBUF");
+        }
     }
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));

@@ -150,9 +150,12 @@ pub async fn run(
         let router = public_router(Arc::clone(&state));
         let stop = stop_accepting.clone();
         let metrics = Arc::clone(&state.metrics);
-        let handshake_timeout = config.handshake_timeout;
+        let opts = accept::ConnOptions {
+            handshake_timeout: config.handshake_timeout,
+            send_buffer: config.socket_send_buffer,
+        };
         tokio::spawn(async move {
-            accept::serve(listeners.public, router, handshake_timeout, metrics, stop).await;
+            accept::serve(listeners.public, router, opts, metrics, stop).await;
             Ok::<(), std::io::Error>(())
         })
     };

@@ -1,0 +1,156 @@
+//! Everything a finished run reports, derived once from the merged stats:
+//! `figures` (the numbers), then written as a human summary (stdout), JSON
+//! (`--json`) and a Markdown report with SVG plots (`--report`). Owns no
+//! measuring.
+
+pub mod json;
+pub mod markdown;
+pub mod plots;
+pub mod summary;
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::probe::ServerProcess;
+use crate::slo::Violation;
+use crate::stats::{histogram, record, Stats};
+
+/// Percentiles of one histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// The headline numbers of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub connects_ok: u64,
+    pub connect_errors: u64,
+    pub peak_connections: u64,
+    pub connect_per_sec: f64,
+    pub joins_ok: u64,
+    pub cycles: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub delivered_per_sec: f64,
+    pub lost: u64,
+    pub expected_loss: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub slow_disconnected: u64,
+    pub errors: u64,
+    pub phase_secs: f64,
+    pub handshake: Percentiles,
+    pub join: Percentiles,
+    pub latency: Percentiles,
+    /// Fan-out: per message, publish to last subscriber's delivery.
+    pub publish_to_last_delivery: Percentiles,
+    pub server_rss_per_connection_kib: Option<f64>,
+    pub server_cpu_us_per_message: Option<f64>,
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub scenario: String,
+    pub command_line: String,
+    pub target: String,
+    pub protocol: String,
+    pub workers: u64,
+    pub started_unix_s: u64,
+    pub stats: Stats,
+    pub server: Option<ServerProcess>,
+    pub metrics: Option<BTreeMap<String, f64>>,
+    pub violations: Vec<Violation>,
+}
+
+impl Report {
+    pub fn last_delivery_histogram(&self) -> Histogram<u64> {
+        let mut h = histogram();
+        for us in self.stats.last_delivery.values() {
+            record(&mut h, *us);
+        }
+        h
+    }
+
+    pub fn figures(&self) -> Figures {
+        let s = &self.stats;
+        let secs = s.phase().as_secs_f64();
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let connections = if s.peak_connections > 0 {
+            s.peak_connections
+        } else {
+            s.connects_ok
+        };
+        Figures {
+            connects_ok: s.connects_ok,
+            connect_errors: s.connect_errors,
+            peak_connections: s.peak_connections,
+            connect_per_sec: per_sec(s.connects_ok),
+            joins_ok: s.joins_ok,
+            cycles: s.cycles,
+            sent: s.sent,
+            delivered: s.delivered,
+            expected: s.expected,
+            delivered_per_sec: per_sec(s.delivered),
+            lost: s.lost,
+            expected_loss: s.expected_loss,
+            duplicated: s.duplicated,
+            reordered: s.reordered,
+            slow_disconnected: s.slow_disconnected,
+            errors: s.error_count(),
+            phase_secs: secs,
+            handshake: Percentiles::of(&s.handshake),
+            join: Percentiles::of(&s.join),
+            latency: Percentiles::of(&s.latency),
+            publish_to_last_delivery: Percentiles::of(&self.last_delivery_histogram()),
+            server_rss_per_connection_kib: self
+                .server
+                .as_ref()
+                .and_then(|p| p.rss_per_connection_kib(connections)),
+            server_cpu_us_per_message: self
+                .server
+                .as_ref()
+                .and_then(|p| p.cpu_us_per_message(s.delivered)),
+        }
+    }
+
+    /// Loss, duplicates or reordering the scenario did not provoke on purpose.
+    pub fn unexpected_damage(&self) -> bool {
+        self.stats.lost > 0 || self.stats.duplicated > 0 || self.stats.reordered > 0
+    }
+
+    /// Exit status: 0 fine, 1 unexpected loss or an SLO violated.
+    pub fn exit_code(&self) -> i32 {
+        if self.unexpected_damage() || !self.violations.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+}

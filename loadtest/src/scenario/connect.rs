@@ -1,0 +1,74 @@
+//! `connect`: ramp to N connections, hold them for --duration (heartbeating),
+//! close. Measures connect rate and handshake (and join) latency; any close the
+//! server initiates while holding is an error.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{establish, Want, WorkerCtx};
+use crate::cli::ConnectArgs;
+use crate::client::Inbound;
+use crate::payload::now_us;
+
+pub async fn worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
+    let wants = ctx
+        .share(args.connections)
+        .into_iter()
+        .map(|index| Want {
+            index,
+            topic: (args.topics > 0).then(|| ctx.topic(index % args.topics)),
+            recv_buffer: None,
+        })
+        .collect();
+    let began = now_us();
+    let conns = establish(&ctx, wants).await;
+    let connected_at = now_us();
+    ctx.rec.with(0, |s| {
+        s.phase_start_us = began;
+        s.phase_end_us = connected_at;
+    });
+    ctx.control.ready_and_wait().await;
+    let hold_until = Instant::now() + ctx.common.duration;
+    let mut set = JoinSet::new();
+    for (index, mut conn) in conns {
+        let rec = Arc::clone(&ctx.rec);
+        let beat = args.heartbeat;
+        set.spawn(async move {
+            let mut next_beat = Instant::now() + beat;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(hold_until) => break,
+                    _ = tokio::time::sleep_until(next_beat) => {
+                        next_beat += beat;
+                        if let Err(e) = conn.heartbeat().await {
+                            rec.error(index, format!("heartbeat: {}", e.kind()));
+                            rec.disconnected();
+                            return;
+                        }
+                    }
+                    got = conn.recv() => match got {
+                        Ok(Inbound::Closed(code)) => {
+                            if let Some(code) = code {
+                                rec.close_code(index, code);
+                            }
+                            rec.error(index, format!("server closed {}", code.map_or("(no code)".into(), |c| c.to_string())));
+                            rec.disconnected();
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            rec.error(index, e.kind());
+                            rec.disconnected();
+                            return;
+                        }
+                    }
+                }
+            }
+            conn.close().await;
+            rec.disconnected();
+        });
+    }
+    while set.join_next().await.is_some() {}
+}

@@ -1,0 +1,414 @@
+//! `fanout` (and `slow`, which is fan-out with misbehaving subscribers): N
+//! subscribers on one topic; the parent process publishes K messages (a client
+//! push or the HTTP API). Every healthy subscriber must get every message once
+//! and in order; the report gives deliveries/s and, per message, publish to
+//! last delivery. Slow subscribers (`slow`) stall or dawdle on purpose: what
+//! they miss is expected loss, and the server disconnecting them is the point.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{establish, Want, WorkerCtx, HEARTBEAT};
+use crate::accounting::{Arrival, StreamTracker};
+use crate::cli::{Common, FanoutArgs, PublishVia, SlowArgs, SlowMode};
+use crate::client::{self, Conn, Inbound, Protocol, Target};
+use crate::payload::{self, now_us, Stamp};
+use crate::recorder::Recorder;
+
+/// The publisher's stream id (subscribers are 1..).
+pub const PUBLISHER: u64 = 0;
+
+pub fn topic(common: &Common, args: &FanoutArgs) -> String {
+    args.topic
+        .clone()
+        .unwrap_or_else(|| format!("{}fanout", common.topic_prefix))
+}
+
+/// Is subscriber `i` one of the slow ones? Spreads `share` evenly over 0..n.
+pub fn is_slow(i: u64, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
+}
+
+/// Healthy subscribers still waiting in this worker; stalled readers drain
+/// once they are done.
+struct Progress {
+    healthy_left: AtomicU64,
+    done: Notify,
+}
+
+pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerCtx) {
+    let topic = topic(&ctx.common, args);
+    let share = slow.map_or(0.0, |s| s.slow_share);
+    let wants = ctx
+        .share(args.subscribers)
+        .into_iter()
+        .map(|index| Want {
+            index,
+            topic: Some(topic.clone()),
+            recv_buffer: slow
+                .filter(|_| is_slow(index, share))
+                .map(|s| s.slow_rcvbuf),
+        })
+        .collect();
+    let conns = establish(&ctx, wants).await;
+    let healthy = conns.iter().filter(|(i, _)| !is_slow(*i, share)).count() as u64;
+    let progress = Arc::new(Progress {
+        healthy_left: AtomicU64::new(healthy),
+        done: Notify::new(),
+    });
+    ctx.rec.with(0, |s| s.expected += args.messages * healthy);
+    ctx.control.ready_and_wait().await;
+    let give_up = Instant::now() + ctx.common.duration + args.grace;
+    let k = args.messages;
+    let mut set = JoinSet::new();
+    for (index, conn) in conns {
+        let rec = Arc::clone(&ctx.rec);
+        let progress = Arc::clone(&progress);
+        let slow_mode = slow
+            .filter(|_| is_slow(index, share))
+            .map(|s| (s.slow_mode, s.slow_delay));
+        set.spawn(async move {
+            match slow_mode {
+                None => {
+                    subscriber(conn, index, k, give_up, &rec).await;
+                    if progress.healthy_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        progress.done.notify_waiters();
+                    }
+                }
+                Some((mode, delay)) => {
+                    slow_subscriber(conn, index, k, give_up, mode, delay, &rec, &progress).await
+                }
+            }
+            rec.disconnected();
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// A healthy subscriber: read until all K arrived or time is up.
+async fn subscriber(mut conn: Conn, index: u64, k: u64, give_up: Instant, rec: &Recorder) {
+    let mut tracker = StreamTracker::new();
+    let mut next_beat = Instant::now() + HEARTBEAT;
+    let mut open = true;
+    while !tracker.complete(k) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(give_up) => break,
+            _ = tokio::time::sleep_until(next_beat) => {
+                next_beat += HEARTBEAT;
+                let _ = conn.heartbeat().await;
+            }
+            got = conn.recv() => match got {
+                Ok(Inbound::Message(text)) => {
+                    let Some(st) = payload::decode(&text).filter(|s| s.src == PUBLISHER) else { continue };
+                    if tracker.observe(st.seq) != Arrival::Duplicate {
+                        rec.delivered(index, st.ts, Some(st.seq), true);
+                    }
+                }
+                Ok(Inbound::Closed(code)) => {
+                    if let Some(c) = code { rec.close_code(index, c); }
+                    rec.error(index, format!("server closed {}", code.map_or("(no code)".into(), |c| c.to_string())));
+                    open = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    rec.error(index, e.kind());
+                    open = false;
+                    break;
+                }
+            }
+        }
+    }
+    rec.with(index, |s| {
+        s.lost += tracker.lost(k);
+        s.duplicated += tracker.duplicated;
+        s.reordered += tracker.reordered;
+    });
+    if open {
+        conn.close().await;
+    }
+}
+
+/// A slow subscriber: stalls until the healthy ones are done (or dawdles on
+/// every read), then drains whatever the server still lets it have.
+#[allow(clippy::too_many_arguments)]
+async fn slow_subscriber(
+    mut conn: Conn,
+    index: u64,
+    k: u64,
+    give_up: Instant,
+    mode: SlowMode,
+    delay: Duration,
+    rec: &Recorder,
+    progress: &Progress,
+) {
+    if mode == SlowMode::Stall {
+        let done = progress.done.notified();
+        if progress.healthy_left.load(Ordering::Acquire) > 0 {
+            tokio::select! {
+                _ = done => {}
+                _ = tokio::time::sleep_until(give_up) => {}
+            }
+        }
+    }
+    let mut tracker = StreamTracker::new();
+    let mut closed_by_server = false;
+    // Drain: stop after a quiet second, at the deadline, or on close.
+    let quiet = Duration::from_secs(1);
+    while !tracker.complete(k) {
+        if mode == SlowMode::Delay {
+            tokio::time::sleep(delay).await;
+        }
+        let deadline = (Instant::now() + quiet).min(give_up + quiet);
+        match tokio::time::timeout_at(deadline, conn.recv()).await {
+            Err(_) => break,
+            Ok(Ok(Inbound::Message(text))) => {
+                // Slow readers' deliveries stay out of the latency and rate
+                // figures: they measure the healthy subscribers.
+                if let Some(st) = payload::decode(&text).filter(|s| s.src == PUBLISHER) {
+                    tracker.observe(st.seq);
+                }
+            }
+            Ok(Ok(Inbound::Closed(code))) => {
+                if let Some(c) = code {
+                    rec.close_code(index, c);
+                }
+                closed_by_server = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                closed_by_server = true;
+                break;
+            }
+        }
+    }
+    let lost = tracker.lost(k);
+    rec.with(index, |s| {
+        s.expected_loss += lost;
+        s.duplicated += tracker.duplicated;
+        s.reordered += tracker.reordered;
+        if closed_by_server {
+            s.slow_disconnected += 1;
+        }
+    });
+    if !closed_by_server {
+        conn.close().await;
+    }
+}
+
+/// The publisher (runs in the parent). `ready` is awaited after the publisher
+/// connected (and joined) and before the first publish, so the workers can be
+/// started at the right moment.
+pub struct Publisher {
+    via: Via,
+    topic: String,
+}
+
+enum Via {
+    Ws(Box<Conn>),
+    Api {
+        http: reqwest::Client,
+        url: String,
+        key: Option<String>,
+    },
+}
+
+impl Publisher {
+    pub async fn connect(
+        common: &Common,
+        args: &FanoutArgs,
+        target: &Target,
+    ) -> anyhow::Result<Publisher> {
+        let topic = topic(common, args);
+        let via = match args.publish_via {
+            PublishVia::Ws => {
+                let (mut conn, _) = client::connect(target, None, None)
+                    .await
+                    .context("publisher connect")?;
+                conn.join(&topic, common.connect_timeout)
+                    .await
+                    .context("publisher join")?;
+                Via::Ws(Box::new(conn))
+            }
+            PublishVia::Api => {
+                let url = match &args.api_url {
+                    Some(u) => u.clone(),
+                    None => {
+                        let mut u = target.url.clone();
+                        let scheme = if u.scheme() == "wss" { "https" } else { "http" };
+                        u.set_scheme(scheme).map_err(|_| {
+                            anyhow::anyhow!("cannot derive the API URL from {}", target.url)
+                        })?;
+                        u.set_path("/api/broadcast");
+                        u.set_query(None);
+                        u.to_string()
+                    }
+                };
+                Via::Api {
+                    http: reqwest::Client::new(),
+                    url,
+                    key: args.api_key.clone(),
+                }
+            }
+        };
+        Ok(Publisher { via, topic })
+    }
+
+    /// Publish K messages at the configured rate; records sends and errors
+    /// into `rec` under the publisher's key.
+    pub async fn run(self, args: &FanoutArgs, rec: &Recorder, give_up: Instant) {
+        let interval =
+            (args.publish_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.publish_rate));
+        let start = Instant::now();
+        let start_us = now_us();
+        match self.via {
+            Via::Ws(conn) => {
+                let protocol = conn.protocol;
+                let (mut sink, mut stream) = conn.ws.split();
+                // Drain the publisher's own copies and push replies so the
+                // server never sees it as a slow consumer.
+                let refused = Arc::new(AtomicU64::new(0));
+                let replies = Arc::new(AtomicU64::new(0));
+                let (refused_r, replies_r) = (Arc::clone(&refused), Arc::clone(&replies));
+                let drain = tokio::spawn(async move {
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if let Message::Text(t) = msg {
+                            if protocol == Protocol::Phoenix && t.contains("\"phx_reply\"") {
+                                replies_r.fetch_add(1, Ordering::Release);
+                                if !t.contains("\"status\":\"ok\"") {
+                                    refused_r.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                });
+                for seq in 1..=args.messages {
+                    if let Some(iv) = interval {
+                        tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
+                    }
+                    if Instant::now() >= give_up {
+                        rec.error(PUBLISHER, "publisher ran out of time".into());
+                        break;
+                    }
+                    let body = payload::encode(
+                        Stamp {
+                            src: PUBLISHER,
+                            seq,
+                            ts: now_us(),
+                        },
+                        args.size,
+                    );
+                    let text = match protocol {
+                        Protocol::Raw => body,
+                        Protocol::Phoenix => format!(
+                            r#"[null,"{seq}",{},"msg",{body}]"#,
+                            serde_json::Value::String(self.topic.clone())
+                        ),
+                    };
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        rec.error(PUBLISHER, format!("publish: {e}"));
+                        break;
+                    }
+                    rec.sent(PUBLISHER, 1);
+                }
+                // Closing while pushes are still unread would make the server
+                // drop them with the connection: wait for every reply (the
+                // join's included), or a moment for raw servers that send none.
+                let sent = rec.with(PUBLISHER, |s| s.sent);
+                let wait_until = Instant::now() + Duration::from_secs(10);
+                match protocol {
+                    Protocol::Phoenix => {
+                        while replies.load(Ordering::Acquire) < sent && Instant::now() < wait_until
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    Protocol::Raw => tokio::time::sleep(Duration::from_millis(300)).await,
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                drain.abort();
+                let refused = refused.load(Ordering::Relaxed);
+                if refused > 0 {
+                    rec.with(PUBLISHER, |s| {
+                        *s.errors
+                            .entry("publish refused by server".into())
+                            .or_default() += refused
+                    });
+                }
+            }
+            Via::Api { http, url, key } => {
+                for seq in 1..=args.messages {
+                    if let Some(iv) = interval {
+                        tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
+                    }
+                    if Instant::now() >= give_up {
+                        rec.error(PUBLISHER, "publisher ran out of time".into());
+                        break;
+                    }
+                    let body = payload::encode(
+                        Stamp {
+                            src: PUBLISHER,
+                            seq,
+                            ts: now_us(),
+                        },
+                        args.size,
+                    );
+                    let json = format!(
+                        r#"{{"topic":{},"event":"msg","payload":{body}}}"#,
+                        serde_json::Value::String(self.topic.clone())
+                    );
+                    let mut req = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(json);
+                    if let Some(k) = &key {
+                        req = req.bearer_auth(k);
+                    }
+                    match req.send().await {
+                        Ok(resp) if resp.status().is_success() => rec.sent(PUBLISHER, 1),
+                        Ok(resp) => {
+                            rec.error(PUBLISHER, format!("api: http {}", resp.status().as_u16()))
+                        }
+                        Err(e) => rec.error(
+                            PUBLISHER,
+                            format!(
+                                "api: {}",
+                                if e.is_timeout() {
+                                    "timeout"
+                                } else {
+                                    "request failed"
+                                }
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        rec.with(PUBLISHER, |s| {
+            s.phase_start_us = start_us;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_share_is_spread_evenly() {
+        let slow = (0..1000).filter(|&i| is_slow(i, 0.1)).count();
+        assert_eq!(slow, 100);
+        assert_eq!((0..10).filter(|&i| is_slow(i, 0.0)).count(), 0);
+        assert_eq!((0..10).filter(|&i| is_slow(i, 1.0)).count(), 10);
+    }
+}

@@ -1,0 +1,521 @@
+//! Every scenario, briefly, against an in-process myriad (and the raw
+//! baseline server): the numbers must add up (delivered = sent × receivers,
+//! nothing lost), the JSON must carry them, worker processes must merge, and
+//! SLO violations must fail the run.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use myriad::config::{Config, SlowConsumerPolicy};
+use myriad::server::{self, AppState, Listeners};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_myriad-load");
+
+struct Server {
+    public: SocketAddr,
+    admin: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn myriad(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        // Load clients push faster than the per-client default allows.
+        client_rate: 0,
+        api_keys: vec!["test-key".into()],
+        ..Config::default()
+    };
+    tweak(&mut config);
+    config.validate().unwrap();
+    let listeners = Listeners::bind(&config).await.unwrap();
+    let (public, admin) = (
+        listeners.public_addr().unwrap(),
+        listeners.admin_addr().unwrap(),
+    );
+    let state = AppState::new(Arc::new(config)).unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(server::run(listeners, state, async move {
+        token.cancelled().await
+    }));
+    Server {
+        public,
+        admin,
+        stop,
+    }
+}
+
+/// Run myriad-load with `args`, writing JSON to a temp file; returns the
+/// process output and the parsed JSON (Null when none was written).
+async fn load(args: &[&str]) -> (Output, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .args(["--quiet", "--max-run-time", "60s", "--json"])
+        .arg(&json)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    let doc = std::fs::read_to_string(&json)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    if doc.is_null() {
+        eprintln!(
+            "stdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out, doc)
+}
+
+fn fig(doc: &Value, key: &str) -> u64 {
+    doc["figures"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("figure {key} missing in {doc:#}"))
+}
+
+fn url(s: &Server) -> String {
+    format!("ws://{}/socket/websocket", s.public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_holds_every_connection_and_reports_handshakes() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "connect",
+        "--url",
+        &url(&s),
+        "-n",
+        "300",
+        "--topics",
+        "10",
+        "--duration",
+        "1s",
+        "--rate",
+        "1000",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fig(&doc, "connects_ok"), 300);
+    assert_eq!(fig(&doc, "joins_ok"), 300);
+    assert_eq!(fig(&doc, "peak_connections"), 300);
+    assert_eq!(fig(&doc, "errors"), 0);
+    assert_eq!(doc["figures"]["handshake"]["count"], 300);
+    // The raw histogram travels base64-encoded and decodes.
+    let raw = doc["raw"]["handshake_hist"].as_str().unwrap();
+    let h = myriad_load::stats::histogram_from_base64(raw).unwrap();
+    assert_eq!(h.len(), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("300 ok, 0 failed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_delivers_every_message_to_every_member() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "chat",
+        "--url",
+        &url(&s),
+        "--rooms",
+        "4",
+        "--members",
+        "25",
+        "--msg-rate",
+        "5",
+        "--duration",
+        "2s",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let sent = fig(&doc, "sent");
+    assert!(
+        sent >= 4 * 25 * 8,
+        "each member sends ~10 in 2 s at 5/s, got {sent} in all"
+    );
+    assert_eq!(
+        fig(&doc, "delivered"),
+        sent * 25,
+        "every member gets every message of its room"
+    );
+    assert_eq!(fig(&doc, "expected"), sent * 25);
+    assert_eq!(
+        fig(&doc, "lost") + fig(&doc, "duplicated") + fig(&doc, "reordered"),
+        0
+    );
+    assert_eq!(doc["figures"]["latency"]["count"], sent * 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_via_push_and_via_api_reaches_every_subscriber_in_order() {
+    let s = myriad(|_| {}).await;
+    for via in ["ws", "api"] {
+        let (out, doc) = load(&[
+            "fanout",
+            "--url",
+            &url(&s),
+            "-n",
+            "300",
+            "-k",
+            "50",
+            "--publish-rate",
+            "200",
+            "--publish-via",
+            via,
+            "--api-key",
+            "test-key",
+            "--topic",
+            &format!("room:fan-{via}"),
+        ])
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{via}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(fig(&doc, "sent"), 50, "{via}");
+        assert_eq!(fig(&doc, "delivered"), 50 * 300, "{via}");
+        assert_eq!(fig(&doc, "lost"), 0, "{via}");
+        assert_eq!(
+            doc["figures"]["publish_to_last_delivery"]["count"], 50,
+            "{via}: one figure per message"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_cycles_get_their_own_messages_back() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "churn",
+        "--url",
+        &url(&s),
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--pushes",
+        "3",
+        "--push-interval",
+        "20ms",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let cycles = fig(&doc, "cycles");
+    assert!(
+        (90..=100).contains(&cycles),
+        "50/s for 2 s starts ~100 cycles, got {cycles}"
+    );
+    assert_eq!(fig(&doc, "connects_ok"), cycles);
+    assert_eq!(fig(&doc, "sent"), cycles * 3);
+    assert_eq!(fig(&doc, "delivered"), cycles * 3);
+    assert_eq!(fig(&doc, "lost"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscribers_are_cut_off_and_the_others_lose_nothing() {
+    let s = myriad(|c| {
+        c.mailbox_capacity = 128;
+        // Without a bound the kernel would absorb ~4 MiB per stalled reader.
+        c.socket_send_buffer = 16 * 1024;
+        c.slow_consumer = SlowConsumerPolicy::Disconnect;
+    })
+    .await;
+    let (out, doc) = load(&[
+        "slow",
+        "--url",
+        &url(&s),
+        "-n",
+        "100",
+        "--slow-share",
+        "0.1",
+        "-k",
+        "400",
+        "--size",
+        "8000",
+        "--publish-rate",
+        "200",
+        "--duration",
+        "10s",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(fig(&doc, "slow_disconnected"), 10, "{stdout}");
+    assert!(fig(&doc, "expected_loss") > 0);
+    assert_eq!(fig(&doc, "lost"), 0, "healthy subscribers lose nothing");
+    assert_eq!(fig(&doc, "delivered"), 400 * 90);
+    assert_eq!(doc["raw"]["close_codes"]["1013"], 10, "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_merge_into_one_report() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "chat",
+        "--url",
+        &url(&s),
+        "--rooms",
+        "4",
+        "--members",
+        "10",
+        "--msg-rate",
+        "5",
+        "--duration",
+        "1s",
+        "--workers",
+        "2",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(doc["workers"], 2);
+    assert_eq!(fig(&doc, "connects_ok"), 40);
+    assert_eq!(
+        fig(&doc, "peak_connections"),
+        40,
+        "gauges add up over workers"
+    );
+    let sent = fig(&doc, "sent");
+    assert!(sent > 0);
+    assert_eq!(fig(&doc, "delivered"), sent * 10);
+    assert_eq!(
+        doc["figures"]["latency"]["count"],
+        sent * 10,
+        "both workers' histograms merged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_spread_connections_over_source_addresses() {
+    // A bare WebSocket server that remembers who connected.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&peers);
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            seen.lock().unwrap().push(peer.ip());
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                    use futures_util::StreamExt;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            });
+        }
+    });
+    let (out, doc) = load(&[
+        "connect",
+        "--protocol",
+        "raw",
+        "--url",
+        &format!("ws://{addr}/"),
+        "-n",
+        "40",
+        "--duration",
+        "300ms",
+        "--workers",
+        "2",
+        "--source-ips",
+        "127.0.0.7-127.0.0.8",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fig(&doc, "connects_ok"), 40);
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 40);
+    let from = |ip: &str| peers.iter().filter(|p| p.to_string() == ip).count();
+    assert_eq!(from("127.0.0.7"), 20, "worker 0 uses the first address");
+    assert_eq!(from("127.0.0.8"), 20, "worker 1 the second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn violated_slo_fails_the_run_and_the_report_is_written() {
+    let s = myriad(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let (out, doc) = load(&[
+        "chat",
+        "--url",
+        &url(&s),
+        "--rooms",
+        "1",
+        "--members",
+        "5",
+        "--duration",
+        "1s",
+        "--slo",
+        "p99<1us,loss=0",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(doc["slo_violations"], serde_json::json!(["p99<1us"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SLO VIOLATED: p99<1us"));
+    for f in [
+        "README.md",
+        "latency.svg",
+        "connections.svg",
+        "throughput.svg",
+    ] {
+        let p: &Path = &report.join(f);
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.len() > 200, "{f} is written");
+    }
+    let svg = std::fs::read_to_string(report.join("latency.svg")).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("polyline"),
+        "a plotted line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_protocol_against_the_baseline_server() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = tokio::process::Command::new(BIN)
+        .args(["baseline-server", "--listen", &listen, "--run-for", "60s"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (out, doc) = load(&[
+        "fanout",
+        "--protocol",
+        "raw",
+        "--url",
+        &format!("ws://{listen}/"),
+        "-n",
+        "200",
+        "-k",
+        "100",
+        "--publish-rate",
+        "500",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fig(&doc, "delivered"), 100 * 200);
+    assert_eq!(fig(&doc, "lost"), 0);
+    let _ = server.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_server_pid_are_probed() {
+    let s = myriad(|_| {}).await;
+    let pid = std::process::id().to_string();
+    let metrics = format!("http://{}/metrics", s.admin);
+    let (out, doc) = load(&[
+        "connect",
+        "--url",
+        &url(&s),
+        "-n",
+        "200",
+        "--duration",
+        "500ms",
+        "--server-pid",
+        &pid,
+        "--metrics-url",
+        &metrics,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(doc["server"]["loaded"]["rss_kib"].as_u64().unwrap() > 0);
+    assert!(doc["figures"]["server_rss_per_connection_kib"].is_number());
+    let changed = &doc["server_metrics_changed"];
+    assert!(
+        changed
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("myriad_sessions_opened_total")),
+        "{changed:#}"
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = std::process::Command::new(BIN)
+        .args(["chat", "--ramp", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(BIN)
+        .args(["chat", "--url", "ws://127.0.0.1:1/", "--msg-rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--msg-rate"));
+}
+
+#[test]
+fn help_documents_every_scenario() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for s in [
+        "connect",
+        "chat",
+        "fanout",
+        "churn",
+        "slow",
+        "baseline-server",
+        "--slo",
+        "--ramp",
+        "--json",
+        "--report",
+        "--server-pid",
+    ] {
+        assert!(help.contains(s), "--help mentions {s}");
+    }
+}
