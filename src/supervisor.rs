@@ -73,16 +73,20 @@ impl Supervisor {
         F: Future<Output = ()> + Send + 'static,
     {
         let metrics = Arc::clone(&self.metrics);
-        self.tracker.spawn(async move {
-            if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
-                metrics.session_panics.increment(1);
-                tracing::error!(
-                    session = session,
-                    panic = %panic_message(&panic),
-                    "session task panicked; session closed"
-                );
-            }
-        });
+        // A combinator, not an `async move` block: a block would keep `fut`
+        // as a captured variable *and* the catch_unwind future awaiting it,
+        // doubling every idle session's task (BENCHMARKS.md, million sessions).
+        self.tracker
+            .spawn(AssertUnwindSafe(fut).catch_unwind().map(move |outcome| {
+                if let Err(panic) = outcome {
+                    metrics.session_panics.increment(1);
+                    tracing::error!(
+                        session = session,
+                        panic = %panic_message(&panic),
+                        "session task panicked; session closed"
+                    );
+                }
+            }));
     }
 
     /// Sessions currently running.

@@ -12,6 +12,8 @@ mod chat;
 pub mod protect;
 mod upgrade;
 
+pub use upgrade::spawn_stream_session;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! Everything refused here is refused before any session state is allocated,
 //! with a status and a plain-text body that says why.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -252,14 +254,38 @@ fn start(
     response
 }
 
-async fn run_session<S>(
+/// Run a Phoenix session over a byte stream that is already past the HTTP
+/// upgrade (an in-memory pipe in benchmarks and tests): anonymous identity,
+/// no admission check, supervised like every other session. This is what lets
+/// one process hold a million sessions while its file-descriptor limit is far
+/// lower.
+pub fn spawn_stream_session<S>(state: &Arc<AppState>, stream: S, peer: SocketAddr) -> SessionId
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = state.supervisor.next_session_id();
+    let state = Arc::clone(state);
+    let supervisor = Arc::clone(&state.supervisor);
+    supervisor.spawn(id, async move {
+        let ws_config = Some(websocket_config(&state.config));
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, ws_config).await;
+        run_session(ws, state, id, peer, Endpoint::Phoenix, Identity::default()).await
+    });
+    id
+}
+
+/// The session future for an upgraded stream. A plain function returning the
+/// future (not an `async fn`): an async fn would keep its parameters (the
+/// WebSocket among them) beside the session future they were moved into.
+fn run_session<S>(
     ws: WebSocketStream<S>,
     state: Arc<AppState>,
     id: SessionId,
     peer: SocketAddr,
     endpoint: Endpoint,
     identity: Identity,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let config = Arc::clone(&state.config);
@@ -286,8 +312,8 @@ async fn run_session<S>(
                 Arc::clone(&state.metrics),
                 &config,
             );
-            session::run(ws, handler, spec).await
+            Either::Left(session::run(ws, handler, spec))
         }
-        Endpoint::Echo => session::run(ws, EchoHandler, spec).await,
+        Endpoint::Echo => Either::Right(session::run(ws, EchoHandler, spec)),
     }
 }

@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod phoenix;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -152,8 +153,15 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Run one session to its end.
-pub async fn run<S, H>(ws: WebSocketStream<S>, mut handler: H, spec: SessionSpec)
+/// The future that runs one session to its end. Built by a plain function so
+/// the future holds the session state once (an `async fn` would also keep its
+/// parameters); the guard opens here, so a future dropped unpolled still
+/// counts the session in and out.
+pub fn run<S, H>(
+    ws: WebSocketStream<S>,
+    handler: H,
+    spec: SessionSpec,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: FrameHandler,
@@ -165,12 +173,16 @@ where
         out: Vec::new(),
         batch: VecDeque::new(),
     };
-    let reason = session.serve(&mut handler).await;
-    // Counted when decided, not when the close handshake ends: a stuck client
-    // can hold the handshake for close_timeout.
-    guard.decided(reason);
-    Box::pin(session.close(reason)).await;
-    // `handler` drops after this: its guard leaves every topic.
+    let mut handler = handler;
+    async move {
+        let reason = session.serve(&mut handler).await;
+        // Counted when decided, not when the close handshake ends: a stuck client
+        // can hold the handshake for close_timeout.
+        guard.decided(reason);
+        Box::pin(session.close(reason)).await;
+        // `handler` drops after this: its guard leaves every topic.
+        drop(handler);
+    }
 }
 
 struct Session<S> {
