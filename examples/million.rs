@@ -46,8 +46,8 @@ struct Args {
     /// Pipe capacity per direction, bytes.
     #[arg(long, default_value_t = 4096)]
     pipe: usize,
-    /// The sessions' WebSocket read buffer (myriad's read_buffer_size).
-    #[arg(long, default_value_t = 4096)]
+    /// The sessions' WebSocket read buffer (myriad's read_buffer_size, same default).
+    #[arg(long, default_value_t = Config::default().read_buffer_size)]
     read_buffer_size: usize,
     #[arg(long, value_enum, default_value_t = Mode::Sessions)]
     mode: Mode,

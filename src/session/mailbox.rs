@@ -5,12 +5,21 @@
 //! (`slow_consumer = "drop_oldest"`), or marks the mailbox overflowed
 //! (`"disconnect"`), which wakes the session so it can close with 1013. The
 //! mailbox never touches the socket.
+//!
+//! The session's waker lives in the mailbox's own state, under the lock a push
+//! takes anyway: waking is "take the waker, wake it" (no separate `Notify`
+//! with its own lock and waiter list), and readiness is level-triggered (a
+//! non-empty queue is ready), so no wake-up can be lost or need re-arming.
+//! A broadcast to a million members costs one lock and at most one wake per
+//! member.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::config::SlowConsumerPolicy;
@@ -74,12 +83,22 @@ struct State {
     closed: bool,
     /// Set from outside (server API disconnect, say): the session closes with it.
     close_requested: Option<CloseReason>,
+    /// The owning session, when it waits on `ready` or `overflowed`.
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Remember `cx`'s waker (one task owns the mailbox, so one slot).
+    fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
 }
 
 pub struct Mailbox {
     state: Mutex<State>,
-    /// Wakes the owning session; a permit is stored when it is not waiting.
-    notify: Notify,
     limits: MailboxLimits,
 }
 
@@ -95,7 +114,6 @@ impl Mailbox {
     pub fn new(limits: MailboxLimits) -> Mailbox {
         Mailbox {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
             limits,
         }
     }
@@ -117,8 +135,11 @@ impl Mailbox {
                     st.overflowed = true;
                     st.queue = VecDeque::new();
                     st.bytes = 0;
+                    let waker = st.waker.take();
                     drop(st);
-                    self.notify.notify_one();
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
                     return Delivery::Overflowed;
                 }
                 SlowConsumerPolicy::DropOldest => {
@@ -140,11 +161,12 @@ impl Mailbox {
         let was_empty = st.queue.is_empty();
         st.bytes += len;
         st.queue.push_back(msg);
-        drop(st);
         // The session drains everything on each wake, so only the first message
         // after a drain needs to wake it.
-        if was_empty {
-            self.notify.notify_one();
+        let waker = if was_empty { st.waker.take() } else { None };
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
         }
         if dropped > 0 {
             Delivery::DroppedOldest(dropped)
@@ -153,9 +175,16 @@ impl Mailbox {
         }
     }
 
-    /// Wait until something was pushed (or the mailbox overflowed).
-    pub async fn ready(&self) {
-        self.notify.notified().await
+    /// Ready when there is something to drain, the mailbox overflowed, or a
+    /// close was requested.
+    pub fn ready(&self) -> Ready<'_> {
+        Ready(self)
+    }
+
+    /// Ready once a push overflowed the mailbox (the write path watches this
+    /// while a slow socket holds the session).
+    pub fn overflowed(&self) -> Overflowed<'_> {
+        Overflowed(self)
     }
 
     /// Move everything queued into `into` (which must be empty) in one lock.
@@ -172,21 +201,18 @@ impl Mailbox {
 
     /// Ask the owning session to close with `reason` (it wakes and closes).
     pub fn request_close(&self, reason: CloseReason) {
-        self.state.lock().close_requested = Some(reason);
-        self.notify.notify_one();
+        let mut st = self.state.lock();
+        st.close_requested = Some(reason);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Whether a push overflowed the mailbox under the disconnect policy.
     pub fn is_overflowed(&self) -> bool {
         self.state.lock().overflowed
-    }
-
-    /// Store a wake-up for the session. Used after the session itself consumed
-    /// a notification while it was busy writing, so nothing queued meanwhile is
-    /// left waiting for a push that will not notify (pushes notify only when the
-    /// queue goes from empty to non-empty).
-    pub fn wake(&self) {
-        self.notify.notify_one();
     }
 
     /// Refuse all further pushes and free what is queued.
@@ -200,6 +226,40 @@ impl Mailbox {
     /// Messages currently queued.
     pub fn depth(&self) -> usize {
         self.state.lock().queue.len()
+    }
+}
+
+/// Future of [`Mailbox::ready`].
+pub struct Ready<'a>(&'a Mailbox);
+
+impl Future for Ready<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.0.state.lock();
+        if !st.queue.is_empty() || st.overflowed || st.close_requested.is_some() {
+            Poll::Ready(())
+        } else {
+            st.register(cx);
+            Poll::Pending
+        }
+    }
+}
+
+/// Future of [`Mailbox::overflowed`].
+pub struct Overflowed<'a>(&'a Mailbox);
+
+impl Future for Overflowed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.0.state.lock();
+        if st.overflowed {
+            Poll::Ready(())
+        } else {
+            st.register(cx);
+            Poll::Pending
+        }
     }
 }
 

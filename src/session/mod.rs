@@ -328,23 +328,13 @@ where
             Ok::<_, WsError>((messages, bytes))
         };
         let mailbox = &self.spec.mailbox;
-        let overflow = async {
-            loop {
-                mailbox.ready().await;
-                if mailbox.is_overflowed() {
-                    return;
-                }
-            }
-        };
+        let overflow = mailbox.overflowed();
         let result = tokio::select! {
             biased;
             _ = self.spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
             _ = overflow => return Err(CloseReason::SlowConsumer),
             result = tokio::time::timeout(self.spec.config.write_timeout, write) => result,
         };
-        // The overflow watch may have consumed the wake-up for frames queued
-        // during the write; re-arm it so the serve loop drains them.
-        mailbox.wake();
         // Keep a burst's allocation from pinning memory in an idle session.
         if self.batch.capacity() > 64 {
             self.batch = VecDeque::new();
