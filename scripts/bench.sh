@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The measurements behind BENCHMARKS.md, in one run, each next to its baseline.
+# Usage: scripts/bench.sh [million|idle|fanout|criterion|all]   (default: all)
+# Needs: release builds (done here), taskset (util-linux). Every run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+cargo build --release --workspace --examples >/dev/null
+LOAD=target/release/myriad-load
+PORT=4600
+URL_PHX="ws://127.0.0.1:$PORT/socket/websocket"
+URL_RAW="ws://127.0.0.1:$PORT/"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start_myriad() { # extra flags...
+  $1 target/release/myriad serve --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:$((PORT + 1)) "${@:2}" >/dev/null 2>&1 &
+  SP=$!; pids+=("$SP"); sleep 1
+}
+start_baseline() {
+  $1 "$LOAD" baseline-server --listen 127.0.0.1:$PORT --run-for 600s >/dev/null 2>&1 &
+  SP=$!; pids+=("$SP"); sleep 1
+}
+stop() { kill "$SP"; wait "$SP" 2>/dev/null || true; }
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), $(rustc --version)"
+
+if [[ $what == all || $what == million ]]; then
+  echo "## million sessions over in-memory pipes"
+  target/release/examples/million --sessions 1000000 --topics 1000
+  target/release/examples/million --sessions 1000000 --topics 1000 --mode pipes
+fi
+
+if [[ $what == all || $what == idle ]]; then
+  echo "## 19 000 idle sessions over loopback sockets (server RSS per connection)"
+  for v in myriad baseline; do
+    echo "### $v"
+    if [[ $v == myriad ]]; then start_myriad ""; url=$URL_PHX; proto="--topics 100"; else start_baseline ""; url=$URL_RAW; proto="--protocol raw"; fi
+    $LOAD connect --url "$url" $proto -n 19000 --rate 4000 --duration 5s \
+      --source-ips 127.0.0.2-127.0.0.3 --server-pid "$SP" --quiet
+    stop
+  done
+fi
+
+if [[ $what == all || $what == fanout ]]; then
+  echo "## fan-out to 15 000 subscribers, server pinned to core 0, load on core 1"
+  for v in baseline myriad baseline myriad; do
+    echo "### $v"
+    if [[ $v == myriad ]]; then start_myriad "taskset -c 0" --client-rate 0; url=$URL_PHX; proto=""; else start_baseline "taskset -c 0"; url=$URL_RAW; proto="--protocol raw"; fi
+    taskset -c 1 $LOAD fanout --url "$url" $proto -n 15000 -k 200 --publish-rate 0 --rate 5000 \
+      --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
+    stop
+  done
+fi
+
+if [[ $what == all || $what == criterion ]]; then
+  echo "## criterion"
+  cargo bench --bench protocol -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E "^[a-z_/0-9]+ +time:|^[a-z_]+/[a-z_0-9/]+$|time:" || true
+fi
