@@ -154,3 +154,76 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_report() -> Report {
+        let mut stats = Stats {
+            connects_ok: 10,
+            sent: 5,
+            delivered: 50,
+            expected: 50,
+            phase_start_us: 1_000_000,
+            phase_end_us: 3_000_000,
+            ..Stats::default()
+        };
+        for us in [1_000, 2_000, 3_000] {
+            record(&mut stats.latency, us);
+            record(&mut stats.second(1).latency, us);
+        }
+        stats.second(1).delivered = 50;
+        stats.error("timeout");
+        Report {
+            scenario: "chat".into(),
+            command_line: "myriad-load chat".into(),
+            target: "ws://127.0.0.1:4000/socket/websocket".into(),
+            protocol: "phoenix".into(),
+            workers: 1,
+            started_unix_s: 0,
+            stats,
+            server: None,
+            metrics: None,
+            violations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn figures_derive_rates_and_percentiles() {
+        let f = sample_report().figures();
+        assert_eq!(f.phase_secs, 2.0);
+        assert_eq!(f.delivered_per_sec, 25.0);
+        assert_eq!(f.latency.count, 3);
+        assert!((f.latency.p50_ms - 2.0).abs() < 0.01);
+        assert_eq!(f.errors, 1);
+    }
+
+    #[test]
+    fn writers_carry_the_figures() {
+        let mut r = sample_report();
+        let text = summary::render(&r);
+        assert!(
+            text.contains("delivered 50 of 50 expected (25/s)"),
+            "{text}"
+        );
+        assert!(text.contains("timeout"));
+        let md = markdown::render(&r);
+        assert!(md.contains("| delivered / expected | 50 / 50 |"), "{md}");
+        assert!(md.contains("![latency](latency.svg)"));
+        assert!(md.contains("**pass**"));
+        let doc: serde_json::Value = serde_json::from_str(&json::render(&r).unwrap()).unwrap();
+        assert_eq!(doc["figures"]["delivered"], 50);
+        assert_eq!(doc["exit_code"], 0);
+        assert!(doc["raw"]["latency_hist"].as_str().unwrap().len() > 10);
+        r.stats.lost = 1;
+        assert_eq!(r.exit_code(), 1);
+        assert!(summary::render(&r).contains("FAIL: unexpected loss"));
+        let dir = std::env::temp_dir().join(format!("myriad-load-report-{}", std::process::id()));
+        markdown::write(&r, &dir).unwrap();
+        assert!(std::fs::read_to_string(dir.join(plots::THROUGHPUT))
+            .unwrap()
+            .contains("<svg"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
