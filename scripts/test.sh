@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone: installs what the tests need
-# when missing (promtool from Debian's `prometheus`, node packages), then runs
+# when missing (promtool from Debian's `prometheus`, redis-server, nats-server,
+# node packages), then runs
 # lint, the Rust tests, the real-client JS tests and the Autobahn conformance
 # suite against /ws/echo.
 #
@@ -10,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# nats-server installs into /usr/sbin.
+export PATH="$PATH:/usr/sbin:/sbin"
 OUT="$ROOT/test-output"
 mkdir -p "$OUT"
 step() { printf '\n==> %s\n' "$*"; }
@@ -25,6 +28,10 @@ step "dependencies"
 command -v promtool >/dev/null || apt_install prometheus
 command -v prlimit >/dev/null || apt_install util-linux
 command -v openssl >/dev/null || apt_install openssl
+# Cluster tests start their own redis-server / nats-server on free loopback ports
+# (and stop them); the Debian services the packages enable are not used.
+command -v redis-server >/dev/null || apt_install redis-server
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
 # Headless browser for the chat page test (Debian's build; playwright-core drives it).
 [ -x /usr/bin/chromium ] || apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm

@@ -44,6 +44,13 @@ pub const MESSAGES_OUT: &str = "myriad_messages_sent_total";
 pub const BYTES_IN: &str = "myriad_received_bytes_total";
 pub const BYTES_OUT: &str = "myriad_sent_bytes_total";
 pub const MALFORMED_FRAMES: &str = "myriad_malformed_frames_total";
+pub const BROKER_CONNECTED: &str = "myriad_broker_connected";
+pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
+pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
+pub const BROKER_DROPPED: &str = "myriad_broker_dropped_total";
+pub const BROKER_ERRORS: &str = "myriad_broker_errors_total";
+pub const BROKER_RECONNECTS: &str = "myriad_broker_reconnects_total";
+pub const BROKER_QUEUE: &str = "myriad_broker_queue_depth";
 pub const MAILBOX_DEPTH: &str = "myriad_mailbox_depth_messages";
 pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
 pub const BROADCASTS: &str = "myriad_broadcasts_total";
@@ -134,6 +141,14 @@ pub struct Metrics {
     pub process_fds: Gauge,
     pub runtime_alive_tasks: Gauge,
     pub runtime_global_queue: Gauge,
+    pub broker_connected: Gauge,
+    pub broker_published: Counter,
+    pub broker_received: Counter,
+    pub broker_dropped_queue_full: Counter,
+    pub broker_dropped_disconnected: Counter,
+    pub broker_errors: Counter,
+    pub broker_reconnects: Counter,
+    pub broker_queue_depth: Gauge,
 }
 
 fn meta() -> Metadata<'static> {
@@ -234,7 +249,47 @@ impl Metrics {
             SharedString::const_str("Channel joins, by result (ok or error)."),
         );
 
+        r.describe_counter(
+            KeyName::from_const_str(BROKER_DROPPED),
+            None,
+            SharedString::const_str(
+                "Publishes not sent to other nodes (local delivery unaffected), by reason: queue_full (broker_queue) or disconnected.",
+            ),
+        );
+
         let metrics = Metrics {
+            broker_connected: gauge(
+                BROKER_CONNECTED,
+                "1 while the cluster broker is reachable (always 0 with broker = local).",
+                None,
+            ),
+            broker_published: counter(
+                BROKER_PUBLISHED,
+                "Publishes sent to other nodes through the broker.",
+                None,
+            ),
+            broker_received: counter(
+                BROKER_RECEIVED,
+                "Publishes from other nodes delivered to local subscribers.",
+                None,
+            ),
+            broker_dropped_queue_full: labelled(BROKER_DROPPED, "reason", "queue_full"),
+            broker_dropped_disconnected: labelled(BROKER_DROPPED, "reason", "disconnected"),
+            broker_errors: counter(
+                BROKER_ERRORS,
+                "Broker connection, publish and decode errors.",
+                None,
+            ),
+            broker_reconnects: counter(
+                BROKER_RECONNECTS,
+                "Reconnect attempts to the broker after a failure.",
+                None,
+            ),
+            broker_queue_depth: gauge(
+                BROKER_QUEUE,
+                "Publishes waiting to go to the broker (bounded by broker_queue).",
+                None,
+            ),
             sessions_active: gauge(SESSIONS_ACTIVE, "WebSocket sessions currently open.", None),
             sessions_opened: [
                 labelled(SESSIONS_OPENED, "endpoint", Endpoint::Phoenix.label()),

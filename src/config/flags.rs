@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::{LogFormat, SlowConsumerPolicy};
+use super::{BrokerKind, LogFormat, SlowConsumerPolicy};
 
 fn ser_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
@@ -237,6 +237,26 @@ pub struct ServeFlags {
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<Vec<String>>,
+
+    /// Cluster broker: local, redis or nats [default: local]
+    #[arg(long, value_name = "KIND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerKind>,
+
+    /// Broker address, e.g. redis://127.0.0.1:6379 or nats://127.0.0.1:4222 [default: none, the broker's local default]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_url: Option<String>,
+
+    /// /readyz answers 503 while the broker is unreachable [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_required: Option<bool>,
+
+    /// Publishes queued for the broker; more are dropped (local delivery continues) and counted [default: 65536]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_queue: Option<usize>,
 
     /// Log format; filter with RUST_LOG [default: text]
     #[arg(long, value_name = "FORMAT")]

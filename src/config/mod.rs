@@ -29,6 +29,18 @@ pub enum SlowConsumerPolicy {
     DropOldest,
 }
 
+/// Where publishes meet other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerKind {
+    /// This node only; needs nothing else running.
+    Local,
+    /// Redis Pub/Sub (one channel per topic with local members).
+    Redis,
+    /// NATS core subjects (one subject per topic with local members).
+    Nats,
+}
+
 /// JWT signature algorithm for connect tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum JwtAlgorithm {
@@ -144,6 +156,16 @@ pub struct Config {
     pub http_timeout: Duration,
     /// History kept on this node across all topics, in bytes. Default 64 MiB.
     pub history_max_bytes: usize,
+    /// Cluster broker: local (default), redis or nats.
+    pub broker: BrokerKind,
+    /// Broker address. Default none: redis://127.0.0.1:6379 or nats://127.0.0.1:4222.
+    pub broker_url: Option<String>,
+    /// Whether /readyz answers 503 while the broker is unreachable. Default false
+    /// (a node keeps serving its own sessions through a broker outage).
+    pub broker_required: bool,
+    /// Publishes waiting to go to the broker; beyond it they are dropped
+    /// (local delivery is unaffected) and counted. Default 65536.
+    pub broker_queue: usize,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -191,6 +213,10 @@ impl Default for Config {
             jwt_public_key_file: None,
             allowed_origins: Vec::new(),
             api_keys: Vec::new(),
+            broker: BrokerKind::Local,
+            broker_url: None,
+            broker_required: false,
+            broker_queue: 65_536,
         }
     }
 }
@@ -286,6 +312,7 @@ impl Config {
             Ok(())
         }
         at_least_one("mailbox_capacity", self.mailbox_capacity)?;
+        at_least_one("broker_queue", self.broker_queue)?;
         at_least_one("mailbox_max_bytes", self.mailbox_max_bytes)?;
         at_least_one("max_message_size", self.max_message_size)?;
         at_least_one("max_frame_size", self.max_frame_size)?;

@@ -98,6 +98,12 @@ impl Hub {
         out
     }
 
+    /// Names of the topics with at least one subscriber (resubscribing after a
+    /// broker reconnect).
+    pub fn topic_names(&self) -> Vec<Arc<str>> {
+        self.topics.iter().map(|e| Arc::clone(e.key())).collect()
+    }
+
     /// Topics with at least one subscriber.
     pub fn topic_count(&self) -> usize {
         self.topics.len()

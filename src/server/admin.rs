@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is
-//! alive), `/readyz` (503 while draining). Never serves WebSockets.
+//! alive), `/readyz` (503 while draining, overloaded, or cut off from a
+//! required broker). Never serves WebSockets.
 
 use std::sync::Arc;
 
@@ -44,6 +45,9 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if state.config.broker_required && !state.topics.broker.is_ready() {
+        // broker_required: a node cut off from the cluster sends clients elsewhere.
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n")
     } else if state.admission.overloaded() {
         // At the connection cap or over the memory watermark: send new
         // clients elsewhere; existing sessions are untouched.

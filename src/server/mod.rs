@@ -45,11 +45,45 @@ pub struct AppState {
     pub registry: Arc<Registry>,
 }
 
+/// Build the configured broker; cluster brokers start their link task here
+/// (in the background: a node starts, and serves, while the broker is away).
+fn broker_for(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Broker>, ServerError> {
+    use crate::config::BrokerKind;
+    use crate::pubsub::broker::{cluster::ClusterBroker, nats, redis};
+    let default_url = match config.broker {
+        BrokerKind::Local => return Ok(Arc::new(LocalBroker::new(Arc::clone(metrics)))),
+        BrokerKind::Redis => "redis://127.0.0.1:6379",
+        BrokerKind::Nats => "nats://127.0.0.1:4222",
+    };
+    let url = config
+        .broker_url
+        .clone()
+        .unwrap_or_else(|| default_url.to_string());
+    let (broker, parts) = ClusterBroker::new(Arc::clone(metrics), config.broker_queue);
+    match config.broker {
+        BrokerKind::Redis => {
+            ::redis::Client::open(url.as_str())
+                .map_err(|e| ServerError::Broker(format!("broker_url {url:?}: {e}")))?;
+            tokio::spawn(redis::run(url, parts));
+        }
+        BrokerKind::Nats => {
+            if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                return Err(ServerError::Broker(format!(
+                    "broker_url {url:?}: expected nats://HOST:PORT"
+                )));
+            }
+            tokio::spawn(nats::run(url, parts));
+        }
+        BrokerKind::Local => {}
+    }
+    Ok(Arc::new(broker))
+}
+
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
         let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
-        let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(Arc::clone(&metrics)));
+        let broker = broker_for(&config, &metrics)?;
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
@@ -80,6 +114,8 @@ pub struct Listeners {
 pub enum ServerError {
     #[error("auth configuration: {0}")]
     Auth(String),
+    #[error("broker configuration: {0}")]
+    Broker(String),
     #[error("cannot bind {what} listener on {addr}: {source}")]
     Bind {
         what: &'static str,

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+pub mod cluster;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,12 +1,16 @@
 //! The `Broker` seam: where a publish leaves this node and where other nodes'
-//! publishes come in. `local` is the only backend today; `redis` and `nats`
-//! will sit beside it.
+//! publishes come in. `local` (default) delivers on this node only;
+//! `cluster` adds the bounded queue, origin tagging and health that the
+//! `redis` and `nats` links share.
 //!
 //! A broker must never block the caller: publishes from sessions happen inline
 //! in their task, so a slow backend is queued behind a bounded buffer, never
 //! awaited.
 
+pub mod cluster;
 pub mod local;
+pub mod nats;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -23,4 +27,8 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, topic: &str, frame: Outbound, exclude: Option<SessionId>) -> FanOut;
     /// Topics with local subscribers.
     fn topic_count(&self) -> usize;
+    /// Whether the backend is reachable (always true for `local`).
+    fn is_ready(&self) -> bool {
+        true
+    }
 }

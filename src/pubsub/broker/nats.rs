@@ -1,0 +1,129 @@
+//! The NATS link: cross-node broadcast over NATS core subjects, one subject per
+//! topic with local members (`myriad.<hex of the topic>`: topic names may hold
+//! `.` or `*`, which are subject syntax). NATS core has no history and no
+//! presence; with this broker both stay node-local (README, "Run a cluster").
+//!
+//! async-nats reconnects and resubscribes on its own; this task forwards the
+//! queue to it, keeps one subscription task per topic, and mirrors the client's
+//! connection state into the broker's health. A publish while NATS is away is
+//! dropped and counted, never awaited by a session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange};
+
+fn subject(topic: &str) -> String {
+    let mut s = String::with_capacity(7 + topic.len() * 2);
+    s.push_str("myriad.");
+    for b in topic.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Run the link until the process ends.
+pub async fn run(url: String, mut parts: LinkParts) {
+    let mut backoff = Backoff::default();
+    let client = loop {
+        match async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(url.as_str())
+            .await
+        {
+            Ok(c) => break c,
+            Err(err) => {
+                parts.link.metrics.broker_errors.increment(1);
+                tracing::warn!(error = %err, url = %url, "cannot reach nats");
+                drop_queued(&mut parts);
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    };
+    let mut subs: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
+    for topic in parts.link.hub.topic_names() {
+        subscribe(&client, &parts, &mut subs, topic).await;
+    }
+    let mut health = tokio::time::interval(Duration::from_millis(250));
+    let mut was_up = false;
+    loop {
+        tokio::select! {
+            env = parts.out.recv() => {
+                let Some(Envelope { topic, frame }) = env else { return };
+                parts.link.metrics.broker_queue_depth.decrement(1.0);
+                if !parts.link.is_connected() {
+                    parts.link.metrics.broker_dropped_disconnected.increment(1);
+                    continue;
+                }
+                let payload = parts.link.encode(frame.as_str());
+                match client.publish(subject(&topic), payload.into()).await {
+                    Ok(()) => parts.link.metrics.broker_published.increment(1),
+                    Err(_) => parts.link.metrics.broker_errors.increment(1),
+                }
+            }
+            change = parts.changes.recv() => {
+                let Some(TopicChange::Recheck(topic)) = change else { return };
+                let wanted = parts.link.hub.subscriber_count(&topic) > 0;
+                if wanted && !subs.contains_key(&topic) {
+                    subscribe(&client, &parts, &mut subs, topic).await;
+                } else if !wanted {
+                    if let Some(task) = subs.remove(&topic) {
+                        task.abort();
+                    }
+                }
+            }
+            _ = health.tick() => {
+                let up = client.connection_state() == async_nats::connection::State::Connected;
+                parts.link.set_connected(up);
+                if up && !was_up {
+                    let _ = client.flush().await;
+                } else if !up && was_up {
+                    parts.link.metrics.broker_reconnects.increment(1);
+                }
+                was_up = up;
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    client: &async_nats::Client,
+    parts: &LinkParts,
+    subs: &mut HashMap<Arc<str>, JoinHandle<()>>,
+    topic: Arc<str>,
+) {
+    match client.subscribe(subject(&topic)).await {
+        Ok(mut sub) => {
+            let link = Arc::clone(&parts.link);
+            let t = Arc::clone(&topic);
+            let task = tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    link.deliver_remote(&t, &msg.payload);
+                }
+            });
+            subs.insert(topic, task);
+        }
+        Err(err) => {
+            parts.link.metrics.broker_errors.increment(1);
+            tracing::warn!(error = %err, topic = %topic, "nats subscribe failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_hide_subject_syntax() {
+        assert_eq!(subject("a.b"), "myriad.612e62");
+        assert!(!subject("room:*>")
+            .trim_start_matches("myriad.")
+            .contains(['.', '*', '>']));
+    }
+}

@@ -1,0 +1,68 @@
+//! Cross-node broadcast over NATS core subjects, node processes as in the
+//! Redis test. Needs `nats-server` (scripts/test.sh installs it).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Backend, Node};
+use common::DEADLINE;
+use serde_json::json;
+
+const TOPIC: &str = "room:nats";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_on_one_node_reaches_the_other_nodes_once_and_in_order() {
+    let nats = Backend::nats();
+    let url = nats.url();
+    let args = [
+        "--broker",
+        "nats",
+        "--broker-url",
+        url.as_str(),
+        "--client-rate",
+        "0",
+    ];
+    let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    let mut on_c = c.client().await;
+    let jr = on_a.join_ok(TOPIC).await;
+    on_b.join_ok(TOPIC).await;
+    on_c.join_ok(TOPIC).await;
+    // Wait until a probe crosses to both nodes (subscriptions are asynchronous).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut linked = [false, false];
+    while !linked.iter().all(|l| *l) {
+        assert!(tokio::time::Instant::now() < deadline, "nodes never linked");
+        on_a.push(&jr, TOPIC, "probe", json!({})).await;
+        for (i, cl) in [&mut on_b, &mut on_c].into_iter().enumerate() {
+            while let Some(v) = cl.recv_opt(Duration::from_millis(100)).await {
+                linked[i] |= v[3] == "probe";
+            }
+        }
+    }
+    for cl in [&mut on_b, &mut on_c] {
+        while cl.recv_opt(Duration::from_millis(200)).await.is_some() {}
+    }
+    for i in 0..50 {
+        on_a.push(&jr, TOPIC, "m", json!({"i": i})).await;
+    }
+    for (name, cl) in [("B", &mut on_b), ("C", &mut on_c)] {
+        let mut seq = Vec::new();
+        while let Some(v) = cl.recv_opt(Duration::from_millis(500)).await {
+            if v[3] == "m" {
+                seq.push(v[4]["i"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(
+            seq,
+            (0..50).collect::<Vec<_>>(),
+            "node {name}: every message once, in order"
+        );
+    }
+    assert_eq!(a.metric("myriad_broker_connected").await, Some(1.0));
+    assert!(c.metric("myriad_broker_received_total").await.unwrap() >= 50.0);
+}

@@ -1,0 +1,175 @@
+//! Cluster test fixtures: myriad nodes as separate processes (the built
+//! binary), and a Redis or NATS server on a free loopback port. Every process
+//! is killed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{http_get, metric_value, without_myriad_env, Client};
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A broker server process (redis-server or nats-server).
+pub struct Backend {
+    child: Child,
+    pub port: u16,
+    program: &'static str,
+}
+
+impl Backend {
+    fn spawn(program: &'static str, args: &[String], port: u16) -> Backend {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} ({e}); scripts/test.sh installs it")
+            });
+        wait_for_port(port, program);
+        Backend {
+            child,
+            port,
+            program,
+        }
+    }
+
+    pub fn redis_on(port: u16) -> Backend {
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from);
+        Backend::spawn("redis-server", &args, port)
+    }
+
+    pub fn redis() -> Backend {
+        Backend::redis_on(free_port())
+    }
+
+    pub fn nats() -> Backend {
+        let port = free_port();
+        let args = ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from);
+        Backend::spawn("nats-server", &args, port)
+    }
+
+    pub fn url(&self) -> String {
+        match self.program {
+            "redis-server" => format!("redis://127.0.0.1:{}", self.port),
+            _ => format!("nats://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One myriad node: the real binary in its own process.
+pub struct Node {
+    child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Node {
+    pub fn spawn(extra: &[&str]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_myriad"));
+        without_myriad_env(&mut cmd)
+            .args(super::SERVE_ON_FREE_PORTS)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read the listening line, then keep draining so the pipe never fills.
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("myriad listening") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("node started");
+        let addr = |key: &str| -> SocketAddr {
+            let at = line.find(key).unwrap() + key.len();
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches('"')
+                .parse()
+                .unwrap()
+        };
+        Node {
+            public: addr("public="),
+            admin: addr("admin="),
+            child,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/socket/websocket?vsn=2.0.0", self.public)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = http_get(&format!("http://{}/metrics", self.admin)).await;
+        metric_value(&text, name)
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        http_get(&format!("http://{}/readyz", self.admin)).await.0
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
