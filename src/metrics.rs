@@ -51,6 +51,8 @@ pub const BROKER_DROPPED: &str = "myriad_broker_dropped_total";
 pub const BROKER_ERRORS: &str = "myriad_broker_errors_total";
 pub const BROKER_RECONNECTS: &str = "myriad_broker_reconnects_total";
 pub const BROKER_QUEUE: &str = "myriad_broker_queue_depth";
+pub const BROKER_PEERS: &str = "myriad_broker_peers";
+pub const BROKER_PEERS_LOST: &str = "myriad_broker_peers_lost_total";
 pub const MAILBOX_DEPTH: &str = "myriad_mailbox_depth_messages";
 pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
 pub const BROADCASTS: &str = "myriad_broadcasts_total";
@@ -149,6 +151,8 @@ pub struct Metrics {
     pub broker_errors: Counter,
     pub broker_reconnects: Counter,
     pub broker_queue_depth: Gauge,
+    pub broker_peers: Gauge,
+    pub broker_peers_lost: Counter,
 }
 
 fn meta() -> Metadata<'static> {
@@ -283,6 +287,16 @@ impl Metrics {
             broker_reconnects: counter(
                 BROKER_RECONNECTS,
                 "Reconnect attempts to the broker after a failure.",
+                None,
+            ),
+            broker_peers: gauge(
+                BROKER_PEERS,
+                "Other cluster nodes heard from within cluster_node_timeout.",
+                None,
+            ),
+            broker_peers_lost: counter(
+                BROKER_PEERS_LOST,
+                "Nodes declared dead after cluster_node_timeout of silence (their presence left).",
                 None,
             ),
             broker_queue_depth: gauge(

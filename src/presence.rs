@@ -6,9 +6,12 @@
 //! are produced and handed to `deliver` under the topic's lock, so members see
 //! changes in the order they happened. A leave reports the meta exactly as its
 //! join did (same `phx_ref`), which the JS client needs to remove it.
-//! Never touches sockets; cluster merge arrives with the cluster brokers.
+//! In a cluster it also holds a replica of the members other nodes reported
+//! (per node, so a dead node's members can be dropped at once); `state`
+//! merges both. Never touches sockets or the network: the broker link feeds
+//! the replica and delivers the diffs it returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,10 +34,27 @@ struct TopicPresence {
     tracked: Vec<Tracked>,
 }
 
+/// A member another node reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteMember {
+    pub topic: String,
+    pub key: String,
+    pub meta: Value,
+}
+
+impl RemoteMember {
+    fn phx_ref(&self) -> Option<&str> {
+        self.meta.get("phx_ref").and_then(Value::as_str)
+    }
+}
+
 #[derive(Default)]
 pub struct Presence {
     topics: DashMap<Arc<str>, Arc<Mutex<TopicPresence>>>,
     counter: AtomicU16,
+    /// node id → the members it reported. Presence changes are rare next to
+    /// messages, so one lock is enough.
+    remote: Mutex<HashMap<String, Vec<RemoteMember>>>,
 }
 
 const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -122,12 +142,19 @@ impl Presence {
     /// `{"key": {"metas": [...]}, ...}`, keys sorted.
     pub fn state(&self, topic: &str) -> String {
         let mut by_key: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-        let Some(t) = self.topics.get(topic).map(|t| Arc::clone(t.value())) else {
+        let local = self.topics.get(topic).map(|t| Arc::clone(t.value()));
+        let t = local.as_ref().map(|t| t.lock());
+        if let Some(t) = &t {
+            for tr in &t.tracked {
+                by_key.entry(tr.key.as_str()).or_default().push(&tr.meta);
+            }
+        }
+        let remote = self.remote.lock();
+        for m in remote.values().flatten().filter(|m| m.topic == topic) {
+            by_key.entry(m.key.as_str()).or_default().push(&m.meta);
+        }
+        if by_key.is_empty() {
             return String::from("{}");
-        };
-        let t = t.lock();
-        for tr in &t.tracked {
-            by_key.entry(tr.key.as_str()).or_default().push(&tr.meta);
         }
         let state: Map<String, Value> = by_key
             .into_iter()
@@ -141,6 +168,91 @@ impl Presence {
             })
             .collect();
         Value::Object(state).to_string()
+    }
+}
+
+impl Presence {
+    /// Every member tracked on this node, for a cluster state sync.
+    pub fn local_members(&self) -> Vec<RemoteMember> {
+        let mut out = Vec::new();
+        for entry in self.topics.iter() {
+            let t = entry.value().lock();
+            out.extend(t.tracked.iter().map(|tr| RemoteMember {
+                topic: entry.key().to_string(),
+                key: tr.key.clone(),
+                meta: tr.meta.clone(),
+            }));
+        }
+        out
+    }
+
+    /// Apply a presence diff (Phoenix shape) that `node` broadcast. Its
+    /// clients got the diff frame itself through the broker, so nothing is
+    /// returned to deliver.
+    pub fn apply_remote_diff(&self, node: &str, topic: &str, diff: &Value) {
+        let mut remote = self.remote.lock();
+        let members = remote.entry(node.to_owned()).or_default();
+        for (key, entry) in diff
+            .get("leaves")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            for meta in entry
+                .get("metas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = meta.get("phx_ref").and_then(Value::as_str);
+                members.retain(|m| !(m.topic == topic && &m.key == key && m.phx_ref() == r));
+            }
+        }
+        for (key, entry) in diff
+            .get("joins")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            for meta in entry
+                .get("metas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                members.push(RemoteMember {
+                    topic: topic.to_owned(),
+                    key: key.clone(),
+                    meta: meta.clone(),
+                });
+            }
+        }
+    }
+
+    /// Replace what `node` reported with a full snapshot; returns the diffs
+    /// (topic, `presence_diff` payload) local members have not seen yet.
+    pub fn replace_remote(&self, node: &str, members: Vec<RemoteMember>) -> Vec<(String, String)> {
+        let mut remote = self.remote.lock();
+        let old = remote
+            .insert(node.to_owned(), members.clone())
+            .unwrap_or_default();
+        let mut diffs = Vec::new();
+        for m in old.iter().filter(|m| !members.contains(m)) {
+            diffs.push((m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))));
+        }
+        for m in members.iter().filter(|m| !old.contains(m)) {
+            diffs.push((m.topic.clone(), diff_json(Some((&m.key, &m.meta)), None)));
+        }
+        diffs
+    }
+
+    /// Forget a node that stopped answering; returns the leave diffs to
+    /// deliver to local members.
+    pub fn drop_node(&self, node: &str) -> Vec<(String, String)> {
+        let gone = self.remote.lock().remove(node).unwrap_or_default();
+        gone.iter()
+            .map(|m| (m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))))
+            .collect()
     }
 }
 
@@ -168,6 +280,46 @@ mod tests {
         let mut m = Map::new();
         m.insert("name".into(), Value::String(name.into()));
         m
+    }
+
+    #[test]
+    fn remote_members_merge_into_state_and_leave_with_their_node() {
+        let p = Presence::new();
+        p.track("t", 1, "alice", meta("A"), |_| {});
+        let bob = serde_json::json!({"name": "B", "phx_ref": "r1"});
+        let diff = serde_json::json!({"joins": {"bob": {"metas": [bob]}}, "leaves": {}});
+        p.apply_remote_diff("node-b", "t", &diff);
+        let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+        assert_eq!(state["bob"]["metas"][0]["name"], "B");
+        assert_eq!(state["alice"]["metas"][0]["name"], "A");
+        // A snapshot that already holds bob yields no diff; a new member does.
+        let carol = RemoteMember {
+            topic: "t".into(),
+            key: "carol".into(),
+            meta: serde_json::json!({"phx_ref": "r2"}),
+        };
+        let bob_m = RemoteMember {
+            topic: "t".into(),
+            key: "bob".into(),
+            meta: serde_json::json!({"name": "B", "phx_ref": "r1"}),
+        };
+        let diffs = p.replace_remote("node-b", vec![bob_m, carol]);
+        assert_eq!(diffs.len(), 1);
+        assert!(diffs[0].1.contains("carol"));
+        let leaves = p.drop_node("node-b");
+        assert_eq!(leaves.len(), 2);
+        let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+        assert!(state.get("bob").is_none() && state.get("carol").is_none());
+        // A leave diff removes exactly the meta with that phx_ref.
+        p.apply_remote_diff("node-c", "t", &diff);
+        let leave =
+            serde_json::json!({"joins": {}, "leaves": {"bob": {"metas": [{"phx_ref": "r1"}]}}});
+        p.apply_remote_diff("node-c", "t", &leave);
+        assert!(serde_json::from_str::<Value>(&p.state("t"))
+            .unwrap()
+            .get("bob")
+            .is_none());
+        assert_eq!(p.local_members().len(), 1);
     }
 
     #[test]

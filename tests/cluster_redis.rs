@@ -170,3 +170,92 @@ async fn broker_required_makes_readyz_follow_the_broker() {
         "readyz answers 503 while the required broker is away"
     );
 }
+
+/// The `name` of every meta in a presence_state payload.
+fn names(state: &Value) -> Vec<String> {
+    let mut out: Vec<String> = state
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, e)| e["metas"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m["name"].as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Join `topic` with a presence name; returns the presence_state names.
+async fn join_named(c: &mut Client, topic: &str, name: &str) -> Vec<String> {
+    let r = c.next_ref();
+    c.send(json!([r, r, topic, "phx_join", {"meta": {"name": name}}]))
+        .await;
+    let (state, _) = c.recv_until(|v| v[3] == "presence_state").await;
+    names(&state[4])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
+    let redis = Backend::redis();
+    let url = redis.url();
+    let args = [
+        "--broker",
+        "redis",
+        "--broker-url",
+        url.as_str(),
+        "--cluster-heartbeat",
+        "200ms",
+        "--cluster-node-timeout",
+        "1s",
+    ];
+    let (a, mut b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
+    for n in [&a, &b, &c] {
+        assert!(
+            poll_until(DEADLINE, || async {
+                n.metric("myriad_broker_peers").await == Some(2.0)
+            })
+            .await,
+            "every node hears the other two"
+        );
+    }
+    let topic = "chat:presence";
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    join_named(&mut on_a, topic, "a").await;
+    join_named(&mut on_b, topic, "b").await;
+    // A member joining on C sees the members of A and B (replication is
+    // asynchronous: rejoin until it has caught up).
+    let mut on_c = c.client().await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let seen = join_named(&mut on_c, topic, "c").await;
+        if seen == ["a", "b", "c"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence on C: {seen:?}"
+        );
+        let r = on_c.next_ref();
+        on_c.send(json!([r, r, topic, "phx_leave", {}])).await;
+        on_c.recv_until(|v| v[3] == "phx_reply" && v[1] == json!(r))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL node B: no goodbye. Its member leaves on A and C within
+    // cluster_node_timeout (1 s) plus a heartbeat.
+    let killed = tokio::time::Instant::now();
+    b.kill();
+    let (diff, _) = on_c
+        .recv_until(|v| v[3] == "presence_diff" && !names(&v[4]["leaves"]).is_empty())
+        .await;
+    assert_eq!(names(&diff[4]["leaves"]), ["b"]);
+    assert!(
+        killed.elapsed() < Duration::from_secs(3),
+        "left after {:?}",
+        killed.elapsed()
+    );
+    let mut fresh = a.client().await;
+    assert_eq!(join_named(&mut fresh, topic, "d").await, ["a", "c", "d"]);
+    assert!(a.metric("myriad_broker_peers_lost_total").await.unwrap() >= 1.0);
+}

@@ -258,6 +258,22 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_queue: Option<usize>,
 
+    /// How often a node heartbeats to the others over the broker [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub cluster_heartbeat: Option<Duration>,
+
+    /// A node silent this long is dead; its presence entries leave everywhere [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub cluster_node_timeout: Option<Duration>,
+
     /// Log format; filter with RUST_LOG [default: text]
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

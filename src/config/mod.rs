@@ -166,6 +166,13 @@ pub struct Config {
     /// Publishes waiting to go to the broker; beyond it they are dropped
     /// (local delivery is unaffected) and counted. Default 65536.
     pub broker_queue: usize,
+    /// How often a node tells the others it is alive (cluster brokers). Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub cluster_heartbeat: Duration,
+    /// A node not heard from for this long is considered dead: its presence
+    /// entries leave on every other node. Default 5s; must exceed cluster_heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub cluster_node_timeout: Duration,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -217,6 +224,8 @@ impl Default for Config {
             broker_url: None,
             broker_required: false,
             broker_queue: 65_536,
+            cluster_heartbeat: Duration::from_secs(1),
+            cluster_node_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -313,6 +322,14 @@ impl Config {
         }
         at_least_one("mailbox_capacity", self.mailbox_capacity)?;
         at_least_one("broker_queue", self.broker_queue)?;
+        if self.cluster_heartbeat.is_zero() || self.cluster_node_timeout <= self.cluster_heartbeat {
+            return Err(ConfigError::Invalid {
+                key: "cluster_node_timeout",
+                why: String::from(
+                    "must be longer than cluster_heartbeat, which must be above zero",
+                ),
+            });
+        }
         at_least_one("mailbox_max_bytes", self.mailbox_max_bytes)?;
         at_least_one("max_message_size", self.max_message_size)?;
         at_least_one("max_frame_size", self.max_frame_size)?;

@@ -17,7 +17,7 @@ pub struct Topics {
     pub router: ChannelRouter,
     pub broker: Arc<dyn Broker>,
     pub history: History,
-    pub presence: Presence,
+    pub presence: Arc<Presence>,
 }
 
 /// What one publish did.
@@ -29,12 +29,17 @@ pub struct Published {
 }
 
 impl Topics {
-    pub fn new(router: ChannelRouter, broker: Arc<dyn Broker>, history_max_bytes: usize) -> Topics {
+    pub fn new(
+        router: ChannelRouter,
+        broker: Arc<dyn Broker>,
+        presence: Arc<Presence>,
+        history_max_bytes: usize,
+    ) -> Topics {
         Topics {
             router,
             broker,
             history: History::new(history_max_bytes),
-            presence: Presence::new(),
+            presence,
         }
     }
 
@@ -77,6 +82,7 @@ impl Topics {
     pub fn presence_diff(&self, topic: &str, diff: &str) {
         let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
         self.broker.publish(topic, frame, None);
+        self.broker.presence_changed(topic, diff);
     }
 
     /// Drop expired history (called periodically).

@@ -29,6 +29,7 @@ use crate::auth::Authenticator;
 use crate::channel::ChannelRouter;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::pubsub::broker::local::LocalBroker;
 use crate::pubsub::{Broker, Topics};
 use crate::registry::Registry;
@@ -47,9 +48,14 @@ pub struct AppState {
 
 /// Build the configured broker; cluster brokers start their link task here
 /// (in the background: a node starts, and serves, while the broker is away).
-fn broker_for(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Broker>, ServerError> {
+fn broker_for(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    presence: &Arc<Presence>,
+) -> Result<Arc<dyn Broker>, ServerError> {
     use crate::config::BrokerKind;
-    use crate::pubsub::broker::{cluster::ClusterBroker, nats, redis};
+    use crate::pubsub::broker::cluster::{ClusterBroker, ClusterTiming};
+    use crate::pubsub::broker::{nats, redis};
     let default_url = match config.broker {
         BrokerKind::Local => return Ok(Arc::new(LocalBroker::new(Arc::clone(metrics)))),
         BrokerKind::Redis => "redis://127.0.0.1:6379",
@@ -59,7 +65,15 @@ fn broker_for(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn Broker>
         .broker_url
         .clone()
         .unwrap_or_else(|| default_url.to_string());
-    let (broker, parts) = ClusterBroker::new(Arc::clone(metrics), config.broker_queue);
+    let (broker, parts) = ClusterBroker::new(
+        Arc::clone(metrics),
+        Arc::clone(presence),
+        ClusterTiming {
+            heartbeat: config.cluster_heartbeat,
+            node_timeout: config.cluster_node_timeout,
+        },
+        config.broker_queue,
+    );
     match config.broker {
         BrokerKind::Redis => {
             ::redis::Client::open(url.as_str())
@@ -83,13 +97,15 @@ impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
         let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
-        let broker = broker_for(&config, &metrics)?;
+        let presence = Arc::new(Presence::new());
+        let broker = broker_for(&config, &metrics, &presence)?;
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
             topics: Arc::new(Topics::new(
                 ChannelRouter::new(&config),
                 broker,
+                presence,
                 config.history_max_bytes,
             )),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),

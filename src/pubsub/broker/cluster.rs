@@ -3,37 +3,62 @@
 //! remote copy and counts it; the publisher never waits), the envelope that
 //! tags each frame with its origin node (so a node ignores its own publishes
 //! echoed back), the set of topics with local members that the backend link
-//! must stay subscribed to, reconnect back-off, and health for `/readyz`.
+//! must stay subscribed to, reconnect back-off, health for `/readyz`, and
+//! presence replication (heartbeats, state sync, dead-node sweep) over the
+//! control channel.
 //!
 //! The backend links (`redis`, `nats`) own their connections and run as tasks;
 //! nothing here does I/O.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
+use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Broker;
 use crate::metrics::Metrics;
+use crate::presence::{Presence, RemoteMember};
+use crate::protocol::encode;
 use crate::pubsub::{FanOut, Hub, SessionId};
 use crate::session::mailbox::{Mailbox, Outbound};
 
-/// One publish on its way to other nodes.
+/// Something on its way to other nodes.
 #[derive(Debug)]
-pub struct Envelope {
-    pub topic: Arc<str>,
-    pub frame: Utf8Bytes,
+pub enum Envelope {
+    /// A broadcast frame for `topic`'s channel.
+    Frame { topic: Arc<str>, frame: Utf8Bytes },
+    /// A presence-replication message for the control channel.
+    Control(Vec<u8>),
+}
+
+/// The channel (Redis) / subject (NATS) every node listens on for presence
+/// replication and heartbeats; never a topic channel (those carry a prefix).
+pub const CONTROL: &str = "myriad-control";
+
+/// Heartbeat and dead-node timing.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterTiming {
+    pub heartbeat: Duration,
+    pub node_timeout: Duration,
 }
 
 /// Shared between the broker (sessions' side) and its backend link task.
 pub struct Link {
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
+    pub presence: Arc<Presence>,
+    pub timing: ClusterTiming,
     /// Random per process: tags this node's publishes.
     pub node: String,
     connected: AtomicBool,
+    /// Other nodes by id, when each was last heard from.
+    peers: Mutex<HashMap<String, Instant>>,
 }
 
 impl Link {
@@ -64,6 +89,127 @@ impl Link {
         out.push(b'\n');
         out.extend_from_slice(frame.as_bytes());
         out
+    }
+
+    /// A control message from this node.
+    fn control(
+        &self,
+        kind: &str,
+        extra: impl FnOnce(&mut serde_json::Map<String, Value>),
+    ) -> Vec<u8> {
+        let mut m = serde_json::Map::new();
+        m.insert("n".into(), Value::String(self.node.clone()));
+        m.insert("k".into(), Value::String(kind.into()));
+        extra(&mut m);
+        Value::Object(m).to_string().into_bytes()
+    }
+
+    /// "I am alive".
+    pub fn heartbeat(&self) -> Vec<u8> {
+        self.control("hb", |_| {})
+    }
+
+    /// "Everyone, send me your members" (after connecting, or on meeting a
+    /// node this one had not heard from).
+    pub fn sync_request(&self) -> Vec<u8> {
+        self.control("sync", |_| {})
+    }
+
+    fn state_message(&self) -> Vec<u8> {
+        let members: Vec<Value> = self
+            .presence
+            .local_members()
+            .into_iter()
+            .map(|m| Value::Array(vec![Value::String(m.topic), Value::String(m.key), m.meta]))
+            .collect();
+        self.control("state", |m| {
+            m.insert("e".into(), Value::Array(members));
+        })
+    }
+
+    /// Handle a control message; returns replies to publish.
+    pub fn on_control(&self, payload: &[u8]) -> Vec<Vec<u8>> {
+        let Ok(msg) = serde_json::from_slice::<Value>(payload) else {
+            self.metrics.broker_errors.increment(1);
+            return Vec::new();
+        };
+        let (Some(node), Some(kind)) = (msg["n"].as_str(), msg["k"].as_str()) else {
+            self.metrics.broker_errors.increment(1);
+            return Vec::new();
+        };
+        if node == self.node {
+            return Vec::new();
+        }
+        let mut replies = Vec::new();
+        let known = self
+            .peers
+            .lock()
+            .insert(node.to_owned(), Instant::now())
+            .is_some();
+        if !known {
+            tracing::info!(peer = node, "cluster node joined");
+            replies.push(self.sync_request());
+        }
+        match kind {
+            "sync" => replies.push(self.state_message()),
+            "state" => {
+                let members = msg["e"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        Some(RemoteMember {
+                            topic: e.get(0)?.as_str()?.to_owned(),
+                            key: e.get(1)?.as_str()?.to_owned(),
+                            meta: e.get(2)?.clone(),
+                        })
+                    })
+                    .collect();
+                for (topic, diff) in self.presence.replace_remote(node, members) {
+                    self.deliver_presence_diff(&topic, &diff);
+                }
+            }
+            "diff" => {
+                if let Some(topic) = msg["t"].as_str() {
+                    self.presence.apply_remote_diff(node, topic, &msg["d"]);
+                }
+            }
+            _ => {}
+        }
+        replies
+    }
+
+    /// Drop nodes silent for longer than the node timeout; their members
+    /// leave on this node.
+    pub fn sweep_peers(&self) {
+        let now = Instant::now();
+        let dead: Vec<String> = {
+            let mut peers = self.peers.lock();
+            let dead: Vec<String> = peers
+                .iter()
+                .filter(|(_, seen)| now.duration_since(**seen) > self.timing.node_timeout)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &dead {
+                peers.remove(n);
+            }
+            dead
+        };
+        for node in dead {
+            tracing::warn!(peer = %node, "cluster node silent past cluster_node_timeout; its presence entries leave");
+            self.metrics.broker_peers_lost.increment(1);
+            for (topic, diff) in self.presence.drop_node(&node) {
+                self.deliver_presence_diff(&topic, &diff);
+            }
+        }
+        self.metrics
+            .broker_peers
+            .set(self.peers.lock().len() as f64);
+    }
+
+    fn deliver_presence_diff(&self, topic: &str, diff: &str) {
+        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
+        self.hub.fan_out(topic, &frame, None);
     }
 
     /// Deliver a frame that arrived from the backend to local subscribers,
@@ -115,12 +261,20 @@ pub struct LinkParts {
 }
 
 impl ClusterBroker {
-    pub fn new(metrics: Arc<Metrics>, queue: usize) -> (ClusterBroker, LinkParts) {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        presence: Arc<Presence>,
+        timing: ClusterTiming,
+        queue: usize,
+    ) -> (ClusterBroker, LinkParts) {
         let link = Arc::new(Link {
             hub: Hub::new(),
             metrics,
+            presence,
+            timing,
             node: node_id(),
             connected: AtomicBool::new(false),
+            peers: Mutex::new(HashMap::new()),
         });
         link.metrics.broker_connected.set(0.0);
         let (out_tx, out_rx) = mpsc::channel(queue.max(1));
@@ -141,6 +295,16 @@ impl ClusterBroker {
 
     pub fn link(&self) -> &Arc<Link> {
         &self.link
+    }
+}
+
+impl ClusterBroker {
+    fn enqueue(&self, env: Envelope) {
+        let m = &self.link.metrics;
+        match self.out.try_send(env) {
+            Ok(()) => m.broker_queue_depth.increment(1.0),
+            Err(_) => m.broker_dropped_queue_full.increment(1),
+        }
     }
 }
 
@@ -169,16 +333,23 @@ impl Broker for ClusterBroker {
             m.mailbox_dropped.increment(out.dropped as u64);
         }
         if let Outbound::Text(text) = frame {
-            let env = Envelope {
+            self.enqueue(Envelope::Frame {
                 topic: Arc::from(topic),
                 frame: text,
-            };
-            match self.out.try_send(env) {
-                Ok(()) => m.broker_queue_depth.increment(1.0),
-                Err(_) => m.broker_dropped_queue_full.increment(1),
-            }
+            });
         }
         out
+    }
+
+    fn presence_changed(&self, topic: &str, diff: &str) {
+        let Ok(diff) = serde_json::from_str::<Value>(diff) else {
+            return;
+        };
+        let msg = self.link.control("diff", |m| {
+            m.insert("t".into(), Value::String(topic.to_owned()));
+            m.insert("d".into(), diff);
+        });
+        self.enqueue(Envelope::Control(msg));
     }
 
     fn topic_count(&self) -> usize {
@@ -263,6 +434,11 @@ pub fn drop_queued(parts: &mut LinkParts) {
 mod tests {
     use super::*;
 
+    const TIMING: ClusterTiming = ClusterTiming {
+        heartbeat: Duration::from_secs(1),
+        node_timeout: Duration::from_secs(5),
+    };
+
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
         let mut b = Backoff::default();
@@ -275,7 +451,8 @@ mod tests {
 
     #[test]
     fn own_publishes_are_not_delivered_twice() {
-        let (broker, _parts) = ClusterBroker::new(Metrics::new(), 8);
+        let (broker, _parts) =
+            ClusterBroker::new(Metrics::new(), Arc::new(Presence::new()), TIMING, 8);
         let link = broker.link();
         let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
             capacity: 8,
@@ -293,7 +470,8 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_remote_copy_not_the_local_delivery() {
-        let (broker, _parts) = ClusterBroker::new(Metrics::new(), 1);
+        let (broker, _parts) =
+            ClusterBroker::new(Metrics::new(), Arc::new(Presence::new()), TIMING, 1);
         let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
             capacity: 8,
             max_bytes: 1 << 20,

@@ -27,6 +27,9 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, topic: &str, frame: Outbound, exclude: Option<SessionId>) -> FanOut;
     /// Topics with local subscribers.
     fn topic_count(&self) -> usize;
+    /// A local presence change (`presence_diff` payload) other nodes' replicas
+    /// must learn about. Nothing to do on a single node.
+    fn presence_changed(&self, _topic: &str, _diff: &str) {}
     /// Whether the backend is reachable (always true for `local`).
     fn is_ready(&self) -> bool {
         true

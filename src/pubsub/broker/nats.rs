@@ -1,7 +1,8 @@
 //! The NATS link: cross-node broadcast over NATS core subjects, one subject per
 //! topic with local members (`myriad.<hex of the topic>`: topic names may hold
-//! `.` or `*`, which are subject syntax). NATS core has no history and no
-//! presence; with this broker both stay node-local (README, "Run a cluster").
+//! `.` or `*`, which are subject syntax). Presence is replicated the same way
+//! as over Redis, on subject `myriad-control`. History stays node-local: NATS
+//! core keeps nothing, and JetStream is not used (README, "Run a cluster").
 //!
 //! async-nats reconnects and resubscribes on its own; this task forwards the
 //! queue to it, keeps one subscription task per topic, and mirrors the client's
@@ -15,7 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange};
+use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange, CONTROL};
 
 fn subject(topic: &str) -> String {
     let mut s = String::with_capacity(7 + topic.len() * 2);
@@ -49,22 +50,55 @@ pub async fn run(url: String, mut parts: LinkParts) {
     for topic in parts.link.hub.topic_names() {
         subscribe(&client, &parts, &mut subs, topic).await;
     }
+    // Control messages come in on their own task; replies go out through ours.
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    match client.subscribe(CONTROL).await {
+        Ok(mut sub) => {
+            let link = std::sync::Arc::clone(&parts.link);
+            tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    for reply in link.on_control(&msg.payload) {
+                        let _ = reply_tx.send(reply);
+                    }
+                }
+            });
+        }
+        Err(err) => {
+            parts.link.metrics.broker_errors.increment(1);
+            tracing::warn!(error = %err, "nats control subscription failed; presence stays node-local");
+        }
+    }
     let mut health = tokio::time::interval(Duration::from_millis(250));
+    let mut beat = tokio::time::interval(parts.link.timing.heartbeat);
     let mut was_up = false;
     loop {
         tokio::select! {
             env = parts.out.recv() => {
-                let Some(Envelope { topic, frame }) = env else { return };
+                let Some(env) = env else { return };
                 parts.link.metrics.broker_queue_depth.decrement(1.0);
                 if !parts.link.is_connected() {
                     parts.link.metrics.broker_dropped_disconnected.increment(1);
                     continue;
                 }
-                let payload = parts.link.encode(frame.as_str());
-                match client.publish(subject(&topic), payload.into()).await {
+                let (subject, payload) = match env {
+                    Envelope::Frame { topic, frame } => (subject(&topic), parts.link.encode(frame.as_str())),
+                    Envelope::Control(payload) => (CONTROL.to_string(), payload),
+                };
+                match client.publish(subject, payload.into()).await {
                     Ok(()) => parts.link.metrics.broker_published.increment(1),
                     Err(_) => parts.link.metrics.broker_errors.increment(1),
                 }
+            }
+            reply = reply_rx.recv() => {
+                if let Some(payload) = reply {
+                    let _ = client.publish(CONTROL, payload.into()).await;
+                }
+            }
+            _ = beat.tick() => {
+                if parts.link.is_connected() {
+                    let _ = client.publish(CONTROL, parts.link.heartbeat().into()).await;
+                }
+                parts.link.sweep_peers();
             }
             change = parts.changes.recv() => {
                 let Some(TopicChange::Recheck(topic)) = change else { return };
@@ -81,6 +115,7 @@ pub async fn run(url: String, mut parts: LinkParts) {
                 let up = client.connection_state() == async_nats::connection::State::Connected;
                 parts.link.set_connected(up);
                 if up && !was_up {
+                    let _ = client.publish(CONTROL, parts.link.sync_request().into()).await;
                     let _ = client.flush().await;
                 } else if !up && was_up {
                     parts.link.metrics.broker_reconnects.increment(1);

@@ -7,7 +7,11 @@
 //! one for SUBSCRIBE. When either fails the task marks the broker down, drops
 //! what was queued for other nodes (counted), waits with jittered exponential
 //! back-off, reconnects and resubscribes every topic that has local members.
-//! Local delivery never depends on this task.
+//! Local delivery never depends on this task. Presence replication and
+//! heartbeats travel on one more channel, `myriad-control`, which every node
+//! subscribes to; while disconnected, a node also stops seeing heartbeats and
+//! drops other nodes' members after `cluster_node_timeout` (they come back
+//! with the state sync that follows the reconnect).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
-use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange};
+use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange, CONTROL};
 
 const PREFIX: &str = "myriad:";
 
@@ -67,19 +71,36 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
     let mut publisher = client.get_multiplexed_async_connection().await?;
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    sink.subscribe(CONTROL).await?;
     for topic in parts.link.hub.topic_names() {
         sink.subscribe(channel(&topic)).await?;
         subscribed.insert(topic);
     }
     parts.link.set_connected(true);
+    // Whatever happened while away, ask the other nodes for their members.
+    let _: i64 = publisher
+        .publish(CONTROL, parts.link.sync_request())
+        .await?;
+    let mut beat = tokio::time::interval(parts.link.timing.heartbeat);
     loop {
         tokio::select! {
             env = parts.out.recv() => {
-                let Some(Envelope { topic, frame }) = env else { return Ok(()) };
+                let Some(env) = env else { return Ok(()) };
                 parts.link.metrics.broker_queue_depth.decrement(1.0);
-                let payload = parts.link.encode(frame.as_str());
-                let _: i64 = publisher.publish(channel(&topic), payload).await?;
-                parts.link.metrics.broker_published.increment(1);
+                match env {
+                    Envelope::Frame { topic, frame } => {
+                        let payload = parts.link.encode(frame.as_str());
+                        let _: i64 = publisher.publish(channel(&topic), payload).await?;
+                        parts.link.metrics.broker_published.increment(1);
+                    }
+                    Envelope::Control(payload) => {
+                        let _: i64 = publisher.publish(CONTROL, payload).await?;
+                    }
+                }
+            }
+            _ = beat.tick() => {
+                let _: i64 = publisher.publish(CONTROL, parts.link.heartbeat()).await?;
+                parts.link.sweep_peers();
             }
             change = parts.changes.recv() => {
                 let Some(TopicChange::Recheck(topic)) = change else { return Ok(()) };
@@ -95,8 +116,14 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                 let Some(msg) = msg else {
                     return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connection closed")));
                 };
-                let Some(topic) = msg.get_channel_name().strip_prefix(PREFIX) else { continue };
-                parts.link.deliver_remote(topic, msg.get_payload_bytes());
+                let name = msg.get_channel_name();
+                if name == CONTROL {
+                    for reply in parts.link.on_control(msg.get_payload_bytes()) {
+                        let _: i64 = publisher.publish(CONTROL, reply).await?;
+                    }
+                } else if let Some(topic) = name.strip_prefix(PREFIX) {
+                    parts.link.deliver_remote(topic, msg.get_payload_bytes());
+                }
             }
         }
     }
