@@ -29,6 +29,9 @@ pub struct Entry {
 
 struct Ring {
     epoch: String,
+    /// Offsets and epoch come from the cluster broker (Redis sequences every
+    /// node's publishes); a node-local publish must fork first.
+    cluster: bool,
     /// Bytes of the stored frames (counted in `History::bytes` too).
     bytes: usize,
     /// Offset of the newest broadcast; 0 before the first.
@@ -41,6 +44,7 @@ impl Ring {
     fn new(epoch: String) -> Ring {
         Ring {
             epoch,
+            cluster: false,
             bytes: 0,
             last: 0,
             entries: VecDeque::new(),
@@ -98,6 +102,14 @@ impl Default for History {
     fn default() -> History {
         History::new(usize::MAX)
     }
+}
+
+/// Offset and epoch from a history frame's ref slot (`[null,"<offset>:<epoch>",...`).
+pub fn parse_ref_slot(frame: &str) -> Option<(u64, &str)> {
+    let rest = frame.strip_prefix("[null,\"")?;
+    let slot = &rest[..rest.find('"')?];
+    let (offset, epoch) = slot.split_once(':')?;
+    Some((offset.parse().ok()?, epoch))
 }
 
 /// The ref slot of a history broadcast: `"<offset>:<epoch>"`. Never a plain
@@ -163,9 +175,12 @@ impl History {
     ) -> u64 {
         let ring = self.ring(topic);
         let mut ring = ring.lock();
-        let now = Instant::now();
-        let pruned = ring.prune(ttl, now);
-        self.freed(pruned);
+        if ring.cluster {
+            // The cluster is unreachable and this node publishes on its own:
+            // a fresh epoch, so local offsets can never be mistaken for the
+            // cluster's (a client recovering across this answers recovered:false).
+            self.reset(&mut ring, self.new_epoch());
+        }
         ring.last += 1;
         let offset = ring.last;
         let frame = Utf8Bytes::from(encode::frame_with_ref(
@@ -174,6 +189,57 @@ impl History {
             event,
             payload,
         ));
+        self.store(&mut ring, offset, frame.clone(), size, ttl);
+        deliver(frame);
+        offset
+    }
+
+    /// A broadcast the cluster sequenced (Redis assigned offset and epoch):
+    /// store it and hand it to `deliver` under the topic's lock. A new epoch
+    /// starts the ring over; an offset at or below the ring's last is a repeat
+    /// and is dropped (returns false).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_sequenced(
+        &self,
+        topic: &str,
+        offset: u64,
+        epoch: &str,
+        frame: Utf8Bytes,
+        size: usize,
+        ttl: Duration,
+        deliver: impl FnOnce(Utf8Bytes),
+    ) -> bool {
+        let ring = self.ring(topic);
+        let mut ring = ring.lock();
+        if ring.epoch != epoch || !ring.cluster {
+            self.reset(&mut ring, epoch.to_owned());
+            ring.cluster = true;
+            // Offsets before this one were published before this node
+            // listened: recovery to them answers recovered:false.
+            ring.last = offset.saturating_sub(1);
+        }
+        if offset <= ring.last {
+            return false;
+        }
+        ring.last = offset;
+        self.store(&mut ring, offset, frame.clone(), size, ttl);
+        deliver(frame);
+        true
+    }
+
+    fn reset(&self, ring: &mut Ring, epoch: String) {
+        ring.entries.clear();
+        self.freed(std::mem::take(&mut ring.bytes));
+        ring.epoch = epoch;
+        ring.cluster = false;
+        ring.last = 0;
+    }
+
+    /// Store one frame within the ring's and the node's bounds.
+    fn store(&self, ring: &mut Ring, offset: u64, frame: Utf8Bytes, size: usize, ttl: Duration) {
+        let now = Instant::now();
+        let pruned = ring.prune(ttl, now);
+        self.freed(pruned);
         // Node-wide byte bound: make room from this topic's own oldest entries;
         // a topic with nothing left to give up stores nothing, and recovery past
         // this offset then answers recovered:false (never a silent gap).
@@ -187,7 +253,7 @@ impl History {
         if self.bytes() + len <= self.max_bytes {
             ring.entries.push_back(Entry {
                 offset,
-                frame: frame.clone(),
+                frame,
                 at: now,
             });
             ring.bytes += len;
@@ -202,8 +268,6 @@ impl History {
             }
         }
         ring.last_publish = now;
-        deliver(frame);
-        offset
     }
 
     /// Run `subscribe` and collect what a client at `since` missed, atomically
@@ -476,6 +540,39 @@ mod tests {
         assert!(h.join("a", Some(&since), TTL, || {}).recovered);
         h.sweep(|_| Some(Duration::ZERO));
         assert_eq!(h.bytes(), 0, "sweeping frees the accounting");
+    }
+
+    #[test]
+    fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
+        let h = History::new(usize::MAX);
+        let ttl = Duration::from_secs(60);
+        let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
+        assert_eq!(parse_ref_slot(frame(7).as_str()), Some((7, "E1")));
+        // A node that starts listening at offset 5 keeps 5.. and cannot recover before.
+        for o in 5..=8 {
+            assert!(h.append_sequenced("t", o, "E1", frame(o), 100, ttl, |_| {}));
+        }
+        assert!(
+            !h.append_sequenced("t", 8, "E1", frame(8), 100, ttl, |_| panic!(
+                "repeat delivered"
+            ))
+        );
+        let since = |o: u64| Position {
+            offset: o,
+            epoch: "E1".into(),
+        };
+        let r = h.join("t", Some(&since(6)), ttl, || {});
+        assert!(r.recovered);
+        assert_eq!(r.frames.len(), 2);
+        assert!(!h.join("t", Some(&since(2)), ttl, || {}).recovered);
+        // The cluster is away: a local publish forks to a new epoch.
+        h.publish("t", "m", "{}", 100, ttl, |_| {});
+        let r = h.join("t", Some(&since(8)), ttl, || {});
+        assert!(!r.recovered, "offsets after a fork are not the cluster's");
+        assert_ne!(r.position.epoch, "E1");
+        // The cluster returns: its epoch takes over again.
+        assert!(h.append_sequenced("t", 9, "E1", frame(9), 100, ttl, |_| {}));
+        assert_eq!(h.join("t", None, ttl, || {}).position.epoch, "E1");
     }
 
     #[test]

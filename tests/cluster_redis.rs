@@ -186,11 +186,16 @@ fn names(state: &Value) -> Vec<String> {
 
 /// Join `topic` with a presence name; returns the presence_state names.
 async fn join_named(c: &mut Client, topic: &str, name: &str) -> Vec<String> {
+    join_named_ref(c, topic, name).await.1
+}
+
+/// Like `join_named`, also returning the join_ref (a leave must carry it).
+async fn join_named_ref(c: &mut Client, topic: &str, name: &str) -> (String, Vec<String>) {
     let r = c.next_ref();
     c.send(json!([r, r, topic, "phx_join", {"meta": {"name": name}}]))
         .await;
     let (state, _) = c.recv_until(|v| v[3] == "presence_state").await;
-    names(&state[4])
+    (r, names(&state[4]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +232,7 @@ async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
     let mut on_c = c.client().await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let seen = join_named(&mut on_c, topic, "c").await;
+        let (jr, seen) = join_named_ref(&mut on_c, topic, "c").await;
         if seen == ["a", "b", "c"] {
             break;
         }
@@ -236,7 +241,7 @@ async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
             "presence on C: {seen:?}"
         );
         let r = on_c.next_ref();
-        on_c.send(json!([r, r, topic, "phx_leave", {}])).await;
+        on_c.send(json!([jr, r, topic, "phx_leave", {}])).await;
         on_c.recv_until(|v| v[3] == "phx_reply" && v[1] == json!(r))
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -246,16 +251,128 @@ async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
     // cluster_node_timeout (1 s) plus a heartbeat.
     let killed = tokio::time::Instant::now();
     b.kill();
-    let (diff, _) = on_c
-        .recv_until(|v| v[3] == "presence_diff" && !names(&v[4]["leaves"]).is_empty())
-        .await;
-    assert_eq!(names(&diff[4]["leaves"]), ["b"]);
+    let mut left = None;
+    while left.is_none() && killed.elapsed() < DEADLINE {
+        if let Some(v) = on_c.recv_opt(Duration::from_millis(200)).await {
+            if v[3] == "presence_diff" && !names(&v[4]["leaves"]).is_empty() {
+                left = Some(names(&v[4]["leaves"]));
+            }
+        }
+    }
+    assert_eq!(
+        left,
+        Some(vec!["b".to_string()]),
+        "C: peers {:?}, lost {:?}",
+        c.metric("myriad_broker_peers").await,
+        c.metric("myriad_broker_peers_lost_total").await
+    );
     assert!(
         killed.elapsed() < Duration::from_secs(3),
         "left after {:?}",
         killed.elapsed()
     );
-    let mut fresh = a.client().await;
-    assert_eq!(join_named(&mut fresh, topic, "d").await, ["a", "c", "d"]);
+    // Node A sweeps on its own heartbeat tick: poll with fresh clients.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut fresh = a.client().await;
+        let seen = join_named(&mut fresh, topic, "d").await;
+        if seen == ["a", "c", "d"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence on A: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(a.metric("myriad_broker_peers_lost_total").await.unwrap() >= 1.0);
+}
+
+/// Offset and epoch from a history broadcast's ref slot.
+fn offset_of(frame: &Value) -> (u64, String) {
+    let slot = frame[1].as_str().unwrap();
+    let (o, e) = slot.split_once(':').unwrap();
+    (o.parse().unwrap(), e.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
+    let redis = Backend::redis();
+    let url = redis.url();
+    let args = [
+        "--broker",
+        "redis",
+        "--broker-url",
+        url.as_str(),
+        "--client-rate",
+        "0",
+    ];
+    let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
+    for n in [&a, &b, &c] {
+        assert!(
+            poll_until(DEADLINE, || async {
+                n.metric("myriad_broker_connected").await == Some(1.0)
+            })
+            .await
+        );
+    }
+    let topic = "chat:history";
+    let mut listener = a.client().await;
+    listener.join_ok(topic).await;
+    let mut pusher = b.client().await;
+    let jr = pusher.join_ok(topic).await;
+    for i in 0..10 {
+        pusher.push(&jr, topic, "m", json!({"i": i})).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let (v, _) = listener.recv_until(|v| v[3] == "m").await;
+        seen.push(offset_of(&v));
+    }
+    let offsets: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(
+        offsets,
+        (1..=10).collect::<Vec<_>>(),
+        "one cluster-wide offset order"
+    );
+    let (last, epoch) = seen[9].clone();
+    drop(listener);
+
+    for i in 10..15 {
+        pusher.push(&jr, topic, "m", json!({"i": i})).await;
+    }
+    // Wait until node C has them (it stores every history topic).
+    let mut probe = c.client().await;
+    assert!(
+        poll_until(DEADLINE, || {
+            let url = format!("http://{}/metrics", c.admin);
+            async move {
+                let (_, text) = common::http_get(&url).await;
+                common::metric_value(&text, "myriad_broker_received_total").unwrap_or(0.0) >= 15.0
+            }
+        })
+        .await,
+        "node C received every history frame: {:?}",
+        c.metric("myriad_broker_received_total").await
+    );
+    let r = probe.next_ref();
+    probe
+        .send(json!([r, r, topic, "phx_join", {"since": {"offset": last, "epoch": epoch}}]))
+        .await;
+    let (reply, _) = probe
+        .recv_until(|v| v[3] == "phx_reply" && v[1] == json!(r))
+        .await;
+    assert_eq!(reply[4]["status"], "ok");
+    assert_eq!(reply[4]["response"]["recovered"], true, "{reply}");
+    let mut replayed = Vec::new();
+    while let Some(v) = probe.recv_opt(Duration::from_millis(500)).await {
+        if v[3] == "m" {
+            replayed.push((offset_of(&v).0, v[4]["i"].as_i64().unwrap()));
+        }
+    }
+    assert_eq!(
+        replayed,
+        (11..=15).zip(10..15).collect::<Vec<_>>(),
+        "exactly the missed ones"
+    );
 }

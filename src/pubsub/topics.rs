@@ -16,7 +16,7 @@ use crate::session::mailbox::Outbound;
 pub struct Topics {
     pub router: ChannelRouter,
     pub broker: Arc<dyn Broker>,
-    pub history: History,
+    pub history: Arc<History>,
     pub presence: Arc<Presence>,
 }
 
@@ -33,12 +33,12 @@ impl Topics {
         router: ChannelRouter,
         broker: Arc<dyn Broker>,
         presence: Arc<Presence>,
-        history_max_bytes: usize,
+        history: Arc<History>,
     ) -> Topics {
         Topics {
             router,
             broker,
-            history: History::new(history_max_bytes),
+            history,
             presence,
         }
     }
@@ -54,6 +54,15 @@ impl Topics {
         exclude: Option<SessionId>,
     ) -> Published {
         if ns.history_size > 0 {
+            // In a Redis cluster the broker sequences history publishes (one
+            // offset order for every node) and delivery happens when the
+            // sequenced frame comes back; the offset is not known here.
+            if self
+                .broker
+                .sequence_history(topic, event, payload, ns.history_size, exclude)
+            {
+                return Published::default();
+            }
             let mut fanout = FanOut::default();
             let offset = self.history.publish(
                 topic,

@@ -28,6 +28,7 @@ use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::channel::ChannelRouter;
 use crate::config::Config;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::pubsub::broker::local::LocalBroker;
@@ -52,6 +53,7 @@ fn broker_for(
     config: &Config,
     metrics: &Arc<Metrics>,
     presence: &Arc<Presence>,
+    history: &Arc<History>,
 ) -> Result<Arc<dyn Broker>, ServerError> {
     use crate::config::BrokerKind;
     use crate::pubsub::broker::cluster::{ClusterBroker, ClusterTiming};
@@ -68,6 +70,9 @@ fn broker_for(
     let (broker, parts) = ClusterBroker::new(
         Arc::clone(metrics),
         Arc::clone(presence),
+        Arc::clone(history),
+        ChannelRouter::new(config),
+        config.broker == BrokerKind::Redis,
         ClusterTiming {
             heartbeat: config.cluster_heartbeat,
             node_timeout: config.cluster_node_timeout,
@@ -98,7 +103,8 @@ impl AppState {
         let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
         let presence = Arc::new(Presence::new());
-        let broker = broker_for(&config, &metrics, &presence)?;
+        let history = Arc::new(History::new(config.history_max_bytes));
+        let broker = broker_for(&config, &metrics, &presence, &history)?;
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
@@ -106,7 +112,7 @@ impl AppState {
                 ChannelRouter::new(&config),
                 broker,
                 presence,
-                config.history_max_bytes,
+                history,
             )),
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry: Arc::new(Registry::new()),

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Broker;
+use crate::channel::ChannelRouter;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::{Presence, RemoteMember};
 use crate::protocol::encode;
@@ -35,6 +37,15 @@ pub enum Envelope {
     Frame { topic: Arc<str>, frame: Utf8Bytes },
     /// A presence-replication message for the control channel.
     Control(Vec<u8>),
+    /// A history-namespace publish for the backend to sequence: the frame is
+    /// `prefix` + `"<offset>:<epoch>"` + `suffix` once it has its offset.
+    History {
+        topic: Arc<str>,
+        prefix: String,
+        suffix: String,
+        size: usize,
+        exclude: Option<SessionId>,
+    },
 }
 
 /// The channel (Redis) / subject (NATS) every node listens on for presence
@@ -53,6 +64,10 @@ pub struct Link {
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
     pub presence: Arc<Presence>,
+    pub history: Arc<History>,
+    pub router: ChannelRouter,
+    /// The backend sequences history publishes (Redis); NATS does not.
+    pub sequences_history: bool,
     pub timing: ClusterTiming,
     /// Random per process: tags this node's publishes.
     pub node: String,
@@ -212,6 +227,56 @@ impl Link {
         self.hub.fan_out(topic, &frame, None);
     }
 
+    /// The history header: `<node>\n<excluded session or ->\n`.
+    pub fn history_header(&self, exclude: Option<SessionId>) -> String {
+        match exclude {
+            Some(id) => format!("{}\n{id}\n", self.node),
+            None => format!("{}\n-\n", self.node),
+        }
+    }
+
+    /// A sequenced history frame from the backend (every node receives every
+    /// one, so each ring stays complete): store it, deliver it locally.
+    pub fn deliver_history(&self, topic: &str, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            self.metrics.broker_errors.increment(1);
+            return;
+        };
+        let mut parts = text.splitn(3, '\n');
+        let (Some(node), Some(excl), Some(frame)) = (parts.next(), parts.next(), parts.next())
+        else {
+            self.metrics.broker_errors.increment(1);
+            return;
+        };
+        let Some((offset, epoch)) = crate::history::parse_ref_slot(frame) else {
+            self.metrics.broker_errors.increment(1);
+            return;
+        };
+        let exclude = (node == self.node)
+            .then(|| excl.parse::<SessionId>().ok())
+            .flatten();
+        let Some(route) = self.router.route(topic) else {
+            return;
+        };
+        let ns = &route.namespace;
+        if node != self.node {
+            self.metrics.broker_received.increment(1);
+        }
+        let frame = Utf8Bytes::from(frame.to_owned());
+        self.history.append_sequenced(
+            topic,
+            offset,
+            epoch,
+            frame,
+            ns.history_size,
+            ns.history_ttl,
+            |f| {
+                let out = self.hub.fan_out(topic, &Outbound::Text(f), exclude);
+                self.metrics.fanout_size.record(out.delivered as f64);
+            },
+        );
+    }
+
     /// Deliver a frame that arrived from the backend to local subscribers,
     /// unless this node sent it.
     pub fn deliver_remote(&self, topic: &str, payload: &[u8]) {
@@ -264,6 +329,9 @@ impl ClusterBroker {
     pub fn new(
         metrics: Arc<Metrics>,
         presence: Arc<Presence>,
+        history: Arc<History>,
+        router: ChannelRouter,
+        sequences_history: bool,
         timing: ClusterTiming,
         queue: usize,
     ) -> (ClusterBroker, LinkParts) {
@@ -271,6 +339,9 @@ impl ClusterBroker {
             hub: Hub::new(),
             metrics,
             presence,
+            history,
+            router,
+            sequences_history,
             timing,
             node: node_id(),
             connected: AtomicBool::new(false),
@@ -339,6 +410,46 @@ impl Broker for ClusterBroker {
             });
         }
         out
+    }
+
+    fn sequence_history(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        history_size: usize,
+        exclude: Option<SessionId>,
+    ) -> bool {
+        if !self.link.sequences_history || !self.link.is_connected() {
+            return false;
+        }
+        // Split an encoded frame around its ref slot: the backend fills in
+        // "<offset>:<epoch>" atomically with assigning the offset. The marker
+        // is plain ASCII (the encoder leaves it as is) and the ref slot comes
+        // before topic, event and payload, so the first match is the slot.
+        let marker = "@@myriad-ref@@";
+        let frame = encode::frame_with_ref(marker, topic, event, payload);
+        let Some((prefix, suffix)) = frame.split_once(marker) else {
+            return false;
+        };
+        let env = Envelope::History {
+            topic: Arc::from(topic),
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            size: history_size,
+            exclude,
+        };
+        match self.out.try_send(env) {
+            Ok(()) => {
+                self.link.metrics.broker_queue_depth.increment(1.0);
+                true
+            }
+            // Full queue: sequence locally (the ring forks its epoch).
+            Err(_) => {
+                self.link.metrics.broker_dropped_queue_full.increment(1);
+                false
+            }
+        }
     }
 
     fn presence_changed(&self, topic: &str, diff: &str) {
@@ -439,6 +550,19 @@ mod tests {
         node_timeout: Duration::from_secs(5),
     };
 
+    fn test_broker(queue: usize) -> (ClusterBroker, LinkParts) {
+        let config = crate::config::Config::default();
+        ClusterBroker::new(
+            Metrics::new(),
+            Arc::new(Presence::new()),
+            Arc::new(History::new(1 << 20)),
+            ChannelRouter::new(&config),
+            true,
+            TIMING,
+            queue,
+        )
+    }
+
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
         let mut b = Backoff::default();
@@ -451,8 +575,7 @@ mod tests {
 
     #[test]
     fn own_publishes_are_not_delivered_twice() {
-        let (broker, _parts) =
-            ClusterBroker::new(Metrics::new(), Arc::new(Presence::new()), TIMING, 8);
+        let (broker, _parts) = test_broker(8);
         let link = broker.link();
         let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
             capacity: 8,
@@ -470,8 +593,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_remote_copy_not_the_local_delivery() {
-        let (broker, _parts) =
-            ClusterBroker::new(Metrics::new(), Arc::new(Presence::new()), TIMING, 1);
+        let (broker, _parts) = test_broker(1);
         let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
             capacity: 8,
             max_bytes: 1 << 20,

@@ -30,6 +30,19 @@ pub trait Broker: Send + Sync + 'static {
     /// A local presence change (`presence_diff` payload) other nodes' replicas
     /// must learn about. Nothing to do on a single node.
     fn presence_changed(&self, _topic: &str, _diff: &str) {}
+    /// Hand a history-namespace publish to the cluster to be sequenced;
+    /// false when this broker does not (or cannot now), and the node
+    /// sequences it locally.
+    fn sequence_history(
+        &self,
+        _topic: &str,
+        _event: &str,
+        _payload: &str,
+        _history_size: usize,
+        _exclude: Option<SessionId>,
+    ) -> bool {
+        false
+    }
     /// Whether the backend is reachable (always true for `local`).
     fn is_ready(&self) -> bool {
         true

@@ -83,6 +83,8 @@ pub async fn run(url: String, mut parts: LinkParts) {
                 let (subject, payload) = match env {
                     Envelope::Frame { topic, frame } => (subject(&topic), parts.link.encode(frame.as_str())),
                     Envelope::Control(payload) => (CONTROL.to_string(), payload),
+                    // Never queued: this link does not sequence history.
+                    Envelope::History { .. } => continue,
                 };
                 match client.publish(subject, payload.into()).await {
                     Ok(()) => parts.link.metrics.broker_published.increment(1),

@@ -7,6 +7,14 @@
 //! one for SUBSCRIBE. When either fails the task marks the broker down, drops
 //! what was queued for other nodes (counted), waits with jittered exponential
 //! back-off, reconnects and resubscribes every topic that has local members.
+//! History namespaces go through Redis instead: a Lua script assigns the
+//! offset, appends to a Redis Stream (`XADD ... MAXLEN ~ history_size`) and
+//! publishes on `myriad-history:<topic>`, which every node pattern-subscribes,
+//! so all nodes store and deliver every history topic in one order and a
+//! client can recover on any node. While Redis is away a node sequences
+//! history locally under a new epoch (recovery across that answers
+//! `recovered: false`, never a gap).
+//!
 //! Local delivery never depends on this task. Presence replication and
 //! heartbeats travel on one more channel, `myriad-control`, which every node
 //! subscribes to; while disconnected, a node also stops seeing heartbeats and
@@ -22,9 +30,35 @@ use redis::AsyncCommands;
 use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange, CONTROL};
 
 const PREFIX: &str = "myriad:";
+/// History topics' frames go to `myriad-history:<topic>`, which every node
+/// pattern-subscribes, so every node's rings hold every history topic.
+const HISTORY_PREFIX: &str = "myriad-history:";
 
 fn channel(topic: &str) -> String {
     format!("{PREFIX}{topic}")
+}
+
+/// Sequences one history publish atomically: the topic's epoch (created on
+/// first use), the next offset, the frame with its ref slot, the stream entry
+/// (`XADD ... MAXLEN ~ size`, what survives a node's death) and the PUBLISH
+/// that delivers it to every node in this one order. Keys use a `{topic}` hash
+/// tag so they share a Redis Cluster slot.
+const SEQUENCE: &str = r#"
+local e = redis.call('GET', KEYS[2])
+if not e then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
+local o = redis.call('INCR', KEYS[1])
+local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame)
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame)
+return o
+"#;
+
+fn new_epoch() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{nanos:x}")
 }
 
 /// Run the link until the process ends.
@@ -71,7 +105,9 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
     let mut publisher = client.get_multiplexed_async_connection().await?;
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    let sequence = redis::Script::new(SEQUENCE);
     sink.subscribe(CONTROL).await?;
+    sink.psubscribe(format!("{HISTORY_PREFIX}*")).await?;
     for topic in parts.link.hub.topic_names() {
         sink.subscribe(channel(&topic)).await?;
         subscribed.insert(topic);
@@ -96,6 +132,21 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                     Envelope::Control(payload) => {
                         let _: i64 = publisher.publish(CONTROL, payload).await?;
                     }
+                    Envelope::History { topic, prefix, suffix, size, exclude } => {
+                        let _: i64 = sequence
+                            .key(format!("myriad-seq:{{{topic}}}"))
+                            .key(format!("myriad-epoch:{{{topic}}}"))
+                            .key(format!("myriad-stream:{{{topic}}}"))
+                            .arg(new_epoch())
+                            .arg(size)
+                            .arg(format!("{HISTORY_PREFIX}{topic}"))
+                            .arg(parts.link.history_header(exclude))
+                            .arg(prefix)
+                            .arg(suffix)
+                            .invoke_async(&mut publisher)
+                            .await?;
+                        parts.link.metrics.broker_published.increment(1);
+                    }
                 }
             }
             _ = beat.tick() => {
@@ -117,7 +168,9 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                     return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connection closed")));
                 };
                 let name = msg.get_channel_name();
-                if name == CONTROL {
+                if let Some(topic) = name.strip_prefix(HISTORY_PREFIX) {
+                    parts.link.deliver_history(topic, msg.get_payload_bytes());
+                } else if name == CONTROL {
                     for reply in parts.link.on_control(msg.get_payload_bytes()) {
                         let _: i64 = publisher.publish(CONTROL, reply).await?;
                     }
