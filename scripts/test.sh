@@ -36,6 +36,7 @@ command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install
 [ -x /usr/bin/chromium ] || apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 command -v python3 >/dev/null || apt_install python3 python3-venv
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
 if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
   (cd tests/js && npm ci --no-audit --no-fund)
 fi
@@ -56,6 +57,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+
+step "deployment kit: alert rules, manifests, dashboard metrics, ConfigMap config"
+promtool check rules deploy/prometheus/rules.yml
+python3 scripts/check_deploy.py "$BIN"
 
 step "phoenix.js client tests (npm phoenix, pinned) and the chat page in headless Chromium"
 (cd tests/js && TEST_MYRIAD_BIN="$BIN" node --test)

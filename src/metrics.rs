@@ -56,6 +56,7 @@ pub const BROKER_PEERS_LOST: &str = "myriad_broker_peers_lost_total";
 pub const MAILBOX_DEPTH: &str = "myriad_mailbox_depth_messages";
 pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
 pub const BROADCASTS: &str = "myriad_broadcasts_total";
+pub const FANOUT_DURATION: &str = "myriad_fanout_duration_seconds";
 pub const FANOUT_SIZE: &str = "myriad_fanout_subscribers";
 pub const TOPICS: &str = "myriad_topics";
 pub const HISTORY_BYTES: &str = "myriad_history_bytes";
@@ -87,6 +88,10 @@ pub const REJECT_REASONS: [&str; 7] = [
     "origin_not_allowed",
 ];
 
+/// Seconds one broadcast takes to reach every local mailbox.
+const FANOUT_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 const SIZE_BUCKETS: &[f64] = &[
     0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
     100000.0, 1000000.0,
@@ -136,6 +141,7 @@ pub struct Metrics {
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
     pub fanout_size: Histogram,
+    pub fanout_duration: Histogram,
     pub topics: Gauge,
     pub history_bytes: Gauge,
     pub draining: Gauge,
@@ -160,10 +166,22 @@ fn meta() -> Metadata<'static> {
 }
 
 impl Metrics {
+    /// Record one local fan-out: its size, how long it took, what it dropped.
+    pub fn fanout_done(&self, out: &crate::pubsub::FanOut, took: std::time::Duration) {
+        self.fanout_size.record(out.delivered as f64);
+        self.fanout_duration.record(took.as_secs_f64());
+        if out.dropped > 0 {
+            self.mailbox_dropped.increment(out.dropped as u64);
+        }
+    }
+
     pub fn new() -> Arc<Metrics> {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(MAILBOX_DEPTH.into()), SIZE_BUCKETS)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(FANOUT_SIZE.into()), SIZE_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(FANOUT_DURATION.into()), FANOUT_BUCKETS)
+            })
             // Both calls only fail on an empty bucket list, which SIZE_BUCKETS is not.
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
@@ -388,6 +406,10 @@ impl Metrics {
                 None,
             ),
             broadcasts: counter(BROADCASTS, "Broadcasts published to topics.", None),
+            fanout_duration: histogram(
+                FANOUT_DURATION,
+                "Time one broadcast took to reach every local subscriber's mailbox, seconds.",
+            ),
             fanout_size: histogram(
                 FANOUT_SIZE,
                 "Local subscribers one broadcast was delivered to.",

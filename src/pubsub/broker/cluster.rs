@@ -271,8 +271,9 @@ impl Link {
             ns.history_size,
             ns.history_ttl,
             |f| {
+                let started = std::time::Instant::now();
                 let out = self.hub.fan_out(topic, &Outbound::Text(f), exclude);
-                self.metrics.fanout_size.record(out.delivered as f64);
+                self.metrics.fanout_done(&out, started.elapsed());
             },
         );
     }
@@ -292,15 +293,13 @@ impl Link {
             return;
         };
         self.metrics.broker_received.increment(1);
+        let started = std::time::Instant::now();
         let out = self.hub.fan_out(
             topic,
             &Outbound::Text(Utf8Bytes::from(text.to_string())),
             None,
         );
-        self.metrics.fanout_size.record(out.delivered as f64);
-        if out.dropped > 0 {
-            self.metrics.mailbox_dropped.increment(out.dropped as u64);
-        }
+        self.metrics.fanout_done(&out, started.elapsed());
     }
 }
 
@@ -397,12 +396,10 @@ impl Broker for ClusterBroker {
 
     fn publish(&self, topic: &str, frame: Outbound, exclude: Option<SessionId>) -> FanOut {
         let m = &self.link.metrics;
+        let started = std::time::Instant::now();
         let out = self.link.hub.fan_out(topic, &frame, exclude);
         m.broadcasts.increment(1);
-        m.fanout_size.record(out.delivered as f64);
-        if out.dropped > 0 {
-            m.mailbox_dropped.increment(out.dropped as u64);
-        }
+        m.fanout_done(&out, started.elapsed());
         if let Outbound::Text(text) = frame {
             self.enqueue(Envelope::Frame {
                 topic: Arc::from(topic),

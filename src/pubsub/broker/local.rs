@@ -36,12 +36,10 @@ impl Broker for LocalBroker {
     }
 
     fn publish(&self, topic: &str, frame: Outbound, exclude: Option<SessionId>) -> FanOut {
+        let started = std::time::Instant::now();
         let out = self.hub.fan_out(topic, &frame, exclude);
         self.metrics.broadcasts.increment(1);
-        self.metrics.fanout_size.record(out.delivered as f64);
-        if out.dropped > 0 {
-            self.metrics.mailbox_dropped.increment(out.dropped as u64);
-        }
+        self.metrics.fanout_done(&out, started.elapsed());
         out
     }
 
