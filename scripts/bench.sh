@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, in one run, each next to its baseline.
-# Usage: scripts/bench.sh [million|idle|fanout|criterion|all]   (default: all)
+# Usage: scripts/bench.sh [million|idle|fanout|cluster|criterion|all]   (default: all)
+# (cluster needs redis-server)
 # Needs: release builds (done here), taskset (util-linux). Every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
-cargo build --release --workspace --examples >/dev/null
+cargo build --release --workspace --bins --examples >/dev/null
 LOAD=target/release/myriad-load
 PORT=4600
 URL_PHX="ws://127.0.0.1:$PORT/socket/websocket"
@@ -52,6 +53,27 @@ if [[ $what == all || $what == fanout ]]; then
       --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
     stop
   done
+fi
+
+if [[ $what == all || $what == cluster ]]; then
+  echo "## fan-out across three nodes on Redis vs one node (15 000 subscribers, 100 msgs at 20/s)"
+  RPORT=6399
+  redis-server --port $RPORT --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+  pids+=("$!"); sleep 0.5
+  urls=()
+  for i in 0 1 2; do
+    p=$((PORT + 10 * i))
+    target/release/myriad serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) --client-rate 0 \
+      --broker redis --broker-url redis://127.0.0.1:$RPORT >/dev/null 2>&1 &
+    pids+=("$!"); urls+=("ws://127.0.0.1:$p/socket/websocket")
+  done
+  sleep 1
+  echo "### one node (of the cluster)"
+  $LOAD fanout --url "${urls[0]}" -n 15000 -k 100 --publish-rate 20 --rate 5000 \
+    --source-ips 127.0.0.2-127.0.0.3 --duration 60s --topic room:one --quiet
+  echo "### three nodes: subscribers round robin, publisher on node 1"
+  $LOAD fanout --url "$(IFS=,; echo "${urls[*]}")" -n 15000 -k 100 --publish-rate 20 --rate 5000 \
+    --source-ips 127.0.0.2-127.0.0.3 --duration 60s --topic room:three --quiet
 fi
 
 if [[ $what == all || $what == criterion ]]; then

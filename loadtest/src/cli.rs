@@ -52,7 +52,7 @@ pub enum Command {
 /// Options every scenario shares.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server WebSocket URL (Phoenix: vsn=2.0.0 is added when missing).
+    /// Server WebSocket URL (Phoenix: vsn=2.0.0 is added when missing); several, comma-separated, spread connections round robin over a cluster (the publisher uses the first).
     #[arg(
         long,
         global = true,

@@ -33,14 +33,22 @@ fn scenario_name(command: &Command) -> &'static str {
     }
 }
 
-fn target(cli: &Cli) -> anyhow::Result<Target> {
+/// Every `--url` (comma-separated); the first is the publisher's.
+fn targets(cli: &Cli) -> anyhow::Result<Vec<Target>> {
     let c = &cli.common;
-    Ok(Target::new(
-        &c.url,
-        c.protocol,
-        c.token.as_deref(),
-        c.connect_timeout,
-    )?)
+    let mut out = Vec::new();
+    for url in c.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        out.push(Target::new(
+            url,
+            c.protocol,
+            c.token.as_deref(),
+            c.connect_timeout,
+        )?);
+    }
+    if out.is_empty() {
+        bail!("--url: no server given");
+    }
+    Ok(out)
 }
 
 /// Validate what clap cannot.
@@ -78,8 +86,8 @@ async fn worker_body(
     live: Arc<Live>,
     control: Control,
 ) -> anyhow::Result<Stats> {
-    let target = target(&cli)?;
-    let sources = workers::sources_for(&cli.common, index, count, target.addr.ip())?;
+    let targets = targets(&cli)?;
+    let sources = workers::sources_for(&cli.common, index, count, targets[0].addr.ip())?;
     let rec = Arc::new(Recorder::new(t0_us, live));
     let sampler_rec = Arc::clone(&rec);
     let sampler = tokio::spawn(async move {
@@ -93,7 +101,7 @@ async fn worker_body(
         index,
         count,
         common: cli.common.clone(),
-        target,
+        targets,
         sources,
         rec: Arc::clone(&rec),
         control,
@@ -167,7 +175,8 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
     check(&cli)?;
     let cli = Arc::new(cli);
     let c = &cli.common;
-    let target = target(&cli)?;
+    let targets = targets(&cli)?;
+    let target = &targets[0];
     let is_fanout = matches!(cli.command, Command::Fanout(_) | Command::Slow(_));
     let limit = workers::open_file_limit();
     let sockets = scenario::sockets_needed(&cli.command) + u64::from(is_fanout);
@@ -219,8 +228,8 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
     let pid = server.as_ref().map(|p| p.pid);
     let body = async {
         let publisher = match &cli.command {
-            Command::Fanout(a) => Some((Publisher::connect(c, a, &target).await?, a)),
-            Command::Slow(a) => Some((Publisher::connect(c, &a.fanout, &target).await?, &a.fanout)),
+            Command::Fanout(a) => Some((Publisher::connect(c, a, target).await?, a)),
+            Command::Slow(a) => Some((Publisher::connect(c, &a.fanout, target).await?, &a.fanout)),
             _ => None,
         };
         for (i, h) in handles.iter_mut().enumerate() {

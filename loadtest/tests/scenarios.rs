@@ -523,3 +523,26 @@ fn help_documents_every_scenario() {
         assert!(help.contains(s), "--help mentions {s}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_round_robin_over_several_urls() {
+    let (s1, s2) = (myriad(|_| {}).await, myriad(|_| {}).await);
+    let urls = format!("{},{}", url(&s1), url(&s2));
+    let (out, doc) = load(&["connect", "--url", &urls, "-n", "40", "--duration", "300ms"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(fig(&doc, "connects_ok"), 40);
+    for s in [&s1, &s2] {
+        let text = reqwest::get(format!("http://{}/metrics", s.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let opened = text
+            .lines()
+            .find(|l| l.starts_with("myriad_sessions_opened_total{endpoint=\"phoenix\"}"))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        assert_eq!(opened, Some(20.0), "each server gets half");
+    }
+}

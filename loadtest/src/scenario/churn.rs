@@ -42,7 +42,7 @@ pub async fn worker(args: &ChurnArgs, mut ctx: WorkerCtx) {
             break;
         };
         let rec = Arc::clone(&ctx.rec);
-        let target = ctx.target.clone();
+        let target = ctx.target(i).clone();
         let source = ctx.source(i / ctx.count);
         let topic = ctx.topic(i % args.rooms.max(1));
         let timeout = ctx.common.connect_timeout;

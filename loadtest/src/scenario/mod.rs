@@ -27,7 +27,8 @@ pub struct WorkerCtx {
     pub index: u64,
     pub count: u64,
     pub common: Common,
-    pub target: Target,
+    /// One or more servers; connection `i` goes to `targets[i % len]`.
+    pub targets: Vec<Target>,
     pub sources: Vec<IpAddr>,
     pub rec: Arc<Recorder>,
     pub control: Control,
@@ -39,6 +40,11 @@ impl WorkerCtx {
         (0..total)
             .filter(|i| i % self.count == self.index)
             .collect()
+    }
+
+    /// The server connection `index` goes to (round robin over `--url`).
+    pub fn target(&self, index: u64) -> &Target {
+        &self.targets[(index % self.targets.len() as u64) as usize]
     }
 
     pub fn schedule(&self) -> Schedule {
@@ -83,7 +89,7 @@ pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
     for (ordinal, want) in wants.into_iter().enumerate() {
         let due = began + schedule.due(want.index).min(Duration::from_secs(86_400));
         let permits = Arc::clone(&permits);
-        let target = ctx.target.clone();
+        let target = ctx.target(want.index).clone();
         let source = ctx.source(ordinal as u64);
         let rec = Arc::clone(&ctx.rec);
         let timeout = ctx.common.connect_timeout;
