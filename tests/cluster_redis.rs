@@ -376,3 +376,61 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
         "exactly the missed ones"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_recovers_from_the_redis_stream() {
+    let redis = Backend::redis();
+    let url = redis.url();
+    let args = [
+        "--broker",
+        "redis",
+        "--broker-url",
+        url.as_str(),
+        "--client-rate",
+        "0",
+    ];
+    let a = Node::spawn(&args);
+    assert!(
+        poll_until(DEADLINE, || async {
+            a.metric("myriad_broker_connected").await == Some(1.0)
+        })
+        .await
+    );
+    let topic = "chat:late";
+    let mut pusher = a.client().await;
+    let jr = pusher.join_ok(topic).await;
+    for i in 0..5 {
+        pusher.push(&jr, topic, "m", json!({"i": i})).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let (v, _) = pusher.recv_until(|v| v[3] == "m").await;
+        seen.push(offset_of(&v));
+    }
+    let (_, epoch) = seen[1].clone();
+
+    // Node C did not exist while those were published: it reads the stream
+    // when its broker link comes up.
+    let c = Node::spawn(&args);
+    assert!(
+        poll_until(DEADLINE, || async {
+            c.metric("myriad_broker_connected").await == Some(1.0)
+        })
+        .await
+    );
+    let mut late = c.client().await;
+    let r = late.next_ref();
+    late.send(json!([r, r, topic, "phx_join", {"since": {"offset": 2, "epoch": epoch}}]))
+        .await;
+    let (reply, _) = late
+        .recv_until(|v| v[3] == "phx_reply" && v[1] == json!(r))
+        .await;
+    assert_eq!(reply[4]["response"]["recovered"], true, "{reply}");
+    let mut replayed = Vec::new();
+    while let Some(v) = late.recv_opt(Duration::from_millis(500)).await {
+        if v[3] == "m" {
+            replayed.push(offset_of(&v).0);
+        }
+    }
+    assert_eq!(replayed, [3, 4, 5]);
+}

@@ -235,6 +235,31 @@ impl Link {
         }
     }
 
+    /// A frame read back from the backend's history store (warm-up after
+    /// connecting): stored if newer than what the ring holds, and delivered to
+    /// local members then (they missed it while this node was cut off).
+    pub fn warm_history(&self, topic: &str, frame: &str) {
+        let Some((offset, epoch)) = crate::history::parse_ref_slot(frame) else {
+            return;
+        };
+        let Some(route) = self.router.route(topic) else {
+            return;
+        };
+        let ns = &route.namespace;
+        let frame = Utf8Bytes::from(frame.to_owned());
+        self.history.append_sequenced(
+            topic,
+            offset,
+            epoch,
+            frame,
+            ns.history_size,
+            ns.history_ttl,
+            |f| {
+                self.hub.fan_out(topic, &Outbound::Text(f), None);
+            },
+        );
+    }
+
     /// A sequenced history frame from the backend (every node receives every
     /// one, so each ring stays complete): store it, deliver it locally.
     pub fn deliver_history(&self, topic: &str, payload: &[u8]) {

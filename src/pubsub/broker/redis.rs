@@ -25,9 +25,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange, CONTROL};
+use super::cluster::{drop_queued, Backoff, Envelope, Link, LinkParts, TopicChange, CONTROL};
 
 const PREFIX: &str = "myriad:";
 /// History topics' frames go to `myriad-history:<topic>`, which every node
@@ -99,6 +100,50 @@ pub async fn run(url: String, mut parts: LinkParts) {
     }
 }
 
+/// Fill this node's history rings from the Redis Streams (range reads), so a
+/// node that started late, or was cut off, can still answer a recovering
+/// client; entries it already has are skipped, newer ones reach its members.
+async fn warm_history(
+    conn: &mut redis::aio::MultiplexedConnection,
+    link: &Link,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("myriad-stream:*")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        for key in keys {
+            let Some(topic) = key
+                .strip_prefix("myriad-stream:{")
+                .and_then(|k| k.strip_suffix('}'))
+            else {
+                continue;
+            };
+            let Some(size) = link.router.route(topic).map(|r| r.namespace.history_size) else {
+                continue;
+            };
+            if size == 0 {
+                continue;
+            }
+            let newest: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", size).await?;
+            for entry in newest.ids.iter().rev() {
+                if let Some(frame) = entry.get::<String>("f") {
+                    link.warm_history(topic, &frame);
+                }
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 /// One connected period; returns Err when a connection fails, Ok when the
 /// broker is being shut down (its senders are gone).
 async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
@@ -112,6 +157,7 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
         sink.subscribe(channel(&topic)).await?;
         subscribed.insert(topic);
     }
+    warm_history(&mut publisher, &parts.link).await?;
     parts.link.set_connected(true);
     // Whatever happened while away, ask the other nodes for their members.
     let _: i64 = publisher
