@@ -16,9 +16,11 @@
 //! - `session::mailbox`: the bounded (messages and bytes) outbound queue.
 //! - `session::phoenix`: a connection's channels and the V2 dispatch rules.
 //! - `session::echo`: the raw echo handler behind `/ws/echo`.
+//! - `session::lazy_read`: socket reads that hold no buffer while a session idles.
 //! - `protocol`: V2 frames: decode, encode, close codes and reply errors; no I/O.
 //! - `channel`: the `Channel` trait, the broadcast and fault-injection channels, routing.
-//! - `pubsub`: topics, subscribers, fan-out (`hub`), and the `Broker` seam (`broker::local`).
+//! - `pubsub`: topics, subscribers, fan-out (`hub`), and the `Broker` seam (`broker::local`;
+//!   `broker::cluster` with the `redis` and `nats` links for several nodes).
 //! - `pubsub::topics`: routing + broker + history + presence; the one `publish`.
 //! - `history`: per-topic rings with offsets and epochs, recovery on join.
 //! - `presence`: who is in a topic; `presence_state` / `presence_diff` payloads.

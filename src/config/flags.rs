@@ -117,7 +117,7 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_frame_size: Option<usize>,
 
-    /// Per-connection socket read buffer in bytes [default: 1024]
+    /// tungstenite's per-connection read buffer in bytes; the socket is read in 8 KiB chunks regardless [default: 256]
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_buffer_size: Option<usize>,

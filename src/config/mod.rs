@@ -97,11 +97,12 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest inbound WebSocket frame, in bytes. Default 65536; 0 is invalid.
     pub max_frame_size: usize,
-    /// Per-connection read buffer, in bytes. Default 1024. It is allocated for
-    /// every session up front and is the largest part of an idle session
-    /// (19 000 idle sockets: 7.6 KiB RSS each at 4096, 4.6 KiB at 1024, 4.1 KiB
-    /// at 512; BENCHMARKS.md). Larger frames still arrive whole (the buffer
-    /// grows per frame); a small buffer only means more reads per large frame.
+    /// tungstenite's per-connection read buffer, in bytes. Default 256. The
+    /// socket itself is read in 8 KiB chunks whatever this is (the session's
+    /// `LazyRead` keeps what tungstenite has not asked for yet, and allocates
+    /// nothing while idle), so this only sets a floor of memory every session
+    /// holds: 19 000 idle sockets measured 3.7 KiB RSS each at 256, 4.5 KiB at
+    /// 1024 (BENCHMARKS.md). Larger frames still arrive whole.
     pub read_buffer_size: usize,
     /// Outbound bytes gathered before a socket write, in bytes. Default 8192; 0
     /// writes every frame at once. A flush at the end of each batch always writes.
@@ -195,7 +196,7 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             max_message_size: 64 << 10,
             max_frame_size: 64 << 10,
-            read_buffer_size: 1 << 10,
+            read_buffer_size: 256,
             write_buffer_size: 8 << 10,
             socket_send_buffer: 0,
             enable_echo: false,

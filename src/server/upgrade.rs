@@ -28,6 +28,7 @@ use crate::auth::{AuthError, Identity};
 use crate::metrics::Endpoint;
 use crate::protocol::{vsn_supported, SUPPORTED_VSN};
 use crate::session::echo::EchoHandler;
+use crate::session::lazy_read::LazyRead;
 use crate::session::phoenix::PhoenixHandler;
 use crate::session::{self, websocket_config, SessionSpec};
 
@@ -247,8 +248,12 @@ fn start(
         // The session keeps hyper's `Upgraded` (boxed I/O). Taking the bare
         // TcpStream back with `downcast` measured 5.5 KiB *more* RSS per idle
         // session (BENCHMARKS.md), so we do not.
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, ws_config).await;
+        let ws = WebSocketStream::from_raw_socket(
+            LazyRead::new(TokioIo::new(upgraded)),
+            Role::Server,
+            ws_config,
+        )
+        .await;
         run_session(ws, state, id, peer, endpoint, identity).await
     });
     response
@@ -268,7 +273,8 @@ where
     let supervisor = Arc::clone(&state.supervisor);
     supervisor.spawn(id, async move {
         let ws_config = Some(websocket_config(&state.config));
-        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, ws_config).await;
+        let ws =
+            WebSocketStream::from_raw_socket(LazyRead::new(stream), Role::Server, ws_config).await;
         run_session(ws, state, id, peer, Endpoint::Phoenix, Identity::default()).await
     });
     id

@@ -12,6 +12,7 @@
 //! through the broker.
 
 pub mod echo;
+pub mod lazy_read;
 pub mod mailbox;
 pub mod phoenix;
 
