@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Backend, Node};
-use common::DEADLINE;
+use common::cluster::{collect, until_linked, Backend, Node};
 use serde_json::json;
 
 const TOPIC: &str = "room:nats";
@@ -32,31 +31,13 @@ async fn a_push_on_one_node_reaches_the_other_nodes_once_and_in_order() {
     let jr = on_a.join_ok(TOPIC).await;
     on_b.join_ok(TOPIC).await;
     on_c.join_ok(TOPIC).await;
-    // Wait until a probe crosses to both nodes (subscriptions are asynchronous).
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut linked = [false, false];
-    while !linked.iter().all(|l| *l) {
-        assert!(tokio::time::Instant::now() < deadline, "nodes never linked");
-        on_a.push(&jr, TOPIC, "probe", json!({})).await;
-        for (i, cl) in [&mut on_b, &mut on_c].into_iter().enumerate() {
-            while let Some(v) = cl.recv_opt(Duration::from_millis(100)).await {
-                linked[i] |= v[3] == "probe";
-            }
-        }
-    }
-    for cl in [&mut on_b, &mut on_c] {
-        while cl.recv_opt(Duration::from_millis(200)).await.is_some() {}
-    }
+    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b, &mut on_c]).await;
     for i in 0..50 {
         on_a.push(&jr, TOPIC, "m", json!({"i": i})).await;
     }
     for (name, cl) in [("B", &mut on_b), ("C", &mut on_c)] {
-        let mut seq = Vec::new();
-        while let Some(v) = cl.recv_opt(Duration::from_millis(500)).await {
-            if v[3] == "m" {
-                seq.push(v[4]["i"].as_i64().unwrap());
-            }
-        }
+        let got = collect(cl, "m", Duration::from_millis(500)).await;
+        let seq: Vec<i64> = got.iter().map(|v| v[4]["i"].as_i64().unwrap()).collect();
         assert_eq!(
             seq,
             (0..50).collect::<Vec<_>>(),

@@ -9,44 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Backend, Node};
+use common::cluster::{collect, until_linked, Backend, Node};
 use common::{poll_until, Client, DEADLINE};
 use serde_json::{json, Value};
 
 const TOPIC: &str = "room:cluster";
-
-/// Frames with event `m` received until a quiet period.
-async fn collect(c: &mut Client, quiet: Duration) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Some(v) = c.recv_opt(quiet).await {
-        if v[3] == "m" {
-            out.push(v);
-        }
-    }
-    out
-}
-
-/// Push probes from `from` until every `to` client saw one: cross-node
-/// subscriptions are set up asynchronously after a join.
-async fn until_linked(from: &mut Client, jr: &str, to: &mut [&mut Client]) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut seen = vec![false; to.len()];
-    while seen.iter().any(|s| !s) {
-        assert!(tokio::time::Instant::now() < deadline, "nodes never linked");
-        from.push(jr, TOPIC, "probe", json!({})).await;
-        for (i, c) in to.iter_mut().enumerate() {
-            while let Some(v) = c.recv_opt(Duration::from_millis(100)).await {
-                if v[3] == "probe" {
-                    seen[i] = true;
-                }
-            }
-        }
-    }
-    // Let in-flight probes land before the real traffic starts.
-    for c in to.iter_mut() {
-        while c.recv_opt(Duration::from_millis(200)).await.is_some() {}
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
@@ -67,7 +34,7 @@ async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
     let jr = on_a.join_ok(TOPIC).await;
     on_b.join_ok(TOPIC).await;
     on_c.join_ok(TOPIC).await;
-    until_linked(&mut on_a, &jr, &mut [&mut on_b, &mut on_c]).await;
+    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b, &mut on_c]).await;
 
     let mut mine = 0;
     for i in 0..50 {
@@ -75,7 +42,7 @@ async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
         mine += before_reply.iter().filter(|v| v[3] == "m").count();
     }
     for (name, client) in [("B", &mut on_b), ("C", &mut on_c)] {
-        let got = collect(client, Duration::from_millis(500)).await;
+        let got = collect(client, "m", Duration::from_millis(500)).await;
         let seq: Vec<i64> = got.iter().map(|v| v[4]["i"].as_i64().unwrap()).collect();
         assert_eq!(
             seq,
@@ -84,7 +51,9 @@ async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
         );
     }
     // The sender's own node delivered locally and did not deliver Redis's echo again.
-    mine += collect(&mut on_a, Duration::from_millis(300)).await.len();
+    mine += collect(&mut on_a, "m", Duration::from_millis(300))
+        .await
+        .len();
     assert_eq!(
         mine, 50,
         "node A: local delivery once, its own echo ignored"
@@ -114,7 +83,7 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
     let jr = on_a.join_ok(TOPIC).await;
     local.join_ok(TOPIC).await;
     on_b.join_ok(TOPIC).await;
-    until_linked(&mut on_a, &jr, &mut [&mut on_b]).await;
+    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b]).await;
     while local.recv_opt(Duration::from_millis(200)).await.is_some() {}
 
     redis.kill();
@@ -129,7 +98,7 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
     // (broker_required = false).
     let (reply, _) = on_a.push(&jr, TOPIC, "m", json!({"during": true})).await;
     assert_eq!(reply[4]["status"], "ok");
-    let got = collect(&mut local, Duration::from_millis(300)).await;
+    let got = collect(&mut local, "m", Duration::from_millis(300)).await;
     assert_eq!(got.len(), 1, "a member on the same node still gets it");
     assert_eq!(a.readyz().await, 200);
 
@@ -145,9 +114,9 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
     }
     assert!(a.metric("myriad_broker_reconnects_total").await.unwrap() >= 1.0);
     // Resubscribed: cross-node delivery resumes for the topic joined before the outage.
-    until_linked(&mut on_a, &jr, &mut [&mut on_b]).await;
+    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b]).await;
     on_a.push(&jr, TOPIC, "m", json!({"after": true})).await;
-    let got = collect(&mut on_b, Duration::from_millis(500)).await;
+    let got = collect(&mut on_b, "m", Duration::from_millis(500)).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0][4]["after"], true);
 }

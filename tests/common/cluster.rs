@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{http_get, metric_value, without_myriad_env, Client};
+use serde_json::{json, Value};
+
+use super::{http_get, metric_value, without_myriad_env, Client, DEADLINE};
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
@@ -171,5 +173,36 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Frames with `event` received until a quiet period.
+pub async fn collect(c: &mut Client, event: &str, quiet: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(v) = c.recv_opt(quiet).await {
+        if v[3] == event {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Push probes on `topic` from `from` until every `to` client saw one:
+/// cross-node subscriptions are set up asynchronously after a join. Drains
+/// the probes afterwards so the real traffic starts clean.
+pub async fn until_linked(from: &mut Client, jr: &str, topic: &str, to: &mut [&mut Client]) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut seen = vec![false; to.len()];
+    while seen.iter().any(|s| !s) {
+        assert!(tokio::time::Instant::now() < deadline, "nodes never linked");
+        from.push(jr, topic, "probe", json!({})).await;
+        for (i, c) in to.iter_mut().enumerate() {
+            while let Some(v) = c.recv_opt(Duration::from_millis(100)).await {
+                seen[i] |= v[3] == "probe";
+            }
+        }
+    }
+    for c in to.iter_mut() {
+        while c.recv_opt(Duration::from_millis(200)).await.is_some() {}
     }
 }

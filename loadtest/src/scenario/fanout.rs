@@ -293,21 +293,11 @@ impl Publisher {
                     }
                 });
                 for seq in 1..=args.messages {
-                    if let Some(iv) = interval {
-                        tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
-                    }
-                    if Instant::now() >= give_up {
-                        rec.error(PUBLISHER, "publisher ran out of time".into());
+                    let Some(body) =
+                        next_message(seq, start, interval, give_up, args.size, rec).await
+                    else {
                         break;
-                    }
-                    let body = payload::encode(
-                        Stamp {
-                            src: PUBLISHER,
-                            seq,
-                            ts: now_us(),
-                        },
-                        args.size,
-                    );
+                    };
                     let text = match protocol {
                         Protocol::Raw => body,
                         Protocol::Phoenix => format!(
@@ -348,21 +338,11 @@ impl Publisher {
             }
             Via::Api { http, url, key } => {
                 for seq in 1..=args.messages {
-                    if let Some(iv) = interval {
-                        tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
-                    }
-                    if Instant::now() >= give_up {
-                        rec.error(PUBLISHER, "publisher ran out of time".into());
+                    let Some(body) =
+                        next_message(seq, start, interval, give_up, args.size, rec).await
+                    else {
                         break;
-                    }
-                    let body = payload::encode(
-                        Stamp {
-                            src: PUBLISHER,
-                            seq,
-                            ts: now_us(),
-                        },
-                        args.size,
-                    );
+                    };
                     let json = format!(
                         r#"{{"topic":{},"event":"msg","payload":{body}}}"#,
                         serde_json::Value::String(self.topic.clone())
@@ -398,6 +378,33 @@ impl Publisher {
             s.phase_start_us = start_us;
         });
     }
+}
+
+/// Wait for message `seq`'s turn (when paced) and stamp it; None once the
+/// run is out of time (counted).
+async fn next_message(
+    seq: u64,
+    start: Instant,
+    interval: Option<Duration>,
+    give_up: Instant,
+    size: usize,
+    rec: &Recorder,
+) -> Option<String> {
+    if let Some(iv) = interval {
+        tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
+    }
+    if Instant::now() >= give_up {
+        rec.error(PUBLISHER, "publisher ran out of time".into());
+        return None;
+    }
+    Some(payload::encode(
+        Stamp {
+            src: PUBLISHER,
+            seq,
+            ts: now_us(),
+        },
+        size,
+    ))
 }
 
 #[cfg(test)]

@@ -239,25 +239,9 @@ impl Link {
     /// connecting): stored if newer than what the ring holds, and delivered to
     /// local members then (they missed it while this node was cut off).
     pub fn warm_history(&self, topic: &str, frame: &str) {
-        let Some((offset, epoch)) = crate::history::parse_ref_slot(frame) else {
-            return;
-        };
-        let Some(route) = self.router.route(topic) else {
-            return;
-        };
-        let ns = &route.namespace;
-        let frame = Utf8Bytes::from(frame.to_owned());
-        self.history.append_sequenced(
-            topic,
-            offset,
-            epoch,
-            frame,
-            ns.history_size,
-            ns.history_ttl,
-            |f| {
-                self.hub.fan_out(topic, &Outbound::Text(f), None);
-            },
-        );
+        if !self.append_history(topic, frame, None) {
+            self.metrics.broker_errors.increment(1);
+        }
     }
 
     /// A sequenced history frame from the backend (every node receives every
@@ -273,20 +257,30 @@ impl Link {
             self.metrics.broker_errors.increment(1);
             return;
         };
-        let Some((offset, epoch)) = crate::history::parse_ref_slot(frame) else {
-            self.metrics.broker_errors.increment(1);
-            return;
-        };
+        // The origin's own publish comes back too: that is when it delivers,
+        // minus the sender under broadcast_from.
         let exclude = (node == self.node)
             .then(|| excl.parse::<SessionId>().ok())
             .flatten();
-        let Some(route) = self.router.route(topic) else {
-            return;
-        };
-        let ns = &route.namespace;
         if node != self.node {
             self.metrics.broker_received.increment(1);
         }
+        if !self.append_history(topic, frame, exclude) {
+            self.metrics.broker_errors.increment(1);
+        }
+    }
+
+    /// Store a cluster-sequenced frame in its ring and deliver it to local
+    /// members if it is new; false when the frame has no offset ref slot.
+    fn append_history(&self, topic: &str, frame: &str, exclude: Option<SessionId>) -> bool {
+        let Some((offset, epoch)) = crate::history::parse_ref_slot(frame) else {
+            return false;
+        };
+        // Topics no namespace routes (config differs between nodes) are not ours.
+        let Some(route) = self.router.route(topic) else {
+            return true;
+        };
+        let ns = &route.namespace;
         let frame = Utf8Bytes::from(frame.to_owned());
         self.history.append_sequenced(
             topic,
@@ -301,6 +295,7 @@ impl Link {
                 self.metrics.fanout_done(&out, started.elapsed());
             },
         );
+        true
     }
 
     /// Deliver a frame that arrived from the backend to local subscribers,
