@@ -3,8 +3,9 @@
 //! [`hub::Hub`] holds this node's subscribers per topic and delivers an
 //! already-encoded frame to their mailboxes. A [`Broker`] is the seam where
 //! publishes leave the node: the in-process [`broker::local::LocalBroker`] hands
-//! them straight to the hub; cluster brokers (Redis, NATS) will also forward
-//! them to other nodes and feed remote publishes into the hub.
+//! them straight to the hub; the cluster broker (`broker::cluster`, with the
+//! `redis` and `nats` links) also forwards them to other nodes and feeds
+//! remote publishes into the hub.
 //!
 //! Nothing here encodes frames or touches sockets; a publish never waits on a
 //! subscriber.
