@@ -368,10 +368,13 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
     let topic = "chat:late";
     let mut pusher = a.client().await;
     let jr = pusher.join_ok(topic).await;
-    for i in 0..5 {
-        pusher.push(&jr, topic, "m", json!({"i": i})).await;
-    }
+    // The sequenced copies come back through Redis, some before the next
+    // push's reply: keep the ones `push` skipped over too.
     let mut seen = Vec::new();
+    for i in 0..5 {
+        let (_, before_reply) = pusher.push(&jr, topic, "m", json!({"i": i})).await;
+        seen.extend(before_reply.iter().filter(|v| v[3] == "m").map(offset_of));
+    }
     while seen.len() < 5 {
         let (v, _) = pusher.recv_until(|v| v[3] == "m").await;
         seen.push(offset_of(&v));
