@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::{collect, until_linked, Backend, Node};
 use serde_json::json;
 
@@ -36,7 +34,7 @@ async fn a_push_on_one_node_reaches_the_other_nodes_once_and_in_order() {
         on_a.push(&jr, TOPIC, "m", json!({"i": i})).await;
     }
     for (name, cl) in [("B", &mut on_b), ("C", &mut on_c)] {
-        let got = collect(cl, "m", Duration::from_millis(500)).await;
+        let got = collect(cl, "m", 50).await;
         let seq: Vec<i64> = got.iter().map(|v| v[4]["i"].as_i64().unwrap()).collect();
         assert_eq!(
             seq,

@@ -176,10 +176,19 @@ impl Drop for Node {
     }
 }
 
-/// Frames with `event` received until a quiet period.
-pub async fn collect(c: &mut Client, event: &str, quiet: Duration) -> Vec<Value> {
+/// Frames with `event`: read until `expected` arrived (or the deadline), then
+/// through a quiet period, so a duplicate or an extra frame would show.
+pub async fn collect(c: &mut Client, event: &str, expected: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut out = Vec::new();
-    while let Some(v) = c.recv_opt(quiet).await {
+    while out.len() < expected && tokio::time::Instant::now() < deadline {
+        if let Some(v) = c.recv_opt(Duration::from_millis(200)).await {
+            if v[3] == event {
+                out.push(v);
+            }
+        }
+    }
+    while let Some(v) = c.recv_opt(Duration::from_millis(300)).await {
         if v[3] == event {
             out.push(v);
         }
