@@ -126,7 +126,12 @@ async fn flood(server: &TestServer) -> (Client, u64) {
 
 fn config(c: &mut myriad::config::Config, policy: SlowConsumerPolicy) {
     c.client_rate = 0;
-    c.mailbox_capacity = 1024;
+    // Healthy readers share two cores with the server and the flood in this
+    // process; 8192 messages of slack keeps them healthy on a loaded CI box.
+    // The stuck reader still overflows: the kernel may only buffer 64 KiB for
+    // it (without socket_send_buffer it would absorb ~4 MiB of the flood).
+    c.mailbox_capacity = 8192;
+    c.socket_send_buffer = 64 * 1024;
     c.mailbox_max_bytes = MAILBOX_BYTES;
     c.slow_consumer = policy;
     c.close_timeout = Duration::from_secs(60);
