@@ -546,8 +546,11 @@ impl Backoff {
 
 /// While the backend is down, publishes for other nodes cannot go anywhere:
 /// drop what is queued (counted) so the queue holds fresh traffic when the
-/// link returns.
+/// link returns. Membership changes are dropped too: the reconnect
+/// resubscribes from the hub's topics, and joins and leaves during a long
+/// outage must not pile up in the (unbounded) change channel.
 pub fn drop_queued(parts: &mut LinkParts) {
+    while parts.changes.try_recv().is_ok() {}
     let mut n = 0u64;
     while parts.out.try_recv().is_ok() {
         n += 1;
@@ -578,6 +581,29 @@ mod tests {
             TIMING,
             queue,
         )
+    }
+
+    #[test]
+    fn an_outage_drops_queued_publishes_and_membership_changes() {
+        let (broker, mut parts) = test_broker(8);
+        let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
+            capacity: 8,
+            max_bytes: 1 << 20,
+            policy: crate::config::SlowConsumerPolicy::Disconnect,
+        }));
+        for t in ["room:a", "room:b", "room:c"] {
+            broker.subscribe(t, 1, Arc::clone(&m));
+            broker.unsubscribe(t, 1);
+        }
+        broker.publish("room:a", Outbound::Text(Utf8Bytes::from("x")), None);
+        drop_queued(&mut parts);
+        assert!(parts.changes.try_recv().is_err(), "changes drained");
+        assert!(parts.out.try_recv().is_err(), "publishes drained");
+        let text = parts.link.metrics.render();
+        assert!(
+            text.contains("myriad_broker_dropped_total{reason=\"disconnected\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
