@@ -14,13 +14,12 @@
 //! the baseline to subtract (pipes stand in for kernel sockets, which the
 //! per-session target excludes).
 
-#![allow(clippy::unwrap_used)] // a benchmark that cannot set up should stop loudly
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use myriad::config::Config;
 use myriad::server::{spawn_stream_session, AppState};
@@ -96,18 +95,18 @@ fn server_frame(text: &str) -> Vec<u8> {
 }
 
 /// Read one server frame; returns its payload length.
-async fn read_frame(c: &mut DuplexStream) -> usize {
+async fn read_frame(c: &mut DuplexStream) -> std::io::Result<usize> {
     let mut h = [0u8; 2];
-    c.read_exact(&mut h).await.unwrap();
+    c.read_exact(&mut h).await?;
     let mut len = (h[1] & 0x7f) as usize;
     if len == 126 {
         let mut ext = [0u8; 2];
-        c.read_exact(&mut ext).await.unwrap();
+        c.read_exact(&mut ext).await?;
         len = u16::from_be_bytes(ext) as usize;
     }
     let mut body = vec![0u8; len];
-    c.read_exact(&mut body).await.unwrap();
-    len
+    c.read_exact(&mut body).await?;
+    Ok(len)
 }
 
 fn join_frame(r: usize, topic: &str) -> String {
@@ -119,7 +118,7 @@ fn reply_frame(r: usize, topic: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config {
         read_buffer_size: args.read_buffer_size,
@@ -127,9 +126,9 @@ async fn main() {
         max_connections: usize::MAX >> 1,
         ..Config::default()
     };
-    config.validate().unwrap();
-    let state = AppState::new(Arc::new(config)).unwrap();
-    let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    config.validate()?;
+    let state = AppState::new(Arc::new(config))?;
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
     let rss_base = rss_kib();
     println!(
         "mode {:?}, {} sessions, {} topics + room:all; RSS at start {} KiB",
@@ -151,15 +150,13 @@ async fn main() {
                     set.spawn(async move {
                         client
                             .write_all(&client_frame(&join_frame(1, &topic)))
-                            .await
-                            .unwrap();
+                            .await?;
                         client
                             .write_all(&client_frame(&join_frame(2, "room:all")))
-                            .await
-                            .unwrap();
-                        read_frame(&mut client).await;
-                        read_frame(&mut client).await;
-                        (k, client, None)
+                            .await?;
+                        read_frame(&mut client).await?;
+                        read_frame(&mut client).await?;
+                        Ok::<_, std::io::Error>((k, client, None))
                     });
                 }
                 Mode::Pipes => {
@@ -167,32 +164,28 @@ async fn main() {
                         let mut server = server;
                         client
                             .write_all(&client_frame(&join_frame(1, &topic)))
-                            .await
-                            .unwrap();
+                            .await?;
                         client
                             .write_all(&client_frame(&join_frame(2, "room:all")))
-                            .await
-                            .unwrap();
+                            .await?;
                         let mut sink = vec![0u8; 128];
-                        let _ = server.read(&mut sink).await.unwrap();
+                        let _ = server.read(&mut sink).await?;
                         server
                             .write_all(&server_frame(&reply_frame(1, &topic)))
-                            .await
-                            .unwrap();
+                            .await?;
                         server
                             .write_all(&server_frame(&reply_frame(2, "room:all")))
-                            .await
-                            .unwrap();
-                        read_frame(&mut client).await;
-                        read_frame(&mut client).await;
-                        (k, client, Some(server))
+                            .await?;
+                        read_frame(&mut client).await?;
+                        read_frame(&mut client).await?;
+                        Ok::<_, std::io::Error>((k, client, Some(server)))
                     });
                 }
             }
         }
         let mut batch: Vec<(usize, DuplexStream, Option<DuplexStream>)> = Vec::with_capacity(n);
         while let Some(r) = set.join_next().await {
-            batch.push(r.unwrap());
+            batch.push(r.context("setup task")?.context("pipe setup")?);
         }
         batch.sort_by_key(|b| b.0);
         for (_, c, server) in batch {
@@ -220,7 +213,7 @@ async fn main() {
         }
     );
     if args.mode == Mode::Pipes {
-        return;
+        return Ok(());
     }
 
     // One broadcast to the million-member topic: time until it sits in every mailbox.
@@ -228,7 +221,7 @@ async fn main() {
         .topics
         .router
         .route("room:all")
-        .unwrap()
+        .context("the default namespaces route room:*")?
         .namespace
         .clone();
     let payload = r#"{"body":"hello, everyone"}"#;
@@ -241,8 +234,7 @@ async fn main() {
         let published = st.topics.publish(&ns, "room:all", "msg", payload, None);
         (published, t.elapsed())
     })
-    .await
-    .unwrap();
+    .await?;
     println!(
         "one broadcast to room:all: {} mailboxes in {:.1} ms ({:.1} M deliveries/s into mailboxes)",
         published.fanout.delivered,
@@ -279,8 +271,7 @@ async fn main() {
             st.topics.publish(&ns, "room:all", "msg", payload, None);
             p.elapsed()
         })
-        .await
-        .unwrap();
+        .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     while read.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -320,4 +311,5 @@ async fn main() {
         took.as_secs_f64()
     );
     println!("peak RSS {} KiB", rss_kib());
+    Ok(())
 }
