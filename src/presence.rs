@@ -192,40 +192,16 @@ impl Presence {
     pub fn apply_remote_diff(&self, node: &str, topic: &str, diff: &Value) {
         let mut remote = self.remote.lock();
         let members = remote.entry(node.to_owned()).or_default();
-        for (key, entry) in diff
-            .get("leaves")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            for meta in entry
-                .get("metas")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let r = meta.get("phx_ref").and_then(Value::as_str);
-                members.retain(|m| !(m.topic == topic && &m.key == key && m.phx_ref() == r));
-            }
+        for (key, meta) in diff_side(diff, "leaves") {
+            let r = meta.get("phx_ref").and_then(Value::as_str);
+            members.retain(|m| !(m.topic == topic && &m.key == key && m.phx_ref() == r));
         }
-        for (key, entry) in diff
-            .get("joins")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            for meta in entry
-                .get("metas")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                members.push(RemoteMember {
-                    topic: topic.to_owned(),
-                    key: key.clone(),
-                    meta: meta.clone(),
-                });
-            }
+        for (key, meta) in diff_side(diff, "joins") {
+            members.push(RemoteMember {
+                topic: topic.to_owned(),
+                key: key.clone(),
+                meta: meta.clone(),
+            });
         }
     }
 
@@ -254,6 +230,22 @@ impl Presence {
             .map(|m| (m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))))
             .collect()
     }
+}
+
+/// Every (key, meta) of one side (`joins` or `leaves`) of a Phoenix diff.
+fn diff_side<'a>(diff: &'a Value, side: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    diff.get(side)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .flat_map(|(key, entry)| {
+            entry
+                .get("metas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |meta| (key, meta))
+        })
 }
 
 fn diff_json(join: Option<(&str, &Value)>, leave: Option<(&str, &Value)>) -> String {
