@@ -16,6 +16,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 OUT="$ROOT/test-output"
 mkdir -p "$OUT"
 step() { printf '\n==> %s\n' "$*"; }
+# A fresh clone gains nothing from incremental caches, and they double the target
+# directory; a full disk shows up as a linker crash (SIGBUS), so say what is free.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h "$ROOT" | tail -1 | awk '{print "disk free under the clone: " $4}'
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=0
