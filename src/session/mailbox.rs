@@ -11,7 +11,7 @@
 //! with its own lock and waiter list), and readiness is level-triggered (a
 //! non-empty queue is ready), so no wake-up can be lost or need re-arming.
 //! A broadcast to a million members costs one lock and at most one wake per
-//! member.
+//! member, and no allocation for a member whose mailbox was empty.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -75,9 +75,56 @@ pub struct MailboxLimits {
     pub policy: SlowConsumerPolicy,
 }
 
+/// FIFO of queued frames whose first element lives inline: a broadcast into an
+/// idle mailbox (the common case of a fan-out) allocates nothing, and the
+/// fan-out's only memory traffic per member is the mailbox itself.
+#[derive(Debug, Default)]
+struct Queue {
+    /// The oldest frame; `None` only when `rest` is empty too.
+    head: Option<Outbound>,
+    rest: VecDeque<Outbound>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push_back(&mut self, msg: Outbound) {
+        if self.head.is_none() {
+            self.head = Some(msg);
+        } else {
+            self.rest.push_back(msg);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Outbound> {
+        let head = self.head.take();
+        self.head = self.rest.pop_front();
+        head
+    }
+
+    /// Move everything, in order, to the back of `into`.
+    fn drain_into(&mut self, into: &mut VecDeque<Outbound>) {
+        if let Some(head) = self.head.take() {
+            into.push_back(head);
+            into.append(&mut self.rest);
+        }
+    }
+
+    /// Drop everything queued and any allocation.
+    fn clear(&mut self) {
+        *self = Queue::default();
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Outbound>,
+    queue: Queue,
     bytes: usize,
     overflowed: bool,
     closed: bool,
@@ -133,7 +180,7 @@ impl Mailbox {
             match self.limits.policy {
                 SlowConsumerPolicy::Disconnect => {
                     st.overflowed = true;
-                    st.queue = VecDeque::new();
+                    st.queue.clear();
                     st.bytes = 0;
                     let waker = st.waker.take();
                     drop(st);
@@ -187,13 +234,14 @@ impl Mailbox {
         Overflowed(self)
     }
 
-    /// Move everything queued into `into` (which must be empty) in one lock.
+    /// Move everything queued to the back of `into` in one lock.
     pub fn drain(&self, into: &mut VecDeque<Outbound>) -> Drained {
         let mut st = self.state.lock();
-        std::mem::swap(&mut st.queue, into);
+        let messages = st.queue.len();
+        st.queue.drain_into(into);
         st.bytes = 0;
         Drained {
-            messages: into.len(),
+            messages,
             overflowed: st.overflowed,
             close_requested: st.close_requested,
         }
@@ -219,7 +267,7 @@ impl Mailbox {
     pub fn close(&self) {
         let mut st = self.state.lock();
         st.closed = true;
-        st.queue = VecDeque::new();
+        st.queue.clear();
         st.bytes = 0;
     }
 
@@ -308,14 +356,7 @@ mod tests {
         assert_eq!(m.push(text("c")), Delivery::DroppedOldest(1));
         let mut q = VecDeque::new();
         m.drain(&mut q);
-        let got: Vec<_> = q
-            .into_iter()
-            .map(|o| match o {
-                Outbound::Text(t) => t.to_string(),
-                Outbound::Binary(_) => unreachable!(),
-            })
-            .collect();
-        assert_eq!(got, ["b", "c"]);
+        assert_eq!(texts(q), ["b", "c"]);
     }
 
     #[test]
@@ -326,6 +367,48 @@ mod tests {
         assert_eq!(m.push(text("efg")), Delivery::DroppedOldest(2));
         assert_eq!(m.push(text("hijkl")), Delivery::DroppedItself);
         assert_eq!(m.depth(), 1);
+    }
+
+    fn texts(q: VecDeque<Outbound>) -> Vec<String> {
+        q.into_iter()
+            .map(|o| match o {
+                Outbound::Text(t) => t.to_string(),
+                Outbound::Binary(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_into_an_idle_mailbox_allocates_nothing() {
+        let m = mailbox(10, 100, SlowConsumerPolicy::Disconnect);
+        assert_eq!(m.push(text("a")), Delivery::Queued);
+        assert_eq!(m.depth(), 1);
+        assert_eq!(
+            m.state.lock().queue.rest.capacity(),
+            0,
+            "first message is inline"
+        );
+        let mut q = VecDeque::new();
+        assert_eq!(m.drain(&mut q).messages, 1);
+        assert_eq!(texts(q), ["a"]);
+        assert_eq!(m.depth(), 0);
+    }
+
+    #[test]
+    fn order_is_kept_across_the_inline_head() {
+        let m = mailbox(10, 100, SlowConsumerPolicy::DropOldest);
+        for t in ["a", "b", "c"] {
+            m.push(text(t));
+        }
+        let mut q = VecDeque::from([text("z")]);
+        assert_eq!(m.drain(&mut q).messages, 3);
+        assert_eq!(texts(q), ["z", "a", "b", "c"]);
+        // Refilled after a drain, the head slot is used again first.
+        m.push(text("d"));
+        m.push(text("e"));
+        let mut q = VecDeque::new();
+        m.drain(&mut q);
+        assert_eq!(texts(q), ["d", "e"]);
     }
 
     #[test]
