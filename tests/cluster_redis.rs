@@ -153,16 +153,17 @@ fn names(state: &Value) -> Vec<String> {
 
 /// Join `topic` with a presence name; returns the presence_state names.
 async fn join_named(c: &mut Client, topic: &str, name: &str) -> Vec<String> {
-    join_named_ref(c, topic, name).await.1
+    names(&join_named_ref(c, topic, name).await.1)
 }
 
-/// Like `join_named`, also returning the join_ref (a leave must carry it).
-async fn join_named_ref(c: &mut Client, topic: &str, name: &str) -> (String, Vec<String>) {
+/// Like `join_named`, returning the join_ref (a leave must carry it) and the
+/// whole presence_state payload.
+async fn join_named_ref(c: &mut Client, topic: &str, name: &str) -> (String, Value) {
     let r = c.next_ref();
     c.send(json!([r, r, topic, "phx_join", {"meta": {"name": name}}]))
         .await;
     let (state, _) = c.recv_until(|v| v[3] == "presence_state").await;
-    (r, names(&state[4]))
+    (r, state[4].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +200,13 @@ async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
     let mut on_c = c.client().await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let (jr, seen) = join_named_ref(&mut on_c, topic, "c").await;
+        let (jr, state) = join_named_ref(&mut on_c, topic, "c").await;
+        let seen = names(&state);
         if seen == ["a", "b", "c"] {
+            // Three anonymous sockets, each its node's first session: three
+            // presence keys, not one key with three metas.
+            let keys = state.as_object().map_or(0, |o| o.len());
+            assert_eq!(keys, 3, "anonymous keys are unique across nodes: {state}");
             break;
         }
         assert!(

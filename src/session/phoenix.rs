@@ -62,6 +62,15 @@ pub struct PhoenixHandler {
     max_topics: usize,
 }
 
+/// The presence key of a connection without a token: session ids are only
+/// unique within a node, so in a cluster the node's id is part of the key.
+fn anonymous_key(node: Option<&str>, session: SessionId) -> String {
+    match node {
+        Some(node) => format!("anon-{node}-{session}"),
+        None => format!("anon-{session}"),
+    }
+}
+
 /// What a channel callback did, with panics turned into a value.
 enum Called<T> {
     Returned(T),
@@ -79,7 +88,9 @@ impl PhoenixHandler {
     ) -> PhoenixHandler {
         PhoenixHandler {
             session,
-            user: identity.user.unwrap_or_else(|| format!("anon-{session}")),
+            user: identity
+                .user
+                .unwrap_or_else(|| anonymous_key(topics.broker.node(), session)),
             allowed: identity.topics,
             mailbox,
             topics,

@@ -484,6 +484,10 @@ impl Broker for ClusterBroker {
         self.link.hub.topic_count()
     }
 
+    fn node(&self) -> Option<&str> {
+        Some(&self.link.node)
+    }
+
     fn is_ready(&self) -> bool {
         self.link.is_connected()
     }

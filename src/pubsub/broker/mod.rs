@@ -43,6 +43,12 @@ pub trait Broker: Send + Sync + 'static {
     ) -> bool {
         false
     }
+    /// This node's id among the cluster's nodes (None on a single node): it
+    /// qualifies names that must not collide across nodes, such as anonymous
+    /// presence keys built from node-local session ids.
+    fn node(&self) -> Option<&str> {
+        None
+    }
     /// Whether the backend is reachable (always true for `local`).
     fn is_ready(&self) -> bool {
         true
