@@ -27,6 +27,10 @@ fn subject(topic: &str) -> String {
     s
 }
 
+/// Presence-sync replies waiting for the link task (one per peer asking, so
+/// rarely more than the cluster's size).
+const CONTROL_REPLY_QUEUE: usize = 64;
+
 /// Run the link until the process ends.
 pub async fn run(url: String, mut parts: LinkParts) {
     let mut backoff = Backoff::default();
@@ -51,14 +55,18 @@ pub async fn run(url: String, mut parts: LinkParts) {
         subscribe(&client, &parts, &mut subs, topic).await;
     }
     // Control messages come in on their own task; replies go out through ours.
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    // Bounded: when replies back up, the control task waits (NATS buffers its
+    // subscription) instead of this node queueing state syncs without limit.
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CONTROL_REPLY_QUEUE);
     match client.subscribe(CONTROL).await {
         Ok(mut sub) => {
             let link = std::sync::Arc::clone(&parts.link);
             tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
                     for reply in link.on_control(&msg.payload) {
-                        let _ = reply_tx.send(reply);
+                        if reply_tx.send(reply).await.is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -93,7 +101,9 @@ pub async fn run(url: String, mut parts: LinkParts) {
             }
             reply = reply_rx.recv() => {
                 if let Some(payload) = reply {
-                    let _ = client.publish(CONTROL, payload.into()).await;
+                    if client.publish(CONTROL, payload.into()).await.is_err() {
+                        parts.link.metrics.broker_errors.increment(1);
+                    }
                 }
             }
             _ = beat.tick() => {
