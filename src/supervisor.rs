@@ -34,16 +34,20 @@ pub struct Supervisor {
 /// The tokens a session watches; cloned into each session.
 #[derive(Clone)]
 pub struct ShutdownSignals {
+    /// Also cancelled by a hard stop.
     pub drain: CancellationToken,
     pub hard_stop: CancellationToken,
 }
 
 impl Supervisor {
     pub fn new(metrics: Arc<Metrics>) -> Supervisor {
+        // A hard stop implies a drain, so an idle session watches the drain
+        // token alone (one cancellation future fewer in every session).
+        let hard_stop = CancellationToken::new();
         Supervisor {
             tracker: TaskTracker::new(),
-            drain: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
+            drain: hard_stop.child_token(),
+            hard_stop,
             next_id: AtomicU64::new(1),
             metrics,
         }
@@ -183,6 +187,18 @@ mod tests {
     fn zero_restarts_escalates_at_once() {
         let mut i = RestartIntensity::new(0, Duration::from_secs(5));
         assert!(i.record(Instant::now()));
+    }
+
+    #[test]
+    fn a_hard_stop_is_also_a_drain() {
+        let sup = Supervisor::new(Metrics::new());
+        let signals = sup.signals();
+        sup.hard_stop.cancel();
+        assert!(
+            signals.drain.is_cancelled(),
+            "sessions watch the drain token alone"
+        );
+        assert!(sup.is_draining());
     }
 
     #[tokio::test]

@@ -224,7 +224,7 @@ where
         loop {
             tokio::select! {
                 biased;
-                _ = signals.hard_stop.cancelled() => return CloseReason::Shutdown,
+                // Fires on a hard stop too (the drain token is its child).
                 _ = signals.drain.cancelled() => return CloseReason::Shutdown,
                 _ = mailbox.ready() => {
                     let drained = mailbox.drain(&mut self.batch);
