@@ -1,7 +1,7 @@
 //! `myriad-load baseline-server`: the bare stack every ratio is measured
 //! against. A minimal tokio-tungstenite server: each connection gets a bounded
-//! queue of shared text frames and one writer that batches (feed, then one
-//! flush); every text frame received goes to every connection (or back to
+//! queue of shared text frames (full: the message is skipped for that
+//! connection) and one writer that batches (feed, then one flush); every text frame received goes to every connection (or back to
 //! its sender with --echo). No protocol, no topics, no supervision: what is
 //! left is the cost of WebSocket framing, syscalls and the scheduler.
 
@@ -19,6 +19,13 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::cli::BaselineArgs;
 
 type Peers = Arc<Mutex<Vec<(u64, mpsc::Sender<Message>)>>>;
+
+fn leave(peers: &Peers, id: u64) {
+    peers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(p, _)| *p != id);
+}
 
 pub async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen)
@@ -47,20 +54,23 @@ pub async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
             let peers = Arc::clone(&peers);
             let (queue, echo) = (args.queue, args.echo);
             tokio::spawn(async move {
+                // Registered before the handshake: a client that has its 101 gets
+                // every later broadcast (what arrives meanwhile waits in its queue).
+                let (tx, mut rx) = mpsc::channel::<Message>(queue.max(1));
+                peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((id, tx.clone()));
                 let config = WebSocketConfig::default()
                     .read_buffer_size(4096)
                     .write_buffer_size(0);
                 let Ok(ws) =
                     tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
                 else {
+                    leave(&peers, id);
                     return;
                 };
                 let (mut sink, mut source) = ws.split();
-                let (tx, mut rx) = mpsc::channel::<Message>(queue.max(1));
-                peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((id, tx.clone()));
                 let writer = tokio::spawn(async move {
                     while let Some(first) = rx.recv().await {
                         if sink.feed(first).await.is_err() {
@@ -92,15 +102,13 @@ pub async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
                             .map(|(_, t)| t.clone())
                             .collect();
                         for t in targets {
-                            // A full queue: that reader is too slow; its writer ends it.
+                            // A full queue: that reader is too slow and misses
+                            // this message (the loader counts it as lost).
                             let _ = t.try_send(msg.clone());
                         }
                     }
                 }
-                peers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|(p, _)| *p != id);
+                leave(&peers, id);
                 drop(tx);
                 writer.abort();
             });

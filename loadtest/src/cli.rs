@@ -59,6 +59,9 @@ pub struct Common {
         default_value = "ws://127.0.0.1:4000/socket/websocket"
     )]
     pub url: String,
+    /// PEM file of CA certificates to trust for wss:// besides the system's (a test server's self-signed certificate, say).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Wire protocol of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Phoenix)]
     pub protocol: Protocol,
@@ -173,7 +176,7 @@ pub struct FanoutArgs {
     /// How the publisher publishes.
     #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
     pub publish_via: PublishVia,
-    /// Broadcast endpoint for --publish-via api [default: the --url's host, /api/broadcast].
+    /// Broadcast endpoint for --publish-via api, plain http [default: the --url's host, /api/broadcast].
     #[arg(long)]
     pub api_url: Option<String>,
     /// API key for --publish-via api (Authorization: Bearer).
@@ -240,7 +243,7 @@ pub struct BaselineArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4100")]
     pub listen: String,
-    /// Per-connection outbound queue (messages); a full queue drops the connection.
+    /// Per-connection outbound queue (messages); a connection whose queue is full misses the message.
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
     /// Echo each frame to its sender only instead of broadcasting.

@@ -1,22 +1,26 @@
 //! One load connection: TCP connect (optionally from a chosen source address),
-//! the WebSocket handshake, and the two wire dialects: Phoenix Channels V2
+//! TLS for `wss://` (through `transport`), the WebSocket handshake, and the two
+//! wire dialects: Phoenix Channels V2
 //! frames and raw text frames. Owns nothing about scenarios: it sends what it
 //! is told and hands back what arrived.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thiserror::Error;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use url::Url;
+
+use crate::transport::{self, Stream, TlsTarget};
 
 /// The wire dialect of the target server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -34,6 +38,13 @@ pub enum ClientError {
     Url(String, String),
     #[error("tcp connect to {addr}: {source}")]
     Tcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("tls: {0}")]
+    TlsSetup(#[from] transport::TlsSetupError),
+    #[error("tls handshake with {addr}: {source}")]
+    Tls {
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -59,6 +70,16 @@ impl ClientError {
                 Some(99) => "tcp: no free source port (EADDRNOTAVAIL)".into(),
                 _ => format!("tcp: {}", source.kind()),
             },
+            ClientError::TlsSetup(_) => "tls setup".into(),
+            ClientError::Tls { source, .. } => match source.get_ref() {
+                Some(inner) => match inner.downcast_ref::<rustls::Error>() {
+                    Some(rustls::Error::InvalidCertificate(_)) => {
+                        "tls: certificate rejected".into()
+                    }
+                    _ => "tls handshake failed".into(),
+                },
+                None => "tls handshake failed".into(),
+            },
             ClientError::Handshake(tungstenite::Error::Http(resp)) => {
                 format!("http {}", resp.status().as_u16())
             }
@@ -81,32 +102,40 @@ pub struct Target {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub timeout: Duration,
+    /// Set for `wss://`.
+    pub tls: Option<TlsTarget>,
 }
 
 impl Target {
     /// Resolve the URL; for Phoenix, add `vsn=2.0.0` when the URL lacks it.
+    /// `wss://` trusts the system's roots plus `tls_ca` (a PEM file).
     pub fn new(
         url: &str,
         protocol: Protocol,
         token: Option<&str>,
         timeout: Duration,
+        tls_ca: Option<&Path>,
     ) -> Result<Target, ClientError> {
         let mut url = Url::parse(url).map_err(|e| ClientError::Url(url.into(), e.to_string()))?;
-        match url.scheme() {
-            "ws" => {}
+        let tls = match url.scheme() {
+            "ws" => None,
             "wss" => {
-                return Err(ClientError::Url(
-                    url.to_string(),
-                    "wss:// is not supported yet; put a plain ws:// listener in front".into(),
-                ))
+                let host = url
+                    .host_str()
+                    .ok_or_else(|| ClientError::Url(url.to_string(), "no host".into()))?;
+                let config = transport::client_config(tls_ca)?;
+                Some(
+                    TlsTarget::new(config, host)
+                        .map_err(|e| ClientError::Url(url.to_string(), e))?,
+                )
             }
             other => {
                 return Err(ClientError::Url(
                     url.to_string(),
-                    format!("scheme {other:?} is not ws://"),
+                    format!("scheme {other:?} is neither ws:// nor wss://"),
                 ))
             }
-        }
+        };
         if protocol == Protocol::Phoenix && !url.query_pairs().any(|(k, _)| k == "vsn") {
             url.query_pairs_mut().append_pair("vsn", "2.0.0");
         }
@@ -124,6 +153,7 @@ impl Target {
             addr,
             protocol,
             timeout,
+            tls,
         })
     }
 }
@@ -138,7 +168,7 @@ fn ws_config() -> WebSocketConfig {
 
 /// An open connection.
 pub struct Conn {
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<Stream>,
     pub protocol: Protocol,
     next_ref: u64,
 }
@@ -220,6 +250,16 @@ pub async fn connect(
                 addr: target.addr,
                 source,
             })?;
+        let stream = match &target.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls
+                .connect(stream)
+                .await
+                .map_err(|source| ClientError::Tls {
+                    addr: target.addr,
+                    source,
+                })?,
+        };
         let mut request = target
             .url
             .as_str()
@@ -442,6 +482,7 @@ mod tests {
             Protocol::Phoenix,
             Some("a b"),
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert_eq!(t.url.query(), Some("vsn=2.0.0&token=a+b"));
@@ -450,9 +491,21 @@ mod tests {
             Protocol::Raw,
             None,
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         assert_eq!(t.url.query(), None);
-        assert!(Target::new("wss://x/", Protocol::Raw, None, Duration::from_secs(1)).is_err());
+        assert!(t.tls.is_none());
+        let err = Target::new(
+            "http://x/",
+            Protocol::Raw,
+            None,
+            Duration::from_secs(1),
+            None,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("neither ws:// nor wss://"), "{err}");
     }
 }

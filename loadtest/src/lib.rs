@@ -34,4 +34,5 @@ pub mod run;
 pub mod scenario;
 pub mod slo;
 pub mod stats;
+pub mod transport;
 pub mod workers;

@@ -1,5 +1,5 @@
-//! myriad-load: parse, run, print, exit (0 ok, 1 unexpected loss or SLO
-//! violated, 2 usage or setup error).
+//! myriad-load: parse, run, print, exit (0 ok, 1 unexpected loss, no
+//! connection succeeded or SLO violated, 2 usage or setup error).
 
 use clap::Parser;
 use myriad_load::cli::{Cli, Command};

@@ -43,6 +43,7 @@ fn targets(cli: &Cli) -> anyhow::Result<Vec<Target>> {
             c.protocol,
             c.token.as_deref(),
             c.connect_timeout,
+            c.tls_ca.as_deref(),
         )?);
     }
     if out.is_empty() {

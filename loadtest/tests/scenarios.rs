@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot set up should fail loudly
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 
@@ -88,6 +88,18 @@ fn fig(doc: &Value, key: &str) -> u64 {
     doc["figures"][key]
         .as_u64()
         .unwrap_or_else(|| panic!("figure {key} missing in {doc:#}"))
+}
+
+/// The run passed and every receiver got every message.
+fn assert_delivered_all(out: &Output, doc: &Value, expected: u64) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fig(doc, "delivered"), expected);
+    assert_eq!(fig(doc, "lost"), 0);
 }
 
 fn url(s: &Server) -> String {
@@ -441,14 +453,7 @@ async fn raw_protocol_against_the_baseline_server() {
         "500",
     ])
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(fig(&doc, "delivered"), 100 * 200);
-    assert_eq!(fig(&doc, "lost"), 0);
+    assert_delivered_all(&out, &doc, 100 * 200);
     let _ = server.kill().await;
 }
 
@@ -545,4 +550,161 @@ async fn connections_spread_round_robin_over_several_urls() {
             .and_then(|(_, v)| v.parse::<f64>().ok());
         assert_eq!(opened, Some(20.0), "each server gets half");
     }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 it signed, from the
+/// openssl CLI (scripts/test.sh installs it): (CA PEM, certificate PEM, key PEM).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "1", "-subj", "/CN=myriad-load test CA"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-out", "server.csr"])
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        path("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+/// A TLS terminator in front of `backend`, as nginx is in deploy/: returns
+/// its address.
+async fn tls_terminator(cert: &Path, key: &Path, backend: SocketAddr) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_targets_speak_tls_and_trust_the_given_ca() {
+    let s = myriad(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let tls = tls_terminator(&cert, &key, s.public).await;
+    let wss = format!("wss://{tls}/socket/websocket");
+    let ca = ca.to_str().unwrap();
+    let (out, doc) = load(&[
+        "fanout",
+        "--url",
+        &wss,
+        "--tls-ca",
+        ca,
+        "-n",
+        "100",
+        "-k",
+        "20",
+        "--publish-rate",
+        "200",
+        "--topic",
+        "room:tls",
+    ])
+    .await;
+    assert_delivered_all(&out, &doc, 20 * 100);
+
+    // Without the test CA the certificate is refused, and said so.
+    let (out, doc) = load(&[
+        "connect",
+        "--url",
+        &wss,
+        "-n",
+        "5",
+        "--duration",
+        "1s",
+        "--rate",
+        "100",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(fig(&doc, "connects_ok"), 0, "{stdout}");
+    assert_eq!(fig(&doc, "connect_errors"), 5, "{stdout}");
+    assert!(stdout.contains("tls: certificate rejected"), "{stdout}");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a run that could not connect fails"
+    );
 }

@@ -145,9 +145,16 @@ impl Report {
         self.stats.lost > 0 || self.stats.duplicated > 0 || self.stats.reordered > 0
     }
 
-    /// Exit status: 0 fine, 1 unexpected loss or an SLO violated.
+    /// Every connection attempt failed: the run measured nothing (a wrong URL,
+    /// an untrusted certificate, a server that is down).
+    pub fn nothing_connected(&self) -> bool {
+        self.stats.connects_ok == 0 && self.stats.connect_errors > 0
+    }
+
+    /// Exit status: 0 fine, 1 unexpected loss, nothing connected, or an SLO
+    /// violated.
     pub fn exit_code(&self) -> i32 {
-        if self.unexpected_damage() || !self.violations.is_empty() {
+        if self.unexpected_damage() || self.nothing_connected() || !self.violations.is_empty() {
             1
         } else {
             0
@@ -219,6 +226,11 @@ mod tests {
         r.stats.lost = 1;
         assert_eq!(r.exit_code(), 1);
         assert!(summary::render(&r).contains("FAIL: unexpected loss"));
+        let mut down = sample_report();
+        down.stats.connects_ok = 0;
+        down.stats.connect_errors = 3;
+        assert_eq!(down.exit_code(), 1);
+        assert!(summary::render(&down).contains("FAIL: no connection succeeded"));
         let dir = std::env::temp_dir().join(format!("myriad-load-report-{}", std::process::id()));
         markdown::write(&r, &dir).unwrap();
         assert!(std::fs::read_to_string(dir.join(plots::THROUGHPUT))

@@ -102,6 +102,9 @@ pub fn render(r: &Report) -> String {
     if r.unexpected_damage() {
         let _ = writeln!(out, "FAIL: unexpected loss, duplicates or reordering");
     }
+    if r.nothing_connected() {
+        let _ = writeln!(out, "FAIL: no connection succeeded (see the errors above)");
+    }
     for v in &r.violations {
         let _ = writeln!(
             out,

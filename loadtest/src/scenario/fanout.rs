@@ -254,6 +254,12 @@ impl Publisher {
                         u.to_string()
                     }
                 };
+                if url.starts_with("https:") {
+                    anyhow::bail!(
+                        "--publish-via api: the HTTP publisher speaks plain http only; \
+                         give --api-url http://... (a node's own port behind the TLS terminator)"
+                    );
+                }
                 Via::Api {
                     http: reqwest::Client::new(),
                     url,
