@@ -86,18 +86,15 @@ pub fn new_mailbox(config: &Config) -> Arc<Mailbox> {
 /// Counts the session in and out: gauge, registry, open/close log lines and the
 /// close-reason counter. Dropped on every exit path, panics included.
 struct SessionGuard {
-    id: SessionId,
-    peer: SocketAddr,
-    endpoint: Endpoint,
+    /// The session's identity and shared handles, owned here (not copied) so
+    /// every idle session holds them once.
+    spec: SessionSpec,
     started: Instant,
-    metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
-    mailbox: Arc<Mailbox>,
     reason: Option<CloseReason>,
 }
 
 impl SessionGuard {
-    fn open(spec: &SessionSpec) -> SessionGuard {
+    fn open(spec: SessionSpec) -> SessionGuard {
         spec.metrics.sessions_active.increment(1.0);
         spec.metrics.session_opened(spec.endpoint);
         spec.registry.insert(
@@ -111,13 +108,8 @@ impl SessionGuard {
         );
         tracing::info!(session = spec.id, peer = %spec.peer, endpoint = spec.endpoint.label(), "session opened");
         SessionGuard {
-            id: spec.id,
-            peer: spec.peer,
-            endpoint: spec.endpoint,
+            spec,
             started: Instant::now(),
-            metrics: Arc::clone(&spec.metrics),
-            registry: Arc::clone(&spec.registry),
-            mailbox: Arc::clone(&spec.mailbox),
             reason: None,
         }
     }
@@ -126,27 +118,28 @@ impl SessionGuard {
 impl SessionGuard {
     fn decided(&mut self, reason: CloseReason) {
         self.reason = Some(reason);
-        self.metrics.session_closed(reason);
+        self.spec.metrics.session_closed(reason);
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         // No reason recorded means the session future unwound from a panic.
+        let spec = &self.spec;
         let reason = match self.reason {
             Some(reason) => reason,
             None => {
-                self.metrics.session_closed(CloseReason::SessionPanic);
+                spec.metrics.session_closed(CloseReason::SessionPanic);
                 CloseReason::SessionPanic
             }
         };
-        self.mailbox.close();
-        self.registry.remove(self.id);
-        self.metrics.sessions_active.decrement(1.0);
+        spec.mailbox.close();
+        spec.registry.remove(spec.id);
+        spec.metrics.sessions_active.decrement(1.0);
         tracing::info!(
-            session = self.id,
-            peer = %self.peer,
-            endpoint = self.endpoint.label(),
+            session = spec.id,
+            peer = %spec.peer,
+            endpoint = spec.endpoint.label(),
             duration_ms = self.started.elapsed().as_millis() as u64,
             reason = reason.label(),
             "session closed"
@@ -167,10 +160,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: FrameHandler,
 {
-    let mut guard = SessionGuard::open(&spec);
     let mut session = Session {
         ws,
-        spec,
+        guard: SessionGuard::open(spec),
         out: Vec::new(),
         batch: VecDeque::new(),
     };
@@ -179,7 +171,7 @@ where
         let reason = session.serve(&mut handler).await;
         // Counted when decided, not when the close handshake ends: a stuck client
         // can hold the handshake for close_timeout.
-        guard.decided(reason);
+        session.guard.decided(reason);
         Box::pin(session.close(reason)).await;
         // `handler` drops after this: its guard leaves every topic.
         drop(handler);
@@ -188,7 +180,8 @@ where
 
 struct Session<S> {
     ws: WebSocketStream<S>,
-    spec: SessionSpec,
+    /// The spec, and the cleanup when the session ends however it ends.
+    guard: SessionGuard,
     /// Frames the handler produced for this client (replies, pushes).
     out: Vec<Outbound>,
     /// Frames taken from the mailbox for the current write.
@@ -203,9 +196,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
-        let idle = self.spec.config.idle_timeout;
+        let idle = self.guard.spec.config.idle_timeout;
         let idle_enabled = !idle.is_zero();
-        let expires_at = self.spec.expires_at;
+        let expires_at = self.guard.spec.expires_at;
         // One timer serves both the idle timeout and token expiry.
         let next_deadline = |last_in: Instant| {
             let idle_at = if idle_enabled {
@@ -218,8 +211,8 @@ where
         let mut last_in = Instant::now();
         let sleep = tokio::time::sleep_until(next_deadline(last_in));
         tokio::pin!(sleep);
-        let signals = self.spec.signals.clone();
-        let mailbox = Arc::clone(&self.spec.mailbox);
+        let signals = self.guard.spec.signals.clone();
+        let mailbox = Arc::clone(&self.guard.spec.mailbox);
 
         loop {
             tokio::select! {
@@ -235,7 +228,7 @@ where
                         return reason;
                     }
                     if drained.messages > 0 {
-                        self.spec.metrics.mailbox_depth.record(drained.messages as f64);
+                        self.guard.spec.metrics.mailbox_depth.record(drained.messages as f64);
                         // Boxed: the write's state (timers, overflow watch) would
                         // otherwise be inlined into every idle session's future.
                         if let Err(reason) = Box::pin(self.write_batch()).await {
@@ -275,7 +268,7 @@ where
         handler: &mut H,
         msg: Message,
     ) -> Result<(), CloseReason> {
-        let metrics = &self.spec.metrics;
+        let metrics = &self.guard.spec.metrics;
         let result = match msg {
             Message::Text(text) => {
                 metrics.messages_in.increment(1);
@@ -296,7 +289,7 @@ where
             Ok(outcome) => outcome,
             Err(panic) => {
                 metrics.session_panics.increment(1);
-                tracing::error!(session = self.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
+                tracing::error!(session = self.guard.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
                 self.out.clear();
                 return Err(CloseReason::SessionPanic);
             }
@@ -328,13 +321,13 @@ where
             ws.flush().await?;
             Ok::<_, WsError>((messages, bytes))
         };
-        let mailbox = &self.spec.mailbox;
+        let mailbox = &self.guard.spec.mailbox;
         let overflow = mailbox.overflowed();
         let result = tokio::select! {
             biased;
-            _ = self.spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
+            _ = self.guard.spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
             _ = overflow => return Err(CloseReason::SlowConsumer),
-            result = tokio::time::timeout(self.spec.config.write_timeout, write) => result,
+            result = tokio::time::timeout(self.guard.spec.config.write_timeout, write) => result,
         };
         // Keep a burst's allocation from pinning memory in an idle session.
         if self.batch.capacity() > 64 {
@@ -342,8 +335,8 @@ where
         }
         match result {
             Ok(Ok((messages, bytes))) => {
-                self.spec.metrics.messages_out.increment(messages);
-                self.spec.metrics.bytes_out.increment(bytes);
+                self.guard.spec.metrics.messages_out.increment(messages);
+                self.guard.spec.metrics.bytes_out.increment(bytes);
                 Ok(())
             }
             Ok(Err(_)) => Err(CloseReason::ConnectionLost),
@@ -352,7 +345,7 @@ where
     }
 
     fn read_error(&self, err: WsError) -> CloseReason {
-        let metrics = &self.spec.metrics;
+        let metrics = &self.guard.spec.metrics;
         match err {
             WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClosed,
             WsError::Io(_) => CloseReason::ConnectionLost,
@@ -374,8 +367,8 @@ where
     /// Send the close frame for `reason` (if any) and wait briefly for the
     /// client's answer, so the client sees the code rather than a reset.
     async fn close(&mut self, reason: CloseReason) {
-        let timeout = self.spec.config.close_timeout;
-        let hard_stop = self.spec.signals.hard_stop.clone();
+        let timeout = self.guard.spec.config.close_timeout;
+        let hard_stop = self.guard.spec.signals.hard_stop.clone();
         if hard_stop.is_cancelled() {
             return;
         }
