@@ -41,7 +41,7 @@ pub enum ClientError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("tls: {0}")]
+    #[error(transparent)]
     TlsSetup(#[from] transport::TlsSetupError),
     #[error("tls handshake with {addr}: {source}")]
     Tls {
