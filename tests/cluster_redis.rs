@@ -410,3 +410,58 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
     }
     assert_eq!(replayed, [3, 4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_with_the_cluster_wide_history_offset() {
+    let redis = Backend::redis();
+    let url = redis.url();
+    let args = [
+        "--broker",
+        "redis",
+        "--broker-url",
+        url.as_str(),
+        "--api-keys",
+        "cluster-key",
+    ];
+    let (a, b) = (Node::spawn(&args), Node::spawn(&args));
+    for n in [&a, &b] {
+        assert!(
+            poll_until(DEADLINE, || async {
+                n.metric("myriad_broker_connected").await == Some(1.0)
+            })
+            .await
+        );
+    }
+    let topic = "chat:api-offsets";
+    let mut listener = b.client().await;
+    listener.join_ok(topic).await;
+    let http = reqwest::Client::new();
+    let mut answered = Vec::new();
+    for (node, i) in [(&a, 0), (&b, 1), (&a, 2)] {
+        let resp = http
+            .post(format!("http://{}/api/broadcast", node.public))
+            .header("authorization", "Bearer cluster-key")
+            .header("content-type", "application/json")
+            .body(json!({"topic": topic, "event": "m", "payload": {"i": i}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        answered.push(body["offset"].as_u64().unwrap_or_else(|| panic!("{body}")));
+    }
+    assert_eq!(
+        answered,
+        [1, 2, 3],
+        "offsets from Redis, whichever node is asked"
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (v, _) = listener.recv_until(|v| v[3] == "m").await;
+        seen.push(offset_of(&v).0);
+    }
+    assert_eq!(
+        seen, answered,
+        "the frames carry the offsets the API answered"
+    );
+}

@@ -4,6 +4,7 @@
 //! always agree.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Broker, FanOut, SessionId};
 use crate::channel::ChannelRouter;
@@ -12,6 +13,11 @@ use crate::history::History;
 use crate::presence::Presence;
 use crate::protocol::encode;
 use crate::session::mailbox::Outbound;
+
+/// How long the HTTP API waits for the cluster to assign a history offset
+/// (one broker round trip; past this the answer carries no offset, the
+/// publish itself still goes through).
+const HISTORY_ACK_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Topics {
     pub router: ChannelRouter,
@@ -45,6 +51,10 @@ impl Topics {
 
     /// Broadcast `event` with raw JSON `payload` on `topic`, encoded once; on a
     /// history namespace the frame's ref slot carries `"<offset>:<epoch>"`.
+    ///
+    /// In a Redis cluster the broker sequences history publishes (one offset
+    /// order for every node) and delivery happens when the sequenced frame
+    /// comes back: the offset is not known here (see `publish_acked`).
     pub fn publish(
         &self,
         ns: &NamespaceConfig,
@@ -53,16 +63,61 @@ impl Topics {
         payload: &str,
         exclude: Option<SessionId>,
     ) -> Published {
-        if ns.history_size > 0 {
-            // In a Redis cluster the broker sequences history publishes (one
-            // offset order for every node) and delivery happens when the
-            // sequenced frame comes back; the offset is not known here.
-            if self
+        if ns.history_size > 0
+            && self
                 .broker
-                .sequence_history(topic, event, payload, ns.history_size, exclude)
-            {
-                return Published::default();
+                .sequence_history(topic, event, payload, ns.history_size, exclude, None)
+        {
+            return Published::default();
+        }
+        self.publish_here(ns, topic, event, payload, exclude)
+    }
+
+    /// `publish` for callers that may wait (the HTTP API): when the cluster
+    /// sequences the publish, wait up to `HISTORY_ACK_WAIT` for the offset it
+    /// assigned. `None` when it does not come (an outage lost the publish, or
+    /// the broker is slower than that).
+    pub async fn publish_acked(
+        &self,
+        ns: &NamespaceConfig,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        exclude: Option<SessionId>,
+    ) -> Published {
+        if ns.history_size > 0 {
+            let (ack, offset) = tokio::sync::oneshot::channel();
+            if self.broker.sequence_history(
+                topic,
+                event,
+                payload,
+                ns.history_size,
+                exclude,
+                Some(ack),
+            ) {
+                let offset = tokio::time::timeout(HISTORY_ACK_WAIT, offset)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                return Published {
+                    offset,
+                    fanout: FanOut::default(),
+                };
             }
+        }
+        self.publish_here(ns, topic, event, payload, exclude)
+    }
+
+    /// Sequence (on a history namespace) and fan out on this node.
+    fn publish_here(
+        &self,
+        ns: &NamespaceConfig,
+        topic: &str,
+        event: &str,
+        payload: &str,
+        exclude: Option<SessionId>,
+    ) -> Published {
+        if ns.history_size > 0 {
             let mut fanout = FanOut::default();
             let offset = self.history.publish(
                 topic,

@@ -173,9 +173,11 @@ pub struct BroadcastRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BroadcastResponse {
-    /// Local mailboxes the broadcast was queued in.
+    /// Local mailboxes the broadcast was queued in (0 for a history publish
+    /// the Redis cluster sequences: it is delivered when it comes back).
     delivered: usize,
-    /// The history offset, on namespaces that keep history.
+    /// The history offset, on namespaces that keep history (cluster-wide with
+    /// the Redis broker; null if the cluster did not answer within 2 s).
     offset: Option<u64>,
 }
 
@@ -202,7 +204,8 @@ async fn broadcast(
     let route = route_of(&state, topic)?;
     let published = state
         .topics
-        .publish(&route.namespace, topic, event, &payload, None);
+        .publish_acked(&route.namespace, topic, event, &payload, None)
+        .await;
     Ok(Json(BroadcastResponse {
         delivered: published.fanout.delivered,
         offset: published.offset,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::Broker;
+use super::{Broker, HistoryAck};
 use crate::channel::ChannelRouter;
 use crate::history::History;
 use crate::metrics::Metrics;
@@ -45,6 +45,8 @@ pub enum Envelope {
         suffix: String,
         size: usize,
         exclude: Option<SessionId>,
+        /// Told the assigned offset (the HTTP API's answer).
+        ack: Option<HistoryAck>,
     },
 }
 
@@ -436,6 +438,7 @@ impl Broker for ClusterBroker {
         payload: &str,
         history_size: usize,
         exclude: Option<SessionId>,
+        ack: Option<HistoryAck>,
     ) -> bool {
         if !self.link.sequences_history || !self.link.is_connected() {
             return false;
@@ -455,6 +458,7 @@ impl Broker for ClusterBroker {
             suffix: suffix.to_owned(),
             size: history_size,
             exclude,
+            ack,
         };
         match self.out.try_send(env) {
             Ok(()) => {

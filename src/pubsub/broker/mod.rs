@@ -17,6 +17,9 @@ use std::sync::Arc;
 use super::{FanOut, SessionId};
 use crate::session::mailbox::{Mailbox, Outbound};
 
+/// Where a cluster-sequenced history publish reports its offset.
+pub type HistoryAck = tokio::sync::oneshot::Sender<u64>;
+
 pub trait Broker: Send + Sync + 'static {
     /// `session` receives every later publish on `topic` in `mailbox`.
     fn subscribe(&self, topic: &str, session: SessionId, mailbox: Arc<Mailbox>);
@@ -32,7 +35,8 @@ pub trait Broker: Send + Sync + 'static {
     fn presence_changed(&self, _topic: &str, _diff: &str) {}
     /// Hand a history-namespace publish to the cluster to be sequenced;
     /// false when this broker does not (or cannot now), and the node
-    /// sequences it locally.
+    /// sequences it locally. `ack`, when given, receives the offset the
+    /// cluster assigned (it is dropped if the publish is lost to an outage).
     fn sequence_history(
         &self,
         _topic: &str,
@@ -40,6 +44,7 @@ pub trait Broker: Send + Sync + 'static {
         _payload: &str,
         _history_size: usize,
         _exclude: Option<SessionId>,
+        _ack: Option<HistoryAck>,
     ) -> bool {
         false
     }

@@ -178,8 +178,8 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                     Envelope::Control(payload) => {
                         let _: i64 = publisher.publish(CONTROL, payload).await?;
                     }
-                    Envelope::History { topic, prefix, suffix, size, exclude } => {
-                        let _: i64 = sequence
+                    Envelope::History { topic, prefix, suffix, size, exclude, ack } => {
+                        let offset: u64 = sequence
                             .key(format!("myriad-seq:{{{topic}}}"))
                             .key(format!("myriad-epoch:{{{topic}}}"))
                             .key(format!("myriad-stream:{{{topic}}}"))
@@ -191,6 +191,10 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                             .arg(suffix)
                             .invoke_async(&mut publisher)
                             .await?;
+                        if let Some(ack) = ack {
+                            // The publisher may have given up waiting: nothing to tell.
+                            let _ = ack.send(offset);
+                        }
                         parts.link.metrics.broker_published.increment(1);
                     }
                 }
