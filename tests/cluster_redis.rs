@@ -103,10 +103,7 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
     let _redis = Backend::redis_on(port);
     for node in [&a, &b] {
         assert!(
-            poll_until(Duration::from_secs(15), || async {
-                node.metric("myriad_broker_connected").await == Some(1.0)
-            })
-            .await,
+            node.broker_connected(Duration::from_secs(15)).await,
             "the node reconnects after Redis returns"
         );
     }
@@ -282,12 +279,7 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
     ];
     let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
     for n in [&a, &b, &c] {
-        assert!(
-            poll_until(DEADLINE, || async {
-                n.metric("myriad_broker_connected").await == Some(1.0)
-            })
-            .await
-        );
+        assert!(n.broker_connected(DEADLINE).await);
     }
     let topic = "chat:history";
     let mut listener = a.client().await;
@@ -363,12 +355,7 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
         "0",
     ];
     let a = Node::spawn(&args);
-    assert!(
-        poll_until(DEADLINE, || async {
-            a.metric("myriad_broker_connected").await == Some(1.0)
-        })
-        .await
-    );
+    assert!(a.broker_connected(DEADLINE).await);
     let topic = "chat:late";
     let mut pusher = a.client().await;
     let jr = pusher.join_ok(topic).await;
@@ -388,12 +375,7 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
     // Node C did not exist while those were published: it reads the stream
     // when its broker link comes up.
     let c = Node::spawn(&args);
-    assert!(
-        poll_until(DEADLINE, || async {
-            c.metric("myriad_broker_connected").await == Some(1.0)
-        })
-        .await
-    );
+    assert!(c.broker_connected(DEADLINE).await);
     let mut late = c.client().await;
     let r = late.next_ref();
     late.send(json!([r, r, topic, "phx_join", {"since": {"offset": 2, "epoch": epoch}}]))
@@ -425,12 +407,7 @@ async fn the_api_answers_with_the_cluster_wide_history_offset() {
     ];
     let (a, b) = (Node::spawn(&args), Node::spawn(&args));
     for n in [&a, &b] {
-        assert!(
-            poll_until(DEADLINE, || async {
-                n.metric("myriad_broker_connected").await == Some(1.0)
-            })
-            .await
-        );
+        assert!(n.broker_connected(DEADLINE).await);
     }
     let topic = "chat:api-offsets";
     let mut listener = b.client().await;

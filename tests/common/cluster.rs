@@ -160,6 +160,14 @@ impl Node {
         metric_value(&text, name)
     }
 
+    /// Wait (up to `within`) until the node's broker link is up.
+    pub async fn broker_connected(&self, within: Duration) -> bool {
+        super::poll_until(within, || async {
+            self.metric("myriad_broker_connected").await == Some(1.0)
+        })
+        .await
+    }
+
     pub async fn readyz(&self) -> u16 {
         http_get(&format!("http://{}/readyz", self.admin)).await.0
     }
