@@ -11,7 +11,7 @@
 //! nothing here does I/O.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -510,7 +510,7 @@ fn node_id() -> String {
 /// does not reconnect in lockstep after the broker returns.
 pub struct Backoff {
     attempt: u32,
-    seed: AtomicU64,
+    seed: u64,
 }
 
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -523,16 +523,18 @@ impl Default for Backoff {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15)
             | 1;
-        Backoff {
-            attempt: 0,
-            seed: AtomicU64::new(seed),
-        }
+        Backoff { attempt: 0, seed }
     }
 }
 
 impl Backoff {
-    pub fn reset(&mut self) {
-        self.attempt = 0;
+    /// The wait after a link failed: a link that had come up starts over from
+    /// the shortest step, one that never came up keeps growing it.
+    pub fn after_failure(&mut self, was_connected: bool) -> Duration {
+        if was_connected {
+            self.attempt = 0;
+        }
+        self.next_wait()
     }
 
     /// The next wait.
@@ -542,11 +544,11 @@ impl Backoff {
             .min(BACKOFF_MAX);
         self.attempt = self.attempt.saturating_add(1);
         // xorshift64: jitter only, no need for a CSPRNG.
-        let mut x = self.seed.load(Ordering::Relaxed);
+        let mut x = self.seed;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        self.seed.store(x, Ordering::Relaxed);
+        self.seed = x;
         let frac = 0.5 + (x % 1000) as f64 / 2000.0;
         step.mul_f64(frac)
     }
@@ -620,8 +622,14 @@ mod tests {
         let waits: Vec<Duration> = (0..10).map(|_| b.next_wait()).collect();
         assert!(waits[0] >= BACKOFF_START / 2 && waits[0] <= BACKOFF_START);
         assert!(waits[9] >= BACKOFF_MAX / 2 && waits[9] <= BACKOFF_MAX);
-        b.reset();
-        assert!(b.next_wait() <= BACKOFF_START);
+        assert!(
+            b.after_failure(false) >= BACKOFF_MAX / 2,
+            "a link that never came up"
+        );
+        assert!(
+            b.after_failure(true) <= BACKOFF_START,
+            "a link that was up starts over"
+        );
     }
 
     #[test]

@@ -77,12 +77,12 @@ pub async fn run(url: String, mut parts: LinkParts) {
         match session(&client, &mut parts).await {
             Ok(()) => return,
             Err(err) => {
-                parts.link.set_connected(false);
                 parts.link.metrics.broker_errors.increment(1);
                 tracing::debug!(error = %err, "redis link failed");
             }
         }
-        let wait = backoff.next_wait();
+        let wait = backoff.after_failure(parts.link.is_connected());
+        parts.link.set_connected(false);
         let until = tokio::time::Instant::now() + wait;
         // Keep the queue from filling with traffic that cannot be sent.
         while tokio::time::Instant::now() < until {
@@ -93,10 +93,6 @@ pub async fn run(url: String, mut parts: LinkParts) {
             .await;
         }
         parts.link.metrics.broker_reconnects.increment(1);
-        // A success resets the back-off only once a session was established.
-        if parts.link.is_connected() {
-            backoff.reset();
-        }
     }
 }
 
