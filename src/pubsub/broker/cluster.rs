@@ -391,11 +391,18 @@ impl ClusterBroker {
 }
 
 impl ClusterBroker {
-    fn enqueue(&self, env: Envelope) {
+    /// Queue for the link task; false (counted) when the queue is full.
+    fn enqueue(&self, env: Envelope) -> bool {
         let m = &self.link.metrics;
         match self.out.try_send(env) {
-            Ok(()) => m.broker_queue_depth.increment(1.0),
-            Err(_) => m.broker_dropped_queue_full.increment(1),
+            Ok(()) => {
+                m.broker_queue_depth.increment(1.0);
+                true
+            }
+            Err(_) => {
+                m.broker_dropped_queue_full.increment(1);
+                false
+            }
         }
     }
 }
@@ -423,7 +430,8 @@ impl Broker for ClusterBroker {
         m.broadcasts.increment(1);
         m.fanout_done(&out, started.elapsed());
         if let Outbound::Text(text) = frame {
-            self.enqueue(Envelope::Frame {
+            // A full queue drops only the remote copy (counted).
+            let _ = self.enqueue(Envelope::Frame {
                 topic: Arc::from(topic),
                 frame: text,
             });
@@ -460,17 +468,8 @@ impl Broker for ClusterBroker {
             exclude,
             ack,
         };
-        match self.out.try_send(env) {
-            Ok(()) => {
-                self.link.metrics.broker_queue_depth.increment(1.0);
-                true
-            }
-            // Full queue: sequence locally (the ring forks its epoch).
-            Err(_) => {
-                self.link.metrics.broker_dropped_queue_full.increment(1);
-                false
-            }
-        }
+        // Full queue: the caller sequences locally (the ring forks its epoch).
+        self.enqueue(env)
     }
 
     fn presence_changed(&self, topic: &str, diff: &str) {
@@ -481,7 +480,7 @@ impl Broker for ClusterBroker {
             m.insert("t".into(), Value::String(topic.to_owned()));
             m.insert("d".into(), diff);
         });
-        self.enqueue(Envelope::Control(msg));
+        let _ = self.enqueue(Envelope::Control(msg));
     }
 
     fn topic_count(&self) -> usize {
