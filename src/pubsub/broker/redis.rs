@@ -140,6 +140,67 @@ async fn warm_history(
     }
 }
 
+/// Queued envelopes sent in one pipeline: one round trip for a burst instead
+/// of one per message (the link would otherwise cap cross-node traffic at one
+/// publish per Redis round trip).
+const PUBLISH_BATCH: usize = 256;
+
+/// Send a batch of envelopes in queue order as one pipeline; sequenced
+/// history publishes tell their `ack` the offset Redis assigned.
+async fn publish_batch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    sequence: &redis::Script,
+    link: &Link,
+    batch: Vec<Envelope>,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    let mut acks = Vec::new();
+    let mut published = 0u64;
+    for env in batch {
+        match env {
+            Envelope::Frame { topic, frame } => {
+                pipe.publish(channel(&topic), link.encode(frame.as_str()))
+                    .ignore();
+                published += 1;
+            }
+            Envelope::Control(payload) => {
+                pipe.publish(CONTROL, payload).ignore();
+            }
+            Envelope::History {
+                topic,
+                prefix,
+                suffix,
+                size,
+                exclude,
+                ack,
+            } => {
+                let mut call = sequence.prepare_invoke();
+                call.key(format!("myriad-seq:{{{topic}}}"))
+                    .key(format!("myriad-epoch:{{{topic}}}"))
+                    .key(format!("myriad-stream:{{{topic}}}"))
+                    .arg(new_epoch())
+                    .arg(size)
+                    .arg(format!("{HISTORY_PREFIX}{topic}"))
+                    .arg(link.history_header(exclude))
+                    .arg(prefix)
+                    .arg(suffix);
+                pipe.invoke_script(&call);
+                acks.push(ack);
+                published += 1;
+            }
+        }
+    }
+    let offsets: Vec<u64> = pipe.query_async(conn).await?;
+    for (ack, offset) in acks.into_iter().zip(offsets) {
+        if let Some(ack) = ack {
+            // The publisher may have given up waiting: nothing to tell.
+            let _ = ack.send(offset);
+        }
+    }
+    link.metrics.broker_published.increment(published);
+    Ok(())
+}
+
 /// One connected period; returns Err when a connection fails, Ok when the
 /// broker is being shut down (its senders are gone).
 async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
@@ -153,6 +214,10 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
         sink.subscribe(channel(&topic)).await?;
         subscribed.insert(topic);
     }
+    // Pipelines call the script by hash (EVALSHA), so Redis must have it; a
+    // Redis that restarts or flushes scripts fails the batch and the reconnect
+    // loads it again.
+    sequence.prepare_invoke().load_async(&mut publisher).await?;
     warm_history(&mut publisher, &parts.link).await?;
     parts.link.set_connected(true);
     // Whatever happened while away, ask the other nodes for their members.
@@ -164,36 +229,15 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
         tokio::select! {
             env = parts.out.recv() => {
                 let Some(env) = env else { return Ok(()) };
-                parts.link.metrics.broker_queue_depth.decrement(1.0);
-                match env {
-                    Envelope::Frame { topic, frame } => {
-                        let payload = parts.link.encode(frame.as_str());
-                        let _: i64 = publisher.publish(channel(&topic), payload).await?;
-                        parts.link.metrics.broker_published.increment(1);
-                    }
-                    Envelope::Control(payload) => {
-                        let _: i64 = publisher.publish(CONTROL, payload).await?;
-                    }
-                    Envelope::History { topic, prefix, suffix, size, exclude, ack } => {
-                        let offset: u64 = sequence
-                            .key(format!("myriad-seq:{{{topic}}}"))
-                            .key(format!("myriad-epoch:{{{topic}}}"))
-                            .key(format!("myriad-stream:{{{topic}}}"))
-                            .arg(new_epoch())
-                            .arg(size)
-                            .arg(format!("{HISTORY_PREFIX}{topic}"))
-                            .arg(parts.link.history_header(exclude))
-                            .arg(prefix)
-                            .arg(suffix)
-                            .invoke_async(&mut publisher)
-                            .await?;
-                        if let Some(ack) = ack {
-                            // The publisher may have given up waiting: nothing to tell.
-                            let _ = ack.send(offset);
-                        }
-                        parts.link.metrics.broker_published.increment(1);
+                let mut batch = vec![env];
+                while batch.len() < PUBLISH_BATCH {
+                    match parts.out.try_recv() {
+                        Ok(env) => batch.push(env),
+                        Err(_) => break,
                     }
                 }
+                parts.link.metrics.broker_queue_depth.decrement(batch.len() as f64);
+                publish_batch(&mut publisher, &sequence, &parts.link, batch).await?;
             }
             _ = beat.tick() => {
                 let _: i64 = publisher.publish(CONTROL, parts.link.heartbeat()).await?;
