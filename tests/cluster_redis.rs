@@ -441,4 +441,20 @@ async fn the_api_answers_with_the_cluster_wide_history_offset() {
         seen, answered,
         "the frames carry the offsets the API answered"
     );
+    // The topic's keys in Redis live as long as its history would (chat:*
+    // keeps an hour by default), so idle topics do not pile up in Redis.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for key in ["myriad-seq", "myriad-epoch", "myriad-stream"] {
+        let key = format!("{key}:{{{topic}}}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires: PTTL {ttl}");
+    }
 }

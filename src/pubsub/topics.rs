@@ -66,7 +66,7 @@ impl Topics {
         if ns.history_size > 0
             && self
                 .broker
-                .sequence_history(topic, event, payload, ns.history_size, exclude, None)
+                .sequence_history(topic, event, payload, ns, exclude, None)
         {
             return Published::default();
         }
@@ -87,14 +87,10 @@ impl Topics {
     ) -> Published {
         if ns.history_size > 0 {
             let (ack, offset) = tokio::sync::oneshot::channel();
-            if self.broker.sequence_history(
-                topic,
-                event,
-                payload,
-                ns.history_size,
-                exclude,
-                Some(ack),
-            ) {
+            if self
+                .broker
+                .sequence_history(topic, event, payload, ns, exclude, Some(ack))
+            {
                 let offset = tokio::time::timeout(HISTORY_ACK_WAIT, offset)
                     .await
                     .ok()

@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{Broker, HistoryAck};
 use crate::channel::ChannelRouter;
+use crate::config::NamespaceConfig;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::presence::{Presence, RemoteMember};
@@ -44,6 +45,8 @@ pub enum Envelope {
         prefix: String,
         suffix: String,
         size: usize,
+        /// How long the topic's history lives in the backend once idle.
+        ttl: Duration,
         exclude: Option<SessionId>,
         /// Told the assigned offset (the HTTP API's answer).
         ack: Option<HistoryAck>,
@@ -444,7 +447,7 @@ impl Broker for ClusterBroker {
         topic: &str,
         event: &str,
         payload: &str,
-        history_size: usize,
+        namespace: &NamespaceConfig,
         exclude: Option<SessionId>,
         ack: Option<HistoryAck>,
     ) -> bool {
@@ -464,7 +467,8 @@ impl Broker for ClusterBroker {
             topic: Arc::from(topic),
             prefix: prefix.to_owned(),
             suffix: suffix.to_owned(),
-            size: history_size,
+            size: namespace.history_size,
+            ttl: namespace.history_ttl,
             exclude,
             ack,
         };

@@ -15,6 +15,7 @@ pub mod redis;
 use std::sync::Arc;
 
 use super::{FanOut, SessionId};
+use crate::config::NamespaceConfig;
 use crate::session::mailbox::{Mailbox, Outbound};
 
 /// Where a cluster-sequenced history publish reports its offset.
@@ -42,7 +43,7 @@ pub trait Broker: Send + Sync + 'static {
         _topic: &str,
         _event: &str,
         _payload: &str,
-        _history_size: usize,
+        _namespace: &NamespaceConfig,
         _exclude: Option<SessionId>,
         _ack: Option<HistoryAck>,
     ) -> bool {

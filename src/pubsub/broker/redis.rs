@@ -39,17 +39,21 @@ fn channel(topic: &str) -> String {
     format!("{PREFIX}{topic}")
 }
 
-/// Sequences one history publish atomically: the topic's epoch (created on
-/// first use), the next offset, the frame with its ref slot, the stream entry
-/// (`XADD ... MAXLEN ~ size`, what survives a node's death) and the PUBLISH
-/// that delivers it to every node in this one order. Keys use a `{topic}` hash
+/// Sequences one history publish atomically: the next offset, the topic's
+/// epoch, the frame with its ref slot, the stream entry (`XADD ... MAXLEN ~
+/// size`, what survives a node's death) and the PUBLISH that delivers it to
+/// every node in this one order. The three keys expire `history_ttl` after the
+/// topic's last publish, like the rings, so Redis does not keep every topic
+/// ever used. An offset that starts over (its key expired) always gets a new
+/// epoch, so no (offset, epoch) pair is ever reused. Keys use a `{topic}` hash
 /// tag so they share a Redis Cluster slot.
 const SEQUENCE: &str = r#"
-local e = redis.call('GET', KEYS[2])
-if not e then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local o = redis.call('INCR', KEYS[1])
+local e = redis.call('GET', KEYS[2])
+if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame)
 return o
 "#;
@@ -171,6 +175,7 @@ async fn publish_batch(
                 prefix,
                 suffix,
                 size,
+                ttl,
                 exclude,
                 ack,
             } => {
@@ -183,7 +188,8 @@ async fn publish_batch(
                     .arg(format!("{HISTORY_PREFIX}{topic}"))
                     .arg(link.history_header(exclude))
                     .arg(prefix)
-                    .arg(suffix);
+                    .arg(suffix)
+                    .arg(ttl.as_millis().max(1) as u64);
                 pipe.invoke_script(&call);
                 acks.push(ack);
                 published += 1;
