@@ -11,7 +11,8 @@
 //! merges both. Never touches sockets or the network: the broker link feeds
 //! the replica and delivers the diffs it returns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,16 +47,45 @@ impl RemoteMember {
     fn phx_ref(&self) -> Option<&str> {
         self.meta.get("phx_ref").and_then(Value::as_str)
     }
+
+    /// What tells two reports of a member apart: its key and `phx_ref` (every
+    /// tracked meta has a fresh one), or the whole meta if it has none.
+    fn identity(&self) -> (&str, Cow<'_, str>) {
+        let r = match self.phx_ref() {
+            Some(r) => Cow::Borrowed(r),
+            None => Cow::Owned(self.meta.to_string()),
+        };
+        (self.key.as_str(), r)
+    }
+}
+
+/// The members of `a` (by topic) whose identity `b` lacks.
+fn missing_from<'a>(a: &'a NodeMembers, b: &NodeMembers) -> Vec<&'a RemoteMember> {
+    let mut out = Vec::new();
+    for (topic, members) in a {
+        let theirs: HashSet<_> = b
+            .get(topic)
+            .into_iter()
+            .flatten()
+            .map(RemoteMember::identity)
+            .collect();
+        out.extend(members.iter().filter(|m| !theirs.contains(&m.identity())));
+    }
+    out
 }
 
 #[derive(Default)]
 pub struct Presence {
     topics: DashMap<Arc<str>, Arc<Mutex<TopicPresence>>>,
     counter: AtomicU16,
-    /// node id → the members it reported. Presence changes are rare next to
-    /// messages, so one lock is enough.
-    remote: Mutex<HashMap<String, Vec<RemoteMember>>>,
+    /// node id → topic → the members it reported there. Presence changes are
+    /// rare next to messages, so one lock is enough; grouping by topic keeps a
+    /// join's `state` and a diff's update proportional to that topic's members.
+    remote: Mutex<HashMap<String, NodeMembers>>,
 }
+
+/// One node's reported members, by topic.
+type NodeMembers = HashMap<String, Vec<RemoteMember>>;
 
 const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -150,7 +180,7 @@ impl Presence {
             }
         }
         let remote = self.remote.lock();
-        for m in remote.values().flatten().filter(|m| m.topic == topic) {
+        for m in remote.values().filter_map(|n| n.get(topic)).flatten() {
             by_key.entry(m.key.as_str()).or_default().push(&m.meta);
         }
         if by_key.is_empty() {
@@ -191,10 +221,11 @@ impl Presence {
     /// returned to deliver.
     pub fn apply_remote_diff(&self, node: &str, topic: &str, diff: &Value) {
         let mut remote = self.remote.lock();
-        let members = remote.entry(node.to_owned()).or_default();
+        let node_members = remote.entry(node.to_owned()).or_default();
+        let members = node_members.entry(topic.to_owned()).or_default();
         for (key, meta) in diff_side(diff, "leaves") {
             let r = meta.get("phx_ref").and_then(Value::as_str);
-            members.retain(|m| !(m.topic == topic && &m.key == key && m.phx_ref() == r));
+            members.retain(|m| !(&m.key == key && m.phx_ref() == r));
         }
         for (key, meta) in diff_side(diff, "joins") {
             members.push(RemoteMember {
@@ -203,22 +234,28 @@ impl Presence {
                 meta: meta.clone(),
             });
         }
+        if members.is_empty() {
+            node_members.remove(topic);
+        }
     }
 
     /// Replace what `node` reported with a full snapshot; returns the diffs
     /// (topic, `presence_diff` payload) local members have not seen yet.
     pub fn replace_remote(&self, node: &str, members: Vec<RemoteMember>) -> Vec<(String, String)> {
+        let mut new = NodeMembers::new();
+        for m in members {
+            new.entry(m.topic.clone()).or_default().push(m);
+        }
         let mut remote = self.remote.lock();
-        let old = remote
-            .insert(node.to_owned(), members.clone())
-            .unwrap_or_default();
+        let old = remote.remove(node).unwrap_or_default();
         let mut diffs = Vec::new();
-        for m in old.iter().filter(|m| !members.contains(m)) {
+        for m in missing_from(&old, &new) {
             diffs.push((m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))));
         }
-        for m in members.iter().filter(|m| !old.contains(m)) {
+        for m in missing_from(&new, &old) {
             diffs.push((m.topic.clone(), diff_json(Some((&m.key, &m.meta)), None)));
         }
+        remote.insert(node.to_owned(), new);
         diffs
     }
 
@@ -226,7 +263,8 @@ impl Presence {
     /// deliver to local members.
     pub fn drop_node(&self, node: &str) -> Vec<(String, String)> {
         let gone = self.remote.lock().remove(node).unwrap_or_default();
-        gone.iter()
+        gone.values()
+            .flatten()
             .map(|m| (m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))))
             .collect()
     }
@@ -272,6 +310,33 @@ mod tests {
         let mut m = Map::new();
         m.insert("name".into(), Value::String(name.into()));
         m
+    }
+
+    #[test]
+    fn remote_members_stay_in_their_topic() {
+        let p = Presence::new();
+        let member = |topic: &str, key: &str, r: &str| RemoteMember {
+            topic: topic.into(),
+            key: key.into(),
+            meta: serde_json::json!({"phx_ref": r}),
+        };
+        let diffs = p.replace_remote(
+            "n1",
+            vec![member("t", "ann", "r1"), member("u", "ben", "r2")],
+        );
+        assert_eq!(diffs.len(), 2, "one join per member");
+        let t: Value = serde_json::from_str(&p.state("t")).unwrap();
+        let u: Value = serde_json::from_str(&p.state("u")).unwrap();
+        assert!(t.get("ann").is_some() && t.get("ben").is_none());
+        assert!(u.get("ben").is_some() && u.get("ann").is_none());
+        // The same snapshot again: nothing changed, nothing to deliver.
+        let same = vec![member("t", "ann", "r1"), member("u", "ben", "r2")];
+        assert!(p.replace_remote("n1", same).is_empty());
+        let leave =
+            serde_json::json!({"joins": {}, "leaves": {"ann": {"metas": [{"phx_ref": "r1"}]}}});
+        p.apply_remote_diff("n1", "t", &leave);
+        assert_eq!(p.state("t"), "{}");
+        assert_eq!(p.drop_node("n1").len(), 1, "only ben is left to leave");
     }
 
     #[test]
