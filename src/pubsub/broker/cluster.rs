@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -477,13 +478,27 @@ impl Broker for ClusterBroker {
     }
 
     fn presence_changed(&self, topic: &str, diff: &str) {
-        let Ok(diff) = serde_json::from_str::<Value>(diff) else {
+        /// The "diff" control message, with the diff embedded as it is (no
+        /// parse into a tree and back).
+        #[derive(serde::Serialize)]
+        struct DiffMessage<'a> {
+            n: &'a str,
+            k: &'static str,
+            t: &'a str,
+            d: &'a RawValue,
+        }
+        let Ok(d) = serde_json::from_str::<&RawValue>(diff) else {
             return;
         };
-        let msg = self.link.control("diff", |m| {
-            m.insert("t".into(), Value::String(topic.to_owned()));
-            m.insert("d".into(), diff);
-        });
+        let msg = DiffMessage {
+            n: &self.link.node,
+            k: "diff",
+            t: topic,
+            d,
+        };
+        let Ok(msg) = serde_json::to_vec(&msg) else {
+            return;
+        };
         let _ = self.enqueue(Envelope::Control(msg));
     }
 
