@@ -10,7 +10,7 @@
 //! The backend links (`redis`, `nats`) own their connections and run as tasks;
 //! nothing here does I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -80,9 +80,18 @@ pub struct Link {
     connected: AtomicBool,
     /// Other nodes by id, when each was last heard from.
     peers: Mutex<HashMap<String, Instant>>,
+    /// Topics whose local membership changed since the link task last looked:
+    /// a set, so a topic joined and left a thousand times is one entry and
+    /// churn cannot queue work faster than the link subscribes.
+    changed: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Link {
+    /// Topics to (un)subscribe as their local membership now says.
+    pub fn take_changed(&self) -> Vec<Arc<str>> {
+        self.changed.lock().drain().collect()
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
@@ -329,25 +338,21 @@ impl Link {
     }
 }
 
-/// Messages the link task receives besides publishes.
-#[derive(Debug)]
-pub enum TopicChange {
-    /// Local membership of this topic changed: (un)subscribe as needed.
-    Recheck(Arc<str>),
-}
-
 /// The sessions' side of a cross-node broker.
 pub struct ClusterBroker {
     link: Arc<Link>,
     out: mpsc::Sender<Envelope>,
-    changes: mpsc::UnboundedSender<TopicChange>,
+    /// "Some topic's local membership changed" (capacity 1: a signal, the
+    /// topics themselves are in `Link::changed`).
+    changes: mpsc::Sender<()>,
 }
 
 /// What a backend link task is handed.
 pub struct LinkParts {
     pub link: Arc<Link>,
     pub out: mpsc::Receiver<Envelope>,
-    pub changes: mpsc::UnboundedReceiver<TopicChange>,
+    /// Wakes the link task to look at `Link::take_changed`.
+    pub changes: mpsc::Receiver<()>,
 }
 
 impl ClusterBroker {
@@ -371,10 +376,11 @@ impl ClusterBroker {
             node: node_id(),
             connected: AtomicBool::new(false),
             peers: Mutex::new(HashMap::new()),
+            changed: Mutex::new(HashSet::new()),
         });
         link.metrics.broker_connected.set(0.0);
         let (out_tx, out_rx) = mpsc::channel(queue.max(1));
-        let (ch_tx, ch_rx) = mpsc::unbounded_channel();
+        let (ch_tx, ch_rx) = mpsc::channel(1);
         (
             ClusterBroker {
                 link: Arc::clone(&link),
@@ -395,6 +401,14 @@ impl ClusterBroker {
 }
 
 impl ClusterBroker {
+    /// Tell the link task `topic` may need (un)subscribing.
+    fn membership_changed(&self, topic: &str) {
+        if self.link.changed.lock().insert(Arc::from(topic)) {
+            // Full: a wake-up is already pending, and it will see this topic.
+            let _ = self.changes.try_send(());
+        }
+    }
+
     /// Queue for the link task; false (counted) when the queue is full.
     fn enqueue(&self, env: Envelope) -> bool {
         let m = &self.link.metrics;
@@ -416,14 +430,14 @@ impl Broker for ClusterBroker {
         let first = self.link.hub.subscriber_count(topic) == 0;
         self.link.hub.subscribe(topic, session, mailbox);
         if first {
-            let _ = self.changes.send(TopicChange::Recheck(Arc::from(topic)));
+            self.membership_changed(topic);
         }
     }
 
     fn unsubscribe(&self, topic: &str, session: SessionId) {
         self.link.hub.unsubscribe(topic, session);
         if self.link.hub.subscriber_count(topic) == 0 {
-            let _ = self.changes.send(TopicChange::Recheck(Arc::from(topic)));
+            self.membership_changed(topic);
         }
     }
 
@@ -575,9 +589,9 @@ impl Backoff {
 /// While the backend is down, publishes for other nodes cannot go anywhere:
 /// drop what is queued (counted) so the queue holds fresh traffic when the
 /// link returns. Membership changes are dropped too: the reconnect
-/// resubscribes from the hub's topics, and joins and leaves during a long
-/// outage must not pile up in the (unbounded) change channel.
+/// resubscribes from the hub's topics.
 pub fn drop_queued(parts: &mut LinkParts) {
+    parts.link.changed.lock().clear();
     while parts.changes.try_recv().is_ok() {}
     let mut n = 0u64;
     while parts.out.try_recv().is_ok() {
@@ -612,6 +626,31 @@ mod tests {
     }
 
     #[test]
+    fn membership_churn_coalesces_per_topic() {
+        let (broker, mut parts) = test_broker(8);
+        let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
+            capacity: 8,
+            max_bytes: 1 << 20,
+            policy: crate::config::SlowConsumerPolicy::Disconnect,
+        }));
+        for _ in 0..1000 {
+            broker.subscribe("room:a", 1, Arc::clone(&m));
+            broker.unsubscribe("room:a", 1);
+        }
+        broker.subscribe("room:b", 2, Arc::clone(&m));
+        assert!(parts.changes.try_recv().is_ok(), "one wake-up");
+        assert!(parts.changes.try_recv().is_err(), "and only one");
+        let mut topics: Vec<_> = parts
+            .link
+            .take_changed()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["room:a", "room:b"]);
+    }
+
+    #[test]
     fn an_outage_drops_queued_publishes_and_membership_changes() {
         let (broker, mut parts) = test_broker(8);
         let m = Arc::new(Mailbox::new(crate::session::mailbox::MailboxLimits {
@@ -626,6 +665,10 @@ mod tests {
         broker.publish("room:a", Outbound::Text(Utf8Bytes::from("x")), None);
         drop_queued(&mut parts);
         assert!(parts.changes.try_recv().is_err(), "changes drained");
+        assert!(
+            parts.link.take_changed().is_empty(),
+            "changed topics dropped"
+        );
         assert!(parts.out.try_recv().is_err(), "publishes drained");
         let text = parts.link.metrics.render();
         assert!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, TopicChange, CONTROL};
+use super::cluster::{drop_queued, Backoff, Envelope, LinkParts, CONTROL};
 
 fn subject(topic: &str) -> String {
     let mut s = String::with_capacity(7 + topic.len() * 2);
@@ -113,13 +113,15 @@ pub async fn run(url: String, mut parts: LinkParts) {
                 parts.link.sweep_peers();
             }
             change = parts.changes.recv() => {
-                let Some(TopicChange::Recheck(topic)) = change else { return };
-                let wanted = parts.link.hub.subscriber_count(&topic) > 0;
-                if wanted && !subs.contains_key(&topic) {
-                    subscribe(&client, &parts, &mut subs, topic).await;
-                } else if !wanted {
-                    if let Some(task) = subs.remove(&topic) {
-                        task.abort();
+                if change.is_none() { return }
+                for topic in parts.link.take_changed() {
+                    let wanted = parts.link.hub.subscriber_count(&topic) > 0;
+                    if wanted && !subs.contains_key(&topic) {
+                        subscribe(&client, &parts, &mut subs, topic).await;
+                    } else if !wanted {
+                        if let Some(task) = subs.remove(&topic) {
+                            task.abort();
+                        }
                     }
                 }
             }

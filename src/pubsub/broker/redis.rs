@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::cluster::{drop_queued, Backoff, Envelope, Link, LinkParts, TopicChange, CONTROL};
+use super::cluster::{drop_queued, Backoff, Envelope, Link, LinkParts, CONTROL};
 
 const PREFIX: &str = "myriad:";
 /// History topics' frames go to `myriad-history:<topic>`, which every node
@@ -250,13 +250,15 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                 parts.link.sweep_peers();
             }
             change = parts.changes.recv() => {
-                let Some(TopicChange::Recheck(topic)) = change else { return Ok(()) };
-                let wanted = parts.link.hub.subscriber_count(&topic) > 0;
-                if wanted && !subscribed.contains(&topic) {
-                    sink.subscribe(channel(&topic)).await?;
-                    subscribed.insert(topic);
-                } else if !wanted && subscribed.remove(&topic) {
-                    sink.unsubscribe(channel(&topic)).await?;
+                if change.is_none() { return Ok(()) }
+                for topic in parts.link.take_changed() {
+                    let wanted = parts.link.hub.subscriber_count(&topic) > 0;
+                    if wanted && !subscribed.contains(&topic) {
+                        sink.subscribe(channel(&topic)).await?;
+                        subscribed.insert(topic);
+                    } else if !wanted && subscribed.remove(&topic) {
+                        sink.unsubscribe(channel(&topic)).await?;
+                    }
                 }
             }
             msg = stream.next() => {
