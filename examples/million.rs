@@ -109,6 +109,16 @@ async fn read_frame(c: &mut DuplexStream) -> std::io::Result<usize> {
     Ok(len)
 }
 
+/// The two joins every session makes: its small topic and `room:all`.
+async fn send_joins(client: &mut DuplexStream, topic: &str) -> std::io::Result<()> {
+    client
+        .write_all(&client_frame(&join_frame(1, topic)))
+        .await?;
+    client
+        .write_all(&client_frame(&join_frame(2, "room:all")))
+        .await
+}
+
 fn join_frame(r: usize, topic: &str) -> String {
     format!(r#"["{r}","{r}","{topic}","phx_join",{{}}]"#)
 }
@@ -148,12 +158,7 @@ async fn main() -> anyhow::Result<()> {
                 Mode::Sessions => {
                     spawn_stream_session(&state, server, peer);
                     set.spawn(async move {
-                        client
-                            .write_all(&client_frame(&join_frame(1, &topic)))
-                            .await?;
-                        client
-                            .write_all(&client_frame(&join_frame(2, "room:all")))
-                            .await?;
+                        send_joins(&mut client, &topic).await?;
                         read_frame(&mut client).await?;
                         read_frame(&mut client).await?;
                         Ok::<_, std::io::Error>((k, client, None))
@@ -162,12 +167,7 @@ async fn main() -> anyhow::Result<()> {
                 Mode::Pipes => {
                     set.spawn(async move {
                         let mut server = server;
-                        client
-                            .write_all(&client_frame(&join_frame(1, &topic)))
-                            .await?;
-                        client
-                            .write_all(&client_frame(&join_frame(2, "room:all")))
-                            .await?;
+                        send_joins(&mut client, &topic).await?;
                         let mut sink = vec![0u8; 128];
                         let _ = server.read(&mut sink).await?;
                         server
