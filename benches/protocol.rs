@@ -10,8 +10,8 @@ use std::sync::Arc;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use myriad::config::SlowConsumerPolicy;
 use myriad::protocol::{decode, encode};
+use myriad::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound};
 use myriad::pubsub::Hub;
-use myriad::session::mailbox::{Mailbox, MailboxLimits, Outbound};
 
 const PUSH: &str = r#"["3","17","room:lobby","new_msg",{"body":"hello there, how is everyone doing today?","ts":1763800000000}]"#;
 

@@ -218,8 +218,7 @@ async fn main() -> anyhow::Result<()> {
 
     // One broadcast to the million-member topic: time until it sits in every mailbox.
     let route = state
-        .topics
-        .router
+        .node
         .route("room:all")
         .context("the default namespaces route room:*")?
         .namespace
@@ -231,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
     let ns = route.clone();
     let (published, fanout) = tokio::spawn(async move {
         let t = Instant::now();
-        let published = st.topics.publish(&ns, "room:all", "msg", payload, None);
+        let published = st.node.publish(&ns, "room:all", "msg", payload, None);
         (published, t.elapsed())
     })
     .await?;
@@ -268,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
         let ns = route.clone();
         publish_time += tokio::spawn(async move {
             let p = Instant::now();
-            st.topics.publish(&ns, "room:all", "msg", payload, None);
+            st.node.publish(&ns, "room:all", "msg", payload, None);
             p.elapsed()
         })
         .await?;
@@ -295,7 +294,7 @@ async fn main() -> anyhow::Result<()> {
     let mut per_topic_frames = 0u64;
     for k in 0..args.topics {
         let topic = format!("room:{k}");
-        let p = state.topics.publish(&route, &topic, "msg", payload, None);
+        let p = state.node.publish(&route, &topic, "msg", payload, None);
         let len = server_frame(myriad::protocol::encode::broadcast(&topic, "msg", payload).as_str())
             .len() as u64;
         per_topic_frames += len * p.fanout.delivered as u64;

@@ -17,7 +17,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::metrics::process;
+use crate::process;
 
 /// How often the process RSS is re-read for the watermark.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(250);

@@ -11,7 +11,7 @@ use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::channel::router::Pattern;
+use crate::config::Pattern;
 use crate::config::{Config, JwtAlgorithm};
 
 /// The subprotocol phoenix.js 1.8 offers beside the token, echoed on success.
@@ -35,11 +35,9 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn metric_reason(&self) -> &'static str {
-        match self {
-            AuthError::OriginNotAllowed(_) => "origin_not_allowed",
-            _ => "unauthorized",
-        }
+    /// Whether the refusal is about the Origin (else about the token).
+    pub fn is_origin(&self) -> bool {
+        matches!(self, AuthError::OriginNotAllowed(_))
     }
 }
 

@@ -48,7 +48,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::check_file(&file) {
+        } => match Config::check_file(&file)
+            .map_err(|e| e.to_string())
+            .and_then(check_keys)
+        {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -59,7 +62,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(flags) => {
-            let config = match Config::load(flags.config.as_deref(), &flags) {
+            let loaded = Config::load(flags.config.as_deref(), &flags).map_err(|e| e.to_string());
+            let config = match loaded.and_then(check_keys) {
                 Ok(config) => config,
                 Err(err) => {
                     eprintln!("myriad: configuration error: {err}");
@@ -104,6 +108,18 @@ fn init_logging(format: LogFormat) {
             .unwrap_or_default();
         tracing::error!(location = %location, "panic: {message}");
     }));
+}
+
+/// The connect-token keys must load (the files exist and parse): checked
+/// here, with the configuration, so a bad key is a configuration error (exit 2)
+/// and `config check` reports it too.
+fn check_keys(config: Config) -> Result<Config, String> {
+    match myriad::auth::Authenticator::new(&config) {
+        Ok(_) => Ok(config),
+        Err(why) => Err(format!(
+            "invalid value for `jwt_secret/jwt_public_key_file`: {why}"
+        )),
+    }
 }
 
 #[tokio::main]

@@ -15,7 +15,13 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::protocol::CloseReason;
+use std::marker::PhantomData;
+
+use crate::admission::Shed;
+use crate::process;
+use crate::protocol::{
+    CloseReason, Endpoint, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind,
+};
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
 pub const SESSIONS_OPENED: &str = "myriad_sessions_opened_total";
@@ -26,13 +32,6 @@ pub const SHED: &str = "myriad_shed_total";
 pub const JOIN_REFUSALS: &str = "myriad_join_refusals_total";
 
 /// Why a join was refused (the `reason` label of `myriad_join_refusals_total`).
-pub const JOIN_REFUSAL_REASONS: [&str; 5] = [
-    "unmatched_topic",
-    "unauthorized",
-    "too_many_channels",
-    "refused",
-    "crashed",
-];
 pub const HTTP_REJECTED: &str = "myriad_http_rejected_total";
 pub const RATE_LIMITED: &str = "myriad_rate_limited_total";
 pub const CHANNEL_JOINS: &str = "myriad_channel_joins_total";
@@ -66,28 +65,6 @@ pub const PROCESS_FDS: &str = "myriad_process_open_fds";
 pub const RUNTIME_ALIVE_TASKS: &str = "myriad_runtime_alive_tasks";
 pub const RUNTIME_GLOBAL_QUEUE: &str = "myriad_runtime_global_queue_depth";
 
-/// Malformed-frame kinds (the `kind` label); see `protocol::DecodeError::kind`.
-pub const MALFORMED_KINDS: [&str; 7] = [
-    "bad_json",
-    "not_array",
-    "wrong_arity",
-    "bad_field",
-    "binary",
-    "invalid_utf8",
-    "too_big",
-];
-
-/// Handshake rejection reasons (the `reason` label).
-pub const REJECT_REASONS: [&str; 7] = [
-    "unsupported_vsn",
-    "not_websocket",
-    "endpoint_disabled",
-    "handshake_timeout",
-    "draining",
-    "unauthorized",
-    "origin_not_allowed",
-];
-
 /// Seconds one broadcast takes to reach every local mailbox.
 const FANOUT_BUCKETS: &[f64] = &[
     0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -97,18 +74,61 @@ const SIZE_BUCKETS: &[f64] = &[
     100000.0, 1000000.0,
 ];
 
-/// Which endpoint a session came in on (the `endpoint` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Phoenix,
-    Echo,
+/// A closed set of label values: every value's series is registered at start
+/// (so it exists at zero before its first event) and found by index, never by
+/// string, so a misspelt label cannot silently lose a count.
+pub trait LabelSet: Copy + PartialEq + 'static {
+    fn all() -> &'static [Self];
+    fn label(self) -> &'static str;
+    /// Position in `all()`.
+    fn index(self) -> usize;
 }
 
-impl Endpoint {
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Phoenix => "phoenix",
-            Endpoint::Echo => "echo",
+macro_rules! label_set {
+    ($($t:ty),* $(,)?) => {$(
+        impl LabelSet for $t {
+            fn all() -> &'static [Self] {
+                &<$t>::ALL
+            }
+            fn label(self) -> &'static str {
+                <$t>::label(self)
+            }
+            fn index(self) -> usize {
+                // Sets are a handful of values; a value missing from `ALL`
+                // (a bug a unit test catches) is counted nowhere.
+                <$t>::ALL.iter().position(|l| *l == self).unwrap_or(usize::MAX)
+            }
+        }
+    )*};
+}
+
+label_set!(
+    CloseReason,
+    Endpoint,
+    HandshakeRejection,
+    HttpRejection,
+    JoinRefusal,
+    MalformedKind,
+    Shed,
+);
+
+/// One counter per value of a label set.
+pub struct Family<L> {
+    counters: Vec<Counter>,
+    set: PhantomData<fn(L)>,
+}
+
+impl<L: LabelSet> Family<L> {
+    fn register(new: impl Fn(&'static str) -> Counter) -> Family<L> {
+        Family {
+            counters: L::all().iter().map(|l| new(l.label())).collect(),
+            set: PhantomData,
+        }
+    }
+
+    pub fn increment(&self, label: L) {
+        if let Some(c) = self.counters.get(label.index()) {
+            c.increment(1);
         }
     }
 }
@@ -118,13 +138,13 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub sessions_active: Gauge,
-    sessions_opened: [Counter; 2],
-    sessions_closed: Vec<Counter>,
-    handshakes_rejected: Vec<Counter>,
+    pub sessions_opened: Family<Endpoint>,
+    pub sessions_closed: Family<CloseReason>,
+    pub handshakes_rejected: Family<HandshakeRejection>,
     pub accept_errors_fd: Counter,
-    shed: Vec<Counter>,
-    join_refusals: Vec<Counter>,
-    http_rejected: [Counter; 3],
+    pub shed: Family<Shed>,
+    join_refusals: Family<JoinRefusal>,
+    pub http_rejected: Family<HttpRejection>,
     pub rate_limited: Counter,
     pub accept_errors_other: Counter,
     pub joins_ok: Counter,
@@ -136,7 +156,7 @@ pub struct Metrics {
     pub messages_out: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    malformed: Vec<Counter>,
+    pub malformed: Family<MalformedKind>,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -167,11 +187,11 @@ fn meta() -> Metadata<'static> {
 
 impl Metrics {
     /// Record one local fan-out: its size, how long it took, what it dropped.
-    pub fn fanout_done(&self, out: &crate::pubsub::FanOut, took: std::time::Duration) {
-        self.fanout_size.record(out.delivered as f64);
+    pub fn fanout_done(&self, delivered: usize, dropped: usize, took: std::time::Duration) {
+        self.fanout_size.record(delivered as f64);
         self.fanout_duration.record(took.as_secs_f64());
-        if out.dropped > 0 {
-            self.mailbox_dropped.increment(out.dropped as u64);
+        if dropped > 0 {
+            self.mailbox_dropped.increment(dropped as u64);
         }
     }
 
@@ -323,32 +343,13 @@ impl Metrics {
                 None,
             ),
             sessions_active: gauge(SESSIONS_ACTIVE, "WebSocket sessions currently open.", None),
-            sessions_opened: [
-                labelled(SESSIONS_OPENED, "endpoint", Endpoint::Phoenix.label()),
-                labelled(SESSIONS_OPENED, "endpoint", Endpoint::Echo.label()),
-            ],
-            sessions_closed: CloseReason::ALL
-                .iter()
-                .map(|reason| labelled(SESSIONS_CLOSED, "reason", reason.label()))
-                .collect(),
-            handshakes_rejected: REJECT_REASONS
-                .iter()
-                .map(|reason| labelled(HANDSHAKES_REJECTED, "reason", reason))
-                .collect(),
+            sessions_opened: Family::register(|l| labelled(SESSIONS_OPENED, "endpoint", l)),
+            sessions_closed: Family::register(|l| labelled(SESSIONS_CLOSED, "reason", l)),
+            handshakes_rejected: Family::register(|l| labelled(HANDSHAKES_REJECTED, "reason", l)),
             accept_errors_fd: labelled(ACCEPT_ERRORS, "kind", "fd_exhausted"),
-            shed: crate::admission::Shed::ALL
-                .iter()
-                .map(|s| labelled(SHED, "reason", s.label()))
-                .collect(),
-            join_refusals: JOIN_REFUSAL_REASONS
-                .iter()
-                .map(|r| labelled(JOIN_REFUSALS, "reason", r))
-                .collect(),
-            http_rejected: [
-                labelled(HTTP_REJECTED, "reason", "overloaded"),
-                labelled(HTTP_REJECTED, "reason", "timeout"),
-                labelled(HTTP_REJECTED, "reason", "error"),
-            ],
+            shed: Family::register(|l| labelled(SHED, "reason", l)),
+            join_refusals: Family::register(|l| labelled(JOIN_REFUSALS, "reason", l)),
+            http_rejected: Family::register(|l| labelled(HTTP_REJECTED, "reason", l)),
             rate_limited: counter(
                 RATE_LIMITED,
                 "Client frames refused with rate_limited (client_rate).",
@@ -392,10 +393,7 @@ impl Metrics {
                 "Payload bytes of messages written to clients.",
                 Some(Unit::Bytes),
             ),
-            malformed: MALFORMED_KINDS
-                .iter()
-                .map(|kind| labelled(MALFORMED_FRAMES, "kind", kind))
-                .collect(),
+            malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
             mailbox_depth: histogram(
                 MAILBOX_DEPTH,
                 "Messages waiting in a session mailbox when its writer drained it.",
@@ -443,56 +441,10 @@ impl Metrics {
         Arc::new(metrics)
     }
 
-    pub fn session_opened(&self, endpoint: Endpoint) {
-        let i = match endpoint {
-            Endpoint::Phoenix => 0,
-            Endpoint::Echo => 1,
-        };
-        self.sessions_opened[i].increment(1);
-    }
-
-    pub fn session_closed(&self, reason: CloseReason) {
-        if let Some(i) = CloseReason::ALL.iter().position(|r| *r == reason) {
-            self.sessions_closed[i].increment(1);
-        }
-    }
-
-    pub fn handshake_rejected(&self, reason: &str) {
-        if let Some(i) = REJECT_REASONS.iter().position(|r| *r == reason) {
-            self.handshakes_rejected[i].increment(1);
-        }
-    }
-
-    pub fn shed(&self, reason: crate::admission::Shed) {
-        if let Some(i) = crate::admission::Shed::ALL
-            .iter()
-            .position(|r| *r == reason)
-        {
-            self.shed[i].increment(1);
-        }
-    }
-
     /// A refused join: counted as `result="error"` and by reason.
-    pub fn join_refused(&self, reason: &str) {
+    pub fn join_refused(&self, reason: JoinRefusal) {
         self.joins_error.increment(1);
-        if let Some(i) = JOIN_REFUSAL_REASONS.iter().position(|r| *r == reason) {
-            self.join_refusals[i].increment(1);
-        }
-    }
-
-    pub fn http_rejected(&self, reason: &str) {
-        let i = match reason {
-            "overloaded" => 0,
-            "timeout" => 1,
-            _ => 2,
-        };
-        self.http_rejected[i].increment(1);
-    }
-
-    pub fn malformed(&self, kind: &str) {
-        if let Some(i) = MALFORMED_KINDS.iter().position(|k| *k == kind) {
-            self.malformed[i].increment(1);
-        }
+        self.join_refusals.increment(reason);
     }
 
     /// Refresh the sampled gauges (process and runtime) and render the text format.
@@ -523,25 +475,41 @@ impl Metrics {
     }
 }
 
-/// Process figures read from /proc (Linux). Elsewhere they are absent and the
-/// gauges keep their last value.
-pub mod process {
-    /// Resident set size in bytes.
-    pub fn resident_bytes() -> Option<u64> {
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        Some(pages * page_size())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indexes_follow_all<L: LabelSet + PartialEq + std::fmt::Debug>() {
+        for (i, l) in L::all().iter().enumerate() {
+            assert_eq!(l.index(), i, "{l:?}");
+        }
     }
 
-    fn page_size() -> u64 {
-        // 4 KiB on every Linux target we build for; /proc/self/smaps would tell
-        // otherwise but costs far more per scrape.
-        4096
+    #[test]
+    fn every_label_set_indexes_its_all_list() {
+        indexes_follow_all::<CloseReason>();
+        indexes_follow_all::<Endpoint>();
+        indexes_follow_all::<HandshakeRejection>();
+        indexes_follow_all::<HttpRejection>();
+        indexes_follow_all::<JoinRefusal>();
+        indexes_follow_all::<MalformedKind>();
+        indexes_follow_all::<Shed>();
     }
 
-    /// Number of open file descriptors.
-    pub fn open_fds() -> Option<u64> {
-        let dir = std::fs::read_dir("/proc/self/fd").ok()?;
-        Some(dir.count() as u64)
+    #[test]
+    fn every_label_exists_at_zero_before_its_first_event() {
+        let m = Metrics::new();
+        let text = m.render();
+        for l in JoinRefusal::ALL {
+            let line = format!("{JOIN_REFUSALS}{{reason=\"{}\"}} 0", l.label());
+            assert!(text.contains(&line), "{line}");
+        }
+        for l in MalformedKind::ALL {
+            let line = format!("{MALFORMED_FRAMES}{{kind=\"{}\"}} 0", l.label());
+            assert!(text.contains(&line), "{line}");
+        }
+        m.join_refused(JoinRefusal::Crashed);
+        let line = format!("{JOIN_REFUSALS}{{reason=\"crashed\"}} 1");
+        assert!(m.render().contains(&line));
     }
 }

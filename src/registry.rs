@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::metrics::Endpoint;
 use crate::protocol::CloseReason;
-use crate::pubsub::SessionId;
-use crate::session::mailbox::Mailbox;
+use crate::protocol::Endpoint;
+use crate::pubsub::mailbox::Mailbox;
+use crate::pubsub::mailbox::SessionId;
 
 pub struct SessionEntry {
     pub peer: SocketAddr,

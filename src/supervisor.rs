@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::pubsub::SessionId;
+use crate::pubsub::mailbox::SessionId;
 
 pub struct Supervisor {
     tracker: TaskTracker,

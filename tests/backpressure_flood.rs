@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{metric_value, Client, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use myriad::config::SlowConsumerPolicy;
-use myriad::metrics::process;
+use myriad::process;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;

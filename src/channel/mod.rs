@@ -6,22 +6,30 @@
 //! without harming anything but its own channel. Handlers never touch the
 //! socket: they answer with a [`Reply`], push to their own client through
 //! [`ChannelCtx::push`], and reach other sessions only through
-//! [`ChannelCtx::broadcast`].
+//! [`ChannelCtx::broadcast`]. Which channel serves a topic is the config's
+//! routing ([`crate::config::Namespaces`]); [`instantiate`] turns its
+//! [`ChannelKind`] into code.
 
 mod broadcast;
 mod crash;
-pub mod router;
 
 pub use broadcast::BroadcastChannel;
 pub use crash::CrashChannel;
-pub use router::ChannelRouter;
 
 use serde_json::value::RawValue;
 
-use crate::config::NamespaceConfig;
+use crate::config::{ChannelKind, NamespaceConfig};
 use crate::protocol::encode;
-use crate::pubsub::{SessionId, Topics};
-use crate::session::mailbox::Outbound;
+use crate::pubsub::mailbox::{Outbound, SessionId};
+use crate::pubsub::Node;
+
+/// A fresh channel of `kind` for one (session, topic).
+pub fn instantiate(kind: ChannelKind) -> Box<dyn Channel> {
+    match kind {
+        ChannelKind::Broadcast => Box::new(BroadcastChannel),
+        ChannelKind::Crash => Box::new(CrashChannel),
+    }
+}
 
 /// What a handler answers to a client event. Payloads are raw JSON objects.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +65,7 @@ pub struct ChannelCtx<'a> {
     pub join_ref: Option<&'a str>,
     pub session: SessionId,
     pub namespace: &'a NamespaceConfig,
-    topics: &'a Topics,
+    node: &'a Node,
     out: &'a mut Vec<Outbound>,
 }
 
@@ -67,7 +75,7 @@ impl<'a> ChannelCtx<'a> {
         join_ref: Option<&'a str>,
         session: SessionId,
         namespace: &'a NamespaceConfig,
-        topics: &'a Topics,
+        node: &'a Node,
         out: &'a mut Vec<Outbound>,
     ) -> ChannelCtx<'a> {
         ChannelCtx {
@@ -75,7 +83,7 @@ impl<'a> ChannelCtx<'a> {
             join_ref,
             session,
             namespace,
-            topics,
+            node,
             out,
         }
     }
@@ -85,7 +93,7 @@ impl<'a> ChannelCtx<'a> {
     /// history namespaces.
     pub fn broadcast(&mut self, event: &str, payload: &RawValue) -> Option<u64> {
         let exclude = self.namespace.broadcast_from.then_some(self.session);
-        self.topics
+        self.node
             .publish(self.namespace, self.topic, event, payload.get(), exclude)
             .offset
     }

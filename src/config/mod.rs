@@ -6,7 +6,7 @@
 //! crate parses configuration.
 
 mod flags;
-mod namespace;
+pub mod namespace;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +17,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use flags::ServeFlags;
-pub use namespace::{NamespaceConfig, Publish, MAX_HISTORY_SIZE};
+pub use namespace::{
+    ChannelKind, NamespaceConfig, Namespaces, Pattern, Publish, Route, MAX_HISTORY_SIZE,
+};
 
 /// What happens to a subscriber whose mailbox is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -376,9 +378,9 @@ impl Config {
                 ),
             });
         }
-        if let Err(why) = crate::auth::Authenticator::new(self) {
+        if let Err(why) = self.resolved_broker_url() {
             return Err(ConfigError::Invalid {
-                key: "jwt_secret/jwt_public_key_file",
+                key: "broker_url",
                 why,
             });
         }
@@ -397,6 +399,46 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The topic routing the namespaces describe (built once per node).
+    pub fn routes(&self) -> Namespaces {
+        Namespaces::new(&self.namespaces, self.enable_fault_injection)
+    }
+
+    /// The broker URL to use: `broker_url`, or the broker's default address;
+    /// None for the local broker. Err says why the URL does not suit the broker.
+    pub fn resolved_broker_url(&self) -> Result<Option<String>, String> {
+        let default_url = match self.broker {
+            BrokerKind::Local => return Ok(None),
+            BrokerKind::Redis => "redis://127.0.0.1:6379",
+            BrokerKind::Nats => "nats://127.0.0.1:4222",
+        };
+        let url = self
+            .broker_url
+            .clone()
+            .unwrap_or_else(|| default_url.to_string());
+        match self.broker {
+            BrokerKind::Redis => {
+                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|s| url.starts_with(s));
+                if !scheme_ok {
+                    return Err(format!(
+                        "{url:?}: the redis broker needs redis://HOST:PORT (or rediss://, unix://)"
+                    ));
+                }
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| format!("{url:?}: {e}"))?;
+            }
+            BrokerKind::Nats => {
+                if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                    return Err(format!("{url:?}: the nats broker needs nats://HOST:PORT"));
+                }
+            }
+            BrokerKind::Local => {}
+        }
+        Ok(Some(url))
     }
 
     /// The restart-intensity window.

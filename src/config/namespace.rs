@@ -1,5 +1,12 @@
-//! Namespace settings: which topics exist and how each behaves.
+//! Namespace settings and routing: which topics exist, how each behaves, and
+//! which namespace serves a topic (`[[namespaces]]` in order, first match wins;
+//! `crash:*` first when fault injection is on; the topic `phoenix` is reserved
+//! for heartbeats and never routed).
+//!
+//! Plain data and matching: never instantiates a channel (the channel layer
+//! maps a [`ChannelKind`] to code) and never reads files.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -101,5 +108,126 @@ impl NamespaceConfig {
             ));
         }
         None
+    }
+}
+
+/// The topic reserved for heartbeats (never a namespace's).
+const HEARTBEAT_TOPIC: &str = "phoenix";
+
+/// A topic pattern: `*` (everything), `ns:*` (prefix) or an exact name. Used by
+/// namespaces and by the `topics` claim of connect tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Any,
+    Prefix(String),
+    Exact(String),
+}
+
+impl Pattern {
+    /// `*` matches all, `ns:*` matches by prefix, anything else exactly.
+    pub fn parse(s: &str) -> Pattern {
+        if s == "*" {
+            Pattern::Any
+        } else if let Some(prefix) = s.strip_suffix('*') {
+            Pattern::Prefix(prefix.to_owned())
+        } else {
+            Pattern::Exact(s.to_owned())
+        }
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Prefix(p) => topic.starts_with(p.as_str()),
+            Pattern::Exact(e) => topic == e,
+        }
+    }
+}
+
+/// Which channel code serves a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// Members push events that are broadcast to the topic.
+    Broadcast,
+    /// Fault injection (`crash:*`, only with `enable_fault_injection`).
+    Crash,
+}
+
+/// A routed topic: the channel to run and its namespace's settings.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub kind: ChannelKind,
+    pub namespace: Arc<NamespaceConfig>,
+}
+
+/// Topic → namespace, built once from the config and shared.
+#[derive(Debug, Clone)]
+pub struct Namespaces {
+    routes: Vec<(Pattern, Route)>,
+}
+
+impl Namespaces {
+    pub fn new(namespaces: &[NamespaceConfig], fault_injection: bool) -> Namespaces {
+        let mut routes = Vec::new();
+        if fault_injection {
+            routes.push((
+                Pattern::parse("crash:*"),
+                Route {
+                    kind: ChannelKind::Crash,
+                    namespace: Arc::new(NamespaceConfig::new("crash:*")),
+                },
+            ));
+        }
+        for ns in namespaces {
+            routes.push((
+                Pattern::parse(&ns.pattern),
+                Route {
+                    kind: ChannelKind::Broadcast,
+                    namespace: Arc::new(ns.clone()),
+                },
+            ));
+        }
+        Namespaces { routes }
+    }
+
+    /// The namespace serving `topic`; None for unmatched topics, the empty
+    /// topic and the heartbeat topic.
+    pub fn route(&self, topic: &str) -> Option<&Route> {
+        if topic == HEARTBEAT_TOPIC || topic.is_empty() {
+            return None;
+        }
+        self.routes
+            .iter()
+            .find(|(pattern, _)| pattern.matches(topic))
+            .map(|(_, route)| route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_first_match() {
+        let r = Namespaces::new(&NamespaceConfig::defaults(), true);
+        assert_eq!(r.route("crash:1").map(|r| r.kind), Some(ChannelKind::Crash));
+        let room = r.route("room:1").unwrap();
+        assert_eq!(room.kind, ChannelKind::Broadcast);
+        assert!(!room.namespace.presence);
+        assert!(r.route("chat:1").unwrap().namespace.presence);
+        assert!(r.route("phoenix").is_none());
+        assert!(r.route("").is_none());
+        assert!(r.route("nope").is_none());
+        let r = Namespaces::new(&NamespaceConfig::defaults(), false);
+        assert!(r.route("crash:1").is_none());
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(Pattern::parse("room:*").matches("room:lobby"));
+        assert!(!Pattern::parse("room:*").matches("rooms"));
+        assert!(Pattern::parse("x").matches("x"));
+        assert!(!Pattern::parse("x").matches("xy"));
+        assert!(Pattern::parse("*").matches("anything"));
     }
 }

@@ -169,3 +169,150 @@ impl ReplyError {
         }
     }
 }
+
+/// Why a join was refused (the `reason` label of `myriad_join_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// No namespace serves the topic.
+    UnmatchedTopic,
+    /// The connect token's `topics` claim does not allow it.
+    Unauthorized,
+    /// `max_topics_per_session` reached.
+    TooManyChannels,
+    /// The channel's join callback said no.
+    Refused,
+    /// The channel's join callback panicked.
+    Crashed,
+}
+
+impl JoinRefusal {
+    pub const ALL: [JoinRefusal; 5] = [
+        JoinRefusal::UnmatchedTopic,
+        JoinRefusal::Unauthorized,
+        JoinRefusal::TooManyChannels,
+        JoinRefusal::Refused,
+        JoinRefusal::Crashed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            JoinRefusal::UnmatchedTopic => "unmatched_topic",
+            JoinRefusal::Unauthorized => "unauthorized",
+            JoinRefusal::TooManyChannels => "too_many_channels",
+            JoinRefusal::Refused => "refused",
+            JoinRefusal::Crashed => "crashed",
+        }
+    }
+}
+
+/// Why an upgrade request was answered with an HTTP error instead of 101 (the
+/// `reason` label of `myriad_handshakes_rejected_total`; admission's 503s are
+/// counted as `Shed` instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeRejection {
+    /// `vsn` missing or not 2.0.x (400).
+    UnsupportedVsn,
+    /// Not an RFC 6455 upgrade (400 / 426).
+    NotWebSocket,
+    /// `/ws/echo` without `enable_echo` (404).
+    EndpointDisabled,
+    /// The request head did not arrive within `handshake_timeout`.
+    HandshakeTimeout,
+    /// The node is draining (503).
+    Draining,
+    /// Missing, invalid or expired connect token (403).
+    Unauthorized,
+    /// Origin not in `allowed_origins` (403).
+    OriginNotAllowed,
+}
+
+impl HandshakeRejection {
+    pub const ALL: [HandshakeRejection; 7] = [
+        HandshakeRejection::UnsupportedVsn,
+        HandshakeRejection::NotWebSocket,
+        HandshakeRejection::EndpointDisabled,
+        HandshakeRejection::HandshakeTimeout,
+        HandshakeRejection::Draining,
+        HandshakeRejection::Unauthorized,
+        HandshakeRejection::OriginNotAllowed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeRejection::UnsupportedVsn => "unsupported_vsn",
+            HandshakeRejection::NotWebSocket => "not_websocket",
+            HandshakeRejection::EndpointDisabled => "endpoint_disabled",
+            HandshakeRejection::HandshakeTimeout => "handshake_timeout",
+            HandshakeRejection::Draining => "draining",
+            HandshakeRejection::Unauthorized => "unauthorized",
+            HandshakeRejection::OriginNotAllowed => "origin_not_allowed",
+        }
+    }
+}
+
+/// Why an `/api` or admin request was refused by the protective layers (the
+/// `reason` label of `myriad_http_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRejection {
+    /// `http_concurrency_limit` reached: 503 + Retry-After.
+    Overloaded,
+    /// `http_timeout` passed: 504.
+    Timeout,
+    /// Any other layer error: 500.
+    Error,
+}
+
+impl HttpRejection {
+    pub const ALL: [HttpRejection; 3] = [
+        HttpRejection::Overloaded,
+        HttpRejection::Timeout,
+        HttpRejection::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HttpRejection::Overloaded => "overloaded",
+            HttpRejection::Timeout => "timeout",
+            HttpRejection::Error => "error",
+        }
+    }
+}
+
+/// Why an inbound frame was refused as malformed (the `kind` label of
+/// `myriad_malformed_frames_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedKind {
+    BadJson,
+    NotArray,
+    WrongArity,
+    BadField,
+    /// A binary frame on a text-only endpoint.
+    Binary,
+    InvalidUtf8,
+    /// Over `max_message_size` / `max_frame_size`.
+    TooBig,
+}
+
+impl MalformedKind {
+    pub const ALL: [MalformedKind; 7] = [
+        MalformedKind::BadJson,
+        MalformedKind::NotArray,
+        MalformedKind::WrongArity,
+        MalformedKind::BadField,
+        MalformedKind::Binary,
+        MalformedKind::InvalidUtf8,
+        MalformedKind::TooBig,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            MalformedKind::BadJson => "bad_json",
+            MalformedKind::NotArray => "not_array",
+            MalformedKind::WrongArity => "wrong_arity",
+            MalformedKind::BadField => "bad_field",
+            MalformedKind::Binary => "binary",
+            MalformedKind::InvalidUtf8 => "invalid_utf8",
+            MalformedKind::TooBig => "too_big",
+        }
+    }
+}

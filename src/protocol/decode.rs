@@ -11,6 +11,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::close::MalformedKind;
+
 /// One decoded client frame. Extra elements after the fifth are ignored, as
 /// Phoenix does (PROTOCOL.md §2.1).
 #[derive(Debug)]
@@ -48,12 +50,12 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Metric label for this error.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> MalformedKind {
         match self {
-            DecodeError::NotJson => "bad_json",
-            DecodeError::NotArray => "not_array",
-            DecodeError::WrongArity(_) => "wrong_arity",
-            DecodeError::BadField { .. } => "bad_field",
+            DecodeError::NotJson => MalformedKind::BadJson,
+            DecodeError::NotArray => MalformedKind::NotArray,
+            DecodeError::WrongArity(_) => MalformedKind::WrongArity,
+            DecodeError::BadField { .. } => MalformedKind::BadField,
         }
     }
 }

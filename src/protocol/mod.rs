@@ -8,9 +8,33 @@
 pub mod close;
 pub mod decode;
 pub mod encode;
+pub mod ref_slot;
 
-pub use close::{CloseReason, ReplyError};
+pub use close::{
+    CloseReason, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind, ReplyError,
+};
 pub use decode::{decode, DecodeError, InFrame};
+pub use ref_slot::{broadcast_parts, history_position, history_ref, RefSlotFrame};
+
+/// Which protocol a session speaks (the `endpoint` label of session metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Phoenix Channels V2 on `/socket/websocket`.
+    Phoenix,
+    /// Raw echo on `/ws/echo`.
+    Echo,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::Phoenix, Endpoint::Echo];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Phoenix => "phoenix",
+            Endpoint::Echo => "echo",
+        }
+    }
+}
 
 /// The topic reserved for heartbeats.
 pub const PHOENIX_TOPIC: &str = "phoenix";

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::SessionId;
-use crate::session::mailbox::{Delivery, Mailbox, Outbound};
+use super::mailbox::{Delivery, Mailbox, Outbound, SessionId};
 
 /// Subscriber shards per topic: enough to spread joins to a hot topic over both
 /// cores' worth of contention, small enough that a topic with one member stays
@@ -119,7 +118,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
-    use crate::session::mailbox::MailboxLimits;
+    use crate::pubsub::mailbox::MailboxLimits;
     use std::collections::VecDeque;
 
     fn mailbox() -> Arc<Mailbox> {

@@ -1,22 +1,30 @@
-//! Topics, subscribers and fan-out.
+//! A node's topics: who is subscribed, what was said, who is present, and how
+//! it reaches the other nodes.
 //!
-//! [`hub::Hub`] holds this node's subscribers per topic and delivers an
-//! already-encoded frame to their mailboxes. A [`Broker`] is the seam where
-//! publishes leave the node: the in-process [`broker::local::LocalBroker`] hands
-//! them straight to the hub; the cluster broker (`broker::cluster`, with the
-//! `redis` and `nats` links) also forwards them to other nodes and feeds
-//! remote publishes into the hub.
+//! - `node`: [`Node`], the one owner of everything below; sessions, channels
+//!   and the API reach topics only through it.
+//! - `hub`: topic → subscribers on this node; the fan-out loop.
+//! - `mailbox`: a session's bounded outbound queue, the hub's delivery target,
+//!   and the [`SessionId`] it is filed under.
+//! - `history`: per-topic rings with offsets and epochs; recovery on join.
+//! - `presence`: per-topic members in Phoenix Presence's format, and the
+//!   replica of other nodes' members.
+//! - `membership`: which other nodes are alive.
+//! - `broker`: the transport to other nodes (`local`, `redis`, `nats`), the
+//!   wire format and backend names.
 //!
-//! Nothing here encodes frames or touches sockets; a publish never waits on a
-//! subscriber.
+//! Nothing here touches a socket; a publish never waits on a subscriber or a
+//! backend.
 
 pub mod broker;
+pub mod history;
 pub mod hub;
-pub mod topics;
+pub mod mailbox;
+pub mod membership;
+pub mod node;
+pub mod presence;
 
 pub use broker::Broker;
 pub use hub::{FanOut, Hub};
-pub use topics::{Published, Topics};
-
-/// Identifies a session on this node; unique for the life of the process.
-pub type SessionId = u64;
+pub use mailbox::SessionId;
+pub use node::{JoinOutcome, JoinRequest, Node, Published, Since};

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
+use crate::protocol::HandshakeRejection;
 
 /// How long accept waits after the process ran out of descriptors, at first and
 /// at most; doubling in between.
@@ -151,7 +152,9 @@ async fn connection(
     };
     if let Err(err) = result {
         if err.is_timeout() {
-            metrics.handshake_rejected("handshake_timeout");
+            metrics
+                .handshakes_rejected
+                .increment(HandshakeRejection::HandshakeTimeout);
             tracing::debug!(peer = %peer, "request headers not received within handshake_timeout");
         } else {
             tracing::debug!(peer = %peer, error = %err, "http connection error");

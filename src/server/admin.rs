@@ -21,14 +21,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    state
-        .metrics
-        .topics
-        .set(state.topics.broker.topic_count() as f64);
+    state.metrics.topics.set(state.node.topic_count() as f64);
     state
         .metrics
         .history_bytes
-        .set(state.topics.history.bytes() as f64);
+        .set(state.node.history_bytes() as f64);
     (
         [(
             header::CONTENT_TYPE,
@@ -45,7 +42,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if state.config.broker_required && !state.topics.broker.is_ready() {
+    } else if state.config.broker_required && !state.node.is_ready() {
         // broker_required: a node cut off from the cluster sends clients elsewhere.
         (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n")
     } else if state.admission.overloaded() {

@@ -4,7 +4,7 @@
 //! Every route but `/api/openapi.json` needs `Authorization: Bearer <api key>`
 //! (`api_keys`); with no keys configured the API is off (404). Bodies are
 //! checked field by field so a 400 names the field at fault. The API never
-//! touches a socket: it publishes through `Topics` and reaches sessions through
+//! touches a socket: it publishes through the `Node` and reaches sessions through
 //! the registry.
 
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
-use crate::channel::router::Route;
-use crate::protocol::CloseReason;
+use crate::config::Route;
+use crate::protocol::{broadcast_parts, CloseReason};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -203,7 +203,7 @@ async fn broadcast(
     };
     let route = route_of(&state, topic)?;
     let published = state
-        .topics
+        .node
         .publish_acked(&route.namespace, topic, event, &payload, None)
         .await;
     Ok(Json(BroadcastResponse {
@@ -259,7 +259,7 @@ pub struct PresenceResponse {
 
 /// The namespace route of `topic`, or 404 naming the field.
 fn route_of<'a>(state: &'a AppState, topic: &str) -> Result<&'a Route, ApiFailure> {
-    state.topics.router.route(topic).ok_or_else(|| {
+    state.node.route(topic).ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
             format!("topic: {topic:?} matches no namespace"),
@@ -286,8 +286,7 @@ async fn presence(
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
     let topic = topic_param(&q)?;
-    let presences =
-        serde_json::from_str(&state.topics.presence.state(topic)).unwrap_or(Value::Null);
+    let presences = serde_json::from_str(&state.node.presence_state(topic)).unwrap_or(Value::Null);
     Ok(Json(PresenceResponse {
         topic: topic.to_owned(),
         presences,
@@ -338,28 +337,23 @@ async fn history(
             Some("topic"),
         ));
     }
-    let (epoch, offset, publications) =
-        match state
-            .topics
-            .history
-            .read(topic, since, route.namespace.history_ttl)
-        {
-            None => (None, 0, Vec::new()),
-            Some((position, entries)) => {
-                let publications = entries
-                    .into_iter()
-                    .filter_map(|e| {
-                        let frame: Value = serde_json::from_str(e.frame.as_str()).ok()?;
-                        Some(Publication {
-                            offset: e.offset,
-                            event: frame.get(3)?.as_str()?.to_owned(),
-                            payload: frame.get(4)?.clone(),
-                        })
+    let (epoch, offset, publications) = match state.node.history(topic, since) {
+        None => (None, 0, Vec::new()),
+        Some((position, entries)) => {
+            let publications = entries
+                .into_iter()
+                .filter_map(|e| {
+                    let (event, payload) = broadcast_parts(e.frame.as_str())?;
+                    Some(Publication {
+                        offset: e.offset,
+                        event,
+                        payload: serde_json::from_str(payload.get()).ok()?,
                     })
-                    .collect();
-                (Some(position.epoch), position.offset, publications)
-            }
-        };
+                })
+                .collect();
+            (Some(position.epoch), position.offset, publications)
+        }
+    };
     Ok(Json(HistoryResponse {
         topic: topic.to_owned(),
         epoch,
@@ -386,8 +380,8 @@ async fn stats(
     authorize(&state, &headers)?;
     Ok(Json(StatsResponse {
         sessions: state.registry.len(),
-        topics: state.topics.broker.topic_count(),
-        history_topics: state.topics.history.topic_count(),
+        topics: state.node.topic_count(),
+        history_topics: state.node.history_topic_count(),
         draining: state.is_draining(),
     })
     .into_response())

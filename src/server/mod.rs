@@ -23,16 +23,16 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::auth::Authenticator;
-use crate::channel::ChannelRouter;
-use crate::config::Config;
-use crate::history::History;
+use crate::config::{BrokerKind, Config};
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::pubsub::broker::link::ClusterBroker;
 use crate::pubsub::broker::local::LocalBroker;
-use crate::pubsub::{Broker, Topics};
+use crate::pubsub::broker::{nats, redis, Broker, BrokerHandler};
+use crate::pubsub::Node;
 use crate::registry::Registry;
 use crate::supervisor::Supervisor;
 
@@ -42,82 +42,98 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
-    pub topics: Arc<Topics>,
+    pub node: Arc<Node>,
     pub supervisor: Arc<Supervisor>,
     pub registry: Arc<Registry>,
+    /// The server's own background tasks (broker link, cluster heartbeat,
+    /// upkeep); stopped after the sessions on shutdown.
+    pub background: Background,
 }
 
-/// Build the configured broker; cluster brokers start their link task here
-/// (in the background: a node starts, and serves, while the broker is away).
-fn broker_for(
+/// Background tasks owned by the server: each watches `stop` and ends when it
+/// is cancelled; `run` cancels it after draining and waits on the tracker.
+#[derive(Clone, Default)]
+pub struct Background {
+    pub tracker: TaskTracker,
+    pub stop: CancellationToken,
+}
+
+impl Background {
+    /// Stop every background task and wait (at most `within`) for them.
+    pub async fn shutdown(&self, within: Duration) -> bool {
+        self.stop.cancel();
+        self.tracker.close();
+        tokio::time::timeout(within, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+/// The node with its configured broker; cluster brokers' link tasks and the
+/// heartbeat start on `background` (a node starts, and serves, while the
+/// broker is away).
+fn node_for(
     config: &Config,
     metrics: &Arc<Metrics>,
-    presence: &Arc<Presence>,
-    history: &Arc<History>,
-) -> Result<Arc<dyn Broker>, ServerError> {
-    use crate::config::BrokerKind;
-    use crate::pubsub::broker::cluster::{ClusterBroker, ClusterTiming};
-    use crate::pubsub::broker::{nats, redis};
-    let default_url = match config.broker {
-        BrokerKind::Local => return Ok(Arc::new(LocalBroker::new(Arc::clone(metrics)))),
-        BrokerKind::Redis => "redis://127.0.0.1:6379",
-        BrokerKind::Nats => "nats://127.0.0.1:4222",
-    };
+    background: &Background,
+) -> Result<Arc<Node>, ServerError> {
     let url = config
-        .broker_url
-        .clone()
-        .unwrap_or_else(|| default_url.to_string());
-    let (broker, parts) = ClusterBroker::new(
+        .resolved_broker_url()
+        .map_err(|why| ServerError::Broker(format!("broker_url {why}")))?;
+    let (Some(url), true) = (url, config.broker != BrokerKind::Local) else {
+        return Ok(Arc::new(Node::new(
+            config,
+            Arc::clone(metrics),
+            Arc::new(LocalBroker),
+        )));
+    };
+    let (broker, link) = ClusterBroker::new(
         Arc::clone(metrics),
-        Arc::clone(presence),
-        Arc::clone(history),
-        ChannelRouter::new(config),
         config.broker == BrokerKind::Redis,
-        ClusterTiming {
-            heartbeat: config.cluster_heartbeat,
-            node_timeout: config.cluster_node_timeout,
-        },
         config.broker_queue,
     );
+    let broker: Arc<dyn Broker> = Arc::new(broker);
+    let node = Arc::new(Node::new(config, Arc::clone(metrics), broker));
+    let handler: Arc<dyn BrokerHandler> = Arc::clone(&node) as Arc<dyn BrokerHandler>;
+    let parts = link.into_parts(handler, background.stop.clone());
     match config.broker {
         BrokerKind::Redis => {
-            ::redis::Client::open(url.as_str())
-                .map_err(|e| ServerError::Broker(format!("broker_url {url:?}: {e}")))?;
-            tokio::spawn(redis::run(url, parts));
+            background.tracker.spawn(redis::run(url, parts));
         }
         BrokerKind::Nats => {
-            if !url.starts_with("nats://") && !url.starts_with("tls://") {
-                return Err(ServerError::Broker(format!(
-                    "broker_url {url:?}: expected nats://HOST:PORT"
-                )));
-            }
-            tokio::spawn(nats::run(url, parts));
+            background.tracker.spawn(nats::run(url, parts));
         }
         BrokerKind::Local => {}
     }
-    Ok(Arc::new(broker))
+    let ticker = Arc::clone(&node);
+    let stop = background.stop.clone();
+    background.tracker.spawn(async move {
+        let mut beat = tokio::time::interval(ticker.heartbeat_interval());
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = beat.tick() => ticker.cluster_tick(),
+            }
+        }
+    });
+    Ok(node)
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
         let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
-        let presence = Arc::new(Presence::new());
-        let history = Arc::new(History::new(config.history_max_bytes));
-        let broker = broker_for(&config, &metrics, &presence, &history)?;
+        let background = Background::default();
+        let node = node_for(&config, &metrics, &background)?;
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
-            topics: Arc::new(Topics::new(
-                ChannelRouter::new(&config),
-                broker,
-                presence,
-                history,
-            )),
+            node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry: Arc::new(Registry::new()),
             metrics,
             config,
+            background,
         }))
     }
 
@@ -233,23 +249,23 @@ pub async fn run(
                 .await
         })
     };
-    let upkeep = {
+    {
         let metrics = Arc::clone(&state.metrics);
-        let topics = Arc::clone(&state.topics);
-        let stop = stop_admin.clone();
-        tokio::spawn(async move {
+        let node = Arc::clone(&state.node);
+        let stop = state.background.stop.clone();
+        state.background.tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {
                         metrics.upkeep();
-                        topics.sweep_history();
+                        node.sweep_history();
                     }
                 }
             }
-        })
-    };
+        });
+    }
 
     // A public listener that dies before shutdown is fatal: drain and report it.
     tokio::pin!(public);
@@ -278,9 +294,13 @@ pub async fn run(
         Some(result) => listener_result(result, "public"),
         None => wait_listener(public, "public").await,
     };
+    // Sessions are gone: the broker link, heartbeat and upkeep stop next (a
+    // link may be mid-reconnect; it gets a moment, then is left behind).
+    if !state.background.shutdown(Duration::from_secs(2)).await {
+        tracing::warn!("background tasks still running after 2 s; leaving them");
+    }
     stop_admin.cancel();
     let admin_result = wait_listener(admin, "admin").await;
-    let _ = upkeep.await;
     public_result.and(admin_result)
 }
 

@@ -16,6 +16,7 @@ use axum::{BoxError, Router};
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::metrics::Metrics;
+use crate::protocol::HttpRejection;
 
 /// Wrap `router` in load shedding at `concurrency` in-flight requests and a
 /// `timeout` per request.
@@ -45,10 +46,10 @@ pub fn protect(
 
 fn rejection(err: &BoxError, metrics: &Metrics) -> Response {
     if err.is::<tower::timeout::error::Elapsed>() {
-        metrics.http_rejected("timeout");
+        metrics.http_rejected.increment(HttpRejection::Timeout);
         (StatusCode::GATEWAY_TIMEOUT, "request timed out\n").into_response()
     } else if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics.http_rejected("overloaded");
+        metrics.http_rejected.increment(HttpRejection::Overloaded);
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
@@ -56,7 +57,7 @@ fn rejection(err: &BoxError, metrics: &Metrics) -> Response {
         )
             .into_response()
     } else {
-        metrics.http_rejected("error");
+        metrics.http_rejected.increment(HttpRejection::Error);
         (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response()
     }
 }

@@ -20,13 +20,13 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::pubsub::SessionId;
+use crate::pubsub::mailbox::SessionId;
 
 use super::AppState;
 use crate::admission::Shed;
 use crate::auth::{AuthError, Identity};
-use crate::metrics::Endpoint;
 use crate::protocol::{vsn_supported, SUPPORTED_VSN};
+use crate::protocol::{Endpoint, HandshakeRejection};
 use crate::session::echo::EchoHandler;
 use crate::session::lazy_read::LazyRead;
 use crate::session::phoenix::PhoenixHandler;
@@ -54,15 +54,22 @@ pub enum UpgradeError {
 }
 
 impl UpgradeError {
-    fn metric_reason(&self) -> &'static str {
-        match self {
-            UpgradeError::MissingVsn | UpgradeError::UnsupportedVsn(_) => "unsupported_vsn",
-            UpgradeError::NotWebSocket(_) | UpgradeError::WrongWsVersion => "not_websocket",
-            UpgradeError::EchoDisabled => "endpoint_disabled",
-            UpgradeError::Draining => "draining",
-            UpgradeError::Auth(err) => err.metric_reason(),
-            UpgradeError::Shed(_) => "shed",
-        }
+    /// The rejection's metric label; None for admission's 503s (counted as
+    /// `Shed` instead).
+    fn rejection(&self) -> Option<HandshakeRejection> {
+        Some(match self {
+            UpgradeError::MissingVsn | UpgradeError::UnsupportedVsn(_) => {
+                HandshakeRejection::UnsupportedVsn
+            }
+            UpgradeError::NotWebSocket(_) | UpgradeError::WrongWsVersion => {
+                HandshakeRejection::NotWebSocket
+            }
+            UpgradeError::EchoDisabled => HandshakeRejection::EndpointDisabled,
+            UpgradeError::Draining => HandshakeRejection::Draining,
+            UpgradeError::Auth(err) if err.is_origin() => HandshakeRejection::OriginNotAllowed,
+            UpgradeError::Auth(_) => HandshakeRejection::Unauthorized,
+            UpgradeError::Shed(_) => return None,
+        })
     }
 
     fn status(&self) -> StatusCode {
@@ -79,10 +86,10 @@ impl UpgradeError {
     }
 
     fn into_response(self, state: &AppState) -> Response {
-        match &self {
-            // Counted in myriad_shed_total instead.
-            UpgradeError::Shed(shed) => state.metrics.shed(*shed),
-            _ => state.metrics.handshake_rejected(self.metric_reason()),
+        match (&self, self.rejection()) {
+            (UpgradeError::Shed(shed), _) => state.metrics.shed.increment(*shed),
+            (_, Some(rejection)) => state.metrics.handshakes_rejected.increment(rejection),
+            (_, None) => {}
         }
         let mut response = (self.status(), format!("{self}\n")).into_response();
         match self {
@@ -314,7 +321,7 @@ where
                 id,
                 identity,
                 mailbox,
-                Arc::clone(&state.topics),
+                Arc::clone(&state.node),
                 Arc::clone(&state.metrics),
                 &config,
             );

@@ -5,9 +5,9 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::mailbox::Outbound;
 use super::FrameHandler;
 use crate::protocol::CloseReason;
+use crate::pubsub::mailbox::Outbound;
 
 #[derive(Debug, Default)]
 pub struct EchoHandler;

@@ -13,7 +13,6 @@
 
 pub mod echo;
 pub mod lazy_read;
-pub mod mailbox;
 pub mod phoenix;
 
 use std::collections::VecDeque;
@@ -33,12 +32,11 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Config;
-use crate::metrics::{Endpoint, Metrics};
-use crate::protocol::CloseReason;
-use crate::pubsub::SessionId;
+use crate::metrics::Metrics;
+use crate::protocol::{CloseReason, Endpoint, MalformedKind};
+use crate::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound, SessionId};
 use crate::registry::{Registry, SessionEntry};
 use crate::supervisor::{panic_message, ShutdownSignals};
-use mailbox::{Mailbox, MailboxLimits, Outbound};
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
 pub trait FrameHandler: Send {
@@ -96,7 +94,7 @@ struct SessionGuard {
 impl SessionGuard {
     fn open(spec: SessionSpec) -> SessionGuard {
         spec.metrics.sessions_active.increment(1.0);
-        spec.metrics.session_opened(spec.endpoint);
+        spec.metrics.sessions_opened.increment(spec.endpoint);
         spec.registry.insert(
             spec.id,
             SessionEntry {
@@ -118,7 +116,7 @@ impl SessionGuard {
 impl SessionGuard {
     fn decided(&mut self, reason: CloseReason) {
         self.reason = Some(reason);
-        self.spec.metrics.session_closed(reason);
+        self.spec.metrics.sessions_closed.increment(reason);
     }
 }
 
@@ -129,7 +127,9 @@ impl Drop for SessionGuard {
         let reason = match self.reason {
             Some(reason) => reason,
             None => {
-                spec.metrics.session_closed(CloseReason::SessionPanic);
+                spec.metrics
+                    .sessions_closed
+                    .increment(CloseReason::SessionPanic);
                 CloseReason::SessionPanic
             }
         };
@@ -350,11 +350,11 @@ where
             WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::ClientClosed,
             WsError::Io(_) => CloseReason::ConnectionLost,
             WsError::Capacity(_) => {
-                metrics.malformed("too_big");
+                metrics.malformed.increment(MalformedKind::TooBig);
                 CloseReason::MessageTooBig
             }
             WsError::Utf8(_) => {
-                metrics.malformed("invalid_utf8");
+                metrics.malformed.increment(MalformedKind::InvalidUtf8);
                 CloseReason::InvalidUtf8
             }
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {

@@ -1,62 +1,111 @@
-//! The `Broker` seam: where a publish leaves this node and where other nodes'
-//! publishes come in. `local` (default) delivers on this node only;
-//! `cluster` adds the bounded queue, origin tagging and health that the
-//! `redis` and `nats` links share.
+//! The `Broker` seam: a transport between this node and the others, nothing
+//! more. The node ([`crate::pubsub::Node`]) decides what to send; a broker
+//! carries it ([`Broker::send`]), keeps the backend subscribed to the topics
+//! the node asks for, and pushes what other nodes sent to the node's
+//! [`BrokerHandler`].
+//!
+//! - `local`: a single node; sends nothing, is always ready.
+//! - `link`: what the cross-node brokers share (the bounded queue to the link
+//!   task, health, the coalesced topic subscriptions, dispatch of inbound
+//!   traffic); `redis` and `nats` are the link tasks, transport code only.
+//! - `wire`: the typed, versioned envelopes that cross the process boundary.
+//! - `names`: every Redis key, channel and NATS subject name.
+//! - `backoff`: jittered reconnect back-off.
 //!
 //! A broker must never block the caller: publishes from sessions happen inline
 //! in their task, so a slow backend is queued behind a bounded buffer, never
 //! awaited.
 
-pub mod cluster;
+pub mod backoff;
+pub mod link;
 pub mod local;
+pub mod names;
 pub mod nats;
 pub mod redis;
+pub mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{FanOut, SessionId};
-use crate::config::NamespaceConfig;
-use crate::session::mailbox::{Mailbox, Outbound};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::mailbox::SessionId;
+use crate::protocol::RefSlotFrame;
 
 /// Where a cluster-sequenced history publish reports its offset.
 pub type HistoryAck = tokio::sync::oneshot::Sender<u64>;
 
+/// Something on its way to other nodes.
+#[derive(Debug)]
+pub enum Envelope {
+    /// A broadcast frame for `topic`'s channel.
+    Publication { topic: Arc<str>, frame: Utf8Bytes },
+    /// A history-namespace publish for the backend to sequence: it fills the
+    /// frame's ref slot with the offset it assigns.
+    History {
+        topic: Arc<str>,
+        frame: RefSlotFrame,
+        /// Entries the backend keeps for the topic.
+        size: usize,
+        /// How long the topic's history lives in the backend once idle.
+        ttl: Duration,
+        /// The publishing session under `broadcast_from` (the origin node
+        /// skips it when the sequenced frame comes back).
+        exclude: Option<SessionId>,
+        /// Told the assigned offset (the HTTP API's answer).
+        ack: Option<HistoryAck>,
+    },
+    /// Membership and presence replication, for the control channel.
+    Control(wire::Control),
+}
+
+/// Why an envelope did not leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The queue to the link task is full (counted).
+    #[error("broker queue full")]
+    QueueFull,
+    /// This broker has no other nodes to send to.
+    #[error("no cluster")]
+    NoCluster,
+}
+
+/// A transport to the other nodes.
 pub trait Broker: Send + Sync + 'static {
-    /// `session` receives every later publish on `topic` in `mailbox`.
-    fn subscribe(&self, topic: &str, session: SessionId, mailbox: Arc<Mailbox>);
-    /// Stop delivering `topic` to `session`. Unknown pairs are ignored.
-    fn unsubscribe(&self, topic: &str, session: SessionId);
-    /// Deliver an encoded frame to every subscriber of `topic` (on every node),
-    /// except `exclude`. Returns what happened on this node.
-    fn publish(&self, topic: &str, frame: Outbound, exclude: Option<SessionId>) -> FanOut;
-    /// Topics with local subscribers.
-    fn topic_count(&self) -> usize;
-    /// A local presence change (`presence_diff` payload) other nodes' replicas
-    /// must learn about. Nothing to do on a single node.
-    fn presence_changed(&self, _topic: &str, _diff: &str) {}
-    /// Hand a history-namespace publish to the cluster to be sequenced;
-    /// false when this broker does not (or cannot now), and the node
-    /// sequences it locally. `ack`, when given, receives the offset the
-    /// cluster assigned (it is dropped if the publish is lost to an outage).
-    fn sequence_history(
-        &self,
-        _topic: &str,
-        _event: &str,
-        _payload: &str,
-        _namespace: &NamespaceConfig,
-        _exclude: Option<SessionId>,
-        _ack: Option<HistoryAck>,
-    ) -> bool {
+    /// Queue `envelope` for the other nodes; never waits.
+    fn send(&self, envelope: Envelope) -> Result<(), SendError>;
+    /// The node now has local members on `topic`: receive its publications.
+    fn subscribe_topic(&self, topic: &str);
+    /// The node's last local member of `topic` left.
+    fn unsubscribe_topic(&self, topic: &str);
+    /// Whether the backend is reachable (always true for `local`).
+    fn is_ready(&self) -> bool;
+    /// This node's id among the cluster's nodes; None on a single node.
+    fn node_id(&self) -> Option<&str>;
+    /// Whether the backend assigns history offsets (Redis); the node then
+    /// sends history publishes as [`Envelope::History`] while it is ready.
+    fn sequences_history(&self) -> bool {
         false
     }
-    /// This node's id among the cluster's nodes (None on a single node): it
-    /// qualifies names that must not collide across nodes, such as anonymous
-    /// presence keys built from node-local session ids.
-    fn node(&self) -> Option<&str> {
-        None
-    }
-    /// Whether the backend is reachable (always true for `local`).
-    fn is_ready(&self) -> bool {
-        true
-    }
+}
+
+/// What a broker's link task calls back into: implemented by the node.
+pub trait BrokerHandler: Send + Sync + 'static {
+    /// Another node's broadcast on `topic` (own echoes already dropped).
+    fn on_publication(&self, topic: &str, frame: Utf8Bytes);
+    /// A history frame the backend sequenced (every node gets every one, its
+    /// own included); `exclude` is set only on the node that published it.
+    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>);
+    /// A stored history frame read back from the backend after (re)connecting.
+    fn on_stored_history(&self, topic: &str, frame: &str);
+    /// A control message from another node.
+    fn on_control(&self, origin: &str, control: wire::Control);
+    /// The link is (again) up: time to ask the others for their members.
+    fn on_connected(&self);
+    /// Topics with local members (what to subscribe to after a reconnect).
+    fn local_topics(&self) -> Vec<Arc<str>>;
+    /// Whether `topic` has local members now.
+    fn has_local_members(&self, topic: &str) -> bool;
+    /// Entries a history topic keeps; 0 for topics without history.
+    fn history_size(&self, topic: &str) -> usize;
 }

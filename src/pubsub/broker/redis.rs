@@ -1,25 +1,22 @@
-//! The Redis link: cross-node broadcast over Redis Pub/Sub, one channel per
-//! topic (`myriad:<topic>`) that has local members, shared by all of this
-//! node's sessions on that topic. A node therefore receives only traffic for
-//! topics it serves, and Redis fans a publish out once per interested node.
+//! The Redis link: transport over Redis Pub/Sub, one channel per topic with
+//! local members (names in `names`), shared by all of this node's sessions on
+//! that topic. A node therefore receives only traffic for topics it serves,
+//! and Redis fans a publish out once per interested node.
 //!
-//! One task owns two connections: a multiplexed one for PUBLISH and a Pub/Sub
-//! one for SUBSCRIBE. When either fails the task marks the broker down, drops
-//! what was queued for other nodes (counted), waits with jittered exponential
-//! back-off, reconnects and resubscribes every topic that has local members.
-//! History namespaces go through Redis instead: a Lua script assigns the
-//! offset, appends to a Redis Stream (`XADD ... MAXLEN ~ history_size`) and
-//! publishes on `myriad-history:<topic>`, which every node pattern-subscribes,
-//! so all nodes store and deliver every history topic in one order and a
-//! client can recover on any node. While Redis is away a node sequences
-//! history locally under a new epoch (recovery across that answers
-//! `recovered: false`, never a gap).
+//! One task owns two connections: a multiplexed one for PUBLISH and scripts
+//! and a Pub/Sub one for SUBSCRIBE. When either fails the task marks the
+//! broker down, drops what was queued for other nodes (counted), waits with
+//! jittered exponential back-off, reconnects and resubscribes every topic that
+//! has local members. History namespaces go through Redis instead: a Lua
+//! script assigns the offset, appends to a Redis Stream (`XADD ... MAXLEN ~
+//! history_size`) and publishes on the topic's history channel, which every
+//! node pattern-subscribes, so all nodes store and deliver every history topic
+//! in one order and a client can recover on any node. While Redis is away a
+//! node sequences history locally under a new epoch (recovery across that
+//! answers `recovered: false`, never a gap).
 //!
-//! Local delivery never depends on this task. Presence replication and
-//! heartbeats travel on one more channel, `myriad-control`, which every node
-//! subscribes to; while disconnected, a node also stops seeing heartbeats and
-//! drops other nodes' members after `cluster_node_timeout` (they come back
-//! with the state sync that follows the reconnect).
+//! Local delivery never depends on this task. Membership and presence
+//! replication travel on one more channel, `names::CONTROL`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,25 +25,17 @@ use futures_util::StreamExt;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::cluster::{drop_queued, Backoff, Envelope, Link, LinkParts, CONTROL};
-
-const PREFIX: &str = "myriad:";
-/// History topics' frames go to `myriad-history:<topic>`, which every node
-/// pattern-subscribes, so every node's rings hold every history topic.
-const HISTORY_PREFIX: &str = "myriad-history:";
-
-fn channel(topic: &str) -> String {
-    format!("{PREFIX}{topic}")
-}
+use super::link::{drop_queued, LinkParts, LinkState};
+use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
 
 /// Sequences one history publish atomically: the next offset, the topic's
 /// epoch, the frame with its ref slot, the stream entry (`XADD ... MAXLEN ~
 /// size`, what survives a node's death) and the PUBLISH that delivers it to
-/// every node in this one order. The three keys expire `history_ttl` after the
-/// topic's last publish, like the rings, so Redis does not keep every topic
-/// ever used. An offset that starts over (its key expired) always gets a new
-/// epoch, so no (offset, epoch) pair is ever reused. Keys use a `{topic}` hash
-/// tag so they share a Redis Cluster slot.
+/// every node in this one order, wrapped in the wire format's frame message.
+/// The three keys expire `history_ttl` after the topic's last publish, like
+/// the rings, so Redis does not keep every topic ever used. An offset that
+/// starts over (its key expired) always gets a new epoch, so no (offset,
+/// epoch) pair is ever reused.
 const SEQUENCE: &str = r#"
 local o = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
@@ -54,7 +43,7 @@ if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame)
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
 return o
 "#;
 
@@ -66,37 +55,44 @@ fn new_epoch() -> String {
     format!("{nanos:x}")
 }
 
-/// Run the link until the process ends.
+/// Run the link until its stop token is cancelled.
 pub async fn run(url: String, mut parts: LinkParts) {
     let client = match redis::Client::open(url.as_str()) {
         Ok(c) => c,
         Err(err) => {
-            // Validated at startup; a failure here is a bug, not an outage.
+            // Validated with the config; a failure here is a bug, not an outage.
             tracing::error!(error = %err, url = %url, "invalid redis url; cluster delivery disabled");
             return;
         }
     };
+    let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
     loop {
-        match session(&client, &mut parts).await {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = connected(&client, &mut parts) => result,
+        };
+        match result {
             Ok(()) => return,
             Err(err) => {
-                parts.link.metrics.broker_errors.increment(1);
+                parts.state.metrics.broker_errors.increment(1);
                 tracing::debug!(error = %err, "redis link failed");
             }
         }
-        let wait = backoff.after_failure(parts.link.is_connected());
-        parts.link.set_connected(false);
+        let wait = backoff.after_failure(parts.state.is_connected());
+        parts.state.set_connected(false);
         let until = tokio::time::Instant::now() + wait;
         // Keep the queue from filling with traffic that cannot be sent.
         while tokio::time::Instant::now() < until {
             drop_queued(&mut parts);
-            tokio::time::sleep(
-                (until - tokio::time::Instant::now()).min(std::time::Duration::from_millis(50)),
-            )
-            .await;
+            let step =
+                (until - tokio::time::Instant::now()).min(std::time::Duration::from_millis(50));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(step) => {}
+            }
         }
-        parts.link.metrics.broker_reconnects.increment(1);
+        parts.state.metrics.broker_reconnects.increment(1);
     }
 }
 
@@ -105,35 +101,30 @@ pub async fn run(url: String, mut parts: LinkParts) {
 /// client; entries it already has are skipped, newer ones reach its members.
 async fn warm_history(
     conn: &mut redis::aio::MultiplexedConnection,
-    link: &Link,
+    handler: &dyn BrokerHandler,
 ) -> redis::RedisResult<()> {
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg("myriad-stream:*")
+            .arg(names::redis_stream_pattern())
             .arg("COUNT")
             .arg(500)
             .query_async(conn)
             .await?;
         for key in keys {
-            let Some(topic) = key
-                .strip_prefix("myriad-stream:{")
-                .and_then(|k| k.strip_suffix('}'))
-            else {
+            let Some(topic) = names::redis_stream_topic_of(&key) else {
                 continue;
             };
-            let Some(size) = link.router.route(topic).map(|r| r.namespace.history_size) else {
-                continue;
-            };
+            let size = handler.history_size(topic);
             if size == 0 {
                 continue;
             }
             let newest: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", size).await?;
             for entry in newest.ids.iter().rev() {
                 if let Some(frame) = entry.get::<String>("f") {
-                    link.warm_history(topic, &frame);
+                    handler.on_stored_history(topic, &frame);
                 }
             }
         }
@@ -154,7 +145,7 @@ const PUBLISH_BATCH: usize = 256;
 async fn publish_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     sequence: &redis::Script,
-    link: &Link,
+    state: &LinkState,
     batch: Vec<Envelope>,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
@@ -162,34 +153,38 @@ async fn publish_batch(
     let mut published = 0u64;
     for env in batch {
         match env {
-            Envelope::Frame { topic, frame } => {
-                pipe.publish(channel(&topic), link.encode(frame.as_str()))
-                    .ignore();
+            Envelope::Publication { topic, frame } => {
+                pipe.publish(
+                    names::redis_topic_channel(&topic),
+                    state.publication(&frame),
+                )
+                .ignore();
                 published += 1;
             }
-            Envelope::Control(payload) => {
-                pipe.publish(CONTROL, payload).ignore();
+            Envelope::Control(control) => {
+                pipe.publish(names::CONTROL, state.control(&control))
+                    .ignore();
             }
             Envelope::History {
                 topic,
-                prefix,
-                suffix,
+                frame,
                 size,
                 ttl,
                 exclude,
                 ack,
             } => {
                 let mut call = sequence.prepare_invoke();
-                call.key(format!("myriad-seq:{{{topic}}}"))
-                    .key(format!("myriad-epoch:{{{topic}}}"))
-                    .key(format!("myriad-stream:{{{topic}}}"))
-                    .arg(new_epoch())
+                for key in names::redis_history_keys(&topic) {
+                    call.key(key);
+                }
+                call.arg(new_epoch())
                     .arg(size)
-                    .arg(format!("{HISTORY_PREFIX}{topic}"))
-                    .arg(link.history_header(exclude))
-                    .arg(prefix)
-                    .arg(suffix)
-                    .arg(ttl.as_millis().max(1) as u64);
+                    .arg(names::redis_history_channel(&topic))
+                    .arg(wire::frame_header(&state.node, exclude))
+                    .arg(frame.prefix)
+                    .arg(frame.suffix)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .arg(wire::FRAME_TRAILER);
                 pipe.invoke_script(&call);
                 acks.push(ack);
                 published += 1;
@@ -203,34 +198,30 @@ async fn publish_batch(
             let _ = ack.send(offset);
         }
     }
-    link.metrics.broker_published.increment(published);
+    state.metrics.broker_published.increment(published);
     Ok(())
 }
 
 /// One connected period; returns Err when a connection fails, Ok when the
-/// broker is being shut down (its senders are gone).
-async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
+/// node is gone (its queue closed).
+async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
     let mut publisher = client.get_multiplexed_async_connection().await?;
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
     let sequence = redis::Script::new(SEQUENCE);
-    sink.subscribe(CONTROL).await?;
-    sink.psubscribe(format!("{HISTORY_PREFIX}*")).await?;
-    for topic in parts.link.hub.topic_names() {
-        sink.subscribe(channel(&topic)).await?;
+    sink.subscribe(names::CONTROL).await?;
+    sink.psubscribe(names::redis_history_pattern()).await?;
+    for topic in parts.handler.local_topics() {
+        sink.subscribe(names::redis_topic_channel(&topic)).await?;
         subscribed.insert(topic);
     }
     // Pipelines call the script by hash (EVALSHA), so Redis must have it; a
     // Redis that restarts or flushes scripts fails the batch and the reconnect
     // loads it again.
     sequence.prepare_invoke().load_async(&mut publisher).await?;
-    warm_history(&mut publisher, &parts.link).await?;
-    parts.link.set_connected(true);
-    // Whatever happened while away, ask the other nodes for their members.
-    let _: i64 = publisher
-        .publish(CONTROL, parts.link.sync_request())
-        .await?;
-    let mut beat = tokio::time::interval(parts.link.timing.heartbeat);
+    warm_history(&mut publisher, &*parts.handler).await?;
+    parts.state.set_connected(true);
+    parts.handler.on_connected();
     loop {
         tokio::select! {
             env = parts.out.recv() => {
@@ -242,22 +233,18 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                         Err(_) => break,
                     }
                 }
-                parts.link.metrics.broker_queue_depth.decrement(batch.len() as f64);
-                publish_batch(&mut publisher, &sequence, &parts.link, batch).await?;
-            }
-            _ = beat.tick() => {
-                let _: i64 = publisher.publish(CONTROL, parts.link.heartbeat()).await?;
-                parts.link.sweep_peers();
+                parts.state.metrics.broker_queue_depth.decrement(batch.len() as f64);
+                publish_batch(&mut publisher, &sequence, &parts.state, batch).await?;
             }
             change = parts.changes.recv() => {
                 if change.is_none() { return Ok(()) }
-                for topic in parts.link.take_changed() {
-                    let wanted = parts.link.hub.subscriber_count(&topic) > 0;
+                for topic in parts.state.take_changed() {
+                    let wanted = parts.handler.has_local_members(&topic);
                     if wanted && !subscribed.contains(&topic) {
-                        sink.subscribe(channel(&topic)).await?;
+                        sink.subscribe(names::redis_topic_channel(&topic)).await?;
                         subscribed.insert(topic);
                     } else if !wanted && subscribed.remove(&topic) {
-                        sink.unsubscribe(channel(&topic)).await?;
+                        sink.unsubscribe(names::redis_topic_channel(&topic)).await?;
                     }
                 }
             }
@@ -266,14 +253,13 @@ async fn session(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisR
                     return Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connection closed")));
                 };
                 let name = msg.get_channel_name();
-                if let Some(topic) = name.strip_prefix(HISTORY_PREFIX) {
-                    parts.link.deliver_history(topic, msg.get_payload_bytes());
-                } else if name == CONTROL {
-                    for reply in parts.link.on_control(msg.get_payload_bytes()) {
-                        let _: i64 = publisher.publish(CONTROL, reply).await?;
-                    }
-                } else if let Some(topic) = name.strip_prefix(PREFIX) {
-                    parts.link.deliver_remote(topic, msg.get_payload_bytes());
+                let (state, handler) = (&parts.state, &*parts.handler);
+                if let Some(topic) = names::redis_history_topic_of(name) {
+                    state.receive_sequenced(handler, topic, msg.get_payload_bytes());
+                } else if name == names::CONTROL {
+                    state.receive_control(handler, msg.get_payload_bytes());
+                } else if let Some(topic) = names::redis_topic_of(name) {
+                    state.receive_publication(handler, topic, msg.get_payload_bytes());
                 }
             }
         }

@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use crate::pubsub::SessionId;
+use super::mailbox::SessionId;
 
 struct Tracked {
     session: SessionId,

@@ -16,17 +16,20 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::mailbox::{Mailbox, Outbound};
 use super::FrameHandler;
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
-use crate::channel::{Channel, ChannelCtx, ChannelRouter, JoinResult, Reply, Terminate};
-use crate::config::{Config, NamespaceConfig};
-use crate::history::Position;
+use crate::channel::{self, Channel, ChannelCtx, JoinResult, Reply, Terminate};
+use crate::config::{Config, NamespaceConfig, Pattern};
 use crate::metrics::Metrics;
-use crate::protocol::{decode, encode, event, CloseReason, InFrame, ReplyError, PHOENIX_TOPIC};
-use crate::pubsub::{SessionId, Topics};
+use crate::protocol::{
+    decode, encode, event, CloseReason, InFrame, JoinRefusal, MalformedKind, ReplyError,
+    PHOENIX_TOPIC,
+};
+use crate::pubsub::history::Position;
+use crate::pubsub::mailbox::{Mailbox, Outbound, SessionId};
+use crate::pubsub::{JoinRequest, Node, Since};
 use crate::supervisor::{panic_message, RestartIntensity};
 
 /// Fault-injection event that panics in the session itself, outside any
@@ -47,9 +50,9 @@ pub struct PhoenixHandler {
     /// Presence key: the token's `sub`, or `anon-<session id>`.
     user: String,
     /// Topic patterns the token allows (None: all).
-    allowed: Option<Vec<crate::channel::router::Pattern>>,
+    allowed: Option<Vec<Pattern>>,
     mailbox: Arc<Mailbox>,
-    topics: Arc<Topics>,
+    node: Arc<Node>,
     metrics: Arc<Metrics>,
     channels: HashMap<String, Joined>,
     intensity: RestartIntensity,
@@ -82,7 +85,7 @@ impl PhoenixHandler {
         session: SessionId,
         identity: Identity,
         mailbox: Arc<Mailbox>,
-        topics: Arc<Topics>,
+        node: Arc<Node>,
         metrics: Arc<Metrics>,
         config: &Config,
     ) -> PhoenixHandler {
@@ -90,10 +93,10 @@ impl PhoenixHandler {
             session,
             user: identity
                 .user
-                .unwrap_or_else(|| anonymous_key(topics.broker.node(), session)),
+                .unwrap_or_else(|| anonymous_key(node.id(), session)),
             allowed: identity.topics,
             mailbox,
-            topics,
+            node,
             metrics,
             channels: HashMap::new(),
             intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
@@ -118,7 +121,7 @@ impl PhoenixHandler {
         out: &mut Vec<Outbound>,
         f: impl FnOnce(&mut dyn Channel, &mut ChannelCtx<'_>) -> T,
     ) -> Called<T> {
-        let mut ctx = ChannelCtx::new(topic, join_ref, self.session, namespace, &self.topics, out);
+        let mut ctx = ChannelCtx::new(topic, join_ref, self.session, namespace, &self.node, out);
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(channel, &mut ctx))) {
             Ok(value) => Called::Returned(value),
             Err(panic) => Called::Panicked(panic_message(&panic)),
@@ -241,102 +244,115 @@ impl PhoenixHandler {
         }
     }
 
+    /// Refuse a join: count it and answer with the reason's error reply.
+    fn refuse(
+        &self,
+        out: &mut Vec<Outbound>,
+        frame: &InFrame<'_>,
+        refusal: JoinRefusal,
+        reply: ReplyError,
+    ) {
+        self.metrics.join_refused(refusal);
+        // An unmatched topic has no channel, so no join_ref (Phoenix's shape).
+        let join_ref = match refusal {
+            JoinRefusal::UnmatchedTopic => None,
+            _ => frame.join_ref.as_deref(),
+        };
+        Self::reply(
+            out,
+            frame,
+            join_ref,
+            "error",
+            &encode::reason(reply.reason()),
+        );
+    }
+
+    /// Route → authorize → the channel's join → `Node::join` → reply.
     fn join(&mut self, frame: &InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let join_ref = frame.join_ref.as_deref();
-        let Some(route) = self.topics.router.route(topic).cloned() else {
-            self.metrics.join_refused("unmatched_topic");
+        let Some(route) = self.node.route(topic).cloned() else {
             tracing::warn!(
                 session = self.session,
                 topic = topic,
                 "join refused: unmatched topic"
             );
-            let reason = encode::reason(ReplyError::UnmatchedTopic.reason());
-            Self::reply(out, frame, None, "error", &reason);
+            self.refuse(
+                out,
+                frame,
+                JoinRefusal::UnmatchedTopic,
+                ReplyError::UnmatchedTopic,
+            );
             return Ok(());
         };
         if let Some(allowed) = &self.allowed {
             if !allowed.iter().any(|p| p.matches(topic)) {
-                self.metrics.join_refused("unauthorized");
-                let reason = encode::reason(ReplyError::Unauthorized.reason());
-                Self::reply(out, frame, join_ref, "error", &reason);
+                self.refuse(
+                    out,
+                    frame,
+                    JoinRefusal::Unauthorized,
+                    ReplyError::Unauthorized,
+                );
                 return Ok(());
             }
         }
         if self.channels.len() >= self.max_topics {
-            self.metrics.join_refused("too_many_channels");
-            let reason = encode::reason(ReplyError::TooManyChannels.reason());
-            Self::reply(out, frame, join_ref, "error", &reason);
+            self.refuse(
+                out,
+                frame,
+                JoinRefusal::TooManyChannels,
+                ReplyError::TooManyChannels,
+            );
             return Ok(());
         }
         let ns = route.namespace;
-        let mut channel = ChannelRouter::instantiate(route.kind);
+        let mut channel = channel::instantiate(route.kind);
         let params = frame.payload;
         let response = match self.call(channel.as_mut(), &ns, topic, join_ref, out, |ch, ctx| {
             ch.join(ctx, params)
         }) {
             Called::Returned(JoinResult::Ok(response)) => response,
             Called::Returned(JoinResult::Error(response)) => {
-                self.metrics.join_refused("refused");
+                self.metrics.join_refused(JoinRefusal::Refused);
                 Self::reply(out, frame, join_ref, "error", &response);
                 return Ok(());
             }
             Called::Panicked(panic) => {
-                self.metrics.join_refused("crashed");
-                let reason = encode::reason(ReplyError::JoinCrashed.reason());
-                Self::reply(out, frame, join_ref, "error", &reason);
+                self.refuse(out, frame, JoinRefusal::Crashed, ReplyError::JoinCrashed);
                 return self.crashed(topic, &panic);
             }
         };
         let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
-
-        // Subscribe before the reply is written so no broadcast that follows the
-        // ok reply is missed; on history namespaces, atomically with reading
-        // what a recovering client missed.
-        let session = self.session;
-        let subscribe = || {
-            self.topics
-                .broker
-                .subscribe(topic, session, Arc::clone(&self.mailbox))
-        };
-        let (response, replay) = if ns.history_size > 0 {
-            let since = join_params.as_ref().and_then(since_of);
-            let wants_stored = join_params
-                .as_ref()
-                .and_then(|p| p.get("history"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let history = &self.topics.history;
-            let recovery = match since {
-                Some(since) => history.join(topic, Some(&since), ns.history_ttl, subscribe),
-                None if wants_stored => history.join_with_stored(topic, ns.history_ttl, subscribe),
-                None => history.join(topic, None, ns.history_ttl, subscribe),
-            };
-            let response = with_fields(
-                &response,
-                [
-                    ("recovered", Value::Bool(recovery.recovered)),
-                    ("offset", Value::from(recovery.position.offset)),
-                    ("epoch", Value::String(recovery.position.epoch)),
-                ],
-            );
-            (response, recovery.frames)
-        } else {
-            subscribe();
-            (response, Vec::new())
+        // Subscribed before the reply is written, so no broadcast that follows
+        // the ok reply is missed.
+        let joined = self.node.join(JoinRequest {
+            topic,
+            namespace: &ns,
+            session: self.session,
+            mailbox: Arc::clone(&self.mailbox),
+            since: since_of(join_params.as_ref()),
+            presence: ns
+                .presence
+                .then(|| (self.user.as_str(), presence_meta(join_params.as_ref()))),
+        });
+        let (response, replay) = match joined.recovery {
+            Some(recovery) => (
+                with_fields(
+                    &response,
+                    [
+                        ("recovered", Value::Bool(recovery.recovered)),
+                        ("offset", Value::from(recovery.position.offset)),
+                        ("epoch", Value::String(recovery.position.epoch)),
+                    ],
+                ),
+                recovery.frames,
+            ),
+            None => (response, Vec::new()),
         };
         self.metrics.joins_ok.increment(1);
         Self::reply(out, frame, join_ref, "ok", &response);
         out.extend(replay.into_iter().map(Outbound::Text));
-        if ns.presence {
-            let meta = presence_meta(join_params.as_ref());
-            let topics = Arc::clone(&self.topics);
-            topics
-                .presence
-                .track(topic, session, &self.user, meta, |diff| {
-                    topics.presence_diff(topic, &diff)
-                });
-            let state = topics.presence.state(topic);
+        if let Some(state) = joined.presence_state {
             out.push(Outbound::Text(
                 encode::push(join_ref, topic, "presence_state", &state).into(),
             ));
@@ -354,13 +370,7 @@ impl PhoenixHandler {
 
     /// Stop delivering `topic` to this session and remove its presence.
     fn release(&self, topic: &str, ns: &NamespaceConfig) {
-        self.topics.broker.unsubscribe(topic, self.session);
-        if ns.presence {
-            let topics = &self.topics;
-            topics.presence.untrack(topic, self.session, |diff| {
-                topics.presence_diff(topic, &diff)
-            });
-        }
+        self.node.leave(topic, ns, self.session);
     }
 
     fn handle_in(
@@ -443,7 +453,7 @@ impl FrameHandler for PhoenixHandler {
         match decode(text.as_str()) {
             Ok(frame) => self.dispatch(frame, out),
             Err(err) => {
-                self.metrics.malformed(err.kind());
+                self.metrics.malformed.increment(err.kind());
                 tracing::debug!(session = self.session, error = %err, "malformed frame");
                 Err(CloseReason::MalformedFrame)
             }
@@ -451,7 +461,7 @@ impl FrameHandler for PhoenixHandler {
     }
 
     fn on_binary(&mut self, _data: Bytes, _out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
-        self.metrics.malformed("binary");
+        self.metrics.malformed.increment(MalformedKind::Binary);
         Err(CloseReason::UnsupportedBinary)
     }
 }
@@ -466,13 +476,23 @@ impl Drop for PhoenixHandler {
     }
 }
 
-/// `{"since": {"offset": N, "epoch": "E"}}` in join params.
-fn since_of(params: &Value) -> Option<Position> {
-    let since = params.get("since")?;
-    Some(Position {
-        offset: since.get("offset")?.as_u64()?,
-        epoch: since.get("epoch")?.as_str()?.to_owned(),
-    })
+/// Where a join starts on a history topic: `{"since": {"offset": N, "epoch":
+/// "E"}}` recovers, `{"history": true}` replays what is stored.
+fn since_of(params: Option<&Value>) -> Since {
+    let Some(params) = params else {
+        return Since::Now;
+    };
+    let position = params.get("since").and_then(|since| {
+        Some(Position {
+            offset: since.get("offset")?.as_u64()?,
+            epoch: since.get("epoch")?.as_str()?.to_owned(),
+        })
+    });
+    match position {
+        Some(p) => Since::Position(p),
+        None if params.get("history").and_then(Value::as_bool) == Some(true) => Since::Stored,
+        None => Since::Now,
+    }
 }
 
 /// The presence meta for a join: the join's `meta` object, plus `online_at`.
@@ -498,3 +518,6 @@ fn with_fields<const N: usize>(response: &str, fields: [(&str, Value); N]) -> St
     }
     Value::Object(map).to_string()
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::protocol::encode;
+use crate::protocol::{encode, history_ref};
 
 /// One stored broadcast. The frame is the exact text subscribers got (shared).
 #[derive(Debug, Clone)]
@@ -27,7 +27,20 @@ pub struct Entry {
     at: Instant,
 }
 
+/// A ring's bounds, fixed when the ring is created (from its namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingLimits {
+    /// Entries kept (`history_size`).
+    pub size: usize,
+    /// How long an entry is kept, and an idle ring lives (`history_ttl`).
+    pub ttl: Duration,
+}
+
+/// Which topics keep history, and with what bounds; None: not a history topic.
+type LimitsOf = Box<dyn Fn(&str) -> Option<RingLimits> + Send + Sync>;
+
 struct Ring {
+    limits: RingLimits,
     epoch: String,
     /// Offsets and epoch come from the cluster broker (Redis sequences every
     /// node's publishes); a node-local publish must fork first.
@@ -41,8 +54,9 @@ struct Ring {
 }
 
 impl Ring {
-    fn new(epoch: String) -> Ring {
+    fn new(limits: RingLimits, epoch: String) -> Ring {
         Ring {
+            limits,
             epoch,
             cluster: false,
             bytes: 0,
@@ -59,8 +73,9 @@ impl Ring {
         Some(e.frame.len())
     }
 
-    /// Drop entries older than `ttl`; returns the bytes freed.
-    fn prune(&mut self, ttl: Duration, now: Instant) -> usize {
+    /// Drop entries older than the ring's ttl; returns the bytes freed.
+    fn prune(&mut self, now: Instant) -> usize {
+        let ttl = self.limits.ttl;
         let mut freed = 0;
         while let Some(front) = self.entries.front() {
             if now.duration_since(front.at) < ttl {
@@ -96,36 +111,23 @@ pub struct History {
     /// Bytes stored across all topics, bounded by `max_bytes`.
     bytes: AtomicUsize,
     max_bytes: usize,
-}
-
-impl Default for History {
-    fn default() -> History {
-        History::new(usize::MAX)
-    }
-}
-
-/// Offset and epoch from a history frame's ref slot (`[null,"<offset>:<epoch>",...`).
-pub fn parse_ref_slot(frame: &str) -> Option<(u64, &str)> {
-    let rest = frame.strip_prefix("[null,\"")?;
-    let slot = &rest[..rest.find('"')?];
-    let (offset, epoch) = slot.split_once(':')?;
-    Some((offset.parse().ok()?, epoch))
-}
-
-/// The ref slot of a history broadcast: `"<offset>:<epoch>"`. Never a plain
-/// number, so it cannot collide with the client's numeric push refs.
-pub fn ref_slot(offset: u64, epoch: &str) -> String {
-    format!("{offset}:{epoch}")
+    limits_of: LimitsOf,
 }
 
 impl History {
-    /// `max_bytes`: the node-wide bound on stored frames (`history_max_bytes`).
-    pub fn new(max_bytes: usize) -> History {
+    /// `max_bytes`: the node-wide bound on stored frames (`history_max_bytes`);
+    /// `limits_of`: each history topic's ring bounds (its namespace's), None
+    /// for topics that keep no history.
+    pub fn new(
+        max_bytes: usize,
+        limits_of: impl Fn(&str) -> Option<RingLimits> + Send + Sync + 'static,
+    ) -> History {
         History {
             rings: DashMap::new(),
             epoch_counter: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             max_bytes,
+            limits_of: Box::new(limits_of),
         }
     }
 
@@ -150,30 +152,31 @@ impl History {
         format!("{:x}", nanos ^ n.rotate_left(48))
     }
 
-    fn ring(&self, topic: &str) -> Arc<Mutex<Ring>> {
+    /// The topic's ring, created with its namespace's limits; None for a
+    /// topic that keeps no history.
+    fn ring(&self, topic: &str) -> Option<Arc<Mutex<Ring>>> {
         if let Some(ring) = self.rings.get(topic) {
-            return Arc::clone(ring.value());
+            return Some(Arc::clone(ring.value()));
         }
+        let limits = (self.limits_of)(topic).filter(|l| l.size > 0)?;
         let ring = self
             .rings
             .entry(Arc::from(topic))
-            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(self.new_epoch()))));
-        Arc::clone(ring.value())
+            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(limits, self.new_epoch()))));
+        Some(Arc::clone(ring.value()))
     }
 
     /// Encode a broadcast with its offset in the ref slot, store it, and hand it
     /// to `deliver` while the topic is locked (so deliveries keep offset order).
-    /// Returns the offset.
+    /// Returns the offset; None (nothing delivered) for a topic without history.
     pub fn publish(
         &self,
         topic: &str,
         event: &str,
         payload: &str,
-        size: usize,
-        ttl: Duration,
         deliver: impl FnOnce(Utf8Bytes),
-    ) -> u64 {
-        let ring = self.ring(topic);
+    ) -> Option<u64> {
+        let ring = self.ring(topic)?;
         let mut ring = ring.lock();
         if ring.cluster {
             // The cluster is unreachable and this node publishes on its own:
@@ -184,32 +187,31 @@ impl History {
         ring.last += 1;
         let offset = ring.last;
         let frame = Utf8Bytes::from(encode::frame_with_ref(
-            &ref_slot(offset, &ring.epoch),
+            &history_ref(offset, &ring.epoch),
             topic,
             event,
             payload,
         ));
-        self.store(&mut ring, offset, frame.clone(), size, ttl);
+        self.store(&mut ring, offset, frame.clone());
         deliver(frame);
-        offset
+        Some(offset)
     }
 
     /// A broadcast the cluster sequenced (Redis assigned offset and epoch):
     /// store it and hand it to `deliver` under the topic's lock. A new epoch
     /// starts the ring over; an offset at or below the ring's last is a repeat
-    /// and is dropped (returns false).
-    #[allow(clippy::too_many_arguments)]
+    /// and is dropped, as is a frame for a topic without history (returns false).
     pub fn append_sequenced(
         &self,
         topic: &str,
         offset: u64,
         epoch: &str,
         frame: Utf8Bytes,
-        size: usize,
-        ttl: Duration,
         deliver: impl FnOnce(Utf8Bytes),
     ) -> bool {
-        let ring = self.ring(topic);
+        let Some(ring) = self.ring(topic) else {
+            return false;
+        };
         let mut ring = ring.lock();
         if ring.epoch != epoch || !ring.cluster {
             self.reset(&mut ring, epoch.to_owned());
@@ -222,7 +224,7 @@ impl History {
             return false;
         }
         ring.last = offset;
-        self.store(&mut ring, offset, frame.clone(), size, ttl);
+        self.store(&mut ring, offset, frame.clone());
         deliver(frame);
         true
     }
@@ -236,9 +238,9 @@ impl History {
     }
 
     /// Store one frame within the ring's and the node's bounds.
-    fn store(&self, ring: &mut Ring, offset: u64, frame: Utf8Bytes, size: usize, ttl: Duration) {
+    fn store(&self, ring: &mut Ring, offset: u64, frame: Utf8Bytes) {
         let now = Instant::now();
-        let pruned = ring.prune(ttl, now);
+        let pruned = ring.prune(now);
         self.freed(pruned);
         // Node-wide byte bound: make room from this topic's own oldest entries;
         // a topic with nothing left to give up stores nothing, and recovery past
@@ -262,7 +264,7 @@ impl History {
             ring.entries.clear();
             self.freed(std::mem::take(&mut ring.bytes));
         }
-        while ring.entries.len() > size {
+        while ring.entries.len() > ring.limits.size {
             if let Some(n) = ring.pop_oldest() {
                 self.freed(n);
             }
@@ -271,26 +273,21 @@ impl History {
     }
 
     /// Run `subscribe` and collect what a client at `since` missed, atomically
-    /// with respect to publishes on `topic`.
+    /// with respect to publishes on `topic`. A topic without history only
+    /// subscribes (position 0, no epoch).
     pub fn join(
         &self,
         topic: &str,
         since: Option<&Position>,
-        ttl: Duration,
         subscribe: impl FnOnce(),
     ) -> Recovery {
-        self.join_at(topic, since, false, ttl, subscribe)
+        self.join_at(topic, since, false, subscribe)
     }
 
     /// Like `join` without `since`, but replays every stored broadcast (a new
     /// client asking for the recent past, e.g. the chat page's `history: true`).
-    pub fn join_with_stored(
-        &self,
-        topic: &str,
-        ttl: Duration,
-        subscribe: impl FnOnce(),
-    ) -> Recovery {
-        self.join_at(topic, None, true, ttl, subscribe)
+    pub fn join_with_stored(&self, topic: &str, subscribe: impl FnOnce()) -> Recovery {
+        self.join_at(topic, None, true, subscribe)
     }
 
     fn join_at(
@@ -298,12 +295,21 @@ impl History {
         topic: &str,
         since: Option<&Position>,
         replay_all: bool,
-        ttl: Duration,
         subscribe: impl FnOnce(),
     ) -> Recovery {
-        let ring = self.ring(topic);
+        let Some(ring) = self.ring(topic) else {
+            subscribe();
+            return Recovery {
+                recovered: false,
+                position: Position {
+                    offset: 0,
+                    epoch: String::new(),
+                },
+                frames: Vec::new(),
+            };
+        };
         let mut ring = ring.lock();
-        let pruned = ring.prune(ttl, Instant::now());
+        let pruned = ring.prune(Instant::now());
         self.freed(pruned);
         subscribe();
         let position = Position {
@@ -344,15 +350,10 @@ impl History {
     }
 
     /// Stored entries after `since` (all kept entries when None), for the API.
-    pub fn read(
-        &self,
-        topic: &str,
-        since: Option<u64>,
-        ttl: Duration,
-    ) -> Option<(Position, Vec<Entry>)> {
+    pub fn read(&self, topic: &str, since: Option<u64>) -> Option<(Position, Vec<Entry>)> {
         let ring = Arc::clone(self.rings.get(topic)?.value());
         let mut ring = ring.lock();
-        let pruned = ring.prune(ttl, Instant::now());
+        let pruned = ring.prune(Instant::now());
         self.freed(pruned);
         let entries = ring
             .entries
@@ -369,20 +370,20 @@ impl History {
         ))
     }
 
-    /// Drop rings with nothing left to recover that nobody published to for
-    /// `idle`. A ring created again later gets a new epoch, so clients that
-    /// recover from the old one are told `recovered: false`.
-    pub fn sweep(&self, idle: impl Fn(&str) -> Option<Duration>) {
-        let now = Instant::now();
-        self.rings.retain(|topic, ring| {
+    /// Drop expired entries, and rings with nothing left to recover that
+    /// nobody published to for their ttl. A ring created again later gets a
+    /// new epoch, so clients that recover from the old one are told
+    /// `recovered: false`.
+    pub fn sweep(&self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
+        self.rings.retain(|_, ring| {
             let mut ring = ring.lock();
-            let Some(ttl) = idle(topic) else {
-                self.freed(std::mem::take(&mut ring.bytes));
-                return false;
-            };
-            let pruned = ring.prune(ttl, now);
+            let pruned = ring.prune(now);
             self.freed(pruned);
-            !(ring.entries.is_empty() && now.duration_since(ring.last_publish) >= ttl)
+            !(ring.entries.is_empty() && now.duration_since(ring.last_publish) >= ring.limits.ttl)
         });
     }
 
@@ -398,9 +399,28 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
+    /// Topic `t` keeps 5 entries, every other topic 100.
+    fn history(max_bytes: usize) -> History {
+        History::new(max_bytes, |topic| {
+            Some(RingLimits {
+                size: if topic == "t" { 5 } else { 100 },
+                ttl: TTL,
+            })
+        })
+    }
+
+    impl Default for History {
+        fn default() -> History {
+            history(usize::MAX)
+        }
+    }
+
     fn publish(h: &History, n: usize) -> Vec<u64> {
         (0..n)
-            .map(|i| h.publish("t", "e", &format!("{{\"i\":{i}}}"), 5, TTL, |_| {}))
+            .map(|i| {
+                h.publish("t", "e", &format!("{{\"i\":{i}}}"), |_| {})
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -408,7 +428,7 @@ mod tests {
     fn offsets_increase_and_the_ref_slot_carries_them() {
         let h = History::default();
         let mut seen = Vec::new();
-        h.publish("t", "e", "{}", 5, TTL, |f| seen.push(f));
+        h.publish("t", "e", "{}", |f| seen.push(f));
         let v: serde_json::Value = serde_json::from_str(seen[0].as_str()).unwrap();
         let slot = v[1].as_str().unwrap();
         assert!(slot.starts_with("1:"));
@@ -420,13 +440,13 @@ mod tests {
     fn recovery_replays_exactly_the_missed_offsets() {
         let h = History::default();
         publish(&h, 4);
-        let pos = h.join("t", None, TTL, || {}).position;
+        let pos = h.join("t", None, || {}).position;
         assert_eq!(pos.offset, 4);
         let since = Position {
             offset: 2,
             epoch: pos.epoch.clone(),
         };
-        let r = h.join("t", Some(&since), TTL, || {});
+        let r = h.join("t", Some(&since), || {});
         assert!(r.recovered);
         let offsets: Vec<String> = r
             .frames
@@ -448,7 +468,6 @@ mod tests {
                 offset: 4,
                 epoch: pos.epoch.clone(),
             }),
-            TTL,
             || {},
         );
         assert!(up_to_date.recovered && up_to_date.frames.is_empty());
@@ -458,7 +477,7 @@ mod tests {
     fn recovery_fails_past_the_ring_or_on_another_epoch() {
         let h = History::default();
         publish(&h, 10); // ring keeps 6..=10
-        let epoch = h.join("t", None, TTL, || {}).position.epoch;
+        let epoch = h.join("t", None, || {}).position.epoch;
         assert!(
             h.join(
                 "t",
@@ -466,7 +485,6 @@ mod tests {
                     offset: 5,
                     epoch: epoch.clone()
                 }),
-                TTL,
                 || {}
             )
             .recovered
@@ -477,7 +495,6 @@ mod tests {
                 offset: 4,
                 epoch: epoch.clone(),
             }),
-            TTL,
             || {},
         );
         assert!(!r.recovered && r.frames.is_empty());
@@ -488,36 +505,35 @@ mod tests {
                     offset: 9,
                     epoch: "other".into()
                 }),
-                TTL,
                 || {}
             )
             .recovered
         );
         assert!(
-            !h.join("t", Some(&Position { offset: 11, epoch }), TTL, || {})
+            !h.join("t", Some(&Position { offset: 11, epoch }), || {})
                 .recovered
         );
     }
 
     #[test]
     fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
-        let h = History::new(300);
+        let h = history(300);
         let frame_len = |h: &History| {
             let mut len = 0;
-            h.publish("a", "e", "{}", 100, TTL, |f| len = f.len());
+            h.publish("a", "e", "{}", |f| len = f.len());
             len
         };
         let one = frame_len(&h);
         for _ in 0..50 {
-            h.publish("a", "e", "{}", 100, TTL, |_| {});
+            h.publish("a", "e", "{}", |_| {});
             assert!(h.bytes() <= 300);
         }
         let kept = 300 / one;
-        let epoch_a = h.join("a", None, TTL, || {}).position.epoch;
+        let epoch_a = h.join("a", None, || {}).position.epoch;
         let last_a = 51;
         // Topic a holds the whole budget: b stores nothing, and says so.
-        let b_epoch = h.join("b", None, TTL, || {}).position.epoch;
-        h.publish("b", "e", "{}", 100, TTL, |_| {});
+        let b_epoch = h.join("b", None, || {}).position.epoch;
+        h.publish("b", "e", "{}", |_| {});
         assert!(h.bytes() <= 300);
         let r = h.join(
             "b",
@@ -525,7 +541,6 @@ mod tests {
                 offset: 0,
                 epoch: b_epoch,
             }),
-            TTL,
             || {},
         );
         assert!(
@@ -537,53 +552,51 @@ mod tests {
             offset: last_a - kept as u64,
             epoch: epoch_a,
         };
-        assert!(h.join("a", Some(&since), TTL, || {}).recovered);
-        h.sweep(|_| Some(Duration::ZERO));
+        assert!(h.join("a", Some(&since), || {}).recovered);
+        h.sweep_at(Instant::now() + TTL);
         assert_eq!(h.bytes(), 0, "sweeping frees the accounting");
     }
 
     #[test]
     fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
-        let h = History::new(usize::MAX);
-        let ttl = Duration::from_secs(60);
+        let h = history(usize::MAX);
         let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
-        assert_eq!(parse_ref_slot(frame(7).as_str()), Some((7, "E1")));
+        assert_eq!(
+            crate::protocol::history_position(frame(7).as_str()),
+            Some((7, "E1"))
+        );
         // A node that starts listening at offset 5 keeps 5.. and cannot recover before.
         for o in 5..=8 {
-            assert!(h.append_sequenced("t", o, "E1", frame(o), 100, ttl, |_| {}));
+            assert!(h.append_sequenced("t", o, "E1", frame(o), |_| {}));
         }
-        assert!(
-            !h.append_sequenced("t", 8, "E1", frame(8), 100, ttl, |_| panic!(
-                "repeat delivered"
-            ))
-        );
+        assert!(!h.append_sequenced("t", 8, "E1", frame(8), |_| panic!("repeat delivered")));
         let since = |o: u64| Position {
             offset: o,
             epoch: "E1".into(),
         };
-        let r = h.join("t", Some(&since(6)), ttl, || {});
+        let r = h.join("t", Some(&since(6)), || {});
         assert!(r.recovered);
         assert_eq!(r.frames.len(), 2);
-        assert!(!h.join("t", Some(&since(2)), ttl, || {}).recovered);
+        assert!(!h.join("t", Some(&since(2)), || {}).recovered);
         // The cluster is away: a local publish forks to a new epoch.
-        h.publish("t", "m", "{}", 100, ttl, |_| {});
-        let r = h.join("t", Some(&since(8)), ttl, || {});
+        h.publish("t", "m", "{}", |_| {});
+        let r = h.join("t", Some(&since(8)), || {});
         assert!(!r.recovered, "offsets after a fork are not the cluster's");
         assert_ne!(r.position.epoch, "E1");
         // The cluster returns: its epoch takes over again.
-        assert!(h.append_sequenced("t", 9, "E1", frame(9), 100, ttl, |_| {}));
-        assert_eq!(h.join("t", None, ttl, || {}).position.epoch, "E1");
+        assert!(h.append_sequenced("t", 9, "E1", frame(9), |_| {}));
+        assert_eq!(h.join("t", None, || {}).position.epoch, "E1");
     }
 
     #[test]
     fn sweep_drops_idle_empty_rings() {
         let h = History::default();
-        h.join("quiet", None, TTL, || {});
+        h.join("quiet", None, || {});
         publish(&h, 1);
-        h.sweep(|_| Some(Duration::ZERO));
+        h.sweep_at(Instant::now() + TTL);
         assert_eq!(h.topic_count(), 0);
         publish(&h, 1);
-        h.sweep(|_| Some(TTL));
+        h.sweep();
         assert_eq!(h.topic_count(), 1);
     }
 }

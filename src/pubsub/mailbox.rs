@@ -25,6 +25,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::config::SlowConsumerPolicy;
 use crate::protocol::CloseReason;
 
+/// Identifies a session on this node; unique for the life of the process.
+/// The hub files mailboxes under it.
+pub type SessionId = u64;
+
 /// One queued frame. Text frames are shared (`Utf8Bytes` is reference-counted),
 /// so a broadcast queued in 10 000 mailboxes exists once in memory.
 #[derive(Debug, Clone)]

@@ -1,0 +1,418 @@
+//! What every cross-node broker shares: the bounded queue from the node to the
+//! link task (a full queue refuses the envelope and counts it; the publisher
+//! never waits), the link's health for `/readyz`, the set of topics whose
+//! subscription the link must update (coalesced: a topic joined and left a
+//! thousand times is one entry and one wake-up), and the dispatch of inbound
+//! messages to the node's handler after checking them against the wire format.
+//!
+//! The link tasks (`redis`, `nats`) own their connections; nothing here does
+//! I/O. A link task stops when its stop token is cancelled (the server's task
+//! tracker waits for it on shutdown).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::{wire, Broker, BrokerHandler, Envelope, SendError};
+use crate::metrics::Metrics;
+
+/// State shared by the node's side (`ClusterBroker`) and the link task.
+pub struct LinkState {
+    /// Random per process: tags this node's messages.
+    pub node: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    connected: AtomicBool,
+    /// Topics whose local membership changed since the link task last looked.
+    changed: Mutex<HashSet<Arc<str>>>,
+}
+
+impl LinkState {
+    /// Topics to (un)subscribe as their local membership now says.
+    pub fn take_changed(&self) -> Vec<Arc<str>> {
+        self.changed.lock().drain().collect()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        let was = self.connected.swap(up, Ordering::Relaxed);
+        self.metrics
+            .broker_connected
+            .set(if up { 1.0 } else { 0.0 });
+        if was != up {
+            if up {
+                tracing::info!("broker connected");
+            } else {
+                tracing::warn!(
+                    "broker connection lost; serving local sessions only until it returns"
+                );
+            }
+        }
+    }
+
+    /// The wire form of an outgoing publication.
+    pub fn publication(&self, frame: &str) -> Vec<u8> {
+        wire::encode_publication(&self.node, frame)
+    }
+
+    /// The wire form of an outgoing control message.
+    pub fn control(&self, control: &wire::Control) -> Vec<u8> {
+        wire::encode_control(&self.node, control)
+    }
+
+    fn refused(&self, what: &str, err: &wire::WireError) {
+        self.metrics.broker_errors.increment(1);
+        tracing::debug!(error = %err, what, "broker message refused");
+    }
+
+    /// A message from a topic's channel: another node's broadcast.
+    pub fn receive_publication(&self, handler: &dyn BrokerHandler, topic: &str, bytes: &[u8]) {
+        match wire::decode_frame(bytes) {
+            Ok(msg) if *msg.origin == *self.node => {}
+            Ok(msg) => {
+                self.metrics.broker_received.increment(1);
+                handler.on_publication(topic, Utf8Bytes::from(msg.frame.to_owned()));
+            }
+            Err(err) => self.refused("publication", &err),
+        }
+    }
+
+    /// A sequenced history frame (every node's, this one's included: that is
+    /// when the origin delivers, minus the excluded sender).
+    pub fn receive_sequenced(&self, handler: &dyn BrokerHandler, topic: &str, bytes: &[u8]) {
+        match wire::decode_frame(bytes) {
+            Ok(msg) => {
+                let own = *msg.origin == *self.node;
+                if !own {
+                    self.metrics.broker_received.increment(1);
+                }
+                let exclude = if own { msg.exclude } else { None };
+                handler.on_sequenced(topic, msg.frame, exclude);
+            }
+            Err(err) => self.refused("history", &err),
+        }
+    }
+
+    /// A control message; this node's own are ignored.
+    pub fn receive_control(&self, handler: &dyn BrokerHandler, bytes: &[u8]) {
+        match wire::decode_control(bytes) {
+            Ok((origin, _)) if *origin == *self.node => {}
+            Ok((origin, control)) => handler.on_control(&origin, control),
+            Err(err) => self.refused("control", &err),
+        }
+    }
+}
+
+/// The node's side of a cross-node broker.
+pub struct ClusterBroker {
+    state: Arc<LinkState>,
+    out: mpsc::Sender<Envelope>,
+    /// "Some topic's local membership changed" (capacity 1: a signal, the
+    /// topics themselves are in `LinkState::changed`).
+    changes: mpsc::Sender<()>,
+    sequences_history: bool,
+}
+
+/// What a link task is handed.
+pub struct LinkParts {
+    pub state: Arc<LinkState>,
+    /// Envelopes from the node (the other end: `ClusterBroker::send`).
+    pub out: mpsc::Receiver<Envelope>,
+    /// Wakes the link task to look at `LinkState::take_changed`.
+    pub changes: mpsc::Receiver<()>,
+    /// Where inbound traffic goes: the node.
+    pub handler: Arc<dyn BrokerHandler>,
+    /// Cancelled on shutdown; the task returns.
+    pub stop: CancellationToken,
+}
+
+/// The link's half before the node exists (the node is the handler).
+pub struct LinkHalf {
+    state: Arc<LinkState>,
+    out: mpsc::Receiver<Envelope>,
+    changes: mpsc::Receiver<()>,
+}
+
+impl LinkHalf {
+    pub fn into_parts(self, handler: Arc<dyn BrokerHandler>, stop: CancellationToken) -> LinkParts {
+        LinkParts {
+            state: self.state,
+            out: self.out,
+            changes: self.changes,
+            handler,
+            stop,
+        }
+    }
+}
+
+impl ClusterBroker {
+    /// `queue`: envelopes that may wait for the link task (`broker_queue`).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        sequences_history: bool,
+        queue: usize,
+    ) -> (ClusterBroker, LinkHalf) {
+        let state = Arc::new(LinkState {
+            node: Arc::from(node_id()),
+            metrics,
+            connected: AtomicBool::new(false),
+            changed: Mutex::new(HashSet::new()),
+        });
+        state.metrics.broker_connected.set(0.0);
+        let (out_tx, out_rx) = mpsc::channel(queue.max(1));
+        let (ch_tx, ch_rx) = mpsc::channel(1);
+        (
+            ClusterBroker {
+                state: Arc::clone(&state),
+                out: out_tx,
+                changes: ch_tx,
+                sequences_history,
+            },
+            LinkHalf {
+                state,
+                out: out_rx,
+                changes: ch_rx,
+            },
+        )
+    }
+
+    pub fn state(&self) -> &Arc<LinkState> {
+        &self.state
+    }
+
+    /// Tell the link task `topic` may need (un)subscribing.
+    fn membership_changed(&self, topic: &str) {
+        if self.state.changed.lock().insert(Arc::from(topic)) {
+            // Full: a wake-up is already pending, and it will see this topic.
+            let _ = self.changes.try_send(());
+        }
+    }
+}
+
+impl Broker for ClusterBroker {
+    fn send(&self, envelope: Envelope) -> Result<(), SendError> {
+        let m = &self.state.metrics;
+        match self.out.try_send(envelope) {
+            Ok(()) => {
+                m.broker_queue_depth.increment(1.0);
+                Ok(())
+            }
+            Err(_) => {
+                m.broker_dropped_queue_full.increment(1);
+                Err(SendError::QueueFull)
+            }
+        }
+    }
+
+    fn subscribe_topic(&self, topic: &str) {
+        self.membership_changed(topic);
+    }
+
+    fn unsubscribe_topic(&self, topic: &str) {
+        self.membership_changed(topic);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.is_connected()
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.state.node)
+    }
+
+    fn sequences_history(&self) -> bool {
+        self.sequences_history
+    }
+}
+
+fn node_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// While the backend is down, envelopes for other nodes cannot go anywhere:
+/// drop what is queued (counted) so the queue holds fresh traffic when the
+/// link returns. Membership changes are dropped too: the reconnect
+/// resubscribes from the node's topics.
+pub fn drop_queued(parts: &mut LinkParts) {
+    parts.state.changed.lock().clear();
+    while parts.changes.try_recv().is_ok() {}
+    let mut n = 0u64;
+    while parts.out.try_recv().is_ok() {
+        n += 1;
+    }
+    if n > 0 {
+        parts.state.metrics.broker_queue_depth.decrement(n as f64);
+        parts.state.metrics.broker_dropped_disconnected.increment(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        publications: Mutex<Vec<(String, String)>>,
+        sequenced: Mutex<Vec<(String, Option<u64>)>>,
+        controls: Mutex<Vec<String>>,
+    }
+
+    impl BrokerHandler for Recorder {
+        fn on_publication(&self, topic: &str, frame: Utf8Bytes) {
+            self.publications
+                .lock()
+                .push((topic.into(), frame.as_str().into()));
+        }
+        fn on_sequenced(&self, _topic: &str, frame: &str, exclude: Option<u64>) {
+            self.sequenced.lock().push((frame.into(), exclude));
+        }
+        fn on_stored_history(&self, _topic: &str, _frame: &str) {}
+        fn on_control(&self, origin: &str, _control: wire::Control) {
+            self.controls.lock().push(origin.into());
+        }
+        fn on_connected(&self) {}
+        fn local_topics(&self) -> Vec<Arc<str>> {
+            Vec::new()
+        }
+        fn has_local_members(&self, _topic: &str) -> bool {
+            false
+        }
+        fn history_size(&self, _topic: &str) -> usize {
+            0
+        }
+    }
+
+    fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
+        let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue);
+        let rec = Arc::new(Recorder::default());
+        let parts = half.into_parts(rec.clone(), CancellationToken::new());
+        (broker, parts, rec)
+    }
+
+    #[test]
+    fn membership_churn_coalesces_per_topic() {
+        let (broker, mut parts, _) = test_broker(8);
+        for _ in 0..1000 {
+            broker.subscribe_topic("room:a");
+            broker.unsubscribe_topic("room:a");
+        }
+        broker.subscribe_topic("room:b");
+        assert!(parts.changes.try_recv().is_ok(), "one wake-up");
+        assert!(parts.changes.try_recv().is_err(), "and only one");
+        let mut topics: Vec<_> = parts
+            .state
+            .take_changed()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["room:a", "room:b"]);
+    }
+
+    fn publication(topic: &str) -> Envelope {
+        Envelope::Publication {
+            topic: Arc::from(topic),
+            frame: Utf8Bytes::from("x"),
+        }
+    }
+
+    #[test]
+    fn an_outage_drops_queued_publishes_and_membership_changes() {
+        let (broker, mut parts, _) = test_broker(8);
+        for t in ["room:a", "room:b", "room:c"] {
+            broker.subscribe_topic(t);
+            broker.unsubscribe_topic(t);
+        }
+        broker.send(publication("room:a")).unwrap();
+        drop_queued(&mut parts);
+        assert!(parts.changes.try_recv().is_err(), "changes drained");
+        assert!(
+            parts.state.take_changed().is_empty(),
+            "changed topics dropped"
+        );
+        assert!(parts.out.try_recv().is_err(), "publishes drained");
+        let text = parts.state.metrics.render();
+        assert!(
+            text.contains("myriad_broker_dropped_total{reason=\"disconnected\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_counts() {
+        let (broker, _parts, _) = test_broker(1);
+        assert!(broker.send(publication("room:a")).is_ok());
+        for _ in 0..2 {
+            assert_eq!(
+                broker.send(publication("room:a")),
+                Err(SendError::QueueFull)
+            );
+        }
+        let text = broker.state().metrics.render();
+        assert!(
+            text.contains("myriad_broker_dropped_total{reason=\"queue_full\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn own_publications_are_not_delivered_twice() {
+        let (_broker, parts, rec) = test_broker(8);
+        let frame = "[null,null,\"room:a\",\"e\",{}]";
+        let state = &parts.state;
+        state.receive_publication(&*rec, "room:a", &state.publication(frame));
+        assert!(
+            rec.publications.lock().is_empty(),
+            "own node's echo is ignored"
+        );
+        state.receive_publication(
+            &*rec,
+            "room:a",
+            &wire::encode_publication("other-node", frame),
+        );
+        assert_eq!(
+            rec.publications.lock().len(),
+            1,
+            "another node's is delivered"
+        );
+        state.receive_publication(&*rec, "room:a", b"garbage-without-separator");
+        assert_eq!(rec.publications.lock().len(), 1);
+        assert!(state
+            .metrics
+            .render()
+            .contains("myriad_broker_errors_total 1"));
+    }
+
+    #[test]
+    fn only_the_origin_honours_the_excluded_session() {
+        let (_broker, parts, rec) = test_broker(8);
+        let state = &parts.state;
+        let frame = "[null,\"1:e\",\"chat:a\",\"m\",{}]";
+        let msg = |origin: &str| {
+            let mut b = wire::frame_header(origin, Some(7)).into_bytes();
+            b.extend_from_slice(frame.as_bytes());
+            b.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
+            b
+        };
+        state.receive_sequenced(&*rec, "chat:a", &msg(&state.node));
+        state.receive_sequenced(&*rec, "chat:a", &msg("other"));
+        assert_eq!(
+            *rec.sequenced.lock(),
+            [(frame.to_string(), Some(7)), (frame.to_string(), None)]
+        );
+        state.receive_control(&*rec, &state.control(&wire::Control::Heartbeat));
+        assert!(rec.controls.lock().is_empty(), "own control ignored");
+    }
+}
