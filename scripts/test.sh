@@ -50,6 +50,9 @@ node --version
 step "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Imports point down the stack (server -> session -> channel -> pubsub -> protocol):
+# no module imports one above it, so no import cycle (ARCHITECTURE.md, "Layering").
+python3 scripts/check_layers.py
 
 step "build"
 cargo build --workspace --bins --quiet
