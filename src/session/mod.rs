@@ -397,3 +397,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The session loop over an in-memory duplex pipe, with tokio's paused clock:
+//! every timer (idle, token expiry, close handshake, write timeout) is checked
+//! at its exact virtual deadline, and nothing sleeps in real time.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+
+use super::echo::EchoHandler;
+use super::*;
+use crate::supervisor::ShutdownSignals;
+
+struct Harness {
+    client: WebSocketStream<DuplexStream>,
+    session: JoinHandle<()>,
+    mailbox: Arc<Mailbox>,
+    metrics: Arc<Metrics>,
+    signals: ShutdownSignals,
+    started: Instant,
+}
+
+fn test_config() -> Config {
+    Config {
+        idle_timeout: Duration::from_secs(60),
+        close_timeout: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+/// A session with `handler` over a pipe holding `pipe` bytes each way.
+async fn start<H: FrameHandler + 'static>(
+    config: Config,
+    handler: H,
+    pipe: usize,
+    expires_in: Option<Duration>,
+) -> Harness {
+    let (server_io, client_io) = tokio::io::duplex(pipe);
+    let config = Arc::new(config);
+    let ws =
+        WebSocketStream::from_raw_socket(server_io, Role::Server, Some(websocket_config(&config)))
+            .await;
+    let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+    let metrics = Metrics::new();
+    let hard_stop = CancellationToken::new();
+    let signals = ShutdownSignals {
+        drain: hard_stop.child_token(),
+        hard_stop,
+    };
+    let mailbox = new_mailbox(&config);
+    let spec = SessionSpec {
+        id: 1,
+        peer: "127.0.0.1:9".parse().unwrap(),
+        endpoint: Endpoint::Echo,
+        config: Arc::clone(&config),
+        metrics: Arc::clone(&metrics),
+        registry: Arc::new(Registry::new()),
+        signals: signals.clone(),
+        mailbox: Arc::clone(&mailbox),
+        expires_at: expires_in.map(|d| Instant::now() + d),
+        user: None,
+    };
+    let session = tokio::spawn(run(ws, handler, spec));
+    Harness {
+        client,
+        session,
+        mailbox,
+        metrics,
+        signals,
+        started: Instant::now(),
+    }
+}
+
+impl Harness {
+    /// The next close frame's code (data frames before it are skipped).
+    async fn close_code(&mut self) -> Option<CloseCode> {
+        while let Some(msg) = self.client.next().await {
+            if let Ok(Message::Close(frame)) = msg {
+                return frame.map(|f| f.code);
+            }
+        }
+        None
+    }
+
+    /// Keep reading after the server's close: tungstenite answers it (as a
+    /// browser does) while the stream is polled, until the stream ends.
+    async fn answer_close(&mut self) {
+        while let Some(Ok(_)) = self.client.next().await {}
+    }
+
+    fn closed_for(&self, reason: &str) -> bool {
+        let line = format!("myriad_sessions_closed_total{{reason=\"{reason}\"}} 1");
+        self.metrics.render().lines().any(|l| l == line)
+    }
+
+    fn elapsed(&self) -> Duration {
+        Instant::now() - self.started
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_session_closes_with_1001_at_the_idle_timeout_and_traffic_resets_it() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    h.client.send(Message::text("ping")).await.unwrap();
+    assert_eq!(
+        h.client.next().await.unwrap().unwrap(),
+        Message::text("ping")
+    );
+    assert_eq!(h.close_code().await, Some(CloseCode::Away));
+    assert_eq!(
+        h.elapsed(),
+        Duration::from_secs(110),
+        "60 s after the last frame"
+    );
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h.closed_for("idle_timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_answers_the_close_is_let_go_after_close_timeout() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    // The client reads nothing, so it never answers the idle close.
+    let client = h.client;
+    (&mut h.session).await.unwrap();
+    assert_eq!(
+        Instant::now() - h.started,
+        Duration::from_secs(62),
+        "idle_timeout + close_timeout"
+    );
+    drop(client);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_stuck_on_a_full_socket_ends_at_write_timeout() {
+    let config = Config {
+        mailbox_capacity: 10_000,
+        mailbox_max_bytes: 1 << 24,
+        ..test_config()
+    };
+    // 64 bytes of pipe: the first frames fill it and the client never reads.
+    let mut h = start(config, EchoHandler, 64, None).await;
+    for _ in 0..100 {
+        h.mailbox
+            .push(Outbound::Text(Utf8Bytes::from("x".repeat(100))));
+    }
+    (&mut h.session).await.unwrap();
+    assert_eq!(Instant::now() - h.started, Duration::from_secs(10));
+    assert!(h.closed_for("write_timeout"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_closes_with_1001_and_a_hard_stop_skips_the_handshake() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    h.signals.drain.cancel();
+    assert_eq!(h.close_code().await, Some(CloseCode::Away));
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h.closed_for("shutdown"));
+    assert_eq!(h.elapsed(), Duration::ZERO);
+
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    h.signals.hard_stop.cancel();
+    (&mut h.session).await.unwrap();
+    assert_eq!(
+        Instant::now() - h.started,
+        Duration::ZERO,
+        "no close_timeout wait after a hard stop"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_token_closes_with_4001_at_its_expiry() {
+    let mut h = start(
+        test_config(),
+        EchoHandler,
+        1 << 16,
+        Some(Duration::from_secs(30)),
+    )
+    .await;
+    assert_eq!(h.close_code().await, Some(CloseCode::Library(4001)));
+    assert_eq!(h.elapsed(), Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mailbox_overflow_closes_with_1013() {
+    let config = Config {
+        mailbox_capacity: 2,
+        ..test_config()
+    };
+    let mut h = start(config, EchoHandler, 64, None).await;
+    for _ in 0..100 {
+        h.mailbox
+            .push(Outbound::Text(Utf8Bytes::from("x".repeat(100))));
+    }
+    assert_eq!(h.close_code().await, Some(CloseCode::Again));
+    assert!(
+        h.elapsed() < Duration::from_secs(10),
+        "not the write timeout"
+    );
+}
+
+/// A handler whose every frame panics: the session's own capture closes 1011.
+struct Panicking;
+
+impl FrameHandler for Panicking {
+    fn on_text(&mut self, _: &Utf8Bytes, _: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        panic!("handler bug");
+    }
+    fn on_binary(&mut self, _: Bytes, _: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_frame_handling_closes_with_1011_and_is_counted() {
+    let mut h = start(test_config(), Panicking, 1 << 16, None).await;
+    h.client.send(Message::text("x")).await.unwrap();
+    assert_eq!(h.close_code().await, Some(CloseCode::Error));
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l == "myriad_session_panics_total 1"));
+}
+
+/// Channel crashes past the restart intensity close the session with 1011,
+/// after the phx_error of the crash that crossed the line.
+#[tokio::test(start_paused = true)]
+async fn restart_intensity_closes_the_session_with_1011_after_its_phx_error() {
+    use crate::pubsub::broker::local::LocalBroker;
+    use crate::pubsub::Node;
+    let config = Config {
+        enable_fault_injection: true,
+        max_restarts: 1,
+        ..test_config()
+    };
+    let metrics = Metrics::new();
+    let node = Arc::new(Node::new(
+        &config,
+        Arc::clone(&metrics),
+        Arc::new(LocalBroker),
+    ));
+    let mailbox = new_mailbox(&config);
+    let handler = phoenix::PhoenixHandler::new(
+        1,
+        crate::auth::Identity::default(),
+        Arc::clone(&mailbox),
+        node,
+        metrics,
+        &config,
+    );
+    let mut h = start(config, handler, 1 << 16, None).await;
+    let mut errors = 0;
+    for i in 0..2 {
+        for frame in [
+            format!(r#"["1","j{i}","crash:1","phx_join",{{}}]"#),
+            format!(r#"["1","p{i}","crash:1","panic",{{}}]"#),
+        ] {
+            h.client.send(Message::text(frame)).await.unwrap();
+        }
+    }
+    let code = loop {
+        match h.client.next().await.unwrap().unwrap() {
+            Message::Text(t) if t.contains("phx_error") => errors += 1,
+            Message::Close(frame) => break frame.map(|f| f.code),
+            _ => {}
+        }
+    };
+    assert_eq!((errors, code), (2, Some(CloseCode::Error)));
+}
