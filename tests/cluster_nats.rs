@@ -5,31 +5,20 @@
 
 mod common;
 
-use common::cluster::{collect, until_linked, Backend, Node};
+use common::cluster::{collect, members_linked, Cluster};
+use common::Client;
 use serde_json::json;
 
 const TOPIC: &str = "room:nats";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_on_one_node_reaches_the_other_nodes_once_and_in_order() {
-    let nats = Backend::nats();
-    let url = nats.url();
-    let args = [
-        "--broker",
-        "nats",
-        "--broker-url",
-        url.as_str(),
-        "--client-rate",
-        "0",
-    ];
-    let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
-    let mut on_a = a.client().await;
-    let mut on_b = b.client().await;
-    let mut on_c = c.client().await;
-    let jr = on_a.join_ok(TOPIC).await;
-    on_b.join_ok(TOPIC).await;
-    on_c.join_ok(TOPIC).await;
-    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b, &mut on_c]).await;
+    let cluster = Cluster::nats(&["--client-rate", "0"]);
+    let [a, b, c] = cluster.nodes();
+    let (clients, jr) = members_linked(&[&a, &b, &c], TOPIC).await;
+    let Ok([mut on_a, mut on_b, mut on_c]) = <[Client; 3]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
     for i in 0..50 {
         on_a.push(&jr, TOPIC, "m", json!({"i": i})).await;
     }

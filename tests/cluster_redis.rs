@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{collect, until_linked, Backend, Node};
+use common::cluster::{collect, members_linked, until_linked, Backend, Cluster};
 use common::{poll_until, Client, DEADLINE};
 use serde_json::{json, Value};
 
@@ -17,24 +17,12 @@ const TOPIC: &str = "room:cluster";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
-    let redis = Backend::redis();
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--client-rate",
-        "0",
-    ];
-    let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
-    let mut on_a = a.client().await;
-    let mut on_b = b.client().await;
-    let mut on_c = c.client().await;
-    let jr = on_a.join_ok(TOPIC).await;
-    on_b.join_ok(TOPIC).await;
-    on_c.join_ok(TOPIC).await;
-    until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b, &mut on_c]).await;
+    let cluster = Cluster::redis(&["--client-rate", "0"]);
+    let [a, b, c] = cluster.nodes();
+    let (clients, jr) = members_linked(&[&a, &b, &c], TOPIC).await;
+    let Ok([mut on_a, mut on_b, mut on_c]) = <[Client; 3]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
 
     let mut mine = 0;
     for i in 0..50 {
@@ -63,18 +51,9 @@ async fn a_push_on_one_node_reaches_every_other_node_once_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
-    let mut redis = Backend::redis();
-    let port = redis.port;
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--client-rate",
-        "0",
-    ];
-    let (a, b) = (Node::spawn(&args), Node::spawn(&args));
+    let mut cluster = Cluster::redis(&["--client-rate", "0"]);
+    let port = cluster.backend.port;
+    let [a, b] = cluster.nodes();
     let mut on_a = a.client().await;
     let mut local = a.client().await;
     let mut on_b = b.client().await;
@@ -84,7 +63,7 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
     until_linked(&mut on_a, &jr, TOPIC, &mut [&mut on_b]).await;
     while local.recv_opt(Duration::from_millis(200)).await.is_some() {}
 
-    redis.kill();
+    cluster.backend.kill();
     assert!(
         poll_until(DEADLINE, || async {
             a.metric("myriad_broker_connected").await == Some(0.0)
@@ -118,17 +97,10 @@ async fn a_redis_outage_costs_cross_node_delivery_only_and_heals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_required_makes_readyz_follow_the_broker() {
-    let mut redis = Backend::redis();
-    let url = redis.url();
-    let node = Node::spawn(&[
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--broker-required",
-    ]);
+    let mut cluster = Cluster::redis(&["--broker-required"]);
+    let node = cluster.node();
     assert!(poll_until(DEADLINE, || async { node.readyz().await == 200 }).await);
-    redis.kill();
+    cluster.backend.kill();
     assert!(
         poll_until(DEADLINE, || async { node.readyz().await == 503 }).await,
         "readyz answers 503 while the required broker is away"
@@ -165,19 +137,13 @@ async fn join_named_ref(c: &mut Client, topic: &str, name: &str) -> (String, Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_nodes_and_a_killed_node_leaves_within_the_timeout() {
-    let redis = Backend::redis();
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
+    let cluster = Cluster::redis(&[
         "--cluster-heartbeat",
         "250ms",
         "--cluster-node-timeout",
         "2s",
-    ];
-    let (a, mut b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
+    ]);
+    let [a, mut b, c] = cluster.nodes();
     for n in [&a, &b, &c] {
         assert!(
             poll_until(DEADLINE, || async {
@@ -267,20 +233,8 @@ fn offset_of(frame: &Value) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
-    let redis = Backend::redis();
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--client-rate",
-        "0",
-    ];
-    let (a, b, c) = (Node::spawn(&args), Node::spawn(&args), Node::spawn(&args));
-    for n in [&a, &b, &c] {
-        assert!(n.broker_connected(DEADLINE).await);
-    }
+    let cluster = Cluster::redis(&["--client-rate", "0"]);
+    let [a, b, c] = cluster.connected().await;
     let topic = "chat:history";
     let mut listener = a.client().await;
     listener.join_ok(topic).await;
@@ -344,18 +298,8 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_later_recovers_from_the_redis_stream() {
-    let redis = Backend::redis();
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--client-rate",
-        "0",
-    ];
-    let a = Node::spawn(&args);
-    assert!(a.broker_connected(DEADLINE).await);
+    let cluster = Cluster::redis(&["--client-rate", "0"]);
+    let [a] = cluster.connected().await;
     let topic = "chat:late";
     let mut pusher = a.client().await;
     let jr = pusher.join_ok(topic).await;
@@ -374,8 +318,7 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
 
     // Node C did not exist while those were published: it reads the stream
     // when its broker link comes up.
-    let c = Node::spawn(&args);
-    assert!(c.broker_connected(DEADLINE).await);
+    let [c] = cluster.connected().await;
     let mut late = c.client().await;
     let r = late.next_ref();
     late.send(json!([r, r, topic, "phx_join", {"since": {"offset": 2, "epoch": epoch}}]))
@@ -395,20 +338,8 @@ async fn a_node_started_later_recovers_from_the_redis_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_answers_with_the_cluster_wide_history_offset() {
-    let redis = Backend::redis();
-    let url = redis.url();
-    let args = [
-        "--broker",
-        "redis",
-        "--broker-url",
-        url.as_str(),
-        "--api-keys",
-        "cluster-key",
-    ];
-    let (a, b) = (Node::spawn(&args), Node::spawn(&args));
-    for n in [&a, &b] {
-        assert!(n.broker_connected(DEADLINE).await);
-    }
+    let cluster = Cluster::redis(&["--api-keys", "cluster-key"]);
+    let [a, b] = cluster.connected().await;
     let topic = "chat:api-offsets";
     let mut listener = b.client().await;
     listener.join_ok(topic).await;
@@ -443,7 +374,7 @@ async fn the_api_answers_with_the_cluster_wide_history_offset() {
     );
     // The topic's keys in Redis live as long as its history would (chat:*
     // keeps an hour by default), so idle topics do not pile up in Redis.
-    let mut conn = redis::Client::open(url.as_str())
+    let mut conn = redis::Client::open(cluster.backend.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

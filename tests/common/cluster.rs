@@ -98,6 +98,74 @@ impl Drop for Backend {
     }
 }
 
+/// A cluster's setup, in one place: a broker backend and the `serve` flags
+/// that point nodes at it (plus the test's own), so every node a test starts,
+/// at the beginning or later, joins the same cluster.
+pub struct Cluster {
+    pub backend: Backend,
+    args: Vec<String>,
+}
+
+impl Cluster {
+    /// Nodes on a fresh redis-server, with the test's `extra` flags.
+    pub fn redis(extra: &[&str]) -> Cluster {
+        Cluster::on(Backend::redis(), "redis", extra)
+    }
+
+    /// Nodes on a fresh nats-server, with the test's `extra` flags.
+    pub fn nats(extra: &[&str]) -> Cluster {
+        Cluster::on(Backend::nats(), "nats", extra)
+    }
+
+    fn on(backend: Backend, broker: &str, extra: &[&str]) -> Cluster {
+        let mut args = vec![
+            "--broker".to_string(),
+            broker.to_string(),
+            "--broker-url".to_string(),
+            backend.url(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Cluster { backend, args }
+    }
+
+    /// One more node.
+    pub fn node(&self) -> Node {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Node::spawn(&args)
+    }
+
+    /// `N` nodes.
+    pub fn nodes<const N: usize>(&self) -> [Node; N] {
+        std::array::from_fn(|_| self.node())
+    }
+
+    /// `N` nodes, each with its broker link up.
+    pub async fn connected<const N: usize>(&self) -> [Node; N] {
+        let nodes = self.nodes::<N>();
+        for n in &nodes {
+            assert!(n.broker_connected(DEADLINE).await, "broker link up");
+        }
+        nodes
+    }
+}
+
+/// One member of `topic` on each node, linked across the nodes (probes reach
+/// all of them); returns the clients and the first one's join_ref.
+pub async fn members_linked(nodes: &[&Node], topic: &str) -> (Vec<Client>, String) {
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(n.client().await);
+    }
+    let jr = clients[0].join_ok(topic).await;
+    for c in &mut clients[1..] {
+        c.join_ok(topic).await;
+    }
+    let (first, rest) = clients.split_at_mut(1);
+    let mut rest: Vec<&mut Client> = rest.iter_mut().collect();
+    until_linked(&mut first[0], &jr, topic, &mut rest).await;
+    (clients, jr)
+}
+
 /// One myriad node: the real binary in its own process.
 pub struct Node {
     child: Child,
