@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use myriad::config::Config;
+use myriad::pubsub::Publication;
 use myriad::server::{spawn_stream_session, AppState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -230,7 +231,13 @@ async fn main() -> anyhow::Result<()> {
     let ns = route.clone();
     let (published, fanout) = tokio::spawn(async move {
         let t = Instant::now();
-        let published = st.node.publish(&ns, "room:all", "msg", payload, None);
+        let published = st.node.publish(Publication {
+            namespace: &ns,
+            topic: "room:all",
+            event: "msg",
+            payload,
+            exclude: None,
+        });
         (published, t.elapsed())
     })
     .await?;
@@ -267,7 +274,13 @@ async fn main() -> anyhow::Result<()> {
         let ns = route.clone();
         publish_time += tokio::spawn(async move {
             let p = Instant::now();
-            st.node.publish(&ns, "room:all", "msg", payload, None);
+            st.node.publish(Publication {
+                namespace: &ns,
+                topic: "room:all",
+                event: "msg",
+                payload,
+                exclude: None,
+            });
             p.elapsed()
         })
         .await?;
@@ -294,7 +307,13 @@ async fn main() -> anyhow::Result<()> {
     let mut per_topic_frames = 0u64;
     for k in 0..args.topics {
         let topic = format!("room:{k}");
-        let p = state.node.publish(&route, &topic, "msg", payload, None);
+        let p = state.node.publish(Publication {
+            namespace: &route,
+            topic: &topic,
+            event: "msg",
+            payload,
+            exclude: None,
+        });
         let len = server_frame(myriad::protocol::encode::broadcast(&topic, "msg", payload).as_str())
             .len() as u64;
         per_topic_frames += len * p.fanout.delivered as u64;

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::config::{ChannelKind, NamespaceConfig};
 use crate::protocol::encode;
 use crate::pubsub::mailbox::{Outbound, SessionId};
-use crate::pubsub::Node;
+use crate::pubsub::{Node, Publication};
 
 /// A fresh channel of `kind` for one (session, topic).
 pub fn instantiate(kind: ChannelKind) -> Box<dyn Channel> {
@@ -94,7 +94,13 @@ impl<'a> ChannelCtx<'a> {
     pub fn broadcast(&mut self, event: &str, payload: &RawValue) -> Option<u64> {
         let exclude = self.namespace.broadcast_from.then_some(self.session);
         self.node
-            .publish(self.namespace, self.topic, event, payload.get(), exclude)
+            .publish(Publication {
+                namespace: self.namespace,
+                topic: self.topic,
+                event,
+                payload: payload.get(),
+                exclude,
+            })
             .offset
     }
 

@@ -27,4 +27,4 @@ pub mod presence;
 pub use broker::Broker;
 pub use hub::{FanOut, Hub};
 pub use mailbox::SessionId;
-pub use node::{JoinOutcome, JoinRequest, Node, Published, Since};
+pub use node::{JoinOutcome, JoinRequest, Node, Publication, Published, Since};

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::broker::wire::{Control, Member};
-use super::broker::{Broker, BrokerHandler, Envelope};
+use super::broker::{Broker, BrokerHandler, Envelope, HistoryAck};
 use super::history::{Entry, History, Position, Recovery, RingLimits};
 use super::hub::{FanOut, Hub};
 use super::mailbox::{Mailbox, Outbound, SessionId};
@@ -40,6 +40,17 @@ pub struct Published {
     /// cluster sequences it and the offset is not known here).
     pub offset: Option<u64>,
     pub fanout: FanOut,
+}
+
+/// One broadcast: raw JSON `payload` as `event` on `topic`, from a session
+/// (`exclude` it under `broadcast_from`) or the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Publication<'a> {
+    pub namespace: &'a NamespaceConfig,
+    pub topic: &'a str,
+    pub event: &'a str,
+    pub payload: &'a str,
+    pub exclude: Option<SessionId>,
 }
 
 /// Where a joining session wants to start on a history topic.
@@ -188,36 +199,21 @@ impl Node {
     /// When the cluster sequences history (Redis), delivery happens when the
     /// sequenced frame comes back: the offset is not known here (see
     /// `publish_acked`).
-    pub fn publish(
-        &self,
-        ns: &NamespaceConfig,
-        topic: &str,
-        event: &str,
-        payload: &str,
-        exclude: Option<SessionId>,
-    ) -> Published {
-        if ns.history_size > 0 && self.sequence_in_cluster(ns, topic, event, payload, exclude, None)
-        {
+    pub fn publish(&self, p: Publication<'_>) -> Published {
+        if p.namespace.history_size > 0 && self.sequence_in_cluster(&p, None) {
             return Published::default();
         }
-        self.publish_here(ns, topic, event, payload, exclude)
+        self.publish_here(&p)
     }
 
     /// `publish` for callers that may wait (the HTTP API): when the cluster
     /// sequences the publish, wait up to `HISTORY_ACK_WAIT` for the offset it
     /// assigned. `None` when it does not come (an outage lost the publish, or
     /// the broker is slower than that).
-    pub async fn publish_acked(
-        &self,
-        ns: &NamespaceConfig,
-        topic: &str,
-        event: &str,
-        payload: &str,
-        exclude: Option<SessionId>,
-    ) -> Published {
-        if ns.history_size > 0 {
+    pub async fn publish_acked(&self, p: Publication<'_>) -> Published {
+        if p.namespace.history_size > 0 {
             let (ack, offset) = tokio::sync::oneshot::channel();
-            if self.sequence_in_cluster(ns, topic, event, payload, exclude, Some(ack)) {
+            if self.sequence_in_cluster(&p, Some(ack)) {
                 let offset = tokio::time::timeout(HISTORY_ACK_WAIT, offset)
                     .await
                     .ok()
@@ -228,31 +224,23 @@ impl Node {
                 };
             }
         }
-        self.publish_here(ns, topic, event, payload, exclude)
+        self.publish_here(&p)
     }
 
     /// Hand a history publish to the cluster to be sequenced; false when the
     /// broker does not sequence, is down, or its queue is full (the node then
     /// sequences locally and the ring forks its epoch).
-    fn sequence_in_cluster(
-        &self,
-        ns: &NamespaceConfig,
-        topic: &str,
-        event: &str,
-        payload: &str,
-        exclude: Option<SessionId>,
-        ack: Option<super::broker::HistoryAck>,
-    ) -> bool {
+    fn sequence_in_cluster(&self, p: &Publication<'_>, ack: Option<HistoryAck>) -> bool {
         if !self.broker.sequences_history() || !self.broker.is_ready() {
             return false;
         }
         self.broker
             .send(Envelope::History {
-                topic: Arc::from(topic),
-                frame: RefSlotFrame::new(topic, event, payload),
-                size: ns.history_size,
-                ttl: ns.history_ttl,
-                exclude,
+                topic: Arc::from(p.topic),
+                frame: RefSlotFrame::new(p.topic, p.event, p.payload),
+                size: p.namespace.history_size,
+                ttl: p.namespace.history_ttl,
+                exclude: p.exclude,
                 ack,
             })
             .is_ok()
@@ -260,14 +248,14 @@ impl Node {
 
     /// Sequence (on a history namespace) and fan out on this node, then send
     /// the frame to the other nodes.
-    fn publish_here(
-        &self,
-        ns: &NamespaceConfig,
-        topic: &str,
-        event: &str,
-        payload: &str,
-        exclude: Option<SessionId>,
-    ) -> Published {
+    fn publish_here(&self, p: &Publication<'_>) -> Published {
+        let Publication {
+            namespace: ns,
+            topic,
+            event,
+            payload,
+            exclude,
+        } = *p;
         let mut published = Published::default();
         if ns.history_size > 0 {
             published.offset = self.history.publish(topic, event, payload, |frame| {

@@ -22,6 +22,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::AppState;
 use crate::config::Route;
 use crate::protocol::{broadcast_parts, CloseReason};
+use crate::pubsub;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -204,7 +205,13 @@ async fn broadcast(
     let route = route_of(&state, topic)?;
     let published = state
         .node
-        .publish_acked(&route.namespace, topic, event, &payload, None)
+        .publish_acked(pubsub::Publication {
+            namespace: &route.namespace,
+            topic,
+            event,
+            payload: &payload,
+            exclude: None,
+        })
         .await;
     Ok(Json(BroadcastResponse {
         delivered: published.fanout.delivered,

@@ -128,15 +128,21 @@ impl PhoenixHandler {
         }
     }
 
-    /// Count and log a channel crash; Err when restart intensity is exceeded.
-    fn crashed(&mut self, topic: &str, panic: &str) -> Result<(), CloseReason> {
+    /// Count and log a panic in a channel callback.
+    fn channel_panicked(&self, topic: &str, panic: &str, callback: &'static str) {
         self.metrics.channel_crashes.increment(1);
         tracing::warn!(
             session = self.session,
             topic = topic,
             panic = panic,
+            callback,
             "channel crashed"
         );
+    }
+
+    /// Count and log a channel crash; Err when restart intensity is exceeded.
+    fn crashed(&mut self, topic: &str, panic: &str) -> Result<(), CloseReason> {
+        self.channel_panicked(topic, panic, "join/handle_in");
         if self.intensity.record(Instant::now()) {
             tracing::warn!(
                 session = self.session,
@@ -428,13 +434,7 @@ impl PhoenixHandler {
                 out,
                 |ch, ctx| ch.terminate(ctx, reason),
             ) {
-                self.metrics.channel_crashes.increment(1);
-                tracing::warn!(
-                    session = self.session,
-                    topic = topic,
-                    panic = panic,
-                    "channel terminate panicked"
-                );
+                self.channel_panicked(topic, &panic, "terminate");
             }
         }
     }
