@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::FrameHandler;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::channel::{self, Channel, ChannelCtx, JoinResult, Reply, Terminate};
@@ -27,17 +27,18 @@ use crate::protocol::{
     decode, encode, event, CloseReason, InFrame, JoinRefusal, MalformedKind, ReplyError,
     PHOENIX_TOPIC,
 };
-use crate::pubsub::history::Position;
 use crate::pubsub::mailbox::{Mailbox, Outbound, SessionId};
-use crate::pubsub::{JoinRequest, Node, Since};
+use crate::pubsub::{JoinRequest, Node};
 use crate::supervisor::{panic_message, RestartIntensity};
+use params::{anonymous_key, presence_meta, since_of, with_fields};
+use rate::{ClientRate, Verdict};
+
+mod params;
+mod rate;
 
 /// Fault-injection event that panics in the session itself, outside any
 /// channel handler (only on `crash:*` topics with fault injection enabled).
 pub const PANIC_SESSION_EVENT: &str = "panic_session";
-
-/// Refusals closer together than this belong to one abuse streak.
-const ABUSE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Joined {
     join_ref: Option<String>,
@@ -57,21 +58,9 @@ pub struct PhoenixHandler {
     channels: HashMap<String, Joined>,
     intensity: RestartIntensity,
     fault_injection: bool,
-    /// `client_rate` token bucket; None when unlimited.
-    limiter: Option<governor::DefaultDirectRateLimiter>,
-    /// Start of the current abuse streak and the latest refusal in it.
-    over_limit_since: Option<(Instant, Instant)>,
-    abuse_window: std::time::Duration,
+    /// `client_rate`; None when unlimited.
+    rate: Option<ClientRate>,
     max_topics: usize,
-}
-
-/// The presence key of a connection without a token: session ids are only
-/// unique within a node, so in a cluster the node's id is part of the key.
-fn anonymous_key(node: Option<&str>, session: SessionId) -> String {
-    match node {
-        Some(node) => format!("anon-{node}-{session}"),
-        None => format!("anon-{session}"),
-    }
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -101,12 +90,7 @@ impl PhoenixHandler {
             channels: HashMap::new(),
             intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
             fault_injection: config.enable_fault_injection,
-            limiter: std::num::NonZeroU32::new(config.client_rate).map(|rate| {
-                let burst = std::num::NonZeroU32::new(config.client_burst).unwrap_or(rate);
-                governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
-            }),
-            over_limit_since: None,
-            abuse_window: config.abuse_window,
+            rate: ClientRate::new(config.client_rate, config.client_burst, config.abuse_window),
             max_topics: config.max_topics_per_session,
         }
     }
@@ -179,25 +163,18 @@ impl PhoenixHandler {
             Self::reply(out, &frame, None, "ok", "{}");
             return Ok(());
         }
-        if let Some(limiter) = &self.limiter {
-            if limiter.check().is_err() {
-                self.metrics.rate_limited.increment(1);
-                let now = Instant::now();
-                // An abuse streak lasts while refusals keep coming less than a
-                // second apart; frames that slip through the bucket in between
-                // do not end it.
-                let since = match self.over_limit_since {
-                    Some((since, last)) if now.duration_since(last) <= ABUSE_GAP => since,
-                    _ => now,
-                };
-                self.over_limit_since = Some((since, now));
-                if now.duration_since(since) >= self.abuse_window {
-                    return Err(CloseReason::RateLimitAbuse);
-                }
-                let reason = encode::reason(ReplyError::RateLimited.reason());
-                Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
-                return Ok(());
+        let verdict = self
+            .rate
+            .as_mut()
+            .map_or(Verdict::Allowed, ClientRate::check);
+        if verdict != Verdict::Allowed {
+            self.metrics.rate_limited.increment(1);
+            if verdict == Verdict::Abusive {
+                return Err(CloseReason::RateLimitAbuse);
             }
+            let reason = encode::reason(ReplyError::RateLimited.reason());
+            Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
+            return Ok(());
         }
         if self.fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
             panic!("fault injection: session panic");
@@ -474,49 +451,6 @@ impl Drop for PhoenixHandler {
             self.end_channel(&topic, Terminate::Closed, &mut discard);
         }
     }
-}
-
-/// Where a join starts on a history topic: `{"since": {"offset": N, "epoch":
-/// "E"}}` recovers, `{"history": true}` replays what is stored.
-fn since_of(params: Option<&Value>) -> Since {
-    let Some(params) = params else {
-        return Since::Now;
-    };
-    let position = params.get("since").and_then(|since| {
-        Some(Position {
-            offset: since.get("offset")?.as_u64()?,
-            epoch: since.get("epoch")?.as_str()?.to_owned(),
-        })
-    });
-    match position {
-        Some(p) => Since::Position(p),
-        None if params.get("history").and_then(Value::as_bool) == Some(true) => Since::Stored,
-        None => Since::Now,
-    }
-}
-
-/// The presence meta for a join: the join's `meta` object, plus `online_at`.
-fn presence_meta(params: Option<&Value>) -> Map<String, Value> {
-    let mut meta = params
-        .and_then(|p| p.get("meta"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    meta.insert(String::from("online_at"), Value::String(now.to_string()));
-    meta
-}
-
-/// `response` (a JSON object) with `fields` added.
-fn with_fields<const N: usize>(response: &str, fields: [(&str, Value); N]) -> String {
-    let mut map: Map<String, Value> = serde_json::from_str(response).unwrap_or_default();
-    for (k, v) in fields {
-        map.insert(k.to_owned(), v);
-    }
-    Value::Object(map).to_string()
 }
 
 #[cfg(test)]
