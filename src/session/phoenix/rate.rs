@@ -86,13 +86,20 @@ mod tests {
         r.check();
         assert_eq!(r.check(), Verdict::Refused);
         tokio::time::advance(Duration::from_millis(1500)).await;
-        assert_eq!(r.check(), Verdict::Refused, "a new streak starts after the gap");
+        assert_eq!(
+            r.check(),
+            Verdict::Refused,
+            "a new streak starts after the gap"
+        );
         tokio::time::advance(Duration::from_millis(900)).await;
         r.check();
         tokio::time::advance(Duration::from_millis(900)).await;
         assert_eq!(r.check(), Verdict::Refused, "1.8 s into the new streak");
         tokio::time::advance(Duration::from_millis(300)).await;
         assert_eq!(r.check(), Verdict::Abusive, "2.1 s into it");
-        assert!(ClientRate::new(0, 5, Duration::ZERO).is_none(), "0 = unlimited");
+        assert!(
+            ClientRate::new(0, 5, Duration::ZERO).is_none(),
+            "0 = unlimited"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! subscribed where), the history rings, presence, the topic routing and the
 //! cluster membership, and it is the only way to reach them:
 //! [`Node::join`], [`Node::leave`], [`Node::publish`] for sessions and the
-//! API, and the [`BrokerHandler`] methods for what other nodes send.
+//! API, and the `BrokerHandler` methods (in `cluster`) for what other nodes
+//! send.
 //!
 //! Every delivery to local mailboxes goes through one fan-out
 //! (`Node::deliver`) that records the fan-out metrics. The broker is only a
@@ -17,16 +18,16 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::broker::wire::{Control, Member};
-use super::broker::{Broker, BrokerHandler, Envelope, HistoryAck};
+use super::broker::wire::Control;
+use super::broker::{Broker, Envelope, HistoryAck};
 use super::history::{Entry, History, Position, Recovery, RingLimits};
 use super::hub::{FanOut, Hub};
 use super::mailbox::{Mailbox, Outbound, SessionId};
 use super::membership::{ClusterTiming, Membership};
-use super::presence::{Presence, RemoteMember};
+use super::presence::Presence;
 use crate::config::{Config, NamespaceConfig, Namespaces, Route};
 use crate::metrics::Metrics;
-use crate::protocol::{encode, history_position, RefSlotFrame};
+use crate::protocol::{encode, RefSlotFrame};
 
 /// How long the HTTP API waits for the cluster to assign a history offset
 /// (one broker round trip; past this the answer carries no offset, the
@@ -83,6 +84,10 @@ pub struct JoinOutcome {
     /// On presence namespaces: the `presence_state` payload for the joiner.
     pub presence_state: Option<String>,
 }
+
+mod cluster;
+#[cfg(test)]
+mod tests;
 
 pub struct Node {
     routes: Arc<Namespaces>,
@@ -306,13 +311,6 @@ impl Node {
         }
     }
 
-    /// A presence change other nodes' members caused (sync or a dead node):
-    /// local members only, their nodes told their own.
-    fn deliver_presence_diff(&self, topic: &str, diff: &str) {
-        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
-        self.deliver(topic, &frame, None);
-    }
-
     /// The `presence_state` payload of `topic` (every node's members).
     pub fn presence_state(&self, topic: &str) -> String {
         self.presence.state(topic)
@@ -341,124 +339,5 @@ impl Node {
     /// Drop expired history (called periodically).
     pub fn sweep_history(&self) {
         self.history.sweep();
-    }
-
-    /// One cluster heartbeat: tell the others this node is alive, and let
-    /// nodes silent past `cluster_node_timeout` go (their members leave).
-    pub fn cluster_tick(&self) {
-        if self.broker.node_id().is_none() {
-            return;
-        }
-        if self.broker.is_ready() {
-            let _ = self.broker.send(Envelope::Control(Control::Heartbeat));
-        }
-        for node in self.membership.sweep() {
-            tracing::warn!(peer = %node, "cluster node silent past cluster_node_timeout; its presence entries leave");
-            self.metrics.broker_peers_lost.increment(1);
-            for (topic, diff) in self.presence.drop_node(&node) {
-                self.deliver_presence_diff(&topic, &diff);
-            }
-        }
-        self.metrics.broker_peers.set(self.membership.len() as f64);
-    }
-
-    /// How often `cluster_tick` should run.
-    pub fn heartbeat_interval(&self) -> Duration {
-        self.membership.timing().heartbeat
-    }
-
-    fn send_control(&self, control: Control) {
-        let _ = self.broker.send(Envelope::Control(control));
-    }
-
-    /// Store a cluster-sequenced frame in its ring and deliver it to local
-    /// members if it is new; false when the frame has no history ref slot.
-    fn append_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) -> bool {
-        let Some((offset, epoch)) = history_position(frame) else {
-            return false;
-        };
-        let frame = Utf8Bytes::from(frame.to_owned());
-        // Topics no namespace here keeps history for (config differs between
-        // nodes) are dropped by the history itself.
-        self.history
-            .append_sequenced(topic, offset, epoch, frame.clone(), |f| {
-                self.deliver(topic, &Outbound::Text(f), exclude);
-            });
-        true
-    }
-}
-
-impl BrokerHandler for Node {
-    fn on_publication(&self, topic: &str, frame: Utf8Bytes) {
-        self.deliver(topic, &Outbound::Text(frame), None);
-    }
-
-    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) {
-        if !self.append_sequenced(topic, frame, exclude) {
-            self.metrics.broker_errors.increment(1);
-        }
-    }
-
-    fn on_stored_history(&self, topic: &str, frame: &str) {
-        if !self.append_sequenced(topic, frame, None) {
-            self.metrics.broker_errors.increment(1);
-        }
-    }
-
-    fn on_control(&self, origin: &str, control: Control) {
-        if self.membership.heard_from(origin) {
-            tracing::info!(peer = origin, "cluster node joined");
-            self.send_control(Control::SyncRequest);
-        }
-        match control {
-            Control::SyncRequest => {
-                let members = self
-                    .presence
-                    .local_members()
-                    .into_iter()
-                    .map(|m| Member {
-                        topic: m.topic,
-                        key: m.key,
-                        meta: m.meta,
-                    })
-                    .collect();
-                self.send_control(Control::State { members });
-            }
-            Control::State { members } => {
-                let members = members
-                    .into_iter()
-                    .map(|m| RemoteMember {
-                        topic: m.topic,
-                        key: m.key,
-                        meta: m.meta,
-                    })
-                    .collect();
-                for (topic, diff) in self.presence.replace_remote(origin, members) {
-                    self.deliver_presence_diff(&topic, &diff);
-                }
-            }
-            Control::Diff { topic, diff } => match serde_json::from_str::<Value>(diff.get()) {
-                Ok(diff) => self.presence.apply_remote_diff(origin, &topic, &diff),
-                Err(_) => self.metrics.broker_errors.increment(1),
-            },
-            Control::Heartbeat | Control::Unknown => {}
-        }
-    }
-
-    fn on_connected(&self) {
-        // Whatever happened while away, ask the other nodes for their members.
-        self.send_control(Control::SyncRequest);
-    }
-
-    fn local_topics(&self) -> Vec<Arc<str>> {
-        self.hub.topic_names()
-    }
-
-    fn has_local_members(&self, topic: &str) -> bool {
-        self.hub.subscriber_count(topic) > 0
-    }
-
-    fn history_size(&self, topic: &str) -> usize {
-        self.route(topic).map_or(0, |r| r.namespace.history_size)
     }
 }

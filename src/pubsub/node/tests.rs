@@ -1,0 +1,278 @@
+//! The node against a recording broker: what it sends other nodes, what it
+//! does with what they send, and the fan-out it does for local members.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::SlowConsumerPolicy;
+use crate::pubsub::broker::{BrokerHandler, SendError};
+use crate::pubsub::mailbox::MailboxLimits;
+
+/// A cluster broker that records what the node asks of it.
+#[derive(Default)]
+struct Recording {
+    sent: Mutex<Vec<Envelope>>,
+    subscribed: Mutex<Vec<String>>,
+    unsubscribed: Mutex<Vec<String>>,
+    sequences: bool,
+    down: AtomicBool,
+}
+
+impl Broker for Recording {
+    fn send(&self, envelope: Envelope) -> Result<(), SendError> {
+        self.sent.lock().push(envelope);
+        Ok(())
+    }
+    fn subscribe_topic(&self, topic: &str) {
+        self.subscribed.lock().push(topic.into());
+    }
+    fn unsubscribe_topic(&self, topic: &str) {
+        self.unsubscribed.lock().push(topic.into());
+    }
+    fn is_ready(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+    fn node_id(&self) -> Option<&str> {
+        Some("me")
+    }
+    fn sequences_history(&self) -> bool {
+        self.sequences
+    }
+}
+
+impl Recording {
+    fn take(&self) -> Vec<Envelope> {
+        std::mem::take(&mut *self.sent.lock())
+    }
+}
+
+fn node_with(broker: Arc<Recording>) -> (Node, Arc<Metrics>) {
+    let config = Config {
+        cluster_heartbeat: Duration::from_secs(1),
+        cluster_node_timeout: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let metrics = Metrics::new();
+    (Node::new(&config, Arc::clone(&metrics), broker), metrics)
+}
+
+fn mailbox() -> Arc<Mailbox> {
+    Arc::new(Mailbox::new(MailboxLimits {
+        capacity: 64,
+        max_bytes: 1 << 20,
+        policy: SlowConsumerPolicy::Disconnect,
+    }))
+}
+
+fn frames(m: &Mailbox) -> Vec<Value> {
+    let mut q = VecDeque::new();
+    m.drain(&mut q);
+    q.into_iter()
+        .map(|f| match f {
+            Outbound::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            Outbound::Binary(_) => panic!("binary"),
+        })
+        .collect()
+}
+
+fn join(node: &Node, topic: &str, session: SessionId, key: &str) -> (Arc<Mailbox>, JoinOutcome) {
+    let m = mailbox();
+    let ns = Arc::clone(&node.route(topic).unwrap().namespace);
+    let out = node.join(JoinRequest {
+        topic,
+        namespace: &ns,
+        session,
+        mailbox: Arc::clone(&m),
+        since: Since::Now,
+        presence: Some((key, Map::new())),
+    });
+    (m, out)
+}
+
+fn publish(node: &Node, topic: &str, payload: &str, exclude: Option<SessionId>) -> Published {
+    let ns = Arc::clone(&node.route(topic).unwrap().namespace);
+    node.publish(Publication {
+        namespace: &ns,
+        topic,
+        event: "m",
+        payload,
+        exclude,
+    })
+}
+
+#[test]
+fn the_first_member_subscribes_the_topic_and_the_last_unsubscribes_it() {
+    let broker = Arc::new(Recording::default());
+    let (node, _) = node_with(Arc::clone(&broker));
+    join(&node, "room:a", 1, "u1");
+    join(&node, "room:a", 2, "u2");
+    assert_eq!(*broker.subscribed.lock(), ["room:a"]);
+    let ns = Arc::clone(&node.route("room:a").unwrap().namespace);
+    node.leave("room:a", &ns, 1);
+    assert!(broker.unsubscribed.lock().is_empty());
+    node.leave("room:a", &ns, 2);
+    assert_eq!(*broker.unsubscribed.lock(), ["room:a"]);
+    assert!(!node.has_local_members("room:a"));
+}
+
+#[test]
+fn a_publish_reaches_local_members_once_and_goes_to_the_other_nodes() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "room:a", 1, "u1");
+    let (b, _) = join(&node, "room:a", 2, "u2");
+    let p = publish(&node, "room:a", r#"{"x":1}"#, Some(1));
+    assert_eq!(p.fanout.delivered, 1);
+    assert!(frames(&a).is_empty(), "excluded");
+    assert_eq!(frames(&b), [json!([null, null, "room:a", "m", {"x": 1}])]);
+    let sent = broker.take();
+    assert!(
+        matches!(&sent[..], [Envelope::Publication { topic, .. }] if &**topic == "room:a"),
+        "{sent:?}"
+    );
+    let text = metrics.render();
+    assert!(text.contains("myriad_broadcasts_total 1"), "{text}");
+    assert!(text.contains("myriad_fanout_subscribers_count 1"), "{text}");
+}
+
+#[test]
+fn another_nodes_publication_is_delivered_to_every_local_member() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "room:a", 1, "u1");
+    node.on_publication("room:a", Utf8Bytes::from(r#"[null,null,"room:a","m",{}]"#));
+    assert_eq!(frames(&a).len(), 1);
+    assert!(broker.take().is_empty(), "never sent back out");
+    assert!(metrics
+        .render()
+        .contains("myriad_fanout_subscribers_count 1"));
+}
+
+#[test]
+fn a_sequencing_cluster_gets_history_publishes_and_they_land_when_sequenced() {
+    let broker = Arc::new(Recording {
+        sequences: true,
+        ..Recording::default()
+    });
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:h", 1, "u1");
+    let (b, _) = join(&node, "chat:h", 2, "u2");
+    frames(&a);
+    frames(&b);
+    broker.take();
+    let p = publish(&node, "chat:h", "{}", Some(1));
+    assert_eq!(p.offset, None, "the cluster assigns it");
+    assert!(frames(&b).is_empty(), "nothing delivered before sequencing");
+    let sent = broker.take();
+    let Some(Envelope::History { frame, exclude, .. }) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(*exclude, Some(1));
+    // The backend fills the slot and every node (this one too) gets it back.
+    node.on_sequenced("chat:h", &frame.fill(1, "E"), Some(1));
+    assert!(frames(&a).is_empty(), "the excluded sender");
+    assert_eq!(frames(&b)[0][1], "1:E");
+    let (position, entries) = node.history("chat:h", None).unwrap();
+    assert_eq!(
+        (position.offset, position.epoch.as_str(), entries.len()),
+        (1, "E", 1)
+    );
+    // The same offset again (a repeat) is dropped.
+    node.on_sequenced("chat:h", &frame.fill(1, "E"), None);
+    assert!(frames(&b).is_empty());
+}
+
+#[test]
+fn while_the_cluster_is_down_history_is_sequenced_here() {
+    let broker = Arc::new(Recording {
+        sequences: true,
+        ..Recording::default()
+    });
+    broker.down.store(true, Ordering::Relaxed);
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:h", 1, "u1");
+    frames(&a);
+    assert_eq!(publish(&node, "chat:h", "{}", None).offset, Some(1));
+    assert_eq!(frames(&a).len(), 1);
+}
+
+#[test]
+fn presence_changes_are_replicated_and_a_state_sync_delivers_what_is_missing() {
+    let broker = Arc::new(Recording::default());
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (a, joined) = join(&node, "chat:p", 1, "alice");
+    assert!(joined.presence_state.unwrap().contains("alice"));
+    let sent = broker.take();
+    assert!(
+        sent.iter().any(
+            |e| matches!(e, Envelope::Control(Control::Diff { topic, .. }) if topic == "chat:p")
+        ),
+        "{sent:?}"
+    );
+    frames(&a);
+    // A node it has never heard from: ask everyone for their members.
+    node.on_control(
+        "n2",
+        Control::State {
+            members: vec![crate::pubsub::broker::wire::Member {
+                topic: "chat:p".into(),
+                key: "bob".into(),
+                meta: json!({"phx_ref": "r1"}),
+            }],
+        },
+    );
+    assert!(broker
+        .take()
+        .iter()
+        .any(|e| matches!(e, Envelope::Control(Control::SyncRequest))));
+    let diff = frames(&a);
+    assert_eq!(diff[0][3], "presence_diff");
+    assert_eq!(diff[0][4]["joins"]["bob"]["metas"][0]["phx_ref"], "r1");
+    assert!(node.presence_state("chat:p").contains("bob"));
+    // Asked for its members, it answers with its own (not the replica).
+    node.on_control("n2", Control::SyncRequest);
+    let sent = broker.take();
+    let Some(Envelope::Control(Control::State { members })) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].key, "alice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_is_dropped_and_its_members_leave() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:p", 1, "alice");
+    node.on_control(
+        "n2",
+        Control::State {
+            members: vec![crate::pubsub::broker::wire::Member {
+                topic: "chat:p".into(),
+                key: "bob".into(),
+                meta: json!({"phx_ref": "r1"}),
+            }],
+        },
+    );
+    frames(&a);
+    node.cluster_tick();
+    assert!(frames(&a).is_empty(), "n2 is alive");
+    assert!(broker
+        .take()
+        .iter()
+        .any(|e| matches!(e, Envelope::Control(Control::Heartbeat))));
+    tokio::time::advance(Duration::from_secs(4)).await;
+    node.cluster_tick();
+    let diff = frames(&a);
+    assert_eq!(diff[0][4]["leaves"]["bob"]["metas"][0]["phx_ref"], "r1");
+    assert!(!node.presence_state("chat:p").contains("bob"));
+    assert!(metrics
+        .render()
+        .contains("myriad_broker_peers_lost_total 1"));
+}
