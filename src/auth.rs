@@ -17,7 +17,7 @@ use crate::config::{Config, JwtAlgorithm};
 /// The subprotocol phoenix.js 1.8 offers beside the token, echoed on success.
 pub const PHOENIX_SUBPROTOCOL: &str = "phoenix";
 /// Prefix of the token-carrying subprotocol entry (standard base64, no padding,
-/// despite the name: PROTOCOL.md §1.5).
+/// despite the name: docs/protocol.md §1.5).
 pub const BEARER_PREFIX: &str = "base64url.bearer.phx.";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The Phoenix V2 dispatch rules against a live server (PROTOCOL.md §3.2, §8).
+//! The Phoenix V2 dispatch rules against a live server (docs/protocol.md §3.2, §8).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 

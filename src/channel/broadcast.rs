@@ -14,7 +14,7 @@ pub struct BroadcastChannel;
 
 impl Channel for BroadcastChannel {
     fn handle_in(&mut self, ctx: &mut ChannelCtx<'_>, event: &str, payload: &RawValue) -> Reply {
-        // Server-to-client payloads must be objects (PROTOCOL.md §2.1), so a
+        // Server-to-client payloads must be objects (docs/protocol.md §2.1), so a
         // non-object is refused here rather than relayed to every member.
         if ctx.namespace.publish == Publish::Server {
             return Reply::Error(encode::reason(ReplyError::PublishNotAllowed.reason()));

@@ -1,5 +1,5 @@
 //! The one table of how a session ends and which reply errors exist, with the
-//! client's expected reaction next to each (PROTOCOL.md §4.3: phoenix.js before
+//! client's expected reaction next to each (docs/protocol.md §4.3: phoenix.js before
 //! 1.8.16 does not reconnect after 1000, so a close the client should come back
 //! from never uses 1000).
 
@@ -136,7 +136,7 @@ impl CloseReason {
 
 /// Error replies (`phx_reply` with `status: "error"`); the string is the
 /// `reason` field the client sees. The client retries a refused join forever
-/// (PROTOCOL.md §10) and treats a push error as final for that push.
+/// (docs/protocol.md §4.4) and treats a push error as final for that push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyError {
     /// Join of a topic no namespace routes, or push to a topic not joined.

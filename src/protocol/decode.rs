@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::close::MalformedKind;
 
 /// One decoded client frame. Extra elements after the fifth are ignored, as
-/// Phoenix does (PROTOCOL.md §2.1).
+/// Phoenix does (docs/protocol.md §2.1).
 #[derive(Debug)]
 pub struct InFrame<'a> {
     pub join_ref: Option<Cow<'a, str>>,

@@ -1,7 +1,7 @@
 //! Encoding server frames. Every function writes one finished text frame; the
 //! payload arguments are raw JSON text (always an object on the wire).
 //!
-//! Which slots are null follows PROTOCOL.md §2.1: replies echo the request's
+//! Which slots are null follows docs/protocol.md §2.1: replies echo the request's
 //! refs, pushes carry the channel's join_ref and a null ref, broadcasts carry
 //! two nulls, `phx_close`/`phx_error` carry `ref == join_ref`.
 

@@ -39,7 +39,7 @@ impl Endpoint {
 /// The topic reserved for heartbeats.
 pub const PHOENIX_TOPIC: &str = "phoenix";
 
-/// Control events (PROTOCOL.md §3.1).
+/// Control events (docs/protocol.md §3.1).
 pub mod event {
     pub const HEARTBEAT: &str = "heartbeat";
     pub const JOIN: &str = "phx_join";

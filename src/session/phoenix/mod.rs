@@ -1,5 +1,5 @@
 //! A Phoenix Channels V2 connection: the topic → joined-channel map and the
-//! dispatch rules of PROTOCOL.md §3.2, applied strictly in frame order.
+//! dispatch rules of docs/protocol.md §3.2, applied strictly in frame order.
 //!
 //! Owns the channels of one connection and their subscriptions. Every channel
 //! callback runs under panic capture: a panic ends that channel only

@@ -1,0 +1,96 @@
+//! The checks serde cannot express: each names the key it is about. Runs at
+//! load, before anything else sees the config. Reads no files (connect-token
+//! keys are checked with the authenticator, by the binary).
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least_one(key: &'static str, v: usize) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    why: String::from("must be at least 1"),
+                });
+            }
+            Ok(())
+        }
+        at_least_one("mailbox_capacity", self.mailbox_capacity)?;
+        at_least_one("broker_queue", self.broker_queue)?;
+        if self.cluster_heartbeat.is_zero() || self.cluster_node_timeout <= self.cluster_heartbeat {
+            return Err(ConfigError::Invalid {
+                key: "cluster_node_timeout",
+                why: String::from(
+                    "must be longer than cluster_heartbeat, which must be above zero",
+                ),
+            });
+        }
+        at_least_one("mailbox_max_bytes", self.mailbox_max_bytes)?;
+        at_least_one("max_message_size", self.max_message_size)?;
+        at_least_one("max_frame_size", self.max_frame_size)?;
+        at_least_one("read_buffer_size", self.read_buffer_size)?;
+        at_least_one("max_topics_per_session", self.max_topics_per_session)?;
+        at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
+        if self.http_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "http_timeout",
+                why: String::from("must be greater than 0"),
+            });
+        }
+        if self.accept_rate > 0 && self.accept_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "accept_burst",
+                why: String::from("must be at least 1 when accept_rate is set"),
+            });
+        }
+        if self.client_rate > 0 && self.client_burst == 0 {
+            return Err(ConfigError::Invalid {
+                key: "client_burst",
+                why: String::from("must be at least 1 when client_rate is set"),
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "handshake_timeout",
+                why: String::from("must be greater than 0"),
+            });
+        }
+        if self.max_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_seconds",
+                why: String::from("must be at least 1 (the restart-intensity window in seconds)"),
+            });
+        }
+        if self.max_frame_size > self.max_message_size {
+            return Err(ConfigError::Invalid {
+                key: "max_frame_size",
+                why: format!(
+                    "{} exceeds max_message_size {}: a single frame can never be larger than the message",
+                    self.max_frame_size, self.max_message_size
+                ),
+            });
+        }
+        if let Err(why) = self.resolved_broker_url() {
+            return Err(ConfigError::Invalid {
+                key: "broker_url",
+                why,
+            });
+        }
+        for (i, ns) in self.namespaces.iter().enumerate() {
+            if let Some(why) = ns.problem() {
+                return Err(ConfigError::Invalid {
+                    key: "namespaces",
+                    why: format!("entry {} ({:?}): {why}", i + 1, ns.pattern),
+                });
+            }
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "admin_listen",
+                why: format!("must differ from listen ({})", self.listen),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+use super::*;
+
+#[derive(Default)]
+struct Recorder {
+    publications: Mutex<Vec<(String, String)>>,
+    sequenced: Mutex<Vec<(String, Option<u64>)>>,
+    controls: Mutex<Vec<String>>,
+}
+
+impl BrokerHandler for Recorder {
+    fn on_publication(&self, topic: &str, frame: Utf8Bytes) {
+        self.publications
+            .lock()
+            .push((topic.into(), frame.as_str().into()));
+    }
+    fn on_sequenced(&self, _topic: &str, frame: &str, exclude: Option<u64>) {
+        self.sequenced.lock().push((frame.into(), exclude));
+    }
+    fn on_stored_history(&self, _topic: &str, _frame: &str) {}
+    fn on_control(&self, origin: &str, _control: wire::Control) {
+        self.controls.lock().push(origin.into());
+    }
+    fn on_connected(&self) {}
+    fn local_topics(&self) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+    fn has_local_members(&self, _topic: &str) -> bool {
+        false
+    }
+    fn history_size(&self, _topic: &str) -> usize {
+        0
+    }
+}
+
+fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
+    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue);
+    let rec = Arc::new(Recorder::default());
+    let parts = half.into_parts(rec.clone(), CancellationToken::new());
+    (broker, parts, rec)
+}
+
+#[test]
+fn membership_churn_coalesces_per_topic() {
+    let (broker, mut parts, _) = test_broker(8);
+    for _ in 0..1000 {
+        broker.subscribe_topic("room:a");
+        broker.unsubscribe_topic("room:a");
+    }
+    broker.subscribe_topic("room:b");
+    assert!(parts.changes.try_recv().is_ok(), "one wake-up");
+    assert!(parts.changes.try_recv().is_err(), "and only one");
+    let mut topics: Vec<_> = parts
+        .state
+        .take_changed()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    topics.sort();
+    assert_eq!(topics, ["room:a", "room:b"]);
+}
+
+fn publication(topic: &str) -> Envelope {
+    Envelope::Publication {
+        topic: Arc::from(topic),
+        frame: Utf8Bytes::from("x"),
+    }
+}
+
+#[test]
+fn an_outage_drops_queued_publishes_and_membership_changes() {
+    let (broker, mut parts, _) = test_broker(8);
+    for t in ["room:a", "room:b", "room:c"] {
+        broker.subscribe_topic(t);
+        broker.unsubscribe_topic(t);
+    }
+    broker.send(publication("room:a")).unwrap();
+    drop_queued(&mut parts);
+    assert!(parts.changes.try_recv().is_err(), "changes drained");
+    assert!(
+        parts.state.take_changed().is_empty(),
+        "changed topics dropped"
+    );
+    assert!(parts.out.try_recv().is_err(), "publishes drained");
+    let text = parts.state.metrics.render();
+    assert!(
+        text.contains("myriad_broker_dropped_total{reason=\"disconnected\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_and_counts() {
+    let (broker, _parts, _) = test_broker(1);
+    assert!(broker.send(publication("room:a")).is_ok());
+    for _ in 0..2 {
+        assert_eq!(
+            broker.send(publication("room:a")),
+            Err(SendError::QueueFull)
+        );
+    }
+    let text = broker.state().metrics.render();
+    assert!(
+        text.contains("myriad_broker_dropped_total{reason=\"queue_full\"} 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn own_publications_are_not_delivered_twice() {
+    let (_broker, parts, rec) = test_broker(8);
+    let frame = "[null,null,\"room:a\",\"e\",{}]";
+    let state = &parts.state;
+    state.receive_publication(&*rec, "room:a", &state.publication(frame));
+    assert!(
+        rec.publications.lock().is_empty(),
+        "own node's echo is ignored"
+    );
+    state.receive_publication(
+        &*rec,
+        "room:a",
+        &wire::encode_publication("other-node", frame),
+    );
+    assert_eq!(
+        rec.publications.lock().len(),
+        1,
+        "another node's is delivered"
+    );
+    state.receive_publication(&*rec, "room:a", b"garbage-without-separator");
+    assert_eq!(rec.publications.lock().len(), 1);
+    assert!(state
+        .metrics
+        .render()
+        .contains("myriad_broker_errors_total 1"));
+}
+
+#[test]
+fn only_the_origin_honours_the_excluded_session() {
+    let (_broker, parts, rec) = test_broker(8);
+    let state = &parts.state;
+    let frame = "[null,\"1:e\",\"chat:a\",\"m\",{}]";
+    let msg = |origin: &str| {
+        let mut b = wire::frame_header(origin, Some(7)).into_bytes();
+        b.extend_from_slice(frame.as_bytes());
+        b.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
+        b
+    };
+    state.receive_sequenced(&*rec, "chat:a", &msg(&state.node));
+    state.receive_sequenced(&*rec, "chat:a", &msg("other"));
+    assert_eq!(
+        *rec.sequenced.lock(),
+        [(frame.to_string(), Some(7)), (frame.to_string(), None)]
+    );
+    state.receive_control(&*rec, &state.control(&wire::Control::Heartbeat));
+    assert!(rec.controls.lock().is_empty(), "own control ignored");
+}

@@ -1,0 +1,204 @@
+use super::*;
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// Topic `t` keeps 5 entries, every other topic 100.
+fn history(max_bytes: usize) -> History {
+    History::new(max_bytes, |topic| {
+        Some(RingLimits {
+            size: if topic == "t" { 5 } else { 100 },
+            ttl: TTL,
+        })
+    })
+}
+
+impl Default for History {
+    fn default() -> History {
+        history(usize::MAX)
+    }
+}
+
+fn publish(h: &History, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            h.publish("t", "e", &format!("{{\"i\":{i}}}"), |_| {})
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn offsets_increase_and_the_ref_slot_carries_them() {
+    let h = History::default();
+    let mut seen = Vec::new();
+    h.publish("t", "e", "{}", |f| seen.push(f));
+    let v: serde_json::Value = serde_json::from_str(seen[0].as_str()).unwrap();
+    let slot = v[1].as_str().unwrap();
+    assert!(slot.starts_with("1:"));
+    assert!(v[0].is_null());
+    assert_eq!(publish(&h, 2), [2, 3]);
+}
+
+#[test]
+fn recovery_replays_exactly_the_missed_offsets() {
+    let h = History::default();
+    publish(&h, 4);
+    let pos = h.join("t", None, || {}).position;
+    assert_eq!(pos.offset, 4);
+    let since = Position {
+        offset: 2,
+        epoch: pos.epoch.clone(),
+    };
+    let r = h.join("t", Some(&since), || {});
+    assert!(r.recovered);
+    let offsets: Vec<String> = r
+        .frames
+        .iter()
+        .map(|f| {
+            serde_json::from_str::<serde_json::Value>(f.as_str()).unwrap()[1]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        offsets[0].starts_with("3:") && offsets[1].starts_with("4:"),
+        "{offsets:?}"
+    );
+    let up_to_date = h.join(
+        "t",
+        Some(&Position {
+            offset: 4,
+            epoch: pos.epoch.clone(),
+        }),
+        || {},
+    );
+    assert!(up_to_date.recovered && up_to_date.frames.is_empty());
+}
+
+#[test]
+fn recovery_fails_past_the_ring_or_on_another_epoch() {
+    let h = History::default();
+    publish(&h, 10); // ring keeps 6..=10
+    let epoch = h.join("t", None, || {}).position.epoch;
+    assert!(
+        h.join(
+            "t",
+            Some(&Position {
+                offset: 5,
+                epoch: epoch.clone()
+            }),
+            || {}
+        )
+        .recovered
+    );
+    let r = h.join(
+        "t",
+        Some(&Position {
+            offset: 4,
+            epoch: epoch.clone(),
+        }),
+        || {},
+    );
+    assert!(!r.recovered && r.frames.is_empty());
+    assert!(
+        !h.join(
+            "t",
+            Some(&Position {
+                offset: 9,
+                epoch: "other".into()
+            }),
+            || {}
+        )
+        .recovered
+    );
+    assert!(
+        !h.join("t", Some(&Position { offset: 11, epoch }), || {})
+            .recovered
+    );
+}
+
+#[test]
+fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
+    let h = history(300);
+    let frame_len = |h: &History| {
+        let mut len = 0;
+        h.publish("a", "e", "{}", |f| len = f.len());
+        len
+    };
+    let one = frame_len(&h);
+    for _ in 0..50 {
+        h.publish("a", "e", "{}", |_| {});
+        assert!(h.bytes() <= 300);
+    }
+    let kept = 300 / one;
+    let epoch_a = h.join("a", None, || {}).position.epoch;
+    let last_a = 51;
+    // Topic a holds the whole budget: b stores nothing, and says so.
+    let b_epoch = h.join("b", None, || {}).position.epoch;
+    h.publish("b", "e", "{}", |_| {});
+    assert!(h.bytes() <= 300);
+    let r = h.join(
+        "b",
+        Some(&Position {
+            offset: 0,
+            epoch: b_epoch,
+        }),
+        || {},
+    );
+    assert!(
+        !r.recovered,
+        "nothing stored for b: no recovery, no silent gap"
+    );
+    // a still recovers within what it kept.
+    let since = Position {
+        offset: last_a - kept as u64,
+        epoch: epoch_a,
+    };
+    assert!(h.join("a", Some(&since), || {}).recovered);
+    h.sweep_at(Instant::now() + TTL);
+    assert_eq!(h.bytes(), 0, "sweeping frees the accounting");
+}
+
+#[test]
+fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
+    let h = history(usize::MAX);
+    let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
+    assert_eq!(
+        crate::protocol::history_position(frame(7).as_str()),
+        Some((7, "E1"))
+    );
+    // A node that starts listening at offset 5 keeps 5.. and cannot recover before.
+    for o in 5..=8 {
+        assert!(h.append_sequenced("t", o, "E1", frame(o), |_| {}));
+    }
+    assert!(!h.append_sequenced("t", 8, "E1", frame(8), |_| panic!("repeat delivered")));
+    let since = |o: u64| Position {
+        offset: o,
+        epoch: "E1".into(),
+    };
+    let r = h.join("t", Some(&since(6)), || {});
+    assert!(r.recovered);
+    assert_eq!(r.frames.len(), 2);
+    assert!(!h.join("t", Some(&since(2)), || {}).recovered);
+    // The cluster is away: a local publish forks to a new epoch.
+    h.publish("t", "m", "{}", |_| {});
+    let r = h.join("t", Some(&since(8)), || {});
+    assert!(!r.recovered, "offsets after a fork are not the cluster's");
+    assert_ne!(r.position.epoch, "E1");
+    // The cluster returns: its epoch takes over again.
+    assert!(h.append_sequenced("t", 9, "E1", frame(9), |_| {}));
+    assert_eq!(h.join("t", None, || {}).position.epoch, "E1");
+}
+
+#[test]
+fn sweep_drops_idle_empty_rings() {
+    let h = History::default();
+    h.join("quiet", None, || {});
+    publish(&h, 1);
+    h.sweep_at(Instant::now() + TTL);
+    assert_eq!(h.topic_count(), 0);
+    publish(&h, 1);
+    h.sweep();
+    assert_eq!(h.topic_count(), 1);
+}

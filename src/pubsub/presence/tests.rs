@@ -1,0 +1,105 @@
+use super::*;
+
+fn meta(name: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), Value::String(name.into()));
+    m
+}
+
+#[test]
+fn remote_members_stay_in_their_topic() {
+    let p = Presence::new();
+    let member = |topic: &str, key: &str, r: &str| RemoteMember {
+        topic: topic.into(),
+        key: key.into(),
+        meta: serde_json::json!({"phx_ref": r}),
+    };
+    let diffs = p.replace_remote(
+        "n1",
+        vec![member("t", "ann", "r1"), member("u", "ben", "r2")],
+    );
+    assert_eq!(diffs.len(), 2, "one join per member");
+    let t: Value = serde_json::from_str(&p.state("t")).unwrap();
+    let u: Value = serde_json::from_str(&p.state("u")).unwrap();
+    assert!(t.get("ann").is_some() && t.get("ben").is_none());
+    assert!(u.get("ben").is_some() && u.get("ann").is_none());
+    // The same snapshot again: nothing changed, nothing to deliver.
+    let same = vec![member("t", "ann", "r1"), member("u", "ben", "r2")];
+    assert!(p.replace_remote("n1", same).is_empty());
+    let leave = serde_json::json!({"joins": {}, "leaves": {"ann": {"metas": [{"phx_ref": "r1"}]}}});
+    p.apply_remote_diff("n1", "t", &leave);
+    assert_eq!(p.state("t"), "{}");
+    assert_eq!(p.drop_node("n1").len(), 1, "only ben is left to leave");
+}
+
+#[test]
+fn remote_members_merge_into_state_and_leave_with_their_node() {
+    let p = Presence::new();
+    p.track("t", 1, "alice", meta("A"), |_| {});
+    let bob = serde_json::json!({"name": "B", "phx_ref": "r1"});
+    let diff = serde_json::json!({"joins": {"bob": {"metas": [bob]}}, "leaves": {}});
+    p.apply_remote_diff("node-b", "t", &diff);
+    let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+    assert_eq!(state["bob"]["metas"][0]["name"], "B");
+    assert_eq!(state["alice"]["metas"][0]["name"], "A");
+    // A snapshot that already holds bob yields no diff; a new member does.
+    let carol = RemoteMember {
+        topic: "t".into(),
+        key: "carol".into(),
+        meta: serde_json::json!({"phx_ref": "r2"}),
+    };
+    let bob_m = RemoteMember {
+        topic: "t".into(),
+        key: "bob".into(),
+        meta: serde_json::json!({"name": "B", "phx_ref": "r1"}),
+    };
+    let diffs = p.replace_remote("node-b", vec![bob_m, carol]);
+    assert_eq!(diffs.len(), 1);
+    assert!(diffs[0].1.contains("carol"));
+    let leaves = p.drop_node("node-b");
+    assert_eq!(leaves.len(), 2);
+    let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+    assert!(state.get("bob").is_none() && state.get("carol").is_none());
+    // A leave diff removes exactly the meta with that phx_ref.
+    p.apply_remote_diff("node-c", "t", &diff);
+    let leave = serde_json::json!({"joins": {}, "leaves": {"bob": {"metas": [{"phx_ref": "r1"}]}}});
+    p.apply_remote_diff("node-c", "t", &leave);
+    assert!(serde_json::from_str::<Value>(&p.state("t"))
+        .unwrap()
+        .get("bob")
+        .is_none());
+    assert_eq!(p.local_members().len(), 1);
+}
+
+#[test]
+fn refs_are_16_url_safe_chars_and_unique() {
+    let p = Presence::new();
+    let a = p.new_ref(1);
+    let b = p.new_ref(1);
+    assert_eq!(a.len(), 16);
+    assert!(a.bytes().all(|c| B64URL.contains(&c)));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn track_untrack_diffs_carry_the_same_meta() {
+    let p = Presence::new();
+    let mut diffs = Vec::new();
+    p.track("t", 1, "alice", meta("A"), |d| diffs.push(d));
+    p.track("t", 2, "alice", meta("A2"), |d| diffs.push(d));
+    p.track("t", 3, "bob", meta("B"), |d| diffs.push(d));
+    let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+    assert_eq!(state["alice"]["metas"].as_array().unwrap().len(), 2);
+    assert_eq!(state["bob"]["metas"][0]["name"], "B");
+    let join: Value = serde_json::from_str(&diffs[2]).unwrap();
+    let bob_ref = join["joins"]["bob"]["metas"][0]["phx_ref"].clone();
+    p.untrack("t", 3, |d| diffs.push(d));
+    let leave: Value = serde_json::from_str(&diffs[3]).unwrap();
+    assert_eq!(leave["leaves"]["bob"]["metas"][0]["phx_ref"], bob_ref);
+    assert_eq!(leave["joins"], serde_json::json!({}));
+    p.untrack("t", 3, |_| panic!("second untrack must be a no-op"));
+    p.untrack("t", 1, |_| {});
+    p.untrack("t", 2, |_| {});
+    assert_eq!(p.state("t"), "{}");
+    assert!(p.topics.is_empty());
+}
