@@ -5,28 +5,38 @@
 //!
 //! # Layout
 //!
-//! - `config`: one validated `Config`, defaults < TOML file < `MYRIAD_*` env < flags.
-//! - `server`: the public and admin listeners, the HTTP router, graceful shutdown.
+//! Top of the stack first; a module imports only modules below it
+//! (`scripts/check_layers.py` checks it; ARCHITECTURE.md draws it).
+//!
+//! - `server`: the public and admin listeners, the HTTP router, graceful shutdown,
+//!   and the background tasks (broker link, heartbeat, upkeep) it owns.
 //! - `server::accept`: the public accept loop (TCP_NODELAY, handshake timeout, EMFILE back-off).
-//! - `admission`: connection caps, accept rate, memory watermark; the 503 answers.
 //! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
-//! - `server::admin`: `/metrics`, `/healthz`, `/readyz`.
-//! - `supervisor`: spawning sessions, panic capture, restart intensity, drain.
-//! - `session`: the per-connection task: read, write, mailbox, timers.
-//! - `session::mailbox`: the bounded (messages and bytes) outbound queue.
-//! - `session::phoenix`: a connection's channels and the V2 dispatch rules.
-//! - `session::echo`: the raw echo handler behind `/ws/echo`.
-//! - `session::lazy_read`: socket reads that hold no buffer while a session idles.
-//! - `protocol`: V2 frames: decode, encode, close codes and reply errors; no I/O.
-//! - `channel`: the `Channel` trait, the broadcast and fault-injection channels, routing.
-//! - `pubsub`: topics, subscribers, fan-out (`hub`), and the `Broker` seam (`broker::local`;
-//!   `broker::cluster` with the `redis` and `nats` links for several nodes).
-//! - `pubsub::topics`: routing + broker + history + presence; the one `publish`.
-//! - `history`: per-topic rings with offsets and epochs, recovery on join.
-//! - `presence`: who is in a topic; `presence_state` / `presence_diff` payloads.
+//! - `server::api`, `server::admin`: `/api/*`; `/metrics`, `/healthz`, `/readyz`.
+//! - `session`: the per-connection task: read, write, timers, close handshake.
+//! - `session::phoenix`: a connection's channels and the V2 dispatch rules
+//!   (`rate`: client rate limiting; `params`: what a join asks for).
+//! - `session::echo`, `session::lazy_read`: the echo handler; socket reads that hold
+//!   no buffer while a session idles.
+//! - `supervisor`: session ids, spawning, panic capture, restart intensity, drain.
+//! - `registry`: every live session by id (API disconnects).
+//! - `channel`: the `Channel` trait, the broadcast and fault-injection channels.
+//! - `pubsub::node`: `Node`, the one owner of a node's topics (hub, history,
+//!   presence, routing, membership): join, leave, publish; what other nodes send.
+//! - `pubsub::hub`, `pubsub::mailbox`: topic → subscribers and the fan-out loop;
+//!   a session's bounded outbound queue (messages and bytes).
+//! - `pubsub::history`, `pubsub::presence`, `pubsub::membership`: per-topic rings
+//!   with offsets and epochs; who is in a topic; which other nodes are alive.
+//! - `pubsub::broker`: the transport to other nodes (`local`, `redis`, `nats`),
+//!   its queue and health (`link`), the wire format (`wire`), backend names.
+//! - `metrics`: every metric name, described once; labels as closed enums.
 //! - `auth`: JWT connect tokens, anonymous access, Origin allow-list, API keys.
-//! - `registry`: every live session by id.
-//! - `metrics`: every metric name, described once; the Prometheus exporter.
+//! - `admission`: connection caps, accept rate, memory watermark; the 503 answers.
+//! - `protocol`: V2 frames (decode, encode, the history ref slot), close codes,
+//!   reply errors and every refusal label; no I/O.
+//! - `config`: one validated `Config`, defaults < TOML file < `MYRIAD_*` env < flags;
+//!   namespaces and topic routing.
+//! - `process`: resident memory and open descriptors from /proc.
 
 pub mod admission;
 pub mod auth;
