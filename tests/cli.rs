@@ -59,6 +59,48 @@ fn config_check_names_the_bad_key_and_why() {
 }
 
 #[test]
+fn config_check_refuses_a_broker_url_for_another_broker_and_unreadable_keys() {
+    for (text, key) in [
+        (
+            "broker = \"redis\"\nbroker_url = \"nats://127.0.0.1:4222\"\n",
+            "broker_url",
+        ),
+        (
+            "broker = \"nats\"\nbroker_url = \"redis://127.0.0.1:6379\"\n",
+            "broker_url",
+        ),
+        (
+            "broker = \"redis\"\nbroker_url = \"rediss://cache:6380\"\n",
+            "broker_url",
+        ),
+        (
+            "jwt_algorithm = \"RS256\"\njwt_public_key_file = \"/nonexistent/key.pem\"\n",
+            "jwt_public_key_file",
+        ),
+    ] {
+        let path = write_config("broker.toml", text);
+        let out = myriad()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: error {err:?} must name {key}");
+    }
+    let ok = write_config(
+        "broker-ok.toml",
+        "broker = \"redis\"\nbroker_url = \"redis://cache:6380/2\"\n",
+    );
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&ok)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
 fn serve_refuses_an_invalid_env_value_at_startup() {
     let out = myriad()
         .args(["serve"])

@@ -318,41 +318,6 @@ impl Config {
         Namespaces::new(&self.namespaces, self.enable_fault_injection)
     }
 
-    /// The broker URL to use: `broker_url`, or the broker's default address;
-    /// None for the local broker. Err says why the URL does not suit the broker.
-    pub fn resolved_broker_url(&self) -> Result<Option<String>, String> {
-        let default_url = match self.broker {
-            BrokerKind::Local => return Ok(None),
-            BrokerKind::Redis => "redis://127.0.0.1:6379",
-            BrokerKind::Nats => "nats://127.0.0.1:4222",
-        };
-        let url = self
-            .broker_url
-            .clone()
-            .unwrap_or_else(|| default_url.to_string());
-        match self.broker {
-            BrokerKind::Redis => {
-                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-                    .iter()
-                    .any(|s| url.starts_with(s));
-                if !scheme_ok {
-                    return Err(format!(
-                        "{url:?}: the redis broker needs redis://HOST:PORT (or rediss://, unix://)"
-                    ));
-                }
-                redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(|e| format!("{url:?}: {e}"))?;
-            }
-            BrokerKind::Nats => {
-                if !url.starts_with("nats://") && !url.starts_with("tls://") {
-                    return Err(format!("{url:?}: the nats broker needs nats://HOST:PORT"));
-                }
-            }
-            BrokerKind::Local => {}
-        }
-        Ok(Some(url))
-    }
-
     /// The restart-intensity window.
     pub fn restart_window(&self) -> Duration {
         Duration::from_secs(self.max_seconds)

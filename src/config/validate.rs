@@ -2,7 +2,7 @@
 //! load, before anything else sees the config. Reads no files (connect-token
 //! keys are checked with the authenticator, by the binary).
 
-use super::{Config, ConfigError};
+use super::{BrokerKind, Config, ConfigError};
 
 impl Config {
     /// Checks that serde cannot express.
@@ -92,5 +92,46 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The broker URL to use: `broker_url`, or the broker's default address;
+    /// None for the local broker. Err says why the URL does not suit the broker.
+    pub fn resolved_broker_url(&self) -> Result<Option<String>, String> {
+        let default_url = match self.broker {
+            BrokerKind::Local => return Ok(None),
+            BrokerKind::Redis => "redis://127.0.0.1:6379",
+            BrokerKind::Nats => "nats://127.0.0.1:4222",
+        };
+        let url = self
+            .broker_url
+            .clone()
+            .unwrap_or_else(|| default_url.to_string());
+        match self.broker {
+            BrokerKind::Redis => {
+                if url.starts_with("rediss://") {
+                    return Err(format!(
+                        "{url:?}: TLS to Redis (rediss://) is not supported yet; use redis:// \
+                         (through a TLS tunnel if needed)"
+                    ));
+                }
+                let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|s| url.starts_with(s));
+                if !scheme_ok {
+                    return Err(format!(
+                        "{url:?}: the redis broker needs redis://HOST:PORT (or unix://PATH)"
+                    ));
+                }
+                redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| format!("{url:?}: {e}"))?;
+            }
+            BrokerKind::Nats => {
+                if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                    return Err(format!("{url:?}: the nats broker needs nats://HOST:PORT"));
+                }
+            }
+            BrokerKind::Local => {}
+        }
+        Ok(Some(url))
     }
 }
