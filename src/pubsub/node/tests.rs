@@ -276,3 +276,21 @@ async fn a_silent_node_is_dropped_and_its_members_leave() {
         .render()
         .contains("myriad_broker_peers_lost_total 1"));
 }
+
+#[test]
+fn a_full_broker_queue_drops_the_remote_copy_not_the_local_delivery() {
+    use crate::pubsub::broker::link::ClusterBroker;
+    let metrics = Metrics::new();
+    let (broker, _link) = ClusterBroker::new(Arc::clone(&metrics), false, 1);
+    let node = Node::new(&Config::default(), Arc::clone(&metrics), Arc::new(broker));
+    let (m, _) = join(&node, "room:a", 1, "u1");
+    for _ in 0..3 {
+        assert_eq!(publish(&node, "room:a", "{}", None).fanout.delivered, 1);
+    }
+    assert_eq!(m.depth(), 3);
+    let text = metrics.render();
+    assert!(
+        text.contains("myriad_broker_dropped_total{reason=\"queue_full\"} 2"),
+        "{text}"
+    );
+}
