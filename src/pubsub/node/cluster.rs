@@ -58,12 +58,21 @@ impl Node {
             return false;
         };
         let frame = Utf8Bytes::from(frame.to_owned());
-        // Topics no namespace here keeps history for (config differs between
-        // nodes) are dropped by the history itself.
-        self.history
-            .append_sequenced(topic, offset, epoch, frame.clone(), |f| {
-                self.deliver(topic, &Outbound::Text(f), exclude);
-            });
+        // Namespaces can differ between nodes (a rolling config change): a topic
+        // no namespace routes here is not ours; one routed to a namespace that
+        // keeps no history here is delivered without being stored.
+        match self.route(topic) {
+            None => {}
+            Some(route) if route.namespace.history_size == 0 => {
+                self.deliver(topic, &Outbound::Text(frame), exclude);
+            }
+            Some(_) => {
+                self.history
+                    .append_sequenced(topic, offset, epoch, frame, |f| {
+                        self.deliver(topic, &Outbound::Text(f), exclude);
+                    });
+            }
+        }
         true
     }
 }

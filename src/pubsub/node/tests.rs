@@ -294,3 +294,17 @@ fn a_full_broker_queue_drops_the_remote_copy_not_the_local_delivery() {
         "{text}"
     );
 }
+
+#[test]
+fn sequenced_frames_for_topics_configured_differently_here() {
+    let broker = Arc::new(Recording::default());
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (room, _) = join(&node, "room:a", 1, "u1");
+    // room:* keeps no history on this node: delivered, not stored.
+    node.on_sequenced("room:a", r#"[null,"1:E","room:a","m",{}]"#, None);
+    assert_eq!(frames(&room).len(), 1);
+    assert!(node.history("room:a", None).is_none());
+    // No namespace routes it here: not ours.
+    node.on_sequenced("nope:a", r#"[null,"1:E","nope:a","m",{}]"#, None);
+    assert_eq!(node.history_topic_count(), 0);
+}
