@@ -20,7 +20,8 @@ use std::marker::PhantomData;
 use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
-    CloseReason, Endpoint, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind,
+    ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HttpRejection, JoinRefusal,
+    MalformedKind,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -43,6 +44,7 @@ pub const MESSAGES_OUT: &str = "myriad_messages_sent_total";
 pub const BYTES_IN: &str = "myriad_received_bytes_total";
 pub const BYTES_OUT: &str = "myriad_sent_bytes_total";
 pub const MALFORMED_FRAMES: &str = "myriad_malformed_frames_total";
+pub const CLIENT_REFUSALS: &str = "myriad_client_refusals_total";
 pub const BROKER_CONNECTED: &str = "myriad_broker_connected";
 pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
 pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
@@ -103,6 +105,7 @@ macro_rules! label_set {
 }
 
 label_set!(
+    ClientRefusal,
     CloseReason,
     Endpoint,
     HandshakeRejection,
@@ -157,6 +160,7 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub malformed: Family<MalformedKind>,
+    pub client_refusals: Family<ClientRefusal>,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -286,6 +290,14 @@ impl Metrics {
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
         );
         r.describe_counter(
+            KeyName::from_const_str(CLIENT_REFUSALS),
+            None,
+            SharedString::const_str(
+                "Client frames refused with an error reply for what they carry (reserved event, \
+                 over-long topic or event, too-deep payload), by reason.",
+            ),
+        );
+        r.describe_counter(
             KeyName::from_const_str(CHANNEL_JOINS),
             None,
             SharedString::const_str("Channel joins, by result (ok or error)."),
@@ -394,6 +406,7 @@ impl Metrics {
                 Some(Unit::Bytes),
             ),
             malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
+            client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
             mailbox_depth: histogram(
                 MAILBOX_DEPTH,
                 "Messages waiting in a session mailbox when its writer drained it.",
@@ -488,6 +501,7 @@ mod tests {
     #[test]
     fn every_label_set_indexes_its_all_list() {
         indexes_follow_all::<CloseReason>();
+        indexes_follow_all::<ClientRefusal>();
         indexes_follow_all::<Endpoint>();
         indexes_follow_all::<HandshakeRejection>();
         indexes_follow_all::<HttpRejection>();

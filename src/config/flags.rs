@@ -190,6 +190,26 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_topics_per_session: Option<usize>,
 
+    /// Longest topic name joined or published to, bytes [default: 256]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_topic_length: Option<usize>,
+
+    /// Longest event name pushed or published, bytes [default: 128]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_event_length: Option<usize>,
+
+    /// Longest ref / join_ref a client may send, bytes; longer closes 1007 [default: 64]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ref_length: Option<usize>,
+
+    /// Deepest array/object nesting in a client payload [default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_depth: Option<usize>,
+
     /// In-flight HTTP API / admin requests; more get 503 at once [default: 256]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

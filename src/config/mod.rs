@@ -153,6 +153,18 @@ pub struct Config {
     pub abuse_window: Duration,
     /// Channels one session may have joined at once. Default 100; 0 is invalid.
     pub max_topics_per_session: usize,
+    /// Longest topic name a client may join or the API publish to, in bytes.
+    /// Default 256; 0 is invalid. Longer: an error reply / 400.
+    pub max_topic_length: usize,
+    /// Longest event name a client may push or the API publish, in bytes.
+    /// Default 128; 0 is invalid.
+    pub max_event_length: usize,
+    /// Longest `ref` / `join_ref` a client may send, in bytes (phoenix.js sends
+    /// short counters). Default 64; 0 is invalid. Longer: close 1007.
+    pub max_ref_length: usize,
+    /// Deepest nesting of arrays/objects in a client payload. Default 64; 0 is
+    /// invalid. Deeper: an error reply (the API: 400), never broadcast.
+    pub max_payload_depth: usize,
     /// In-flight HTTP API / admin requests per listener; more get 503 at once. Default 256.
     pub http_concurrency_limit: usize,
     /// Time one HTTP API / admin request may take; then 504. Default 10s.
@@ -215,6 +227,10 @@ impl Default for Config {
             client_burst: 200,
             abuse_window: Duration::from_secs(10),
             max_topics_per_session: 100,
+            max_topic_length: 256,
+            max_event_length: 128,
+            max_ref_length: 64,
+            max_payload_depth: 64,
             http_concurrency_limit: 256,
             http_timeout: Duration::from_secs(10),
             history_max_bytes: 64 << 20,

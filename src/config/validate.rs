@@ -31,6 +31,10 @@ impl Config {
         at_least_one("max_frame_size", self.max_frame_size)?;
         at_least_one("read_buffer_size", self.read_buffer_size)?;
         at_least_one("max_topics_per_session", self.max_topics_per_session)?;
+        at_least_one("max_topic_length", self.max_topic_length)?;
+        at_least_one("max_event_length", self.max_event_length)?;
+        at_least_one("max_ref_length", self.max_ref_length)?;
+        at_least_one("max_payload_depth", self.max_payload_depth)?;
         at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
         if self.http_timeout.is_zero() {
             return Err(ConfigError::Invalid {

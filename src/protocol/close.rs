@@ -154,6 +154,14 @@ pub enum ReplyError {
     RateLimited,
     /// A join beyond `max_topics_per_session` (Phoenix main's wording).
     TooManyChannels,
+    /// A push of an event only the server may send (`phx_*`, `presence_*`, ...).
+    ReservedEvent,
+    /// A topic longer than `max_topic_length`.
+    TopicTooLong,
+    /// An event name longer than `max_event_length`.
+    EventTooLong,
+    /// A payload nested deeper than `max_payload_depth`.
+    PayloadTooDeep,
 }
 
 impl ReplyError {
@@ -166,6 +174,10 @@ impl ReplyError {
             ReplyError::Unauthorized => "unauthorized",
             ReplyError::RateLimited => "rate_limited",
             ReplyError::TooManyChannels => "too many channels joined",
+            ReplyError::ReservedEvent => "reserved event",
+            ReplyError::TopicTooLong => "topic too long",
+            ReplyError::EventTooLong => "event too long",
+            ReplyError::PayloadTooDeep => "payload too deeply nested",
         }
     }
 }
@@ -291,10 +303,12 @@ pub enum MalformedKind {
     InvalidUtf8,
     /// Over `max_message_size` / `max_frame_size`.
     TooBig,
+    /// A `ref` or `join_ref` over `max_ref_length`.
+    RefTooLong,
 }
 
 impl MalformedKind {
-    pub const ALL: [MalformedKind; 7] = [
+    pub const ALL: [MalformedKind; 8] = [
         MalformedKind::BadJson,
         MalformedKind::NotArray,
         MalformedKind::WrongArity,
@@ -302,6 +316,7 @@ impl MalformedKind {
         MalformedKind::Binary,
         MalformedKind::InvalidUtf8,
         MalformedKind::TooBig,
+        MalformedKind::RefTooLong,
     ];
 
     pub fn label(self) -> &'static str {
@@ -313,6 +328,45 @@ impl MalformedKind {
             MalformedKind::Binary => "binary",
             MalformedKind::InvalidUtf8 => "invalid_utf8",
             MalformedKind::TooBig => "too_big",
+            MalformedKind::RefTooLong => "ref_too_long",
+        }
+    }
+}
+
+/// A client frame refused with an error reply because of what it carries (the
+/// `reason` label of `myriad_client_refusals_total`); the session lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRefusal {
+    ReservedEvent,
+    TopicTooLong,
+    EventTooLong,
+    PayloadTooDeep,
+}
+
+impl ClientRefusal {
+    pub const ALL: [ClientRefusal; 4] = [
+        ClientRefusal::ReservedEvent,
+        ClientRefusal::TopicTooLong,
+        ClientRefusal::EventTooLong,
+        ClientRefusal::PayloadTooDeep,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientRefusal::ReservedEvent => "reserved_event",
+            ClientRefusal::TopicTooLong => "topic_too_long",
+            ClientRefusal::EventTooLong => "event_too_long",
+            ClientRefusal::PayloadTooDeep => "payload_too_deep",
+        }
+    }
+
+    /// The error reply the client gets.
+    pub fn reply(self) -> ReplyError {
+        match self {
+            ClientRefusal::ReservedEvent => ReplyError::ReservedEvent,
+            ClientRefusal::TopicTooLong => ReplyError::TopicTooLong,
+            ClientRefusal::EventTooLong => ReplyError::EventTooLong,
+            ClientRefusal::PayloadTooDeep => ReplyError::PayloadTooDeep,
         }
     }
 }

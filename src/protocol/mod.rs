@@ -8,10 +8,12 @@
 pub mod close;
 pub mod decode;
 pub mod encode;
+pub mod limits;
 pub mod ref_slot;
 
 pub use close::{
-    CloseReason, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind, ReplyError,
+    ClientRefusal, CloseReason, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind,
+    ReplyError,
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{broadcast_parts, history_position, history_ref, RefSlotFrame};

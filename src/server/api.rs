@@ -21,6 +21,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::AppState;
 use crate::config::Route;
+use crate::protocol::limits::{is_reserved_event, json_deeper_than};
 use crate::protocol::{broadcast_parts, CloseReason};
 use crate::pubsub;
 
@@ -192,16 +193,26 @@ async fn broadcast(
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
     let map = object_body(&body)?;
-    let topic = string_field(&map, "topic")?;
+    let topic = bounded_topic(&state, string_field(&map, "topic")?)?;
     let event = string_field(&map, "event")?;
-    if event.starts_with("phx_") {
-        return Err(bad("event", "names starting with phx_ are reserved"));
+    // The same rule as client pushes: names phoenix.js acts on are the server's.
+    if is_reserved_event(event) {
+        return Err(bad(
+            "event",
+            "reserved: names starting with phx_, presence_ or chan_reply_ are phoenix.js control events",
+        ));
+    }
+    if event.len() > state.config.max_event_length {
+        return Err(bad("event", "longer than max_event_length"));
     }
     let payload = match map.get("payload") {
         None => return Err(bad("payload", "missing")),
         Some(p @ Value::Object(_)) => p.to_string(),
         Some(_) => return Err(bad("payload", "must be a JSON object")),
     };
+    if json_deeper_than(&payload, state.config.max_payload_depth) {
+        return Err(bad("payload", "nested deeper than max_payload_depth"));
+    }
     let route = route_of(&state, topic)?;
     let published = state
         .node
@@ -275,6 +286,15 @@ fn route_of<'a>(state: &'a AppState, topic: &str) -> Result<&'a Route, ApiFailur
     })
 }
 
+/// A topic within `max_topic_length` (checked before it is routed, quoted or
+/// used as a key).
+fn bounded_topic<'a>(state: &AppState, topic: &'a str) -> Result<&'a str, ApiFailure> {
+    if topic.len() > state.config.max_topic_length {
+        return Err(bad("topic", "longer than max_topic_length"));
+    }
+    Ok(topic)
+}
+
 fn topic_param(q: &TopicQuery) -> Result<&str, ApiFailure> {
     match q.topic.as_deref() {
         None => Err(bad("topic", "missing query parameter")),
@@ -292,7 +312,7 @@ async fn presence(
     Query(q): Query<TopicQuery>,
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
-    let topic = topic_param(&q)?;
+    let topic = bounded_topic(&state, topic_param(&q)?)?;
     let presences = serde_json::from_str(&state.node.presence_state(topic)).unwrap_or(Value::Null);
     Ok(Json(PresenceResponse {
         topic: topic.to_owned(),
@@ -327,7 +347,7 @@ async fn history(
     Query(q): Query<TopicQuery>,
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
-    let topic = topic_param(&q)?;
+    let topic = bounded_topic(&state, topic_param(&q)?)?;
     let since = match q.since.as_deref().map(str::parse::<u64>) {
         None => None,
         Some(Ok(n)) => Some(n),

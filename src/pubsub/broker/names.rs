@@ -57,11 +57,26 @@ pub fn redis_stream_topic_of(key: &str) -> Option<&str> {
     key.strip_prefix(STREAM_PREFIX)?.strip_suffix('}')
 }
 
+/// Topics longer than this get a hashed NATS subject.
+const NATS_HEX_MAX: usize = 64;
+
 /// NATS: a topic's subject, `myriad.<hex of the topic>` (topic names may hold
-/// `.`, `*` or `>`, which are subject syntax).
+/// `.`, `*` or `>`, which are subject syntax), or `myriad.h.<sha-256 of the
+/// topic>` for topics over 64 bytes: a subject is part of the NATS protocol's
+/// control line, whose length the server limits (4 KiB by default); one over it
+/// closes the whole connection and the client resubscribes it forever. Bounded
+/// at 73 bytes whatever the topic.
 pub fn nats_subject(topic: &str) -> String {
+    use sha2::{Digest, Sha256};
     use std::fmt::Write;
-    let mut s = String::with_capacity(7 + topic.len() * 2);
+    let mut s = String::with_capacity(9 + NATS_HEX_MAX * 2);
+    if topic.len() > NATS_HEX_MAX {
+        s.push_str("myriad.h.");
+        for b in Sha256::digest(topic.as_bytes()) {
+            let _ = write!(s, "{b:02x}");
+        }
+        return s;
+    }
     s.push_str("myriad.");
     for b in topic.bytes() {
         let _ = write!(s, "{b:02x}");
@@ -79,6 +94,19 @@ mod tests {
         assert!(!nats_subject("room:*>")
             .trim_start_matches("myriad.")
             .contains(['.', '*', '>']));
+    }
+
+    #[test]
+    fn subjects_are_bounded_whatever_the_topic() {
+        let long = "room:".repeat(20_000);
+        let subject = nats_subject(&long);
+        assert_eq!(subject.len(), 9 + 64);
+        assert_ne!(subject, nats_subject(&(long.clone() + "x")));
+        assert_eq!(
+            nats_subject(&"a".repeat(64)).len(),
+            7 + 128,
+            "short ones stay readable"
+        );
     }
 
     #[test]

@@ -23,9 +23,10 @@ use crate::auth::Identity;
 use crate::channel::{self, Channel, ChannelCtx, JoinResult, Reply, Terminate};
 use crate::config::{Config, NamespaceConfig, Pattern};
 use crate::metrics::Metrics;
+use crate::protocol::limits::{is_reserved_event, json_deeper_than, truncated};
 use crate::protocol::{
-    decode, encode, event, CloseReason, InFrame, JoinRefusal, MalformedKind, ReplyError,
-    PHOENIX_TOPIC,
+    decode, encode, event, ClientRefusal, CloseReason, InFrame, JoinRefusal, MalformedKind,
+    ReplyError, PHOENIX_TOPIC,
 };
 use crate::pubsub::mailbox::{Mailbox, Outbound, SessionId};
 use crate::pubsub::{JoinRequest, Node};
@@ -61,6 +62,16 @@ pub struct PhoenixHandler {
     /// `client_rate`; None when unlimited.
     rate: Option<ClientRate>,
     max_topics: usize,
+    bounds: Bounds,
+}
+
+/// What one frame may carry (config `max_*_length`, `max_payload_depth`).
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    topic: usize,
+    event: usize,
+    ref_: usize,
+    depth: usize,
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -92,6 +103,12 @@ impl PhoenixHandler {
             fault_injection: config.enable_fault_injection,
             rate: ClientRate::new(config.client_rate, config.client_burst, config.abuse_window),
             max_topics: config.max_topics_per_session,
+            bounds: Bounds {
+                topic: config.max_topic_length,
+                event: config.max_event_length,
+                ref_: config.max_ref_length,
+                depth: config.max_payload_depth,
+            },
         }
     }
 
@@ -154,9 +171,42 @@ impl PhoenixHandler {
         out.push(Outbound::Text(text.into()));
     }
 
+    /// Why a frame's content is refused (with an error reply), if it is.
+    fn refusal(&self, frame: &InFrame<'_>) -> Option<ClientRefusal> {
+        if frame.topic.len() > self.bounds.topic {
+            return Some(ClientRefusal::TopicTooLong);
+        }
+        if frame.event.len() > self.bounds.event {
+            return Some(ClientRefusal::EventTooLong);
+        }
+        if json_deeper_than(frame.payload.get(), self.bounds.depth) {
+            return Some(ClientRefusal::PayloadTooDeep);
+        }
+        None
+    }
+
+    fn refuse_frame(&self, out: &mut Vec<Outbound>, frame: &InFrame<'_>, why: ClientRefusal) {
+        self.metrics.client_refusals.increment(why);
+        let reason = encode::reason(why.reply().reason());
+        // An over-long topic is never open: answer like an unmatched one.
+        let join_ref = match why {
+            ClientRefusal::TopicTooLong => None,
+            _ => frame.join_ref.as_deref(),
+        };
+        Self::reply(out, frame, join_ref, "error", &reason);
+    }
+
     fn dispatch(&mut self, frame: InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let ev = frame.event.as_ref();
+
+        // Refs are echoed in replies (heartbeats included): phoenix.js sends
+        // short counters, so a long one is not a client, and never reflected.
+        let ref_len = |r: &Option<std::borrow::Cow<'_, str>>| r.as_deref().map_or(0, str::len);
+        if ref_len(&frame.ref_).max(ref_len(&frame.join_ref)) > self.bounds.ref_ {
+            self.metrics.malformed.increment(MalformedKind::RefTooLong);
+            return Err(CloseReason::MalformedFrame);
+        }
 
         // Rule 1: heartbeat, whatever channels exist.
         if topic == PHOENIX_TOPIC && ev == event::HEARTBEAT {
@@ -178,6 +228,10 @@ impl PhoenixHandler {
         }
         if self.fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
             panic!("fault injection: session panic");
+        }
+        if let Some(why) = self.refusal(&frame) {
+            self.refuse_frame(out, &frame, why);
+            return Ok(());
         }
 
         let open = self.channels.get(topic).map(|j| j.join_ref.clone());
@@ -211,9 +265,14 @@ impl PhoenixHandler {
                 Self::reply(out, &frame, frame.join_ref.as_deref(), "ok", "{}");
                 Ok(())
             }
-            // Rule 5: event for an open channel.
+            // Rule 5: event for an open channel. Names phoenix.js interprets
+            // (phx_close, presence_diff, ...) would act on every member.
             (_, Some(current)) => {
                 if !ref_matches(&frame, current.as_deref()) {
+                    return Ok(());
+                }
+                if is_reserved_event(ev) {
+                    self.refuse_frame(out, &frame, ClientRefusal::ReservedEvent);
                     return Ok(());
                 }
                 self.handle_in(&frame, current.as_deref(), out)
@@ -255,9 +314,10 @@ impl PhoenixHandler {
         let topic = frame.topic.as_ref();
         let join_ref = frame.join_ref.as_deref();
         let Some(route) = self.node.route(topic).cloned() else {
-            tracing::warn!(
+            // Client input: debug level, and never more than a line's worth.
+            tracing::debug!(
                 session = self.session,
-                topic = topic,
+                topic = truncated(topic, 64),
                 "join refused: unmatched topic"
             );
             self.refuse(

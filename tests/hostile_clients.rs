@@ -1,0 +1,242 @@
+//! What one hostile client can no longer do, driven as an attacker would: raw
+//! frames over a real WebSocket and plain HTTP against a server on port 0.
+//! Forged protocol events, over-long names and refs, deeply nested payloads.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use common::{metric_value, Client, TestServer};
+use myriad::config::NamespaceConfig;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const KEY: &str = "api-key";
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.api_keys = vec![KEY.into()];
+        c.client_rate = 0;
+        c.namespaces = vec![
+            NamespaceConfig::new("room:*"),
+            NamespaceConfig {
+                presence: true,
+                history_size: 10,
+                ..NamespaceConfig::new("chat:*")
+            },
+        ];
+    })
+    .await
+}
+
+fn reason(reply: &Value) -> &str {
+    reply[4]["response"]["reason"].as_str().unwrap_or("")
+}
+
+async fn api_broadcast(server: &TestServer, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/broadcast", server.public))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn stored(server: &TestServer, topic: &str) -> Vec<Value> {
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/history?topic={topic}",
+            server.public
+        ))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    body["publications"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_member_cannot_forge_control_events_for_everyone_else() {
+    let server = server().await;
+    let mut attacker = server.client().await;
+    let mut victim = server.client().await;
+    for topic in ["room:x", "chat:x"] {
+        let jr = attacker.join_ok(topic).await;
+        victim.join_ok(topic).await;
+        for event in [
+            "phx_close",
+            "phx_error",
+            "phx_reply",
+            "presence_diff",
+            "presence_state",
+            "chan_reply_3",
+        ] {
+            let (reply, _) = attacker
+                .push(&jr, topic, event, json!({"joins": {}, "leaves": {}}))
+                .await;
+            assert_eq!(reply[4]["status"], "error", "{event}: {reply}");
+            assert_eq!(reason(&reply), "reserved event", "{event}");
+            assert_eq!(
+                reply[0],
+                json!(jr),
+                "the reply is for the attacker's channel"
+            );
+        }
+    }
+    // The victim saw none of them: what it got is its own join's
+    // presence_state (a push with its join_ref) and the real join diffs.
+    let forged = json!({"joins": {}, "leaves": {}});
+    for f in victim.sync().await {
+        let event = f[3].as_str().unwrap();
+        assert!(f[4] != forged, "a forged frame arrived: {f}");
+        assert!(
+            !event.starts_with("phx_") && !event.starts_with("chan_reply"),
+            "{f}"
+        );
+        if event == "presence_state" {
+            assert!(
+                !f[0].is_null(),
+                "presence_state only as a push to its own join: {f}"
+            );
+        }
+    }
+    assert!(stored(&server, "chat:x").await.is_empty(), "nothing stored");
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_client_refusals_total{reason=\"reserved_event\"}"
+        ),
+        Some(12.0)
+    );
+    // The HTTP API shares the rule.
+    for event in ["phx_close", "presence_diff", "chan_reply_1"] {
+        let (status, body) = api_broadcast(
+            &server,
+            json!({"topic": "room:x", "event": event, "payload": {}}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("event")),
+            "{event}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn over_long_topics_and_events_get_an_error_reply_and_go_nowhere() {
+    let server = server().await;
+    let mut c = server.client().await;
+    let topic = format!("room:{}", "x".repeat(300));
+    let (_, reply) = c.join(&topic, json!({})).await;
+    assert_eq!(reason(&reply), "topic too long");
+    assert_eq!(reply[0], Value::Null, "like an unmatched topic");
+    let jr = c.join_ok("room:ok").await;
+    let (reply, _) = c.push(&jr, "room:ok", &"e".repeat(200), json!({})).await;
+    assert_eq!(reason(&reply), "event too long");
+    let (status, body) = api_broadcast(
+        &server,
+        json!({"topic": topic, "event": "e", "payload": {}}),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("topic")));
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_client_refusals_total{reason=\"topic_too_long\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_client_refusals_total{reason=\"event_too_long\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&text, "myriad_topics"),
+        Some(1.0),
+        "only room:ok"
+    );
+}
+
+#[tokio::test]
+async fn a_long_ref_is_not_reflected_but_closes_with_1007() {
+    let server = server().await;
+    let mut c = server.client().await;
+    let r = "1".repeat(10_000);
+    c.send(json!([null, r, "phoenix", "heartbeat", {}])).await;
+    assert_eq!(c.close_code().await, CloseCode::Invalid);
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_malformed_frames_total{kind=\"ref_too_long\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+fn nested(depth: usize) -> Value {
+    let text = "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth);
+    serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn deeply_nested_payloads_are_refused_at_the_door() {
+    let server = server().await;
+    let mut c = server.client().await;
+    let mut other = server.client().await;
+    let jr = c.join_ok("chat:deep").await;
+    other.join_ok("chat:deep").await;
+    other.sync().await;
+    // 30 000 levels: sent as text (serde_json itself would refuse to build it).
+    let deep = "[".repeat(30_000) + &"]".repeat(30_000);
+    let r = c.next_ref();
+    c.send_text(&format!(r#"["{jr}","{r}","chat:deep","m",{{"x":{deep}}}]"#))
+        .await;
+    let (reply, _) = c
+        .recv_until(|v| v[3] == "phx_reply" && v[1] == json!(r))
+        .await;
+    assert_eq!(reason(&reply), "payload too deeply nested");
+    let (reply, _) = c.push(&jr, "chat:deep", "m", nested(70)).await;
+    assert_eq!(reason(&reply), "payload too deeply nested");
+    let (reply, _) = c.push(&jr, "chat:deep", "m", nested(10)).await;
+    assert_eq!(reply[4]["status"], "ok", "{reply}");
+    let got: Vec<Value> = other
+        .sync()
+        .await
+        .into_iter()
+        .filter(|f| f[3] == "m")
+        .collect();
+    assert_eq!(got.len(), 1, "only the shallow one was broadcast");
+    assert_eq!(stored(&server, "chat:deep").await.len(), 1);
+    let (status, body) = api_broadcast(
+        &server,
+        json!({"topic": "room:x", "event": "e", "payload": nested(70)}),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("payload")));
+}
+
+#[tokio::test]
+async fn the_bounds_are_configurable() {
+    let server = TestServer::start_with(|c| {
+        c.max_topic_length = 8;
+        c.client_rate = 0;
+    })
+    .await;
+    let mut c: Client = server.client().await;
+    let (_, reply) = c.join("room:123456", json!({})).await;
+    assert_eq!(reason(&reply), "topic too long");
+    c.join_ok("room:1").await;
+}
