@@ -70,9 +70,20 @@ impl Identity {
     }
 }
 
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as
+/// long as the hash (256 bits); a short one can be brute-forced offline from
+/// any token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Longest token lifetime honoured for the session's expiry timer; a later
+/// `exp` (10^19, say) counts as this far away instead of overflowing it.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 pub struct Authenticator {
     anonymous: bool,
     key: Option<(DecodingKey, Algorithm)>,
+    issuer: Option<String>,
+    audience: Option<String>,
     allowed_origins: Vec<String>,
     api_keys: Vec<String>,
 }
@@ -87,6 +98,13 @@ impl Authenticator {
                 ))
             }
             (Some(secret), None) => {
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(format!(
+                        "jwt_secret must be at least {MIN_SECRET_BYTES} bytes (it is {}): a \
+                         shorter HS256 secret can be guessed offline from any token",
+                        secret.len()
+                    ));
+                }
                 if config.jwt_algorithm != JwtAlgorithm::HS256 {
                     return Err(String::from(
                         "jwt_secret goes with jwt_algorithm = \"HS256\"",
@@ -118,6 +136,8 @@ impl Authenticator {
         Ok(Authenticator {
             anonymous: config.anonymous,
             key,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
             allowed_origins: config.allowed_origins.clone(),
             api_keys: config.api_keys.clone(),
         })
@@ -167,7 +187,21 @@ impl Authenticator {
         };
         let mut validation = Validation::new(*alg);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // Most JWT libraries accept an `aud` nobody asked to check.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -187,7 +221,7 @@ impl Authenticator {
                 .claims
                 .topics
                 .map(|t| t.iter().map(|p| Pattern::parse(p)).collect()),
-            expires_in: Some(Duration::from_secs(data.claims.exp - now)),
+            expires_in: Some(Duration::from_secs(data.claims.exp - now).min(MAX_TOKEN_LIFETIME)),
             echo_subprotocol: false,
         })
     }
@@ -260,10 +294,12 @@ mod tests {
     use http::HeaderValue;
     use jsonwebtoken::{encode, EncodingKey, Header};
 
+    const SECRET: &str = "unit-test-secret-of-at-least-32-bytes";
+
     fn auth(anonymous: bool) -> Authenticator {
         let config = Config {
             anonymous,
-            jwt_secret: Some(String::from("s3cret")),
+            jwt_secret: Some(String::from(SECRET)),
             api_keys: vec![String::from("k1")],
             ..Config::default()
         };
@@ -282,7 +318,7 @@ mod tests {
         encode(
             &Header::default(),
             &claims,
-            &EncodingKey::from_secret(b"s3cret"),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap()
     }
@@ -374,5 +410,80 @@ mod tests {
             HeaderValue::from_static("Bearer k2"),
         );
         assert!(!a.api_key_ok(&h));
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn short_or_empty_secrets_are_refused() {
+        for secret in ["", "s3cret", &"x".repeat(31)] {
+            let config = Config {
+                jwt_secret: Some(secret.to_owned()),
+                ..Config::default()
+            };
+            let err = Authenticator::new(&config).err().unwrap();
+            assert!(err.contains("at least 32 bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        let a = auth(false);
+        let t = signed(serde_json::json!({"sub": "u", "exp": now() + 600, "nbf": now() + 300}));
+        assert!(matches!(a.verify(&t), Err(AuthError::InvalidToken(_))));
+        let t = signed(serde_json::json!({"sub": "u", "exp": now() + 600, "nbf": now() - 1}));
+        assert!(a.verify(&t).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_must_match_when_configured() {
+        let config = Config {
+            jwt_secret: Some(String::from(SECRET)),
+            jwt_issuer: Some(String::from("https://id.example")),
+            jwt_audience: Some(String::from("myriad")),
+            ..Config::default()
+        };
+        let a = Authenticator::new(&config).unwrap();
+        let exp = now() + 600;
+        let ok = signed(
+            serde_json::json!({"sub": "u", "exp": exp, "iss": "https://id.example", "aud": "myriad"}),
+        );
+        assert!(a.verify(&ok).is_ok());
+        for bad in [
+            serde_json::json!({"sub": "u", "exp": exp, "iss": "https://evil.example", "aud": "myriad"}),
+            serde_json::json!({"sub": "u", "exp": exp, "iss": "https://id.example", "aud": "other"}),
+            serde_json::json!({"sub": "u", "exp": exp, "aud": "myriad"}),
+            serde_json::json!({"sub": "u", "exp": exp, "iss": "https://id.example"}),
+        ] {
+            assert!(a.verify(&signed(bad.clone())).is_err(), "{bad}");
+        }
+        // Nothing configured: an `aud` in the token is accepted.
+        let t = signed(serde_json::json!({"sub": "u", "exp": exp, "aud": "anything"}));
+        assert!(auth(false).verify(&t).is_ok());
+    }
+
+    #[test]
+    fn an_absurd_exp_is_capped_not_overflowed() {
+        let t = signed(serde_json::json!({"sub": "u", "exp": 10_000_000_000_000_000_000u64}));
+        let id = auth(false).verify(&t).unwrap();
+        assert_eq!(id.expires_in, Some(MAX_TOKEN_LIFETIME));
+        // The session adds it to now: must not overflow.
+        assert!(tokio::time::Instant::now()
+            .checked_add(MAX_TOKEN_LIFETIME)
+            .is_some());
     }
 }

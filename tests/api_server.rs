@@ -18,7 +18,7 @@ const KEY: &str = "api-key-1";
 async fn server() -> TestServer {
     TestServer::start_with(|c| {
         c.api_keys = vec![KEY.into()];
-        c.jwt_secret = Some("s".into());
+        c.jwt_secret = Some("api-test-secret-of-at-least-32-bytes".into());
         c.namespaces = vec![
             NamespaceConfig::new("room:*"),
             NamespaceConfig {
@@ -174,7 +174,7 @@ async fn disconnect_closes_every_session_of_the_user_with_1001() {
     let token = encode(
         &Header::default(),
         &json!({"sub": "mallory", "exp": now + 60}),
-        &EncodingKey::from_secret(b"s"),
+        &EncodingKey::from_secret(b"api-test-secret-of-at-least-32-bytes"),
     )
     .unwrap();
     let url = format!("{}&token={token}", server.ws_url());

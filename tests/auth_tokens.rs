@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const SECRET: &str = "test-secret";
+const SECRET: &str = "test-secret-of-at-least-thirty-two-bytes";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -281,4 +281,71 @@ async fn rs256_tokens() {
         &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
     )
     .await;
+}
+
+fn signed(claims: serde_json::Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused_with_403() {
+    let server = hs_server(false).await;
+    let early = signed(json!({"sub": "u", "exp": now() + 600, "nbf": now() + 300}));
+    assert_eq!(
+        connect(&server, &format!("token={early}&"), &[])
+            .await
+            .err(),
+        Some(403)
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_exp_does_not_crash_the_session() {
+    let server = hs_server(false).await;
+    let forever = signed(json!({"sub": "u", "exp": 10_000_000_000_000_000_000u64}));
+    let (mut c, _) = connect(&server, &format!("token={forever}&"), &[])
+        .await
+        .unwrap();
+    c.join_ok("room:1").await;
+    c.sync().await;
+    let text = server.metrics().await;
+    assert_eq!(
+        common::metric_value(&text, "myriad_session_panics_total"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_enforced_when_configured() {
+    let server = TestServer::start_with(|c| {
+        c.anonymous = false;
+        c.jwt_secret = Some(SECRET.into());
+        c.jwt_issuer = Some("https://id.example".into());
+        c.jwt_audience = Some("myriad".into());
+    })
+    .await;
+    let exp = now() + 600;
+    let good = signed(
+        json!({"sub": "u", "exp": exp, "iss": "https://id.example", "aud": ["x", "myriad"]}),
+    );
+    assert!(connect(&server, &format!("token={good}&"), &[])
+        .await
+        .is_ok());
+    for claims in [
+        json!({"sub": "u", "exp": exp, "iss": "https://evil.example", "aud": "myriad"}),
+        json!({"sub": "u", "exp": exp, "iss": "https://id.example", "aud": "elsewhere"}),
+        json!({"sub": "u", "exp": exp}),
+    ] {
+        let t = signed(claims.clone());
+        assert_eq!(
+            connect(&server, &format!("token={t}&"), &[]).await.err(),
+            Some(403),
+            "{claims}"
+        );
+    }
 }

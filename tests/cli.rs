@@ -166,3 +166,19 @@ fn sigterm_drains_and_exits_zero() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn a_short_jwt_secret_is_a_configuration_error() {
+    let path = write_config("short-secret.toml", "jwt_secret = \"change-me\"\n");
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("jwt_secret") && err.contains("32 bytes"),
+        "{err}"
+    );
+}

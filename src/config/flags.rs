@@ -248,6 +248,16 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_public_key_file: Option<PathBuf>,
 
+    /// Required `iss` of connect tokens [default: none, not checked]
+    #[arg(long, value_name = "ISSUER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of connect tokens [default: none, not checked]
+    #[arg(long, value_name = "AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+
     /// Origins allowed to open WebSockets, comma-separated, or * [default: same host only]
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]

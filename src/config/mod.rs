@@ -129,6 +129,11 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// PEM public key for RS256/ES256. Default none.
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// When set, a token's `iss` must equal it. Default none (not checked).
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must contain it. Default none: `aud` is not
+    /// checked (a token that carries one is accepted).
+    pub jwt_audience: Option<String>,
     /// Origins allowed to open WebSockets (`https://app.example`, or `*`).
     /// Default empty: same host as the request only. No Origin header (non-browser) is allowed.
     pub allowed_origins: Vec<String>,
@@ -238,6 +243,8 @@ impl Default for Config {
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
             jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             allowed_origins: Vec::new(),
             api_keys: Vec::new(),
             broker: BrokerKind::Local,

@@ -312,7 +312,11 @@ where
         registry: Arc::clone(&state.registry),
         signals: state.supervisor.signals(),
         mailbox: Arc::clone(&mailbox),
-        expires_at: identity.expires_in.map(|d| tokio::time::Instant::now() + d),
+        // The authenticator caps lifetimes; checked_add keeps any other source
+        // of a huge duration from panicking the session.
+        expires_at: identity
+            .expires_in
+            .and_then(|d| tokio::time::Instant::now().checked_add(d)),
         user: identity.user.as_deref().map(Arc::from),
     };
     match endpoint {

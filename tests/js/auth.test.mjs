@@ -7,7 +7,7 @@ import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
 import { startServer, within } from "./server.mjs";
 
-const SECRET = "js-test-secret";
+const SECRET = "js-test-secret-of-at-least-32-bytes";
 let server;
 const sockets = [];
 
