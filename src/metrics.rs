@@ -45,6 +45,8 @@ pub const BYTES_IN: &str = "myriad_received_bytes_total";
 pub const BYTES_OUT: &str = "myriad_sent_bytes_total";
 pub const MALFORMED_FRAMES: &str = "myriad_malformed_frames_total";
 pub const CLIENT_REFUSALS: &str = "myriad_client_refusals_total";
+pub const PRESENCE_UNTRACKED: &str = "myriad_presence_untracked_total";
+pub const REPLAYS_REFUSED: &str = "myriad_history_replays_refused_total";
 pub const BROKER_CONNECTED: &str = "myriad_broker_connected";
 pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
 pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
@@ -161,6 +163,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub malformed: Family<MalformedKind>,
     pub client_refusals: Family<ClientRefusal>,
+    pub presence_untracked: Counter,
+    pub replays_refused: Counter,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -407,6 +411,16 @@ impl Metrics {
             ),
             malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
             client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
+            replays_refused: counter(
+                REPLAYS_REFUSED,
+                "Recovering joins answered recovered:false because the missed frames did not fit the joiner's mailbox.",
+                None,
+            ),
+            presence_untracked: counter(
+                PRESENCE_UNTRACKED,
+                "Joins not listed in presence because the topic tracks presence_max_members sessions on this node.",
+                None,
+            ),
             mailbox_depth: histogram(
                 MAILBOX_DEPTH,
                 "Messages waiting in a session mailbox when its writer drained it.",

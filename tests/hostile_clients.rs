@@ -240,3 +240,82 @@ async fn the_bounds_are_configurable() {
     assert_eq!(reason(&reply), "topic too long");
     c.join_ok("room:1").await;
 }
+
+#[tokio::test]
+async fn presence_cannot_be_used_to_amplify_a_join() {
+    let server = TestServer::start_with(|c| {
+        c.client_rate = 0;
+        c.presence_max_members = 3;
+    })
+    .await;
+    // A meta over presence_max_meta_bytes (1 KiB) is refused outright.
+    let mut big = server.client().await;
+    let (_, reply) = big
+        .join("chat:amp", json!({"meta": {"bio": "x".repeat(5000)}}))
+        .await;
+    assert_eq!(reason(&reply), "presence meta too large");
+    // Past presence_max_members the join works but is not listed.
+    let mut members = Vec::new();
+    for _ in 0..5 {
+        let mut c = server.client().await;
+        c.join_ok("chat:amp").await;
+        members.push(c);
+    }
+    let mut late = server.client().await;
+    late.join_ok("chat:amp").await;
+    let state = late
+        .sync()
+        .await
+        .into_iter()
+        .find(|f| f[3] == "presence_state")
+        .unwrap();
+    assert_eq!(state[4].as_object().unwrap().len(), 3, "{state}");
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(&text, "myriad_presence_untracked_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric_value(&text, "myriad_join_refusals_total{reason=\"meta_too_large\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_presence_state_over_mailbox_max_bytes_is_not_written_past_the_bound() {
+    let server = TestServer::start_with(|c| {
+        c.client_rate = 0;
+        c.mailbox_max_bytes = 8192;
+    })
+    .await;
+    // Each member adds ~1 KB of meta to the topic's presence_state; once the
+    // state outgrows a joiner's mailbox (8 KiB here), that joiner is cut off
+    // as a slow consumer instead of being written past the bound.
+    let mut members = Vec::new();
+    let mut cut_at = None;
+    for i in 0..20 {
+        let mut c = server.client().await;
+        let j = c.next_ref();
+        let meta = json!({"bio": format!("{i}{}", "x".repeat(900))});
+        c.send(json!([j, j, "chat:big", "phx_join", {"meta": meta}])).await;
+        let r = c.next_ref();
+        c.send(json!([null, r, "phoenix", "heartbeat", {}])).await;
+        loop {
+            match c.recv_or_close().await {
+                Ok(v) if v[1] == json!(r) => break,
+                Ok(_) => {}
+                Err(code) => {
+                    assert_eq!(code, Some(CloseCode::Again));
+                    cut_at = Some(i);
+                    break;
+                }
+            }
+        }
+        if cut_at.is_some() {
+            break;
+        }
+        members.push(c);
+    }
+    let cut_at = cut_at.expect("some joiner's state outgrew its mailbox");
+    assert!((5..12).contains(&cut_at), "cut at member {cut_at}");
+}

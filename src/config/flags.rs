@@ -210,6 +210,16 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_payload_depth: Option<usize>,
 
+    /// Largest presence meta a join may carry, bytes [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_max_meta_bytes: Option<usize>,
+
+    /// Sessions tracked in presence per topic on this node; later joins are not listed [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_max_members: Option<usize>,
+
     /// In-flight HTTP API / admin requests; more get 503 at once [default: 256]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

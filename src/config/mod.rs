@@ -170,6 +170,12 @@ pub struct Config {
     /// Deepest nesting of arrays/objects in a client payload. Default 64; 0 is
     /// invalid. Deeper: an error reply (the API: 400), never broadcast.
     pub max_payload_depth: usize,
+    /// Largest presence `meta` a join may carry, bytes of JSON. Default 1024;
+    /// 0 is invalid. Larger: the join is refused (`presence meta too large`).
+    pub presence_max_meta_bytes: usize,
+    /// Sessions tracked per topic on this node. Default 10000; 0 is invalid.
+    /// Past it joins still succeed but are not listed in presence (counted).
+    pub presence_max_members: usize,
     /// In-flight HTTP API / admin requests per listener; more get 503 at once. Default 256.
     pub http_concurrency_limit: usize,
     /// Time one HTTP API / admin request may take; then 504. Default 10s.
@@ -236,6 +242,8 @@ impl Default for Config {
             max_event_length: 128,
             max_ref_length: 64,
             max_payload_depth: 64,
+            presence_max_meta_bytes: 1024,
+            presence_max_members: 10_000,
             http_concurrency_limit: 256,
             http_timeout: Duration::from_secs(10),
             history_max_bytes: 64 << 20,

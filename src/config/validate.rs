@@ -35,6 +35,8 @@ impl Config {
         at_least_one("max_event_length", self.max_event_length)?;
         at_least_one("max_ref_length", self.max_ref_length)?;
         at_least_one("max_payload_depth", self.max_payload_depth)?;
+        at_least_one("presence_max_meta_bytes", self.presence_max_meta_bytes)?;
+        at_least_one("presence_max_members", self.presence_max_members)?;
         at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
         if self.http_timeout.is_zero() {
             return Err(ConfigError::Invalid {
@@ -82,7 +84,8 @@ impl Config {
             });
         }
         for (i, ns) in self.namespaces.iter().enumerate() {
-            if let Some(why) = ns.problem() {
+            let problem = ns.problem();
+            if let Some(why) = problem {
                 return Err(ConfigError::Invalid {
                     key: "namespaces",
                     why: format!("entry {} ({:?}): {why}", i + 1, ns.pattern),

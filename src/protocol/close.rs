@@ -162,6 +162,8 @@ pub enum ReplyError {
     EventTooLong,
     /// A payload nested deeper than `max_payload_depth`.
     PayloadTooDeep,
+    /// A join whose presence meta is over `presence_max_meta_bytes`.
+    PresenceMetaTooLarge,
 }
 
 impl ReplyError {
@@ -178,6 +180,7 @@ impl ReplyError {
             ReplyError::TopicTooLong => "topic too long",
             ReplyError::EventTooLong => "event too long",
             ReplyError::PayloadTooDeep => "payload too deeply nested",
+            ReplyError::PresenceMetaTooLarge => "presence meta too large",
         }
     }
 }
@@ -195,15 +198,18 @@ pub enum JoinRefusal {
     Refused,
     /// The channel's join callback panicked.
     Crashed,
+    /// The presence meta is over `presence_max_meta_bytes`.
+    MetaTooLarge,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 5] = [
+    pub const ALL: [JoinRefusal; 6] = [
         JoinRefusal::UnmatchedTopic,
         JoinRefusal::Unauthorized,
         JoinRefusal::TooManyChannels,
         JoinRefusal::Refused,
         JoinRefusal::Crashed,
+        JoinRefusal::MetaTooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -213,6 +219,7 @@ impl JoinRefusal {
             JoinRefusal::TooManyChannels => "too_many_channels",
             JoinRefusal::Refused => "refused",
             JoinRefusal::Crashed => "crashed",
+            JoinRefusal::MetaTooLarge => "meta_too_large",
         }
     }
 }

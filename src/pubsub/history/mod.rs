@@ -272,22 +272,30 @@ impl History {
         ring.last_publish = now;
     }
 
-    /// Run `subscribe` and collect what a client at `since` missed, atomically
-    /// with respect to publishes on `topic`. A topic without history only
-    /// subscribes (position 0, no epoch).
+    /// Collect what a client at `since` missed and hand it to `on_join`
+    /// (which subscribes the client and queues the frames), atomically with
+    /// respect to publishes on `topic`: no publish can come between the missed
+    /// frames and the live ones. `on_join` answers whether it took the frames;
+    /// when it did not (they do not fit the client's mailbox), the answer is
+    /// `recovered: false` with no frames, never a partial replay. A topic
+    /// without history only calls `on_join` (position 0, no epoch).
     pub fn join(
         &self,
         topic: &str,
         since: Option<&Position>,
-        subscribe: impl FnOnce(),
+        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
     ) -> Recovery {
-        self.join_at(topic, since, false, subscribe)
+        self.join_at(topic, since, false, on_join)
     }
 
     /// Like `join` without `since`, but replays every stored broadcast (a new
     /// client asking for the recent past, e.g. the chat page's `history: true`).
-    pub fn join_with_stored(&self, topic: &str, subscribe: impl FnOnce()) -> Recovery {
-        self.join_at(topic, None, true, subscribe)
+    pub fn join_with_stored(
+        &self,
+        topic: &str,
+        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
+    ) -> Recovery {
+        self.join_at(topic, None, true, on_join)
     }
 
     fn join_at(
@@ -295,10 +303,10 @@ impl History {
         topic: &str,
         since: Option<&Position>,
         replay_all: bool,
-        subscribe: impl FnOnce(),
+        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
     ) -> Recovery {
         let Some(ring) = self.ring(topic) else {
-            subscribe();
+            let _ = on_join(&[]);
             return Recovery {
                 recovered: false,
                 position: Position {
@@ -311,39 +319,43 @@ impl History {
         let mut ring = ring.lock();
         let pruned = ring.prune(Instant::now());
         self.freed(pruned);
-        subscribe();
         let position = Position {
             offset: ring.last,
             epoch: ring.epoch.clone(),
         };
-        let Some(since) = since else {
+        let (recovered, frames) = match since {
             // `replay_all`: a fresh client asks for whatever history is kept.
-            let frames = if replay_all {
-                ring.entries.iter().map(|e| e.frame.clone()).collect()
-            } else {
-                Vec::new()
-            };
+            None if replay_all => (
+                false,
+                ring.entries.iter().map(|e| e.frame.clone()).collect(),
+            ),
+            None => (false, Vec::new()),
+            Some(since) => {
+                let first_kept = ring.entries.front().map_or(ring.last + 1, |e| e.offset);
+                let recoverable = since.epoch == ring.epoch
+                    && since.offset <= ring.last
+                    && since.offset + 1 >= first_kept;
+                let frames = if recoverable {
+                    ring.entries
+                        .iter()
+                        .filter(|e| e.offset > since.offset)
+                        .map(|e| e.frame.clone())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (recoverable, frames)
+            }
+        };
+        if !on_join(&frames) {
             return Recovery {
                 recovered: false,
                 position,
-                frames,
+                frames: Vec::new(),
             };
-        };
-        let first_kept = ring.entries.front().map_or(ring.last + 1, |e| e.offset);
-        let recoverable = since.epoch == ring.epoch
-            && since.offset <= ring.last
-            && since.offset + 1 >= first_kept;
-        let frames = if recoverable {
-            ring.entries
-                .iter()
-                .filter(|e| e.offset > since.offset)
-                .map(|e| e.frame.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        }
         Recovery {
-            recovered: recoverable,
+            recovered,
             position,
             frames,
         }

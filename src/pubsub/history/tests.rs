@@ -43,13 +43,13 @@ fn offsets_increase_and_the_ref_slot_carries_them() {
 fn recovery_replays_exactly_the_missed_offsets() {
     let h = History::default();
     publish(&h, 4);
-    let pos = h.join("t", None, || {}).position;
+    let pos = h.join("t", None, |_| true).position;
     assert_eq!(pos.offset, 4);
     let since = Position {
         offset: 2,
         epoch: pos.epoch.clone(),
     };
-    let r = h.join("t", Some(&since), || {});
+    let r = h.join("t", Some(&since), |_| true);
     assert!(r.recovered);
     let offsets: Vec<String> = r
         .frames
@@ -71,7 +71,7 @@ fn recovery_replays_exactly_the_missed_offsets() {
             offset: 4,
             epoch: pos.epoch.clone(),
         }),
-        || {},
+        |_| true,
     );
     assert!(up_to_date.recovered && up_to_date.frames.is_empty());
 }
@@ -80,7 +80,7 @@ fn recovery_replays_exactly_the_missed_offsets() {
 fn recovery_fails_past_the_ring_or_on_another_epoch() {
     let h = History::default();
     publish(&h, 10); // ring keeps 6..=10
-    let epoch = h.join("t", None, || {}).position.epoch;
+    let epoch = h.join("t", None, |_| true).position.epoch;
     assert!(
         h.join(
             "t",
@@ -88,7 +88,7 @@ fn recovery_fails_past_the_ring_or_on_another_epoch() {
                 offset: 5,
                 epoch: epoch.clone()
             }),
-            || {}
+            |_| true
         )
         .recovered
     );
@@ -98,7 +98,7 @@ fn recovery_fails_past_the_ring_or_on_another_epoch() {
             offset: 4,
             epoch: epoch.clone(),
         }),
-        || {},
+        |_| true,
     );
     assert!(!r.recovered && r.frames.is_empty());
     assert!(
@@ -108,12 +108,12 @@ fn recovery_fails_past_the_ring_or_on_another_epoch() {
                 offset: 9,
                 epoch: "other".into()
             }),
-            || {}
+            |_| true
         )
         .recovered
     );
     assert!(
-        !h.join("t", Some(&Position { offset: 11, epoch }), || {})
+        !h.join("t", Some(&Position { offset: 11, epoch }), |_| true)
             .recovered
     );
 }
@@ -132,10 +132,10 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
         assert!(h.bytes() <= 300);
     }
     let kept = 300 / one;
-    let epoch_a = h.join("a", None, || {}).position.epoch;
+    let epoch_a = h.join("a", None, |_| true).position.epoch;
     let last_a = 51;
     // Topic a holds the whole budget: b stores nothing, and says so.
-    let b_epoch = h.join("b", None, || {}).position.epoch;
+    let b_epoch = h.join("b", None, |_| true).position.epoch;
     h.publish("b", "e", "{}", |_| {});
     assert!(h.bytes() <= 300);
     let r = h.join(
@@ -144,7 +144,7 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
             offset: 0,
             epoch: b_epoch,
         }),
-        || {},
+        |_| true,
     );
     assert!(
         !r.recovered,
@@ -155,7 +155,7 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
         offset: last_a - kept as u64,
         epoch: epoch_a,
     };
-    assert!(h.join("a", Some(&since), || {}).recovered);
+    assert!(h.join("a", Some(&since), |_| true).recovered);
     h.sweep_at(Instant::now() + TTL);
     assert_eq!(h.bytes(), 0, "sweeping frees the accounting");
 }
@@ -177,24 +177,24 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
         offset: o,
         epoch: "E1".into(),
     };
-    let r = h.join("t", Some(&since(6)), || {});
+    let r = h.join("t", Some(&since(6)), |_| true);
     assert!(r.recovered);
     assert_eq!(r.frames.len(), 2);
-    assert!(!h.join("t", Some(&since(2)), || {}).recovered);
+    assert!(!h.join("t", Some(&since(2)), |_| true).recovered);
     // The cluster is away: a local publish forks to a new epoch.
     h.publish("t", "m", "{}", |_| {});
-    let r = h.join("t", Some(&since(8)), || {});
+    let r = h.join("t", Some(&since(8)), |_| true);
     assert!(!r.recovered, "offsets after a fork are not the cluster's");
     assert_ne!(r.position.epoch, "E1");
     // The cluster returns: its epoch takes over again.
     assert!(h.append_sequenced("t", 9, "E1", frame(9), |_| {}));
-    assert_eq!(h.join("t", None, || {}).position.epoch, "E1");
+    assert_eq!(h.join("t", None, |_| true).position.epoch, "E1");
 }
 
 #[test]
 fn sweep_drops_idle_empty_rings() {
     let h = History::default();
-    h.join("quiet", None, || {});
+    h.join("quiet", None, |_| true);
     publish(&h, 1);
     h.sweep_at(Instant::now() + TTL);
     assert_eq!(h.topic_count(), 0);

@@ -276,6 +276,15 @@ impl Mailbox {
     }
 
     /// Messages currently queued.
+    /// Whether `messages` frames of `bytes` in all would fit now, within both
+    /// bounds (a history replay is queued only whole).
+    pub fn fits(&self, messages: usize, bytes: usize) -> bool {
+        let st = self.state.lock();
+        !st.overflowed
+            && st.queue.len() + messages <= self.limits.capacity
+            && st.bytes + bytes <= self.limits.max_bytes
+    }
+
     pub fn depth(&self) -> usize {
         self.state.lock().queue.len()
     }

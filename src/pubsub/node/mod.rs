@@ -69,6 +69,8 @@ pub enum Since {
 pub struct JoinRequest<'a> {
     pub topic: &'a str,
     pub namespace: &'a NamespaceConfig,
+    /// The join's ref: the `presence_state` push carries it.
+    pub join_ref: Option<&'a str>,
     pub session: SessionId,
     pub mailbox: Arc<Mailbox>,
     pub since: Since,
@@ -76,13 +78,16 @@ pub struct JoinRequest<'a> {
     pub presence: Option<(&'a str, Map<String, Value>)>,
 }
 
-/// What a join got.
+/// What a join got. The frames the joiner is owed (missed history, then
+/// `presence_state`) are already in its mailbox, under the same bounds as
+/// every other frame it receives, and ahead of any later broadcast.
 #[derive(Debug)]
 pub struct JoinOutcome {
-    /// On history namespaces: the recovery answer and the frames to replay.
+    /// On history namespaces: the recovery answer (its frames are queued).
     pub recovery: Option<Recovery>,
-    /// On presence namespaces: the `presence_state` payload for the joiner.
-    pub presence_state: Option<String>,
+    /// On presence namespaces: whether the session is tracked (false past
+    /// `presence_max_members`: the join works, the member is not listed).
+    pub tracked: Option<bool>,
 }
 
 mod cluster;
@@ -97,6 +102,8 @@ pub struct Node {
     membership: Membership,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
+    /// `presence_max_members`: sessions tracked per topic on this node.
+    presence_max_members: usize,
 }
 
 impl Node {
@@ -121,6 +128,7 @@ impl Node {
             }),
             broker,
             metrics,
+            presence_max_members: config.presence_max_members,
         }
     }
 
@@ -141,41 +149,61 @@ impl Node {
         self.broker.is_ready()
     }
 
-    /// Subscribe the session (on history namespaces atomically with reading
+    /// Subscribe the session (on history namespaces atomically with queueing
     /// what it missed) and track its presence.
     pub fn join(&self, req: JoinRequest<'_>) -> JoinOutcome {
         let JoinRequest {
             topic,
             namespace: ns,
+            join_ref,
             session,
             mailbox,
             since,
             presence,
         } = req;
-        let subscribe = || self.subscribe(topic, session, mailbox);
+        let on_join = |missed: &[Utf8Bytes]| {
+            self.subscribe(topic, session, Arc::clone(&mailbox));
+            let bytes = missed.iter().map(|f| f.len()).sum();
+            if !mailbox.fits(missed.len(), bytes) {
+                // Replayed whole or not at all: the client is told
+                // recovered: false and fetches what it needs another way.
+                self.metrics.replays_refused.increment(1);
+                return false;
+            }
+            for frame in missed {
+                mailbox.push(Outbound::Text(frame.clone()));
+            }
+            true
+        };
         let recovery = if ns.history_size > 0 {
             Some(match since {
-                Since::Position(p) => self.history.join(topic, Some(&p), subscribe),
-                Since::Stored => self.history.join_with_stored(topic, subscribe),
-                Since::Now => self.history.join(topic, None, subscribe),
+                Since::Position(p) => self.history.join(topic, Some(&p), on_join),
+                Since::Stored => self.history.join_with_stored(topic, on_join),
+                Since::Now => self.history.join(topic, None, on_join),
             })
         } else {
-            subscribe();
+            let _ = on_join(&[]);
             None
         };
-        let presence_state = match presence {
-            Some((key, meta)) if ns.presence => {
-                self.presence.track(topic, session, key, meta, |diff| {
-                    self.presence_changed(topic, &diff)
-                });
-                Some(self.presence.state(topic))
-            }
+        let tracked = match presence {
+            Some((key, meta)) if ns.presence => Some(self.presence.track(
+                topic,
+                session,
+                key,
+                meta,
+                self.presence_max_members,
+                |state| {
+                    let push = encode::push(join_ref, topic, "presence_state", &state);
+                    mailbox.push(Outbound::Text(push.into()));
+                },
+                |diff| self.presence_changed(topic, &diff),
+            )),
             _ => None,
         };
-        JoinOutcome {
-            recovery,
-            presence_state,
+        if tracked == Some(false) {
+            self.metrics.presence_untracked.increment(1);
         }
+        JoinOutcome { recovery, tracked }
     }
 
     /// Stop delivering `topic` to `session` and remove its presence.

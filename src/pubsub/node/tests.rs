@@ -87,6 +87,7 @@ fn join(node: &Node, topic: &str, session: SessionId, key: &str) -> (Arc<Mailbox
     let out = node.join(JoinRequest {
         topic,
         namespace: &ns,
+        join_ref: Some("1"),
         session,
         mailbox: Arc::clone(&m),
         since: Since::Now,
@@ -207,7 +208,13 @@ fn presence_changes_are_replicated_and_a_state_sync_delivers_what_is_missing() {
     let broker = Arc::new(Recording::default());
     let (node, _) = node_with(Arc::clone(&broker));
     let (a, joined) = join(&node, "chat:p", 1, "alice");
-    assert!(joined.presence_state.unwrap().contains("alice"));
+    assert_eq!(joined.tracked, Some(true));
+    let own = frames(&a);
+    assert_eq!(
+        own[0][3], "presence_state",
+        "the state first, then the own join's diff"
+    );
+    assert!(own[0][4]["alice"].is_object());
     let sent = broker.take();
     assert!(
         sent.iter().any(
@@ -215,7 +222,6 @@ fn presence_changes_are_replicated_and_a_state_sync_delivers_what_is_missing() {
         ),
         "{sent:?}"
     );
-    frames(&a);
     // A node it has never heard from: ask everyone for their members.
     node.on_control(
         "n2",

@@ -24,7 +24,6 @@ use serde_json::{Map, Value};
 use super::mailbox::SessionId;
 
 struct Tracked {
-    session: SessionId,
     key: String,
     /// The meta as sent on the wire, `phx_ref` included.
     meta: Value,
@@ -32,7 +31,9 @@ struct Tracked {
 
 #[derive(Default)]
 struct TopicPresence {
-    tracked: Vec<Tracked>,
+    /// By session: a leave is one O(log n) removal, and iteration keeps the
+    /// (monotonic) session-id order, so `presence_state` is deterministic.
+    tracked: BTreeMap<SessionId, Tracked>,
 }
 
 /// A member another node reported.
@@ -122,16 +123,29 @@ impl Presence {
         Arc::clone(self.topics.entry(Arc::from(topic)).or_default().value())
     }
 
-    /// Track `session` as `key` on `topic` with the caller's `meta` (an object);
-    /// `deliver` gets the `presence_diff` payload to broadcast.
+    /// Track `session` as `key` on `topic` with the caller's `meta` (an object)
+    /// unless the topic already tracks `max_members` sessions on this node.
+    /// Under the topic's lock, in this order: `joined` gets the
+    /// `presence_state` payload for the joiner (whether tracked or not), then
+    /// `deliver` the `presence_diff` to broadcast (only when tracked). Returns
+    /// whether the session was tracked.
+    #[allow(clippy::too_many_arguments)]
     pub fn track(
         &self,
         topic: &str,
         session: SessionId,
         key: &str,
         meta: Map<String, Value>,
+        max_members: usize,
+        joined: impl FnOnce(String),
         deliver: impl FnOnce(String),
-    ) {
+    ) -> bool {
+        let t = self.topic(topic);
+        let mut t = t.lock();
+        if t.tracked.len() >= max_members && !t.tracked.contains_key(&session) {
+            joined(self.state_of(topic, &t));
+            return false;
+        }
         let mut meta = meta;
         meta.insert(
             String::from("phx_ref"),
@@ -139,14 +153,16 @@ impl Presence {
         );
         let meta = Value::Object(meta);
         let diff = diff_json(Some((key, &meta)), None);
-        let t = self.topic(topic);
-        let mut t = t.lock();
-        t.tracked.push(Tracked {
+        t.tracked.insert(
             session,
-            key: key.to_owned(),
-            meta,
-        });
+            Tracked {
+                key: key.to_owned(),
+                meta,
+            },
+        );
+        joined(self.state_of(topic, &t));
         deliver(diff);
+        true
     }
 
     /// Remove `session` from `topic`; `deliver` gets the leave diff. No-op when
@@ -156,10 +172,9 @@ impl Presence {
             return;
         };
         let mut t = t.lock();
-        let Some(i) = t.tracked.iter().position(|tr| tr.session == session) else {
+        let Some(gone) = t.tracked.remove(&session) else {
             return;
         };
-        let gone = t.tracked.swap_remove(i);
         let empty = t.tracked.is_empty();
         deliver(diff_json(None, Some((&gone.key, &gone.meta))));
         drop(t);
@@ -171,13 +186,18 @@ impl Presence {
 
     /// `{"key": {"metas": [...]}, ...}`, keys sorted.
     pub fn state(&self, topic: &str) -> String {
-        let mut by_key: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
         let local = self.topics.get(topic).map(|t| Arc::clone(t.value()));
-        let t = local.as_ref().map(|t| t.lock());
-        if let Some(t) = &t {
-            for tr in &t.tracked {
-                by_key.entry(tr.key.as_str()).or_default().push(&tr.meta);
-            }
+        match local {
+            Some(t) => self.state_of(topic, &t.lock()),
+            None => self.state_of(topic, &TopicPresence::default()),
+        }
+    }
+
+    /// `state` with the topic's lock already held.
+    fn state_of(&self, topic: &str, t: &TopicPresence) -> String {
+        let mut by_key: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for tr in t.tracked.values() {
+            by_key.entry(tr.key.as_str()).or_default().push(&tr.meta);
         }
         let remote = self.remote.lock();
         for m in remote.values().filter_map(|n| n.get(topic)).flatten() {
@@ -207,7 +227,7 @@ impl Presence {
         let mut out = Vec::new();
         for entry in self.topics.iter() {
             let t = entry.value().lock();
-            out.extend(t.tracked.iter().map(|tr| RemoteMember {
+            out.extend(t.tracked.values().map(|tr| RemoteMember {
                 topic: entry.key().to_string(),
                 key: tr.key.clone(),
                 meta: tr.meta.clone(),

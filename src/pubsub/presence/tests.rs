@@ -35,7 +35,7 @@ fn remote_members_stay_in_their_topic() {
 #[test]
 fn remote_members_merge_into_state_and_leave_with_their_node() {
     let p = Presence::new();
-    p.track("t", 1, "alice", meta("A"), |_| {});
+    p.track("t", 1, "alice", meta("A"), usize::MAX, |_| {}, |_| {});
     let bob = serde_json::json!({"name": "B", "phx_ref": "r1"});
     let diff = serde_json::json!({"joins": {"bob": {"metas": [bob]}}, "leaves": {}});
     p.apply_remote_diff("node-b", "t", &diff);
@@ -85,9 +85,33 @@ fn refs_are_16_url_safe_chars_and_unique() {
 fn track_untrack_diffs_carry_the_same_meta() {
     let p = Presence::new();
     let mut diffs = Vec::new();
-    p.track("t", 1, "alice", meta("A"), |d| diffs.push(d));
-    p.track("t", 2, "alice", meta("A2"), |d| diffs.push(d));
-    p.track("t", 3, "bob", meta("B"), |d| diffs.push(d));
+    p.track(
+        "t",
+        1,
+        "alice",
+        meta("A"),
+        usize::MAX,
+        |_| {},
+        |d| diffs.push(d),
+    );
+    p.track(
+        "t",
+        2,
+        "alice",
+        meta("A2"),
+        usize::MAX,
+        |_| {},
+        |d| diffs.push(d),
+    );
+    p.track(
+        "t",
+        3,
+        "bob",
+        meta("B"),
+        usize::MAX,
+        |_| {},
+        |d| diffs.push(d),
+    );
     let state: Value = serde_json::from_str(&p.state("t")).unwrap();
     assert_eq!(state["alice"]["metas"].as_array().unwrap().len(), 2);
     assert_eq!(state["bob"]["metas"][0]["name"], "B");
@@ -102,4 +126,34 @@ fn track_untrack_diffs_carry_the_same_meta() {
     p.untrack("t", 2, |_| {});
     assert_eq!(p.state("t"), "{}");
     assert!(p.topics.is_empty());
+}
+
+#[test]
+fn a_leave_is_one_removal_and_members_are_capped() {
+    let p = Presence::new();
+    let mut states = Vec::new();
+    for i in 0..3 {
+        let tracked = p.track(
+            "t",
+            i,
+            &format!("u{i}"),
+            meta("x"),
+            2,
+            |s| states.push(s),
+            |_| {},
+        );
+        assert_eq!(tracked, i < 2, "session {i}");
+    }
+    assert!(
+        states[2].contains("u0") && !states[2].contains("u2"),
+        "the third joiner still gets the state"
+    );
+    let mut left = Vec::new();
+    p.untrack("t", 0, |d| left.push(d));
+    p.untrack("t", 2, |d| left.push(d));
+    assert_eq!(left.len(), 1, "an untracked session leaves nothing");
+    assert!(
+        p.track("t", 2, "u2", meta("x"), 2, |_| {}, |_| {}),
+        "room again"
+    );
 }

@@ -31,7 +31,7 @@ use crate::protocol::{
 use crate::pubsub::mailbox::{Mailbox, Outbound, SessionId};
 use crate::pubsub::{JoinRequest, Node};
 use crate::supervisor::{panic_message, RestartIntensity};
-use params::{anonymous_key, presence_meta, since_of, with_fields};
+use params::{anonymous_key, meta_len, presence_meta, since_of, with_fields};
 use rate::{ClientRate, Verdict};
 
 mod params;
@@ -72,6 +72,8 @@ struct Bounds {
     event: usize,
     ref_: usize,
     depth: usize,
+    /// `presence_max_meta_bytes`.
+    meta: usize,
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -108,6 +110,7 @@ impl PhoenixHandler {
                 event: config.max_event_length,
                 ref_: config.max_ref_length,
                 depth: config.max_payload_depth,
+                meta: config.presence_max_meta_bytes,
             },
         }
     }
@@ -349,8 +352,18 @@ impl PhoenixHandler {
             return Ok(());
         }
         let ns = route.namespace;
-        let mut channel = channel::instantiate(route.kind);
         let params = frame.payload;
+        let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
+        if ns.presence && meta_len(join_params.as_ref()) > self.bounds.meta {
+            self.refuse(
+                out,
+                frame,
+                JoinRefusal::MetaTooLarge,
+                ReplyError::PresenceMetaTooLarge,
+            );
+            return Ok(());
+        }
+        let mut channel = channel::instantiate(route.kind);
         let response = match self.call(channel.as_mut(), &ns, topic, join_ref, out, |ch, ctx| {
             ch.join(ctx, params)
         }) {
@@ -365,12 +378,12 @@ impl PhoenixHandler {
                 return self.crashed(topic, &panic);
             }
         };
-        let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
         // Subscribed before the reply is written, so no broadcast that follows
         // the ok reply is missed.
         let joined = self.node.join(JoinRequest {
             topic,
             namespace: &ns,
+            join_ref,
             session: self.session,
             mailbox: Arc::clone(&self.mailbox),
             since: since_of(join_params.as_ref()),
@@ -378,28 +391,21 @@ impl PhoenixHandler {
                 .presence
                 .then(|| (self.user.as_str(), presence_meta(join_params.as_ref()))),
         });
-        let (response, replay) = match joined.recovery {
-            Some(recovery) => (
-                with_fields(
-                    &response,
-                    [
-                        ("recovered", Value::Bool(recovery.recovered)),
-                        ("offset", Value::from(recovery.position.offset)),
-                        ("epoch", Value::String(recovery.position.epoch)),
-                    ],
-                ),
-                recovery.frames,
+        let response = match joined.recovery {
+            Some(recovery) => with_fields(
+                &response,
+                [
+                    ("recovered", Value::Bool(recovery.recovered)),
+                    ("offset", Value::from(recovery.position.offset)),
+                    ("epoch", Value::String(recovery.position.epoch)),
+                ],
             ),
-            None => (response, Vec::new()),
+            None => response,
         };
         self.metrics.joins_ok.increment(1);
+        // Missed history and presence_state are already in the mailbox, which
+        // the session writes right after this reply.
         Self::reply(out, frame, join_ref, "ok", &response);
-        out.extend(replay.into_iter().map(Outbound::Text));
-        if let Some(state) = joined.presence_state {
-            out.push(Outbound::Text(
-                encode::push(join_ref, topic, "presence_state", &state).into(),
-            ));
-        }
         self.channels.insert(
             topic.to_owned(),
             Joined {

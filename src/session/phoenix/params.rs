@@ -51,6 +51,14 @@ pub fn presence_meta(params: Option<&Value>) -> Map<String, Value> {
     meta
 }
 
+/// Bytes of the join's `meta` as JSON (0 without one): what presence would
+/// store and send to every member.
+pub fn meta_len(params: Option<&Value>) -> usize {
+    params
+        .and_then(|p| p.get("meta"))
+        .map_or(0, |m| m.to_string().len())
+}
+
 /// `response` (a JSON object) with `fields` added.
 pub fn with_fields<const N: usize>(response: &str, fields: [(&str, Value); N]) -> String {
     let mut map: Map<String, Value> = serde_json::from_str(response).unwrap_or_default();

@@ -440,7 +440,9 @@ fn presence_state_goes_to_the_joiner_and_diffs_to_members() {
     b.inbox();
     let got = a.join("1", "chat:x");
     assert_eq!(got[0][4]["status"], "ok");
-    let state = &got[1];
+    assert_eq!(got.len(), 1, "the state follows through the mailbox");
+    let queued = a.inbox();
+    let state = &queued[0];
     assert_eq!(
         (&state[0], &state[3]),
         (&json!("1"), &json!("presence_state"))
@@ -481,11 +483,55 @@ fn a_history_join_recovers_exactly_what_it_missed() {
     let got =
         b.send(json!(["1", "1", "chat:h", "phx_join", {"since": {"offset": 1, "epoch": epoch}}]));
     assert_eq!(got[0][4]["response"]["recovered"], true);
-    // Reply, the replayed frames in offset order, then presence_state (chat:* tracks).
-    let replayed: Vec<_> = got[1..3].iter().map(|f| f[4]["i"].clone()).collect();
+    assert_eq!(got.len(), 1);
+    // After the reply, through the mailbox (its bounds apply): the replayed
+    // frames in offset order, then presence_state (chat:* tracks).
+    let got = b.inbox();
+    let replayed: Vec<_> = got[0..2].iter().map(|f| f[4]["i"].clone()).collect();
     assert_eq!(replayed, [json!(1), json!(2)]);
-    assert_eq!(got[3][3], "presence_state");
-    assert!(got[1][1].as_str().unwrap().starts_with("2:"));
+    assert_eq!(got[2][3], "presence_state");
+    assert!(got[0][1].as_str().unwrap().starts_with("2:"));
+}
+
+#[test]
+fn a_replay_that_does_not_fit_the_mailbox_answers_recovered_false() {
+    let w = World::new(config());
+    let mut a = w.anonymous(1);
+    let epoch = a.join("1", "chat:big")[0][4]["response"]["epoch"].clone();
+    let big = "x".repeat(300_000);
+    for i in 0..5 {
+        a.send(json!(["1", i.to_string(), "chat:big", "m", {"pad": big}]));
+    }
+    // The test mailboxes hold 1 MiB: five 300 KB frames do not fit.
+    let mut b = w.anonymous(2);
+    let got =
+        b.send(json!(["1", "1", "chat:big", "phx_join", {"since": {"offset": 0, "epoch": epoch}}]));
+    assert_eq!(got[0][4]["response"]["recovered"], false);
+    assert!(b.inbox().iter().all(|f| f[3] != "m"), "no partial replay");
+    assert!(w.metric("myriad_history_replays_refused_total 1"));
+}
+
+#[test]
+fn a_presence_meta_over_the_bound_refuses_the_join() {
+    let w = World::new(config());
+    let mut c = w.anonymous(1);
+    let meta = json!({"name": "x".repeat(2000)});
+    assert_eq!(
+        c.send(json!(["1", "1", "chat:m", "phx_join", {"meta": meta}])),
+        [reply(
+            json!("1"),
+            "1",
+            "chat:m",
+            "error",
+            json!({"reason": "presence meta too large"})
+        )]
+    );
+    assert!(w.metric("myriad_join_refusals_total{reason=\"meta_too_large\"} 1"));
+    // On a namespace without presence the meta is not stored: no bound.
+    assert_eq!(
+        c.send(json!(["2", "2", "room:m", "phx_join", {"meta": meta}]))[0][4]["status"],
+        "ok"
+    );
 }
 
 #[test]
