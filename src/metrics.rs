@@ -20,8 +20,8 @@ use std::marker::PhantomData;
 use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
-    ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HttpRejection, JoinRefusal,
-    MalformedKind,
+    BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HttpRejection,
+    JoinRefusal, MalformedKind,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -52,6 +52,7 @@ pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
 pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
 pub const BROKER_DROPPED: &str = "myriad_broker_dropped_total";
 pub const BROKER_ERRORS: &str = "myriad_broker_errors_total";
+pub const BROKER_REFUSED: &str = "myriad_broker_refused_total";
 pub const BROKER_RECONNECTS: &str = "myriad_broker_reconnects_total";
 pub const BROKER_QUEUE: &str = "myriad_broker_queue_depth";
 pub const BROKER_PEERS: &str = "myriad_broker_peers";
@@ -107,6 +108,7 @@ macro_rules! label_set {
 }
 
 label_set!(
+    BrokerRefusal,
     ClientRefusal,
     CloseReason,
     Endpoint,
@@ -183,6 +185,7 @@ pub struct Metrics {
     pub broker_dropped_queue_full: Counter,
     pub broker_dropped_disconnected: Counter,
     pub broker_errors: Counter,
+    pub broker_refused: Family<BrokerRefusal>,
     pub broker_reconnects: Counter,
     pub broker_queue_depth: Gauge,
     pub broker_peers: Gauge,
@@ -292,6 +295,13 @@ impl Metrics {
             KeyName::from_const_str(MALFORMED_FRAMES),
             None,
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(BROKER_REFUSED),
+            None,
+            SharedString::const_str(
+                "Messages from the broker dropped before any client saw them, by reason.",
+            ),
         );
         r.describe_counter(
             KeyName::from_const_str(CLIENT_REFUSALS),
@@ -411,6 +421,7 @@ impl Metrics {
             ),
             malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
             client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
+            broker_refused: Family::register(|l| labelled(BROKER_REFUSED, "reason", l)),
             replays_refused: counter(
                 REPLAYS_REFUSED,
                 "Recovering joins answered recovered:false because the missed frames did not fit the joiner's mailbox.",
@@ -516,6 +527,7 @@ mod tests {
     fn every_label_set_indexes_its_all_list() {
         indexes_follow_all::<CloseReason>();
         indexes_follow_all::<ClientRefusal>();
+        indexes_follow_all::<BrokerRefusal>();
         indexes_follow_all::<Endpoint>();
         indexes_follow_all::<HandshakeRejection>();
         indexes_follow_all::<HttpRejection>();

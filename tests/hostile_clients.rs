@@ -276,7 +276,10 @@ async fn presence_cannot_be_used_to_amplify_a_join() {
         Some(3.0)
     );
     assert_eq!(
-        metric_value(&text, "myriad_join_refusals_total{reason=\"meta_too_large\"}"),
+        metric_value(
+            &text,
+            "myriad_join_refusals_total{reason=\"meta_too_large\"}"
+        ),
         Some(1.0)
     );
 }
@@ -297,7 +300,8 @@ async fn a_presence_state_over_mailbox_max_bytes_is_not_written_past_the_bound()
         let mut c = server.client().await;
         let j = c.next_ref();
         let meta = json!({"bio": format!("{i}{}", "x".repeat(900))});
-        c.send(json!([j, j, "chat:big", "phx_join", {"meta": meta}])).await;
+        c.send(json!([j, j, "chat:big", "phx_join", {"meta": meta}]))
+            .await;
         let r = c.next_ref();
         c.send(json!([null, r, "phoenix", "heartbeat", {}])).await;
         loop {

@@ -377,3 +377,44 @@ impl ClientRefusal {
         }
     }
 }
+
+/// Why a message from the broker was dropped (the `reason` label of
+/// `myriad_broker_refused_total`): other nodes are checked like clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerRefusal {
+    /// Not the wire format (bad JSON, missing fields).
+    Malformed,
+    /// A wire version newer than this node reads.
+    Version,
+    /// An empty or over-long origin node id.
+    Origin,
+    /// The frame inside is not a broadcast this topic could carry (shape,
+    /// topic, a reserved event, a ref slot where none belongs).
+    Frame,
+    /// Unsigned or badly signed while `cluster_secret` is set.
+    Signature,
+    /// Sync requests from one node faster than one per heartbeat.
+    SyncRate,
+}
+
+impl BrokerRefusal {
+    pub const ALL: [BrokerRefusal; 6] = [
+        BrokerRefusal::Malformed,
+        BrokerRefusal::Version,
+        BrokerRefusal::Origin,
+        BrokerRefusal::Frame,
+        BrokerRefusal::Signature,
+        BrokerRefusal::SyncRate,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            BrokerRefusal::Malformed => "malformed",
+            BrokerRefusal::Version => "version",
+            BrokerRefusal::Origin => "origin",
+            BrokerRefusal::Frame => "frame",
+            BrokerRefusal::Signature => "signature",
+            BrokerRefusal::SyncRate => "sync_rate",
+        }
+    }
+}

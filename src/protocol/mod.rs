@@ -12,11 +12,13 @@ pub mod limits;
 pub mod ref_slot;
 
 pub use close::{
-    ClientRefusal, CloseReason, HandshakeRejection, HttpRejection, JoinRefusal, MalformedKind,
-    ReplyError,
+    BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HttpRejection, JoinRefusal,
+    MalformedKind, ReplyError,
 };
 pub use decode::{decode, DecodeError, InFrame};
-pub use ref_slot::{broadcast_parts, history_position, history_ref, RefSlotFrame};
+pub use ref_slot::{
+    broadcast_parts, check_broadcast, history_position, history_ref, RefSlotFrame, SlotKind,
+};
 
 /// Which protocol a session speaks (the `endpoint` label of session metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

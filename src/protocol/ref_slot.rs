@@ -57,6 +57,44 @@ impl RefSlotFrame {
     }
 }
 
+/// What a broadcast's ref slot must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// A plain broadcast: `null`.
+    Null,
+    /// A history broadcast: `"<offset>:<epoch>"`.
+    History,
+}
+
+/// Whether `frame` is a broadcast a node may deliver on `topic`: exactly
+/// `[null, slot, topic, event, {payload}]` with the expected slot and an event
+/// that is not reserved (phoenix.js control names never travel as broadcasts
+/// between nodes). Frames from other nodes pass through here before any
+/// client sees them.
+pub fn check_broadcast(frame: &str, topic: &str, slot: SlotKind) -> bool {
+    #[derive(Deserialize)]
+    struct Frame<'a>(
+        Option<IgnoredAny>,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        &'a RawValue,
+    );
+    let Ok(Frame(join_ref, ref_, t, event, payload)) = serde_json::from_str::<Frame<'_>>(frame)
+    else {
+        return false;
+    };
+    let slot_ok = match slot {
+        SlotKind::Null => ref_.is_none(),
+        SlotKind::History => history_position(frame).is_some(),
+    };
+    join_ref.is_none()
+        && slot_ok
+        && t == topic
+        && !super::limits::is_reserved_event(event)
+        && payload.get().starts_with('{')
+}
+
 /// The event name and payload of a stored broadcast frame (the API's history
 /// read); None when the text is not a five-element frame.
 pub fn broadcast_parts(frame: &str) -> Option<(String, Box<RawValue>)> {
@@ -87,6 +125,33 @@ mod tests {
         let (event, payload) = broadcast_parts(&frame).unwrap();
         assert_eq!(event, "msg");
         assert_eq!(payload.get(), r#"{"a":"[null,\""}"#);
+    }
+
+    #[test]
+    fn broadcasts_from_other_nodes_are_checked_for_shape_topic_and_event() {
+        let plain = r#"[null,null,"room:a","m",{"x":1}]"#;
+        assert!(check_broadcast(plain, "room:a", SlotKind::Null));
+        assert!(
+            !check_broadcast(plain, "room:b", SlotKind::Null),
+            "another topic"
+        );
+        assert!(
+            !check_broadcast(plain, "room:a", SlotKind::History),
+            "no offset"
+        );
+        let hist = RefSlotFrame::new("chat:a", "m", "{}").fill(3, "e");
+        assert!(check_broadcast(&hist, "chat:a", SlotKind::History));
+        for bad in [
+            r#"[null,null,"room:a","phx_close",{}]"#,
+            r#"[null,null,"room:a","presence_diff",{"joins":{},"leaves":{}}]"#,
+            r#"["1",null,"room:a","m",{}]"#,
+            r#"[null,null,"room:a","m",[1]]"#,
+            r#"[null,null,"room:a","m",{},6]"#,
+            r#"[null,null,"room:a"]"#,
+            "not json",
+        ] {
+            assert!(!check_broadcast(bad, "room:a", SlotKind::Null), "{bad}");
+        }
     }
 
     #[test]

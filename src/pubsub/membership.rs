@@ -15,10 +15,30 @@ pub struct ClusterTiming {
     pub node_timeout: Duration,
 }
 
+/// Most other nodes one node keeps track of: ids come off the broker, so a
+/// flood of made-up ids must not grow the table (or each trigger a sync).
+pub const MAX_PEERS: usize = 1024;
+
+/// A message from a node, as membership sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    Known,
+    /// Not heard from before (or back after being declared dead).
+    New,
+    /// Unknown, and the table is full: ignore the message.
+    Full,
+}
+
+struct Peer {
+    seen: Instant,
+    /// When this node last answered its sync request.
+    synced: Option<Instant>,
+}
+
 pub struct Membership {
     timing: ClusterTiming,
-    /// Other nodes by id, when each was last heard from.
-    peers: Mutex<HashMap<String, Instant>>,
+    /// Other nodes by id.
+    peers: Mutex<HashMap<String, Peer>>,
 }
 
 impl Membership {
@@ -33,20 +53,45 @@ impl Membership {
         self.timing
     }
 
-    /// Note a message from `node`; true when it was not known (just joined, or
-    /// back after being declared dead).
-    pub fn heard_from(&self, node: &str) -> bool {
+    /// Note a message from `node`.
+    pub fn heard_from(&self, node: &str) -> Heard {
         let mut peers = self.peers.lock();
+        let full = peers.len() >= MAX_PEERS;
         match peers.get_mut(node) {
-            Some(seen) => {
-                *seen = Instant::now();
-                false
+            Some(peer) => {
+                peer.seen = Instant::now();
+                Heard::Known
             }
+            None if full => Heard::Full,
             None => {
-                peers.insert(node.to_owned(), Instant::now());
-                true
+                peers.insert(
+                    node.to_owned(),
+                    Peer {
+                        seen: Instant::now(),
+                        synced: None,
+                    },
+                );
+                Heard::New
             }
         }
+    }
+
+    /// Whether to answer `node`'s sync request now: at most once per
+    /// heartbeat per node (each answer is this node's whole member list).
+    pub fn may_answer_sync(&self, node: &str) -> bool {
+        let now = Instant::now();
+        let mut peers = self.peers.lock();
+        let Some(peer) = peers.get_mut(node) else {
+            return false;
+        };
+        if peer
+            .synced
+            .is_some_and(|at| now.duration_since(at) < self.timing.heartbeat)
+        {
+            return false;
+        }
+        peer.synced = Some(now);
+        true
     }
 
     /// Forget nodes silent for longer than the node timeout; returns them.
@@ -55,7 +100,7 @@ impl Membership {
         let mut peers = self.peers.lock();
         let dead: Vec<String> = peers
             .iter()
-            .filter(|(_, seen)| now.duration_since(**seen) > self.timing.node_timeout)
+            .filter(|(_, peer)| now.duration_since(peer.seen) > self.timing.node_timeout)
             .map(|(n, _)| n.clone())
             .collect();
         for n in &dead {
@@ -84,14 +129,36 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(5),
         });
-        assert!(m.heard_from("a"));
-        assert!(!m.heard_from("a"));
-        assert!(m.heard_from("b"));
+        assert_eq!(m.heard_from("a"), Heard::New);
+        assert_eq!(m.heard_from("a"), Heard::Known);
+        assert_eq!(m.heard_from("b"), Heard::New);
         tokio::time::advance(Duration::from_secs(4)).await;
         m.heard_from("b");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(m.sweep(), ["a"]);
         assert_eq!(m.len(), 1);
-        assert!(m.heard_from("a"), "a returning node is new again");
+        assert_eq!(
+            m.heard_from("a"),
+            Heard::New,
+            "a returning node is new again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn made_up_ids_cannot_grow_the_table_or_force_syncs() {
+        let m = Membership::new(ClusterTiming {
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(5),
+        });
+        for i in 0..MAX_PEERS {
+            assert_eq!(m.heard_from(&format!("n{i}")), Heard::New);
+        }
+        assert_eq!(m.heard_from("one-too-many"), Heard::Full);
+        assert_eq!(m.len(), MAX_PEERS);
+        assert!(m.may_answer_sync("n1"));
+        assert!(!m.may_answer_sync("n1"), "once per heartbeat");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(m.may_answer_sync("n1"));
+        assert!(!m.may_answer_sync("unknown"));
     }
 }

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::protocol::BrokerRefusal;
 use crate::pubsub::mailbox::SessionId;
 
 /// The format this node writes and the newest it reads.
@@ -38,6 +39,21 @@ pub enum WireError {
     Origin,
     #[error("frame is not a JSON array")]
     Frame,
+    #[error("missing or bad signature (cluster_secret)")]
+    Signature,
+}
+
+impl WireError {
+    /// Its metric label.
+    pub fn refusal(&self) -> BrokerRefusal {
+        match self {
+            WireError::Malformed(_) => BrokerRefusal::Malformed,
+            WireError::Version(_) => BrokerRefusal::Version,
+            WireError::Origin => BrokerRefusal::Origin,
+            WireError::Frame => BrokerRefusal::Frame,
+            WireError::Signature => BrokerRefusal::Signature,
+        }
+    }
 }
 
 /// A member another node reports: (topic, key, meta).

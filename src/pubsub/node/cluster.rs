@@ -9,10 +9,11 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Node;
-use crate::protocol::{encode, history_position};
+use crate::protocol::{check_broadcast, encode, history_position, BrokerRefusal, SlotKind};
 use crate::pubsub::broker::wire::{Control, Member};
 use crate::pubsub::broker::{BrokerHandler, Envelope};
 use crate::pubsub::mailbox::{Outbound, SessionId};
+use crate::pubsub::membership::Heard;
 use crate::pubsub::presence::RemoteMember;
 
 impl Node {
@@ -79,27 +80,53 @@ impl Node {
 
 impl BrokerHandler for Node {
     fn on_publication(&self, topic: &str, frame: Utf8Bytes) {
+        // Another node's frame reaches clients only as the broadcast it claims
+        // to be: on this topic, no ref, no reserved event, an object payload.
+        if !check_broadcast(frame.as_str(), topic, SlotKind::Null) {
+            self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+            return;
+        }
         self.deliver(topic, &Outbound::Text(frame), None);
     }
 
     fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) {
+        if !check_broadcast(frame, topic, SlotKind::History) {
+            self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+            return;
+        }
         if !self.append_sequenced(topic, frame, exclude) {
             self.metrics.broker_errors.increment(1);
         }
     }
 
     fn on_stored_history(&self, topic: &str, frame: &str) {
+        if !check_broadcast(frame, topic, SlotKind::History) {
+            self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+            return;
+        }
         if !self.append_sequenced(topic, frame, None) {
             self.metrics.broker_errors.increment(1);
         }
     }
 
     fn on_control(&self, origin: &str, control: Control) {
-        if self.membership.heard_from(origin) {
-            tracing::info!(peer = origin, "cluster node joined");
-            self.send_control(Control::SyncRequest);
+        match self.membership.heard_from(origin) {
+            Heard::Known => {}
+            Heard::New => {
+                tracing::info!(peer = origin, "cluster node joined");
+                self.send_control(Control::SyncRequest);
+            }
+            Heard::Full => {
+                self.metrics.broker_refused.increment(BrokerRefusal::Origin);
+                return;
+            }
         }
         match control {
+            Control::SyncRequest if !self.membership.may_answer_sync(origin) => {
+                self.metrics
+                    .broker_refused
+                    .increment(BrokerRefusal::SyncRate);
+            }
             Control::SyncRequest => {
                 let members = self
                     .presence
@@ -126,10 +153,25 @@ impl BrokerHandler for Node {
                     self.deliver_presence_diff(&topic, &diff);
                 }
             }
-            Control::Diff { topic, diff } => match serde_json::from_str::<Value>(diff.get()) {
-                Ok(diff) => self.presence.apply_remote_diff(origin, &topic, &diff),
-                Err(_) => self.metrics.broker_errors.increment(1),
-            },
+            Control::Diff { topic, diff } => {
+                let parsed = serde_json::from_str::<Value>(diff.get()).ok().filter(|d| {
+                    d.get("joins").is_some_and(Value::is_object)
+                        && d.get("leaves").is_some_and(Value::is_object)
+                });
+                let routed = self.route(&topic).is_some_and(|r| r.namespace.presence);
+                match parsed {
+                    Some(parsed) if routed => {
+                        self.presence.apply_remote_diff(origin, &topic, &parsed);
+                        self.deliver_presence_diff(&topic, diff.get());
+                    }
+                    // A topic that has no presence here: nothing to track.
+                    Some(_) => {}
+                    None => self
+                        .metrics
+                        .broker_refused
+                        .increment(BrokerRefusal::Malformed),
+                }
+            }
             Control::Heartbeat | Control::Unknown => {}
         }
     }

@@ -324,10 +324,15 @@ impl Node {
         out
     }
 
-    /// A local presence change: members here and on other nodes see the
-    /// `presence_diff` broadcast; other nodes' replicas learn it.
+    /// A local presence change: members here get the `presence_diff`; other
+    /// nodes learn it on the control channel (replica + their members' diff).
     fn presence_changed(&self, topic: &str, diff: &str) {
-        self.broadcast_frame(topic, encode::broadcast(topic, "presence_diff", diff), None);
+        self.metrics.broadcasts.increment(1);
+        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
+        self.deliver(topic, &frame, None);
+        // Other nodes build the presence_diff frame themselves from the control
+        // message: a topic channel never carries a reserved event, so one
+        // arriving there is refused as forged.
         if self.broker.node_id().is_none() {
             return;
         }

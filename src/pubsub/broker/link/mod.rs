@@ -69,7 +69,7 @@ impl LinkState {
     }
 
     fn refused(&self, what: &str, err: &wire::WireError) {
-        self.metrics.broker_errors.increment(1);
+        self.metrics.broker_refused.increment(err.refusal());
         tracing::debug!(error = %err, what, "broker message refused");
     }
 

@@ -130,7 +130,7 @@ fn own_publications_are_not_delivered_twice() {
     assert!(state
         .metrics
         .render()
-        .contains("myriad_broker_errors_total 1"));
+        .contains("myriad_broker_refused_total{reason=\"malformed\"} 1"));
 }
 
 #[test]
