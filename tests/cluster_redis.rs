@@ -389,3 +389,113 @@ async fn the_api_answers_with_the_cluster_wide_history_offset() {
         assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires: PTTL {ttl}");
     }
 }
+
+/// Publish raw bytes on a Redis channel, as anyone with access to the broker can.
+async fn forge(url: &str, channel: &str, payload: &str) {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+const CLUSTER_SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_secret_nodes_talk_and_forgeries_are_dropped() {
+    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-secret", CLUSTER_SECRET]);
+    let [a, b] = cluster.connected().await;
+    // Signed traffic flows: plain and history topics, across nodes.
+    for topic in ["room:signed", "chat:signed"] {
+        let (clients, jr) = members_linked(&[&a, &b], topic).await;
+        let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+            unreachable!("one member per node")
+        };
+        on_a.push(&jr, topic, "m", json!({"real": true})).await;
+        let got = collect(&mut on_b, "m", 1).await;
+        assert_eq!(got[0][4]["real"], true, "{topic}");
+    }
+    // Anyone else publishing on the broker is ignored, however well-formed.
+    let mut victim = b.client().await;
+    victim.join_ok("room:signed").await;
+    victim.sync().await;
+    let url = cluster.backend.url();
+    forge(
+        &url,
+        "myriad:room:signed",
+        r#"{"v":1,"origin":"evil","frame":[null,null,"room:signed","m",{"forged":true}]}"#,
+    )
+    .await;
+    forge(
+        &url,
+        "myriad-control",
+        r#"{"v":1,"origin":"evil","body":{"kind":"diff","data":{"topic":"chat:signed","diff":{"joins":{"ghost":{"metas":[{"phx_ref":"x"}]}},"leaves":{}}}}}"#,
+    )
+    .await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            b.metric("myriad_broker_refused_total{reason=\"signature\"}")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        })
+        .await,
+        "both forgeries counted"
+    );
+    assert!(victim.sync().await.iter().all(|f| f[4]["forged"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_frames_cannot_carry_control_events_or_cross_topics() {
+    let cluster = Cluster::redis(&["--client-rate", "0"]);
+    let [a] = cluster.connected().await;
+    let mut victim = a.client().await;
+    victim.join_ok("room:v").await;
+    // Wait until the node listens on the topic's channel.
+    let url = cluster.backend.url();
+    let fine = r#"{"v":1,"origin":"other","frame":[null,null,"room:v","m",{"ok":1}]}"#;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        forge(&url, "myriad:room:v", fine).await;
+        if victim.recv_opt(Duration::from_millis(200)).await.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+    }
+    while victim.recv_opt(Duration::from_millis(200)).await.is_some() {}
+    for forged in [
+        r#"{"v":1,"origin":"other","frame":[null,null,"room:v","phx_close",{}]}"#,
+        r#"{"v":1,"origin":"other","frame":[null,null,"room:v","presence_diff",{"joins":{},"leaves":{}}]}"#,
+        r#"{"v":1,"origin":"other","frame":[null,null,"room:elsewhere","m",{}]}"#,
+        r#"{"v":1,"origin":"other","frame":["9","9","room:v","m",{}]}"#,
+        r#"{"v":1,"origin":"other","frame":[null,null,"room:v","m","not an object"]}"#,
+    ] {
+        forge(&url, "myriad:room:v", forged).await;
+    }
+    forge(
+        &url,
+        "myriad:room:v",
+        "other\n[null,null,\"room:v\",\"m\",{}]",
+    )
+    .await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            a.metric("myriad_broker_refused_total{reason=\"frame\"}")
+                .await
+                .unwrap_or(0.0)
+                >= 5.0
+                && a.metric("myriad_broker_refused_total{reason=\"malformed\"}")
+                    .await
+                    .unwrap_or(0.0)
+                    >= 1.0
+        })
+        .await
+    );
+    assert!(victim.sync().await.is_empty(), "nothing reached the member");
+}

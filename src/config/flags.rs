@@ -314,6 +314,11 @@ pub struct ServeFlags {
     )]
     pub cluster_node_timeout: Option<Duration>,
 
+    /// Secret every node shares to sign node-to-node messages (>= 32 bytes); prefer MYRIAD_CLUSTER_SECRET [default: none]
+    #[arg(long, value_name = "SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<String>,
+
     /// Log format; filter with RUST_LOG [default: text]
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -200,6 +200,11 @@ pub struct Config {
     /// entries leave on every other node. Default 5s; must exceed cluster_heartbeat.
     #[serde(with = "humantime_serde")]
     pub cluster_node_timeout: Duration,
+    /// Shared by every node of a cluster: each message between nodes is signed
+    /// with it (HMAC-SHA256) and unsigned or badly signed ones are dropped.
+    /// At least 32 bytes. Default none (nodes trust whoever can publish on
+    /// the broker).
+    pub cluster_secret: Option<String>,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -261,6 +266,7 @@ impl Default for Config {
             broker_queue: 65_536,
             cluster_heartbeat: Duration::from_secs(1),
             cluster_node_timeout: Duration::from_secs(5),
+            cluster_secret: None,
         }
     }
 }

@@ -77,6 +77,14 @@ impl Config {
                 ),
             });
         }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    key: "cluster_secret",
+                    why: format!("must be at least 32 bytes (it is {})", secret.len()),
+                });
+            }
+        }
         if let Err(why) = self.resolved_broker_url() {
             return Err(ConfigError::Invalid {
                 key: "broker_url",

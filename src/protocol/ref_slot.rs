@@ -46,6 +46,18 @@ impl RefSlotFrame {
         }
     }
 
+    /// A filled frame cut around its slot again (the slot's text dropped);
+    /// None when `frame` has no history slot.
+    pub fn unfill(frame: &str) -> Option<RefSlotFrame> {
+        let prefix = "[null,\"";
+        let rest = frame.strip_prefix(prefix)?;
+        let end = rest.find('"')?;
+        Some(RefSlotFrame {
+            prefix: prefix.to_owned(),
+            suffix: rest[end..].to_owned(),
+        })
+    }
+
     /// The frame with `offset` and `epoch` in its slot.
     pub fn fill(&self, offset: u64, epoch: &str) -> String {
         let slot = history_ref(offset, epoch);

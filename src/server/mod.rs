@@ -91,6 +91,7 @@ fn node_for(
         Arc::clone(metrics),
         config.broker == BrokerKind::Redis,
         config.broker_queue,
+        config.cluster_secret.as_deref(),
     );
     let broker: Arc<dyn Broker> = Arc::new(broker);
     let node = Arc::new(Node::new(config, Arc::clone(metrics), broker));

@@ -22,6 +22,7 @@ pub mod local;
 pub mod names;
 pub mod nats;
 pub mod redis;
+pub mod sign;
 pub mod wire;
 
 use std::sync::Arc;

@@ -98,7 +98,7 @@ async fn forward(
                 }
                 let (subject, payload) = match env {
                     Envelope::Publication { topic, frame } => {
-                        (names::nats_subject(&topic), parts.state.publication(&frame))
+                        (names::nats_subject(&topic), parts.state.publication(&topic, &frame))
                     }
                     Envelope::Control(control) => {
                         (names::CONTROL.to_string(), parts.state.control(&control))

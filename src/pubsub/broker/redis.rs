@@ -25,13 +25,15 @@ use futures_util::StreamExt;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::link::{drop_queued, LinkParts, LinkState};
+use super::link::{drop_queued, LinkParts, LinkState, StoredFrame};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
+use crate::pubsub::mailbox::SessionId;
 
 /// Sequences one history publish atomically: the next offset, the topic's
 /// epoch, the frame with its ref slot, the stream entry (`XADD ... MAXLEN ~
-/// size`, what survives a node's death) and the PUBLISH that delivers it to
-/// every node in this one order, wrapped in the wire format's frame message.
+/// size`, what survives a node's death, with the origin, excluded session and
+/// signature a later reader checks) and the PUBLISH that delivers it to every
+/// node in this one order, wrapped in the wire format's frame message.
 /// The three keys expire `history_ttl` after the topic's last publish, like
 /// the rings, so Redis does not keep every topic ever used. An offset that
 /// starts over (its key expired) always gets a new epoch, so no (offset,
@@ -41,7 +43,7 @@ local o = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
 return o
@@ -101,6 +103,7 @@ pub async fn run(url: String, mut parts: LinkParts) {
 /// client; entries it already has are skipped, newer ones reach its members.
 async fn warm_history(
     conn: &mut redis::aio::MultiplexedConnection,
+    state: &LinkState,
     handler: &dyn BrokerHandler,
 ) -> redis::RedisResult<()> {
     let mut cursor: u64 = 0;
@@ -123,9 +126,21 @@ async fn warm_history(
             }
             let newest: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", size).await?;
             for entry in newest.ids.iter().rev() {
-                if let Some(frame) = entry.get::<String>("f") {
-                    handler.on_stored_history(topic, &frame);
-                }
+                let Some(frame) = entry.get::<String>("f") else {
+                    continue;
+                };
+                let origin = entry.get::<String>("n").unwrap_or_default();
+                let exclude = entry
+                    .get::<String>("x")
+                    .and_then(|x| x.parse::<SessionId>().ok());
+                let sig = entry.get::<String>("s").filter(|s| !s.is_empty());
+                let stored = StoredFrame {
+                    frame: &frame,
+                    origin: &origin,
+                    exclude,
+                    sig: sig.as_deref(),
+                };
+                state.receive_stored(handler, topic, &stored);
             }
         }
         if next == 0 {
@@ -156,7 +171,7 @@ async fn publish_batch(
             Envelope::Publication { topic, frame } => {
                 pipe.publish(
                     names::redis_topic_channel(&topic),
-                    state.publication(&frame),
+                    state.publication(&topic, &frame),
                 )
                 .ignore();
                 published += 1;
@@ -177,14 +192,18 @@ async fn publish_batch(
                 for key in names::redis_history_keys(&topic) {
                     call.key(key);
                 }
+                let (header, sig) = state.history_header(&topic, exclude, &frame);
                 call.arg(new_epoch())
                     .arg(size)
                     .arg(names::redis_history_channel(&topic))
-                    .arg(wire::frame_header(&state.node, exclude))
+                    .arg(header)
                     .arg(frame.prefix)
                     .arg(frame.suffix)
                     .arg(ttl.as_millis().max(1) as u64)
-                    .arg(wire::FRAME_TRAILER);
+                    .arg(wire::FRAME_TRAILER)
+                    .arg(&*state.node)
+                    .arg(exclude.map_or_else(String::new, |id| id.to_string()))
+                    .arg(sig.unwrap_or_default());
                 pipe.invoke_script(&call);
                 acks.push(ack);
                 published += 1;
@@ -219,7 +238,7 @@ async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::Redi
     // Redis that restarts or flushes scripts fails the batch and the reconnect
     // loads it again.
     sequence.prepare_invoke().load_async(&mut publisher).await?;
-    warm_history(&mut publisher, &*parts.handler).await?;
+    warm_history(&mut publisher, &parts.state, &*parts.handler).await?;
     parts.state.set_connected(true);
     parts.handler.on_connected();
     loop {

@@ -19,7 +19,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::protocol::BrokerRefusal;
+use super::sign::{Domain, Signer};
+use crate::protocol::{BrokerRefusal, RefSlotFrame};
 use crate::pubsub::mailbox::SessionId;
 
 /// The format this node writes and the newest it reads.
@@ -82,17 +83,12 @@ pub enum Control {
     Unknown,
 }
 
-#[derive(Serialize)]
-struct ControlOut<'a> {
-    v: u32,
-    origin: &'a str,
-    body: &'a Control,
-}
-
 #[derive(Deserialize)]
 struct ControlIn<'a> {
     v: u32,
     origin: String,
+    #[serde(default, borrow)]
+    sig: Option<&'a str>,
     #[serde(borrow)]
     body: &'a RawValue,
 }
@@ -113,16 +109,21 @@ struct FrameIn<'a> {
     origin: std::borrow::Cow<'a, str>,
     #[serde(default)]
     exclude: Option<SessionId>,
+    #[serde(default, borrow)]
+    sig: Option<&'a str>,
     #[serde(borrow)]
     frame: &'a RawValue,
 }
 
-/// A publication or sequenced frame, read.
+/// A publication or sequenced frame, read (not yet verified: see
+/// `verify_publication` / `verify_sequenced`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct InboundFrame<'a> {
     pub origin: std::borrow::Cow<'a, str>,
     /// The session the origin excluded (history under `broadcast_from`).
     pub exclude: Option<SessionId>,
+    /// The origin's signature (with `cluster_secret`).
+    pub sig: Option<&'a str>,
     /// The Phoenix frame, as the origin encoded it.
     pub frame: &'a str,
 }
@@ -143,21 +144,89 @@ fn check_origin(origin: &str) -> Result<(), WireError> {
 
 /// The opening of a frame message up to its `"frame":` value; the frame and
 /// `}` follow. The Redis script writes sequenced frames the same way.
-pub fn frame_header(origin: &str, exclude: Option<SessionId>) -> String {
+pub fn frame_header(origin: &str, exclude: Option<SessionId>, sig: Option<&str>) -> String {
+    use std::fmt::Write;
     let origin = serde_json::to_string(origin).unwrap_or_else(|_| String::from("\"\""));
-    match exclude {
-        Some(id) => format!("{{\"v\":{VERSION},\"origin\":{origin},\"exclude\":{id},\"frame\":"),
-        None => format!("{{\"v\":{VERSION},\"origin\":{origin},\"frame\":"),
+    let mut out = format!("{{\"v\":{VERSION},\"origin\":{origin},");
+    if let Some(id) = exclude {
+        let _ = write!(out, "\"exclude\":{id},");
+    }
+    if let Some(sig) = sig {
+        // Hex: nothing to escape.
+        let _ = write!(out, "\"sig\":\"{sig}\",");
+    }
+    out.push_str("\"frame\":");
+    out
+}
+
+fn exclude_text(exclude: Option<SessionId>) -> String {
+    exclude.map_or_else(String::new, |id| id.to_string())
+}
+
+/// The signature of a history publish, made by its origin before the backend
+/// fills the frame's ref slot: it covers the frame around the slot.
+pub fn sign_history(
+    signer: &Signer,
+    origin: &str,
+    topic: &str,
+    exclude: Option<SessionId>,
+    frame: &RefSlotFrame,
+) -> Option<String> {
+    let ex = exclude_text(exclude);
+    signer.sign(
+        Domain::History,
+        &[
+            origin.as_bytes(),
+            topic.as_bytes(),
+            ex.as_bytes(),
+            frame.prefix.as_bytes(),
+            frame.suffix.as_bytes(),
+        ],
+    )
+}
+
+/// Check a sequenced frame (live, or read back from the backend's store)
+/// against its origin's signature: the frame with its ref slot emptied again.
+pub fn verify_history(
+    signer: &Signer,
+    origin: &str,
+    topic: &str,
+    exclude: Option<SessionId>,
+    frame: &str,
+    sig: Option<&str>,
+) -> Result<(), WireError> {
+    if !signer.is_enabled() {
+        return Ok(());
+    }
+    let Some(cut) = RefSlotFrame::unfill(frame) else {
+        return Err(WireError::Frame);
+    };
+    let ex = exclude_text(exclude);
+    let parts: [&[u8]; 5] = [
+        origin.as_bytes(),
+        topic.as_bytes(),
+        ex.as_bytes(),
+        cut.prefix.as_bytes(),
+        cut.suffix.as_bytes(),
+    ];
+    if signer.verify(Domain::History, &parts, sig) {
+        Ok(())
+    } else {
+        Err(WireError::Signature)
     }
 }
 
 /// What closes a frame message after the frame.
 pub const FRAME_TRAILER: &str = "}";
 
-/// A publication for a topic's channel. The frame is raw JSON our own encoder
+/// A publication for `topic`'s channel. The frame is raw JSON our own encoder
 /// wrote, embedded as it is.
-pub fn encode_publication(origin: &str, frame: &str) -> Vec<u8> {
-    let header = frame_header(origin, None);
+pub fn encode_publication(signer: &Signer, origin: &str, topic: &str, frame: &str) -> Vec<u8> {
+    let sig = signer.sign(
+        Domain::Publication,
+        &[origin.as_bytes(), topic.as_bytes(), frame.as_bytes()],
+    );
+    let header = frame_header(origin, None, sig.as_deref());
     let mut out = Vec::with_capacity(header.len() + frame.len() + 1);
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(frame.as_bytes());
@@ -178,27 +247,56 @@ pub fn decode_frame(bytes: &[u8]) -> Result<InboundFrame<'_>, WireError> {
     Ok(InboundFrame {
         origin: msg.origin,
         exclude: msg.exclude,
+        sig: msg.sig,
         frame,
     })
 }
 
-/// A control message from `origin`.
-pub fn encode_control(origin: &str, control: &Control) -> Vec<u8> {
-    let msg = ControlOut {
-        v: VERSION,
-        origin,
-        body: control,
-    };
-    // Serializing plain data (strings, numbers, JSON values) cannot fail.
-    serde_json::to_vec(&msg).unwrap_or_default()
+/// Check a publication read from `topic`'s channel against its signature.
+pub fn verify_publication(
+    signer: &Signer,
+    topic: &str,
+    msg: &InboundFrame<'_>,
+) -> Result<(), WireError> {
+    let parts: [&[u8]; 3] = [
+        msg.origin.as_bytes(),
+        topic.as_bytes(),
+        msg.frame.as_bytes(),
+    ];
+    if signer.verify(Domain::Publication, &parts, msg.sig) {
+        Ok(())
+    } else {
+        Err(WireError::Signature)
+    }
 }
 
-/// Read a control message: (origin, control).
-pub fn decode_control(bytes: &[u8]) -> Result<(String, Control), WireError> {
+/// A control message from `origin`: the body is serialized first, so the
+/// signature covers exactly the bytes the reader will see.
+pub fn encode_control(signer: &Signer, origin: &str, control: &Control) -> Vec<u8> {
+    // Serializing plain data (strings, numbers, JSON values) cannot fail.
+    let body = serde_json::to_string(control).unwrap_or_default();
+    let sig = signer.sign(Domain::Control, &[origin.as_bytes(), body.as_bytes()]);
+    let origin_json = serde_json::to_string(origin).unwrap_or_else(|_| String::from("\"\""));
+    let mut out = format!("{{\"v\":{VERSION},\"origin\":{origin_json},");
+    if let Some(sig) = sig {
+        out.push_str(&format!("\"sig\":\"{sig}\","));
+    }
+    out.push_str("\"body\":");
+    out.push_str(&body);
+    out.push('}');
+    out.into_bytes()
+}
+
+/// Read a control message (signature checked): (origin, control).
+pub fn decode_control(signer: &Signer, bytes: &[u8]) -> Result<(String, Control), WireError> {
     let msg: ControlIn<'_> =
         serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     check_version(msg.v)?;
     check_origin(&msg.origin)?;
+    let parts: [&[u8]; 2] = [msg.origin.as_bytes(), msg.body.get().as_bytes()];
+    if !signer.verify(Domain::Control, &parts, msg.sig) {
+        return Err(WireError::Signature);
+    }
     let malformed = |e: serde_json::Error| WireError::Malformed(e.to_string());
     let kind: KindOnly<'_> = serde_json::from_str(msg.body.get()).map_err(malformed)?;
     if !KNOWN_KINDS.contains(&kind.kind.as_ref()) {
@@ -215,7 +313,7 @@ mod tests {
     #[test]
     fn publications_round_trip_with_the_frame_embedded_raw() {
         let frame = r#"[null,null,"room:\"a\"","msg",{"t":"x\ny"}]"#;
-        let bytes = encode_publication("node-1", frame);
+        let bytes = encode_publication(&Signer::new(None), "node-1", "room:\"a\"", frame);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.contains(frame), "{text}");
         let read = decode_frame(&bytes).unwrap();
@@ -226,7 +324,7 @@ mod tests {
 
     #[test]
     fn sequenced_frames_carry_the_excluded_session() {
-        let mut bytes = frame_header("n2", Some(42)).into_bytes();
+        let mut bytes = frame_header("n2", Some(42), None).into_bytes();
         bytes.extend_from_slice(br#"[null,"3:e","t","m",{}]"#);
         bytes.extend_from_slice(FRAME_TRAILER.as_bytes());
         let read = decode_frame(&bytes).unwrap();
@@ -253,7 +351,7 @@ mod tests {
             decode_frame(br#"{"v":1,"origin":"n","frame":"[]"}"#),
             Err(WireError::Frame)
         );
-        assert!(decode_control(br#"{"v":1,"origin":"n"}"#).is_err());
+        assert!(decode_control(&Signer::new(None), br#"{"v":1,"origin":"n"}"#).is_err());
     }
 
     #[test]
@@ -275,20 +373,63 @@ mod tests {
                 diff,
             },
         ] {
-            let bytes = encode_control("n1", &c);
-            let (origin, back) = decode_control(&bytes).unwrap();
+            let none = Signer::new(None);
+            let bytes = encode_control(&none, "n1", &c);
+            let (origin, back) = decode_control(&none, &bytes).unwrap();
             assert_eq!(origin, "n1");
             assert_eq!(format!("{back:?}"), format!("{c:?}"));
         }
         // A newer node's kind, with fields this node has never seen.
         let (_, c) = decode_control(
+            &Signer::new(None),
             br#"{"v":1,"origin":"n9","extra":1,"body":{"kind":"revoke","data":{"user":"u"}}}"#,
         )
         .unwrap();
         assert!(matches!(c, Control::Unknown));
         // A known kind with a broken body is refused, not ignored.
-        assert!(
-            decode_control(br#"{"v":1,"origin":"n","body":{"kind":"state","data":{}}}"#).is_err()
+        assert!(decode_control(
+            &Signer::new(None),
+            br#"{"v":1,"origin":"n","body":{"kind":"state","data":{}}}"#
+        )
+        .is_err());
+    }
+
+    const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
+
+    #[test]
+    fn with_a_secret_every_kind_is_signed_and_forgeries_are_refused() {
+        let s = Signer::new(Some(SECRET));
+        let frame = r#"[null,null,"room:a","m",{}]"#;
+        let bytes = encode_publication(&s, "n1", "room:a", frame);
+        let msg = decode_frame(&bytes).unwrap();
+        assert!(verify_publication(&s, "room:a", &msg).is_ok());
+        assert_eq!(
+            verify_publication(&s, "room:b", &msg),
+            Err(WireError::Signature),
+            "moved topic"
         );
+        let unsigned = encode_publication(&Signer::new(None), "n1", "room:a", frame);
+        let msg = decode_frame(&unsigned).unwrap();
+        assert_eq!(
+            verify_publication(&s, "room:a", &msg),
+            Err(WireError::Signature)
+        );
+
+        let c = encode_control(&s, "n1", &Control::SyncRequest);
+        assert!(decode_control(&s, &c).is_ok());
+        let forged = encode_control(&Signer::new(None), "n1", &Control::SyncRequest);
+        assert_eq!(
+            decode_control(&s, &forged).err(),
+            Some(WireError::Signature)
+        );
+
+        // History: signed around the slot by the origin, checked once filled.
+        let cut = RefSlotFrame::new("chat:a", "m", "{}");
+        let sig = sign_history(&s, "n1", "chat:a", Some(3), &cut);
+        let filled = cut.fill(17, "ep");
+        assert!(verify_history(&s, "n1", "chat:a", Some(3), &filled, sig.as_deref()).is_ok());
+        assert!(verify_history(&s, "n1", "chat:a", None, &filled, sig.as_deref()).is_err());
+        let other = RefSlotFrame::new("chat:a", "m", "{\"x\":1}").fill(17, "ep");
+        assert!(verify_history(&s, "n1", "chat:a", Some(3), &other, sig.as_deref()).is_err());
     }
 }

@@ -19,14 +19,19 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::sign::Signer;
 use super::{wire, Broker, BrokerHandler, Envelope, SendError};
 use crate::metrics::Metrics;
+use crate::protocol::RefSlotFrame;
+use crate::pubsub::mailbox::SessionId;
 
 /// State shared by the node's side (`ClusterBroker`) and the link task.
 pub struct LinkState {
     /// Random per process: tags this node's messages.
     pub node: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Signs what this node sends and checks what others send (`cluster_secret`).
+    pub signer: Signer,
     connected: AtomicBool,
     /// Topics whose local membership changed since the link task last looked.
     changed: Mutex<HashSet<Arc<str>>>,
@@ -58,14 +63,26 @@ impl LinkState {
         }
     }
 
-    /// The wire form of an outgoing publication.
-    pub fn publication(&self, frame: &str) -> Vec<u8> {
-        wire::encode_publication(&self.node, frame)
+    /// The wire form of an outgoing publication on `topic`.
+    pub fn publication(&self, topic: &str, frame: &str) -> Vec<u8> {
+        wire::encode_publication(&self.signer, &self.node, topic, frame)
     }
 
     /// The wire form of an outgoing control message.
     pub fn control(&self, control: &wire::Control) -> Vec<u8> {
-        wire::encode_control(&self.node, control)
+        wire::encode_control(&self.signer, &self.node, control)
+    }
+
+    /// The header a history publish travels under through the backend's
+    /// sequencing (signed around the frame's ref slot).
+    pub fn history_header(
+        &self,
+        topic: &str,
+        exclude: Option<SessionId>,
+        frame: &RefSlotFrame,
+    ) -> (String, Option<String>) {
+        let sig = wire::sign_history(&self.signer, &self.node, topic, exclude, frame);
+        (wire::frame_header(&self.node, exclude, sig.as_deref()), sig)
     }
 
     fn refused(&self, what: &str, err: &wire::WireError) {
@@ -75,7 +92,9 @@ impl LinkState {
 
     /// A message from a topic's channel: another node's broadcast.
     pub fn receive_publication(&self, handler: &dyn BrokerHandler, topic: &str, bytes: &[u8]) {
-        match wire::decode_frame(bytes) {
+        let msg = wire::decode_frame(bytes)
+            .and_then(|msg| wire::verify_publication(&self.signer, topic, &msg).map(|()| msg));
+        match msg {
             Ok(msg) if *msg.origin == *self.node => {}
             Ok(msg) => {
                 self.metrics.broker_received.increment(1);
@@ -88,7 +107,18 @@ impl LinkState {
     /// A sequenced history frame (every node's, this one's included: that is
     /// when the origin delivers, minus the excluded sender).
     pub fn receive_sequenced(&self, handler: &dyn BrokerHandler, topic: &str, bytes: &[u8]) {
-        match wire::decode_frame(bytes) {
+        let msg = wire::decode_frame(bytes).and_then(|msg| {
+            wire::verify_history(
+                &self.signer,
+                &msg.origin,
+                topic,
+                msg.exclude,
+                msg.frame,
+                msg.sig,
+            )
+            .map(|()| msg)
+        });
+        match msg {
             Ok(msg) => {
                 let own = *msg.origin == *self.node;
                 if !own {
@@ -101,14 +131,45 @@ impl LinkState {
         }
     }
 
+    /// A history frame read back from the backend's store, with what was
+    /// stored beside it (origin, excluded session, signature).
+    pub fn receive_stored(
+        &self,
+        handler: &dyn BrokerHandler,
+        topic: &str,
+        stored: &StoredFrame<'_>,
+    ) {
+        let checked = wire::verify_history(
+            &self.signer,
+            stored.origin,
+            topic,
+            stored.exclude,
+            stored.frame,
+            stored.sig,
+        );
+        match checked {
+            Ok(()) => handler.on_stored_history(topic, stored.frame),
+            Err(err) => self.refused("stored history", &err),
+        }
+    }
+
     /// A control message; this node's own are ignored.
     pub fn receive_control(&self, handler: &dyn BrokerHandler, bytes: &[u8]) {
-        match wire::decode_control(bytes) {
+        match wire::decode_control(&self.signer, bytes) {
             Ok((origin, _)) if *origin == *self.node => {}
             Ok((origin, control)) => handler.on_control(&origin, control),
             Err(err) => self.refused("control", &err),
         }
     }
+}
+
+/// One entry of a history topic's stream in the backend.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredFrame<'a> {
+    pub frame: &'a str,
+    pub origin: &'a str,
+    pub exclude: Option<SessionId>,
+    pub sig: Option<&'a str>,
 }
 
 /// The node's side of a cross-node broker.
@@ -154,15 +215,18 @@ impl LinkHalf {
 }
 
 impl ClusterBroker {
-    /// `queue`: envelopes that may wait for the link task (`broker_queue`).
+    /// `queue`: envelopes that may wait for the link task (`broker_queue`);
+    /// `secret`: `cluster_secret`, signing every message when set.
     pub fn new(
         metrics: Arc<Metrics>,
         sequences_history: bool,
         queue: usize,
+        secret: Option<&str>,
     ) -> (ClusterBroker, LinkHalf) {
         let state = Arc::new(LinkState {
             node: Arc::from(node_id()),
             metrics,
+            signer: Signer::new(secret),
             connected: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
         });

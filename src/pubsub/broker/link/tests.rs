@@ -33,7 +33,7 @@ impl BrokerHandler for Recorder {
 }
 
 fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
-    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue);
+    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue, None);
     let rec = Arc::new(Recorder::default());
     let parts = half.into_parts(rec.clone(), CancellationToken::new());
     (broker, parts, rec)
@@ -110,7 +110,7 @@ fn own_publications_are_not_delivered_twice() {
     let (_broker, parts, rec) = test_broker(8);
     let frame = "[null,null,\"room:a\",\"e\",{}]";
     let state = &parts.state;
-    state.receive_publication(&*rec, "room:a", &state.publication(frame));
+    state.receive_publication(&*rec, "room:a", &state.publication("room:a", frame));
     assert!(
         rec.publications.lock().is_empty(),
         "own node's echo is ignored"
@@ -118,7 +118,7 @@ fn own_publications_are_not_delivered_twice() {
     state.receive_publication(
         &*rec,
         "room:a",
-        &wire::encode_publication("other-node", frame),
+        &wire::encode_publication(&state.signer, "other-node", "room:a", frame),
     );
     assert_eq!(
         rec.publications.lock().len(),
@@ -139,7 +139,7 @@ fn only_the_origin_honours_the_excluded_session() {
     let state = &parts.state;
     let frame = "[null,\"1:e\",\"chat:a\",\"m\",{}]";
     let msg = |origin: &str| {
-        let mut b = wire::frame_header(origin, Some(7)).into_bytes();
+        let mut b = wire::frame_header(origin, Some(7), None).into_bytes();
         b.extend_from_slice(frame.as_bytes());
         b.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
         b
