@@ -47,6 +47,7 @@ pub const MALFORMED_FRAMES: &str = "myriad_malformed_frames_total";
 pub const CLIENT_REFUSALS: &str = "myriad_client_refusals_total";
 pub const PRESENCE_UNTRACKED: &str = "myriad_presence_untracked_total";
 pub const REPLAYS_REFUSED: &str = "myriad_history_replays_refused_total";
+pub const HISTORY_UNSTORED: &str = "myriad_history_unstored_total";
 pub const BROKER_CONNECTED: &str = "myriad_broker_connected";
 pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
 pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
@@ -167,6 +168,7 @@ pub struct Metrics {
     pub client_refusals: Family<ClientRefusal>,
     pub presence_untracked: Counter,
     pub replays_refused: Counter,
+    pub history_unstored: Counter,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -422,6 +424,11 @@ impl Metrics {
             malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
             client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
             broker_refused: Family::register(|l| labelled(BROKER_REFUSED, "reason", l)),
+            history_unstored: counter(
+                HISTORY_UNSTORED,
+                "History publishes delivered without an offset: no room for a new ring (history_max_topics or history_max_bytes).",
+                None,
+            ),
             replays_refused: counter(
                 REPLAYS_REFUSED,
                 "Recovering joins answered recovered:false because the missed frames did not fit the joiner's mailbox.",

@@ -323,3 +323,46 @@ async fn a_presence_state_over_mailbox_max_bytes_is_not_written_past_the_bound()
     let cut_at = cut_at.expect("some joiner's state outgrew its mailbox");
     assert!((5..12).contains(&cut_at), "cut at member {cut_at}");
 }
+
+async fn stats(server: &TestServer) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/api/stats", server.public))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn joins_cannot_fill_the_node_with_history_rings() {
+    let server = TestServer::start_with(|c| {
+        c.api_keys = vec![KEY.into()];
+        c.client_rate = 0;
+        c.history_max_topics = 2;
+    })
+    .await;
+    // Joining (and leaving) history topics that nobody publishes to costs nothing.
+    let mut c = server.client().await;
+    for i in 0..50 {
+        let topic = format!("chat:empty{i}");
+        let jr = c.join_ok(&topic).await;
+        c.send(json!([jr, "x", topic, "phx_leave", {}])).await;
+    }
+    c.sync().await;
+    assert_eq!(stats(&server).await["history_topics"], 0);
+    // Past history_max_topics a publish goes out without an offset, counted.
+    let mut offsets = Vec::new();
+    for t in ["chat:1", "chat:2", "chat:3"] {
+        let (status, body) =
+            api_broadcast(&server, json!({"topic": t, "event": "e", "payload": {}})).await;
+        assert_eq!(status, 200);
+        offsets.push(body["offset"].clone());
+    }
+    assert_eq!(offsets, [json!(1), json!(1), Value::Null]);
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(&text, "myriad_history_unstored_total"),
+        Some(1.0)
+    );
+}

@@ -238,6 +238,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_max_bytes: Option<usize>,
 
+    /// History topics kept per node; past it publishes carry no offset [default: 100000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_topics: Option<usize>,
+
     /// Allow connections without a token [default: true]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

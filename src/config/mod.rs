@@ -183,6 +183,11 @@ pub struct Config {
     pub http_timeout: Duration,
     /// History kept on this node across all topics, in bytes. Default 64 MiB.
     pub history_max_bytes: usize,
+    /// History topics (rings) kept per node. Default 100000; 0 is invalid. A
+    /// ring is made on a topic's first publish; past the bound (or
+    /// `history_max_bytes`) a publish is delivered without an offset, and
+    /// recovery across it answers `recovered: false`.
+    pub history_max_topics: usize,
     /// Cluster broker: local (default), redis or nats.
     pub broker: BrokerKind,
     /// Broker address. Default none: redis://127.0.0.1:6379 or nats://127.0.0.1:4222.
@@ -252,6 +257,7 @@ impl Default for Config {
             http_concurrency_limit: 256,
             http_timeout: Duration::from_secs(10),
             history_max_bytes: 64 << 20,
+            history_max_topics: 100_000,
             anonymous: true,
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,

@@ -26,6 +26,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .history_bytes
         .set(state.node.history_bytes() as f64);
+    state
+        .metrics
+        .history_unstored
+        .absolute(state.node.history_unstored());
     (
         [(
             header::CONTENT_TYPE,

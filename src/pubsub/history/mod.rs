@@ -39,8 +39,14 @@ pub struct RingLimits {
 /// Which topics keep history, and with what bounds; None: not a history topic.
 type LimitsOf = Box<dyn Fn(&str) -> Option<RingLimits> + Send + Sync>;
 
+/// What a ring costs besides its frames (the map entry, the ring, its lock
+/// and epoch), counted in `history_max_bytes` with its topic's length.
+pub const RING_OVERHEAD: usize = 192;
+
 struct Ring {
     limits: RingLimits,
+    /// `RING_OVERHEAD` + the topic's length, freed with the ring.
+    overhead: usize,
     epoch: String,
     /// Offsets and epoch come from the cluster broker (Redis sequences every
     /// node's publishes); a node-local publish must fork first.
@@ -54,9 +60,10 @@ struct Ring {
 }
 
 impl Ring {
-    fn new(limits: RingLimits, epoch: String) -> Ring {
+    fn new(limits: RingLimits, overhead: usize, epoch: String) -> Ring {
         Ring {
             limits,
+            overhead,
             epoch,
             cluster: false,
             bytes: 0,
@@ -108,11 +115,26 @@ pub struct Recovery {
 pub struct History {
     rings: DashMap<Arc<str>, Arc<Mutex<Ring>>>,
     epoch_counter: AtomicU64,
-    /// Bytes stored across all topics, bounded by `max_bytes`.
+    /// Bytes stored across all topics (frames and ring overhead), bounded by
+    /// `max_bytes`.
     bytes: AtomicUsize,
     max_bytes: usize,
+    /// Rings this node keeps at most (`history_max_topics`).
+    max_topics: usize,
     limits_of: LimitsOf,
+    /// Random per process: with `generation`, names the epoch a topic's ring
+    /// will get before the ring exists (rings are created on first publish).
+    boot: u64,
+    /// Moves whenever a ring is dropped or could not be created, so an epoch
+    /// handed out for a ring-less topic never matches a later ring's by chance.
+    generation: AtomicU64,
+    /// Publishes that found no room for a new ring (at `max_topics` or the
+    /// byte bound): delivered without an offset.
+    refused: AtomicU64,
 }
+
+/// No room for a new ring.
+struct NoRoom;
 
 impl History {
     /// `max_bytes`: the node-wide bound on stored frames (`history_max_bytes`);
@@ -120,15 +142,43 @@ impl History {
     /// for topics that keep no history.
     pub fn new(
         max_bytes: usize,
+        max_topics: usize,
         limits_of: impl Fn(&str) -> Option<RingLimits> + Send + Sync + 'static,
     ) -> History {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32);
         History {
             rings: DashMap::new(),
             epoch_counter: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             max_bytes,
+            max_topics,
             limits_of: Box::new(limits_of),
+            boot,
+            generation: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Publishes delivered without an offset because no ring could be made.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The epoch `topic`'s ring gets when it is created now.
+    fn pending_epoch(&self, topic: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.boot.to_le_bytes());
+        h.update(self.generation.load(Ordering::Relaxed).to_le_bytes());
+        h.update(topic.as_bytes());
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Bytes of history currently stored on this node.
@@ -152,23 +202,45 @@ impl History {
         format!("{:x}", nanos ^ n.rotate_left(48))
     }
 
-    /// The topic's ring, created with its namespace's limits; None for a
-    /// topic that keeps no history.
-    fn ring(&self, topic: &str) -> Option<Arc<Mutex<Ring>>> {
-        if let Some(ring) = self.rings.get(topic) {
-            return Some(Arc::clone(ring.value()));
+    /// The topic's ring if it has one (joins and reads never create one).
+    fn existing(&self, topic: &str) -> Option<Arc<Mutex<Ring>>> {
+        self.rings.get(topic).map(|r| Arc::clone(r.value()))
+    }
+
+    /// The topic's ring, created on first publish with its namespace's limits
+    /// and the epoch joins were told; Ok(None) for a topic that keeps no
+    /// history, Err when this node has no room for another ring.
+    fn ring(&self, topic: &str) -> Result<Option<Arc<Mutex<Ring>>>, NoRoom> {
+        if let Some(ring) = self.existing(topic) {
+            return Ok(Some(ring));
         }
-        let limits = (self.limits_of)(topic).filter(|l| l.size > 0)?;
-        let ring = self
-            .rings
-            .entry(Arc::from(topic))
-            .or_insert_with(|| Arc::new(Mutex::new(Ring::new(limits, self.new_epoch()))));
-        Some(Arc::clone(ring.value()))
+        let Some(limits) = (self.limits_of)(topic).filter(|l| l.size > 0) else {
+            return Ok(None);
+        };
+        let overhead = RING_OVERHEAD + topic.len();
+        if self.rings.len() >= self.max_topics || self.bytes() + overhead > self.max_bytes {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            // Clients told this topic's pending epoch must not take the
+            // unstored publish for "nothing happened".
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            return Err(NoRoom);
+        }
+        let ring = match self.rings.entry(Arc::from(topic)) {
+            dashmap::Entry::Occupied(e) => Arc::clone(e.get()),
+            dashmap::Entry::Vacant(v) => {
+                self.bytes.fetch_add(overhead, Ordering::Relaxed);
+                let ring = Ring::new(limits, overhead, self.pending_epoch(topic));
+                Arc::clone(v.insert(Arc::new(Mutex::new(ring))).value())
+            }
+        };
+        Ok(Some(ring))
     }
 
     /// Encode a broadcast with its offset in the ref slot, store it, and hand it
     /// to `deliver` while the topic is locked (so deliveries keep offset order).
-    /// Returns the offset; None (nothing delivered) for a topic without history.
+    /// Returns the offset. A topic without history, or one this node has no
+    /// room to keep (`history_max_topics`, `history_max_bytes`), is delivered
+    /// as a plain broadcast and gets None.
     pub fn publish(
         &self,
         topic: &str,
@@ -176,7 +248,10 @@ impl History {
         payload: &str,
         deliver: impl FnOnce(Utf8Bytes),
     ) -> Option<u64> {
-        let ring = self.ring(topic)?;
+        let Ok(Some(ring)) = self.ring(topic) else {
+            deliver(encode::broadcast(topic, event, payload));
+            return None;
+        };
         let mut ring = ring.lock();
         if ring.cluster {
             // The cluster is unreachable and this node publishes on its own:
@@ -209,8 +284,14 @@ impl History {
         frame: Utf8Bytes,
         deliver: impl FnOnce(Utf8Bytes),
     ) -> bool {
-        let Some(ring) = self.ring(topic) else {
-            return false;
+        let ring = match self.ring(topic) {
+            Ok(Some(ring)) => ring,
+            Ok(None) => return false,
+            // No room to keep it: still delivered (no repeat check possible).
+            Err(NoRoom) => {
+                deliver(frame);
+                return true;
+            }
         };
         let mut ring = ring.lock();
         if ring.epoch != epoch || !ring.cluster {
@@ -305,14 +386,18 @@ impl History {
         replay_all: bool,
         on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
     ) -> Recovery {
-        let Some(ring) = self.ring(topic) else {
+        let Some(ring) = self.existing(topic) else {
+            // Nothing published yet (or nothing kept): the position is the
+            // start of the ring a first publish will create. A client already
+            // there has missed nothing.
             let _ = on_join(&[]);
+            let position = Position {
+                offset: 0,
+                epoch: self.pending_epoch(topic),
+            };
             return Recovery {
-                recovered: false,
-                position: Position {
-                    offset: 0,
-                    epoch: String::new(),
-                },
+                recovered: since == Some(&position),
+                position,
                 frames: Vec::new(),
             };
         };
@@ -391,12 +476,23 @@ impl History {
     }
 
     fn sweep_at(&self, now: Instant) {
+        let mut dropped = false;
         self.rings.retain(|_, ring| {
             let mut ring = ring.lock();
             let pruned = ring.prune(now);
             self.freed(pruned);
-            !(ring.entries.is_empty() && now.duration_since(ring.last_publish) >= ring.limits.ttl)
+            let keep = !(ring.entries.is_empty()
+                && now.duration_since(ring.last_publish) >= ring.limits.ttl);
+            if !keep {
+                self.freed(ring.overhead);
+                dropped = true;
+            }
+            keep
         });
+        if dropped {
+            // A topic's next ring must not get the epoch the old one had.
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Topics with a history ring.

@@ -4,7 +4,7 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// Topic `t` keeps 5 entries, every other topic 100.
 fn history(max_bytes: usize) -> History {
-    History::new(max_bytes, |topic| {
+    History::new(max_bytes, usize::MAX, |topic| {
         Some(RingLimits {
             size: if topic == "t" { 5 } else { 100 },
             ttl: TTL,
@@ -131,7 +131,8 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
         h.publish("a", "e", "{}", |_| {});
         assert!(h.bytes() <= 300);
     }
-    let kept = 300 / one;
+    // The ring's own overhead counts in the budget too.
+    let kept = (300 - RING_OVERHEAD - "a".len()) / one;
     let epoch_a = h.join("a", None, |_| true).position.epoch;
     let last_a = 51;
     // Topic a holds the whole budget: b stores nothing, and says so.
@@ -201,4 +202,48 @@ fn sweep_drops_idle_empty_rings() {
     publish(&h, 1);
     h.sweep();
     assert_eq!(h.topic_count(), 1);
+}
+
+#[test]
+fn rings_are_made_on_first_publish_with_the_epoch_joins_were_told() {
+    let h = history(usize::MAX);
+    let r = h.join("t", None, |_| true);
+    assert_eq!(h.topic_count(), 0, "a join creates no ring");
+    assert_eq!(r.position.offset, 0);
+    let told = r.position;
+    // Already at the start: nothing missed.
+    assert!(h.join("t", Some(&told), |_| true).recovered);
+    h.publish("t", "e", "{}", |_| {});
+    assert_eq!(h.topic_count(), 1);
+    let r = h.join("t", Some(&told), |_| true);
+    assert!(
+        r.recovered,
+        "the first publish used the epoch the join was told"
+    );
+    assert_eq!(r.frames.len(), 1);
+}
+
+#[test]
+fn the_number_of_rings_is_bounded_and_overflow_is_never_a_silent_gap() {
+    let h = History::new(usize::MAX, 2, |_| Some(RingLimits { size: 10, ttl: TTL }));
+    for t in ["a", "b"] {
+        assert!(h.publish(t, "e", "{}", |_| {}).is_some());
+    }
+    let told = h.join("c", None, |_| true).position;
+    let mut delivered = None;
+    assert_eq!(h.publish("c", "e", "{}", |f| delivered = Some(f)), None);
+    let delivered = delivered.unwrap();
+    assert!(
+        delivered.as_str().starts_with("[null,null,"),
+        "delivered, without an offset"
+    );
+    assert_eq!((h.topic_count(), h.refused()), (2, 1));
+    assert!(
+        !h.join("c", Some(&told), |_| true).recovered,
+        "a client at the old start learns it missed something"
+    );
+    // Each ring's overhead counts in the byte bound too.
+    assert!(h.bytes() >= 2 * RING_OVERHEAD);
+    h.sweep_at(Instant::now() + TTL);
+    assert_eq!((h.topic_count(), h.bytes()), (0, 0));
 }

@@ -110,13 +110,17 @@ impl Node {
     pub fn new(config: &Config, metrics: Arc<Metrics>, broker: Arc<dyn Broker>) -> Node {
         let routes = Arc::new(config.routes());
         let limits_routes = Arc::clone(&routes);
-        let history = History::new(config.history_max_bytes, move |topic| {
-            let ns = &limits_routes.route(topic)?.namespace;
-            Some(RingLimits {
-                size: ns.history_size,
-                ttl: ns.history_ttl,
-            })
-        });
+        let history = History::new(
+            config.history_max_bytes,
+            config.history_max_topics,
+            move |topic| {
+                let ns = &limits_routes.route(topic)?.namespace;
+                Some(RingLimits {
+                    size: ns.history_size,
+                    ttl: ns.history_ttl,
+                })
+            },
+        );
         Node {
             routes,
             hub: Hub::new(),
@@ -364,9 +368,14 @@ impl Node {
         self.history.topic_count()
     }
 
-    /// Bytes of history stored on this node.
+    /// Bytes of history stored on this node (frames and ring overhead).
     pub fn history_bytes(&self) -> usize {
         self.history.bytes()
+    }
+
+    /// History publishes delivered without an offset: no room for their ring.
+    pub fn history_unstored(&self) -> u64 {
+        self.history.refused()
     }
 
     /// Drop expired history (called periodically).
