@@ -366,3 +366,46 @@ async fn joins_cannot_fill_the_node_with_history_rings() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn the_admin_port_cannot_be_held_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.handshake_timeout = std::time::Duration::from_millis(300);
+        c.admin_max_connections = 4;
+    })
+    .await;
+    // Four idle connections fill the admin listener's cap...
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap(); // never finished
+        idle.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // ...a fifth is closed at once rather than queued...
+    let mut fifth = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), fifth.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer, just closed");
+    // ...and the half-sent requests are cut off after handshake_timeout.
+    for mut s in idle {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("cut off by the header timeout")
+            .unwrap_or(0);
+        let _ = n;
+    }
+    let (status, _) = server.get_admin("/healthz").await;
+    assert_eq!(status, 200, "the admin port serves again");
+    let text = server.metrics().await;
+    assert!(
+        metric_value(&text, "myriad_http_rejected_total{reason=\"overloaded\"}").unwrap_or(0.0)
+            >= 1.0
+    );
+}

@@ -225,6 +225,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_concurrency_limit: Option<usize>,
 
+    /// Admin listener connections at once; more are closed [default: 64]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_max_connections: Option<usize>,
+
     /// Time one HTTP API / admin request may take before 504 [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

@@ -178,6 +178,10 @@ pub struct Config {
     pub presence_max_members: usize,
     /// In-flight HTTP API / admin requests per listener; more get 503 at once. Default 256.
     pub http_concurrency_limit: usize,
+    /// Connections the admin listener serves at once; more are closed at once
+    /// (counted as `myriad_http_rejected_total{reason="overloaded"}`).
+    /// Default 64; 0 is invalid.
+    pub admin_max_connections: usize,
     /// Time one HTTP API / admin request may take; then 504. Default 10s.
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
@@ -255,6 +259,7 @@ impl Default for Config {
             presence_max_meta_bytes: 1024,
             presence_max_members: 10_000,
             http_concurrency_limit: 256,
+            admin_max_connections: 64,
             http_timeout: Duration::from_secs(10),
             history_max_bytes: 64 << 20,
             history_max_topics: 100_000,

@@ -38,6 +38,7 @@ impl Config {
         at_least_one("presence_max_meta_bytes", self.presence_max_meta_bytes)?;
         at_least_one("presence_max_members", self.presence_max_members)?;
         at_least_one("history_max_topics", self.history_max_topics)?;
+        at_least_one("admin_max_connections", self.admin_max_connections)?;
         at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
         if self.http_timeout.is_zero() {
             return Err(ConfigError::Invalid {

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
-use crate::protocol::HandshakeRejection;
+use crate::protocol::{HandshakeRejection, HttpRejection};
 
 /// How long accept waits after the process ran out of descriptors, at first and
 /// at most; doubling in between.
@@ -45,6 +45,10 @@ pub struct ConnOptions {
     pub handshake_timeout: Duration,
     /// SO_SNDBUF in bytes; 0 leaves the kernel's auto-tuning alone.
     pub send_buffer: usize,
+    /// Connections served at once; past it a new one is closed at once
+    /// (counted). None: no cap here (the public listener's caps are
+    /// admission's, which answers 503 instead).
+    pub max_connections: Option<usize>,
 }
 
 /// Accept until `stop` fires, then wait (briefly) for HTTP connections that are
@@ -57,6 +61,9 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
+    let slots = opts
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let mut backoff = FD_BACKOFF_START;
     let mut last_fd_log: Option<Instant> = None;
     loop {
@@ -68,10 +75,26 @@ pub async fn serve(
         match accepted {
             Ok((tcp, peer)) => {
                 backoff = FD_BACKOFF_START;
+                let permit = match &slots {
+                    None => None,
+                    Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            // Closing costs nothing; queueing would hold a
+                            // descriptor per waiting connection.
+                            metrics.http_rejected.increment(HttpRejection::Overloaded);
+                            drop(tcp);
+                            continue;
+                        }
+                    },
+                };
                 let router = router.clone();
                 let metrics = Arc::clone(&metrics);
                 let stop = stop.clone();
-                connections.spawn(connection(tcp, peer, router, opts, metrics, stop));
+                connections.spawn(async move {
+                    connection(tcp, peer, router, opts, metrics, stop).await;
+                    drop(permit);
+                });
             }
             Err(err) if is_resource_exhaustion(&err) => {
                 metrics.accept_errors_fd.increment(1);

@@ -230,6 +230,7 @@ pub async fn run(
         let opts = accept::ConnOptions {
             handshake_timeout: config.handshake_timeout,
             send_buffer: config.socket_send_buffer,
+            max_connections: None,
         };
         tokio::spawn(async move {
             accept::serve(listeners.public, router, opts, metrics, stop).await;
@@ -244,10 +245,18 @@ pub async fn run(
             Arc::clone(&state.metrics),
         );
         let stop = stop_admin.clone();
+        let metrics = Arc::clone(&state.metrics);
+        // The same accept loop as the public listener: a header timeout (idle
+        // or half-sent requests would otherwise hold descriptors forever) and
+        // a small connection cap of its own.
+        let opts = accept::ConnOptions {
+            handshake_timeout: config.handshake_timeout,
+            send_buffer: 0,
+            max_connections: Some(config.admin_max_connections),
+        };
         tokio::spawn(async move {
-            axum::serve(listeners.admin, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            accept::serve(listeners.admin, app, opts, metrics, stop).await;
+            Ok::<(), std::io::Error>(())
         })
     };
     {
