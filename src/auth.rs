@@ -79,8 +79,18 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// `exp` (10^19, say) counts as this far away instead of overflowing it.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// What a connection without a token may do.
+#[derive(Debug, Clone)]
+enum Anonymous {
+    Refused,
+    /// No key is configured: a single-tenant setup, every routed topic.
+    Everything,
+    /// A key is configured too: only these topics.
+    Topics(Vec<Pattern>),
+}
+
 pub struct Authenticator {
-    anonymous: bool,
+    anonymous: Anonymous,
     key: Option<(DecodingKey, Algorithm)>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -134,7 +144,17 @@ impl Authenticator {
             (None, None) => None,
         };
         Ok(Authenticator {
-            anonymous: config.anonymous,
+            anonymous: match (config.allows_anonymous(), config.has_token_key()) {
+                (false, _) => Anonymous::Refused,
+                (true, false) => Anonymous::Everything,
+                (true, true) => Anonymous::Topics(
+                    config
+                        .anonymous_topics
+                        .iter()
+                        .map(|p| Pattern::parse(p))
+                        .collect(),
+                ),
+            },
             key,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
@@ -168,13 +188,16 @@ impl Authenticator {
             .transpose()?;
         let token = query_token.map(str::to_owned).or(sub_token);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            if self.anonymous {
-                return Ok(Identity {
-                    echo_subprotocol,
-                    ..Identity::default()
-                });
-            }
-            return Err(AuthError::TokenRequired);
+            let topics = match &self.anonymous {
+                Anonymous::Refused => return Err(AuthError::TokenRequired),
+                Anonymous::Everything => None,
+                Anonymous::Topics(patterns) => Some(patterns.clone()),
+            };
+            return Ok(Identity {
+                echo_subprotocol,
+                topics,
+                ..Identity::default()
+            });
         };
         let mut identity = self.verify(&token)?;
         identity.echo_subprotocol = echo_subprotocol;
@@ -298,7 +321,8 @@ mod tests {
 
     fn auth(anonymous: bool) -> Authenticator {
         let config = Config {
-            anonymous,
+            anonymous: Some(anonymous),
+            anonymous_topics: vec![String::from("*")],
             jwt_secret: Some(String::from(SECRET)),
             api_keys: vec![String::from("k1")],
             ..Config::default()

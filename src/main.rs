@@ -52,7 +52,10 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(check_keys)
         {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -71,6 +74,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log_format);
+            for warning in config.warnings() {
+                tracing::warn!("configuration: {warning}");
+            }
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

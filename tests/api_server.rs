@@ -19,6 +19,9 @@ async fn server() -> TestServer {
     TestServer::start_with(|c| {
         c.api_keys = vec![KEY.into()];
         c.jwt_secret = Some("api-test-secret-of-at-least-32-bytes".into());
+        // Anonymous members too (with a key that takes an explicit opt-in).
+        c.anonymous = Some(true);
+        c.anonymous_topics = vec!["*".into()];
         c.namespaces = vec![
             NamespaceConfig::new("room:*"),
             NamespaceConfig {

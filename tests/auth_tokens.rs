@@ -41,7 +41,8 @@ fn hs_token(sub: &str, exp_in: i64, topics: Option<Vec<&str>>) -> String {
 
 async fn hs_server(anonymous: bool) -> TestServer {
     TestServer::start_with(|c| {
-        c.anonymous = anonymous;
+        c.anonymous = Some(anonymous);
+        c.anonymous_topics = vec!["*".into()];
         c.jwt_secret = Some(SECRET.into());
     })
     .await
@@ -236,7 +237,7 @@ fn keypair(args: &[&str]) -> (Vec<u8>, std::path::PathBuf) {
 async fn asymmetric(alg: JwtAlgorithm, jwt_alg: Algorithm, genpkey: &[&str]) {
     let (private, public) = keypair(genpkey);
     let server = TestServer::start_with(|c| {
-        c.anonymous = false;
+        c.anonymous = Some(false);
         c.jwt_algorithm = alg;
         c.jwt_public_key_file = Some(public.clone());
     })
@@ -323,7 +324,7 @@ async fn an_absurd_exp_does_not_crash_the_session() {
 #[tokio::test]
 async fn issuer_and_audience_are_enforced_when_configured() {
     let server = TestServer::start_with(|c| {
-        c.anonymous = false;
+        c.anonymous = Some(false);
         c.jwt_secret = Some(SECRET.into());
         c.jwt_issuer = Some("https://id.example".into());
         c.jwt_audience = Some("myriad".into());
@@ -348,4 +349,31 @@ async fn issuer_and_audience_are_enforced_when_configured() {
             "{claims}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_a_key_dropping_the_token_never_widens_what_a_user_may_join() {
+    // Default with a key: no token, no connection.
+    let strict = TestServer::start_with(|c| c.jwt_secret = Some(SECRET.into())).await;
+    assert_eq!(connect(&strict, "", &[]).await.err(), Some(403));
+    // Both on: anonymous connections get their own allow-list only.
+    let mixed = TestServer::start_with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.anonymous = Some(true);
+        c.anonymous_topics = vec!["public:*".into()];
+        c.namespaces = vec![
+            myriad::config::NamespaceConfig::new("room:*"),
+            myriad::config::NamespaceConfig::new("public:*"),
+        ];
+    })
+    .await;
+    let limited = hs_token("u", 60, Some(vec!["room:1"]));
+    let (mut with_token, _) = connect(&mixed, &format!("token={limited}&"), &[])
+        .await
+        .unwrap();
+    with_token.join_ok("room:1").await;
+    let (mut without, _) = connect(&mixed, "", &[]).await.unwrap();
+    let (_, reply) = without.join("room:2", json!({})).await;
+    assert_eq!(reply[4]["response"]["reason"], "unauthorized");
+    without.join_ok("public:lobby").await;
 }

@@ -182,3 +182,22 @@ fn a_short_jwt_secret_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_warns_about_anonymous_access_beside_a_key() {
+    let path = write_config(
+        "mixed.toml",
+        "jwt_secret = \"a-secret-that-is-at-least-32-bytes-long\"\nanonymous = true\n",
+    );
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("anonymous_topics"),
+        "{err}"
+    );
+}

@@ -248,10 +248,15 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_max_topics: Option<usize>,
 
-    /// Allow connections without a token [default: true]
+    /// Allow connections without a token [default: true without a JWT key, false with one]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<bool>,
+
+    /// With a JWT key and --anonymous: topic patterns anonymous connections may join, comma-separated [default: none]
+    #[arg(long, value_name = "PATTERNS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_topics: Option<Vec<String>>,
 
     /// JWT algorithm for connect tokens [default: HS256]
     #[arg(long, value_name = "ALG")]

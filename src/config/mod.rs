@@ -121,8 +121,14 @@ pub struct Config {
     pub enable_fault_injection: bool,
     /// Log format: text (default) or json. Filter with RUST_LOG.
     pub log_format: LogFormat,
-    /// Allow connections without a token (presence key `anon-<session>`). Default true.
-    pub anonymous: bool,
+    /// Allow connections without a token (presence key `anon-<session>`).
+    /// Default: allowed when no JWT key is configured, refused when one is
+    /// (dropping a token must never widen what a user may join).
+    pub anonymous: Option<bool>,
+    /// With a JWT key configured and `anonymous = true`: the topic patterns
+    /// anonymous connections may join. Default empty (none). Without a key,
+    /// anonymous connections may join every routed topic.
+    pub anonymous_topics: Vec<String>,
     /// JWT algorithm: HS256 (default, with jwt_secret), RS256 or ES256 (with jwt_public_key_file).
     pub jwt_algorithm: JwtAlgorithm,
     /// HS256 shared secret. Default none (tokens refused).
@@ -263,7 +269,8 @@ impl Default for Config {
             http_timeout: Duration::from_secs(10),
             history_max_bytes: 64 << 20,
             history_max_topics: 100_000,
-            anonymous: true,
+            anonymous: None,
+            anonymous_topics: Vec::new(),
             jwt_algorithm: JwtAlgorithm::HS256,
             jwt_secret: None,
             jwt_public_key_file: None,
@@ -364,6 +371,36 @@ impl Config {
     /// The topic routing the namespaces describe (built once per node).
     pub fn routes(&self) -> Namespaces {
         Namespaces::new(&self.namespaces, self.enable_fault_injection)
+    }
+
+    /// Whether a JWT key (secret or public key file) is configured.
+    pub fn has_token_key(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key_file.is_some()
+    }
+
+    /// Whether connections without a token are admitted (see `anonymous`).
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous.unwrap_or(!self.has_token_key())
+    }
+
+    /// Settings that are valid but probably not what was meant; `config
+    /// check` prints them and the server logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.has_token_key() && self.allows_anonymous() {
+            out.push(if self.anonymous_topics.is_empty() {
+                String::from(
+                    "anonymous = true with a JWT key: anonymous connections are admitted but may \
+                     join no topic (set anonymous_topics to the ones they may join)",
+                )
+            } else {
+                format!(
+                    "anonymous = true with a JWT key: anonymous connections may join {:?}",
+                    self.anonymous_topics
+                )
+            });
+        }
+        out
     }
 
     /// The restart-intensity window.
