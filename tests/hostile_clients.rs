@@ -409,3 +409,23 @@ async fn the_admin_port_cannot_be_held_open() {
             >= 1.0
     );
 }
+
+#[tokio::test]
+async fn an_api_call_without_a_key_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    let mut s = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    // Headers promising 2 MB of body, then a trickle that never ends.
+    s.write_all(
+        b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n{\"to",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}

@@ -61,17 +61,37 @@ pub fn openapi_json() -> String {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let keyed = Router::new()
         .route("/api/broadcast", post(broadcast))
         .route("/api/disconnect", post(disconnect))
         .route("/api/presence", get(presence))
         .route("/api/history", get(history))
         .route("/api/stats", get(stats))
+        // The key is checked from the headers before any body is read: an
+        // unauthenticated client gets its 401 at once instead of holding a
+        // concurrency slot while it trickles up to 2 MiB of body.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_key,
+        ));
+    Router::new()
         .route(
             "/api/openapi.json",
             get(|| async { ([("content-type", "application/json")], openapi_json()) }),
         )
+        .merge(keyed)
         .with_state(state)
+}
+
+async fn require_key(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match authorize(&state, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(failure) => failure.into_response(),
+    }
 }
 
 /// Every error answer: `{"error": "...", "field": "topic"}`.
