@@ -237,12 +237,18 @@ where
                     }
                 }
                 msg = self.ws.next() => {
-                    last_in = Instant::now();
                     let msg = match msg {
                         None => return CloseReason::ClientClosed,
                         Some(Err(err)) => return self.read_error(err),
                         Some(Ok(msg)) => msg,
                     };
+                    // Only data frames count as activity: protocol pings cost
+                    // nothing to send and would keep an abandoned connection
+                    // (and its descriptor) alive forever. phoenix.js's
+                    // heartbeats are data frames.
+                    if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                        last_in = Instant::now();
+                    }
                     if let Err(reason) = Box::pin(self.handle(handler, msg)).await {
                         return reason;
                     }

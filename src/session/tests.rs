@@ -279,3 +279,25 @@ async fn restart_intensity_closes_the_session_with_1011_after_its_phx_error() {
     };
     assert_eq!((errors, code), (2, Some(CloseCode::Error)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn protocol_pings_do_not_keep_an_idle_session_alive() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    // Pings at 20 s and 40 s, then nothing: the deadline stays at 60 s.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        h.client
+            .send(Message::Ping(Bytes::from_static(b"p")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.close_code().await, Some(CloseCode::Away));
+    assert_eq!(
+        h.elapsed(),
+        Duration::from_secs(60),
+        "pings did not move the deadline"
+    );
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h.closed_for("idle_timeout"));
+}
