@@ -14,6 +14,16 @@ fn myriad() -> Command {
     cmd
 }
 
+/// `myriad config check` on a file holding `text`.
+fn config_check(name: &str, text: &str) -> std::process::Output {
+    let path = write_config(name, text);
+    myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("myriad-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -24,15 +34,10 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn config_check_accepts_a_good_file() {
-    let path = write_config(
+    let out = config_check(
         "good.toml",
         "idle_timeout = \"30s\"\nmailbox_capacity = 64\n",
     );
-    let out = myriad()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
@@ -46,12 +51,7 @@ fn config_check_names_the_bad_key_and_why() {
         ("listen = \"not an address\"\n", "listen"),
         ("max_frame_size = 999999\n", "max_frame_size"),
     ] {
-        let path = write_config("bad.toml", text);
-        let out = myriad()
-            .args(["config", "check"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = config_check("bad.toml", text);
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{text}: error {err:?} must name {key}");
@@ -78,12 +78,7 @@ fn config_check_refuses_a_broker_url_for_another_broker_and_unreadable_keys() {
             "jwt_public_key_file",
         ),
     ] {
-        let path = write_config("broker.toml", text);
-        let out = myriad()
-            .args(["config", "check"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = config_check("broker.toml", text);
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{text}: error {err:?} must name {key}");
@@ -169,12 +164,7 @@ fn sigterm_drains_and_exits_zero() {
 
 #[test]
 fn a_short_jwt_secret_is_a_configuration_error() {
-    let path = write_config("short-secret.toml", "jwt_secret = \"change-me\"\n");
-    let out = myriad()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = config_check("short-secret.toml", "jwt_secret = \"change-me\"\n");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -185,15 +175,10 @@ fn a_short_jwt_secret_is_a_configuration_error() {
 
 #[test]
 fn config_check_warns_about_anonymous_access_beside_a_key() {
-    let path = write_config(
+    let out = config_check(
         "mixed.toml",
         "jwt_secret = \"a-secret-that-is-at-least-32-bytes-long\"\nanonymous = true\n",
     );
-    let out = myriad()
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

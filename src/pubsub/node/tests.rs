@@ -96,6 +96,17 @@ fn join(node: &Node, topic: &str, session: SessionId, key: &str) -> (Arc<Mailbox
     (m, out)
 }
 
+/// Node n2's state: bob on chat:p.
+fn bob_on_n2() -> Control {
+    Control::State {
+        members: vec![crate::pubsub::broker::wire::Member {
+            topic: "chat:p".into(),
+            key: "bob".into(),
+            meta: json!({"phx_ref": "r1"}),
+        }],
+    }
+}
+
 fn publish(node: &Node, topic: &str, payload: &str, exclude: Option<SessionId>) -> Published {
     let ns = Arc::clone(&node.route(topic).unwrap().namespace);
     node.publish(Publication {
@@ -223,16 +234,7 @@ fn presence_changes_are_replicated_and_a_state_sync_delivers_what_is_missing() {
         "{sent:?}"
     );
     // A node it has never heard from: ask everyone for their members.
-    node.on_control(
-        "n2",
-        Control::State {
-            members: vec![crate::pubsub::broker::wire::Member {
-                topic: "chat:p".into(),
-                key: "bob".into(),
-                meta: json!({"phx_ref": "r1"}),
-            }],
-        },
-    );
+    node.on_control("n2", bob_on_n2());
     assert!(broker
         .take()
         .iter()
@@ -256,16 +258,7 @@ async fn a_silent_node_is_dropped_and_its_members_leave() {
     let broker = Arc::new(Recording::default());
     let (node, metrics) = node_with(Arc::clone(&broker));
     let (a, _) = join(&node, "chat:p", 1, "alice");
-    node.on_control(
-        "n2",
-        Control::State {
-            members: vec![crate::pubsub::broker::wire::Member {
-                topic: "chat:p".into(),
-                key: "bob".into(),
-                meta: json!({"phx_ref": "r1"}),
-            }],
-        },
-    );
+    node.on_control("n2", bob_on_n2());
     frames(&a);
     node.cluster_tick();
     assert!(frames(&a).is_empty(), "n2 is alive");
