@@ -172,7 +172,7 @@ proptest! {
             Arc::clone(&mailbox),
             Arc::clone(&node),
             metrics,
-            &config,
+            &Arc::new(config.clone()),
         );
         for text in frames {
             let mut out = Vec::new();

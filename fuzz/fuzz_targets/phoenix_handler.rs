@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// One node for the whole run, as in a server: a metrics recorder per input
 /// would show up as leaks (its histogram blocks are freed by epoch-based
 /// reclamation, after the input ends).
-fn world() -> &'static (Config, Arc<Metrics>, Arc<Node>) {
-    static WORLD: OnceLock<(Config, Arc<Metrics>, Arc<Node>)> = OnceLock::new();
+fn world() -> &'static (Arc<Config>, Arc<Metrics>, Arc<Node>) {
+    static WORLD: OnceLock<(Arc<Config>, Arc<Metrics>, Arc<Node>)> = OnceLock::new();
     WORLD.get_or_init(|| {
         let config = Config {
             enable_fault_injection: true,
@@ -28,7 +28,7 @@ fn world() -> &'static (Config, Arc<Metrics>, Arc<Node>) {
         };
         let metrics = Metrics::new();
         let node = Arc::new(Node::new(&config, Arc::clone(&metrics), Arc::new(LocalBroker)));
-        (config, metrics, node)
+        (Arc::new(config), metrics, node)
     })
 }
 

@@ -258,7 +258,7 @@ async fn restart_intensity_closes_the_session_with_1011_after_its_phx_error() {
         Arc::clone(&mailbox),
         node,
         metrics,
-        &config,
+        &Arc::new(config.clone()),
     );
     let mut h = start(config, handler, 1 << 16, None).await;
     let mut errors = 0;

@@ -58,22 +58,11 @@ pub struct PhoenixHandler {
     metrics: Arc<Metrics>,
     channels: HashMap<String, Joined>,
     intensity: RestartIntensity,
-    fault_injection: bool,
     /// `client_rate`; None when unlimited.
     rate: Option<ClientRate>,
-    max_topics: usize,
-    bounds: Bounds,
-}
-
-/// What one frame may carry (config `max_*_length`, `max_payload_depth`).
-#[derive(Debug, Clone, Copy)]
-struct Bounds {
-    topic: usize,
-    event: usize,
-    ref_: usize,
-    depth: usize,
-    /// `presence_max_meta_bytes`.
-    meta: usize,
+    /// The limits (`max_topics_per_session`, `max_*_length`, ...) are read
+    /// from the shared config: one pointer per session, not a copy of each.
+    config: Arc<Config>,
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -89,7 +78,7 @@ impl PhoenixHandler {
         mailbox: Arc<Mailbox>,
         node: Arc<Node>,
         metrics: Arc<Metrics>,
-        config: &Config,
+        config: &Arc<Config>,
     ) -> PhoenixHandler {
         PhoenixHandler {
             session,
@@ -102,16 +91,8 @@ impl PhoenixHandler {
             metrics,
             channels: HashMap::new(),
             intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
-            fault_injection: config.enable_fault_injection,
             rate: ClientRate::new(config.client_rate, config.client_burst, config.abuse_window),
-            max_topics: config.max_topics_per_session,
-            bounds: Bounds {
-                topic: config.max_topic_length,
-                event: config.max_event_length,
-                ref_: config.max_ref_length,
-                depth: config.max_payload_depth,
-                meta: config.presence_max_meta_bytes,
-            },
+            config: Arc::clone(config),
         }
     }
 
@@ -176,13 +157,13 @@ impl PhoenixHandler {
 
     /// Why a frame's content is refused (with an error reply), if it is.
     fn refusal(&self, frame: &InFrame<'_>) -> Option<ClientRefusal> {
-        if frame.topic.len() > self.bounds.topic {
+        if frame.topic.len() > self.config.max_topic_length {
             return Some(ClientRefusal::TopicTooLong);
         }
-        if frame.event.len() > self.bounds.event {
+        if frame.event.len() > self.config.max_event_length {
             return Some(ClientRefusal::EventTooLong);
         }
-        if json_deeper_than(frame.payload.get(), self.bounds.depth) {
+        if json_deeper_than(frame.payload.get(), self.config.max_payload_depth) {
             return Some(ClientRefusal::PayloadTooDeep);
         }
         None
@@ -206,7 +187,7 @@ impl PhoenixHandler {
         // Refs are echoed in replies (heartbeats included): phoenix.js sends
         // short counters, so a long one is not a client, and never reflected.
         let ref_len = |r: &Option<std::borrow::Cow<'_, str>>| r.as_deref().map_or(0, str::len);
-        if ref_len(&frame.ref_).max(ref_len(&frame.join_ref)) > self.bounds.ref_ {
+        if ref_len(&frame.ref_).max(ref_len(&frame.join_ref)) > self.config.max_ref_length {
             self.metrics.malformed.increment(MalformedKind::RefTooLong);
             return Err(CloseReason::MalformedFrame);
         }
@@ -229,7 +210,7 @@ impl PhoenixHandler {
             Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
             return Ok(());
         }
-        if self.fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
+        if self.config.enable_fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
             panic!("fault injection: session panic");
         }
         if let Some(why) = self.refusal(&frame) {
@@ -342,7 +323,7 @@ impl PhoenixHandler {
                 return Ok(());
             }
         }
-        if self.channels.len() >= self.max_topics {
+        if self.channels.len() >= self.config.max_topics_per_session {
             self.refuse(
                 out,
                 frame,
@@ -354,7 +335,7 @@ impl PhoenixHandler {
         let ns = route.namespace;
         let params = frame.payload;
         let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
-        if ns.presence && meta_len(join_params.as_ref()) > self.bounds.meta {
+        if ns.presence && meta_len(join_params.as_ref()) > self.config.presence_max_meta_bytes {
             self.refuse(
                 out,
                 frame,

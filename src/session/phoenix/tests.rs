@@ -33,7 +33,7 @@ fn config() -> Config {
 }
 
 struct World {
-    config: Config,
+    config: Arc<Config>,
     node: Arc<Node>,
     metrics: Arc<Metrics>,
 }
@@ -47,7 +47,7 @@ impl World {
             Arc::new(LocalBroker),
         ));
         World {
-            config,
+            config: Arc::new(config),
             node,
             metrics,
         }
