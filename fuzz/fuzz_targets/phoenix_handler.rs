@@ -27,7 +27,11 @@ fn world() -> &'static (Arc<Config>, Arc<Metrics>, Arc<Node>) {
             ..Config::default()
         };
         let metrics = Metrics::new();
-        let node = Arc::new(Node::new(&config, Arc::clone(&metrics), Arc::new(LocalBroker)));
+        let node = Arc::new(Node::new(
+            &config,
+            Arc::clone(&metrics),
+            Arc::new(LocalBroker),
+        ));
         (Arc::new(config), metrics, node)
     })
 }
@@ -35,7 +39,9 @@ fn world() -> &'static (Arc<Config>, Arc<Metrics>, Arc<Node>) {
 static SESSION: AtomicU64 = AtomicU64::new(1);
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (config, metrics, node) = world();
     let (metrics, node) = (Arc::clone(metrics), Arc::clone(node));
     let mailbox = Arc::new(Mailbox::new(MailboxLimits {

@@ -11,6 +11,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode_control(&signed, data);
     if let Ok(msg) = wire::decode_frame(data) {
         let _ = wire::verify_publication(&signed, "room:a", &msg);
-        let _ = wire::verify_history(&signed, &msg.origin, "chat:a", msg.exclude, msg.frame, msg.sig);
+        let _ = wire::verify_history(
+            &signed,
+            &msg.origin,
+            "chat:a",
+            msg.exclude,
+            msg.frame,
+            msg.sig,
+        );
     }
 });

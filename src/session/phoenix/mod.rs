@@ -210,7 +210,10 @@ impl PhoenixHandler {
             Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
             return Ok(());
         }
-        if self.config.enable_fault_injection && ev == PANIC_SESSION_EVENT && topic.starts_with("crash:") {
+        if self.config.enable_fault_injection
+            && ev == PANIC_SESSION_EVENT
+            && topic.starts_with("crash:")
+        {
             panic!("fault injection: session panic");
         }
         if let Some(why) = self.refusal(&frame) {
