@@ -252,11 +252,13 @@ impl Authenticator {
     /// Against cross-site WebSocket hijacking: a browser always sends Origin.
     /// Default (empty list): the Origin's host must be the request's Host.
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let Some(origin) = headers
-            .get(http::header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(raw) = headers.get(http::header::ORIGIN) else {
             return Ok(()); // not a browser
+        };
+        // An Origin that is not plain ASCII is no origin we could allow; it
+        // must not pass as "no Origin" either.
+        let Ok(origin) = raw.to_str() else {
+            return Err(AuthError::OriginNotAllowed(String::from("<not ASCII>")));
         };
         if self
             .allowed_origins
@@ -509,5 +511,19 @@ mod tests {
         assert!(tokio::time::Instant::now()
             .checked_add(MAX_TOKEN_LIFETIME)
             .is_some());
+    }
+
+    #[test]
+    fn a_non_ascii_origin_is_refused_not_ignored() {
+        let a = auth(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_bytes(b"https://\xe9vil.example").unwrap(),
+        );
+        assert!(matches!(
+            a.authenticate(&headers, None),
+            Err(AuthError::OriginNotAllowed(_))
+        ));
     }
 }

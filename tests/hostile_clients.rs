@@ -429,3 +429,65 @@ async fn an_api_call_without_a_key_is_refused_before_its_body_is_read() {
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
+
+/// The upgrade's HTTP status, or 101.
+async fn upgrade_status(server: &TestServer, path_and_query: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}{path_and_query}", server.public);
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_echo_endpoint_follows_the_origin_and_token_rules() {
+    let server = TestServer::start_with(|c| {
+        c.enable_echo = true;
+        c.jwt_secret = Some("a-jwt-secret-of-at-least-thirty-two-bytes".into());
+    })
+    .await;
+    assert_eq!(
+        upgrade_status(&server, "/ws/echo", None).await,
+        403,
+        "token required"
+    );
+    assert_eq!(
+        upgrade_status(&server, "/ws/echo", Some("https://evil.example")).await,
+        403
+    );
+    let open = TestServer::start_with(|c| c.enable_echo = true).await;
+    assert_eq!(upgrade_status(&open, "/ws/echo", None).await, 101);
+    assert_eq!(
+        upgrade_status(&open, "/ws/echo", Some("https://evil.example")).await,
+        403,
+        "cross-site even without keys"
+    );
+}
+
+#[tokio::test]
+async fn admission_decides_before_any_token_is_verified() {
+    let server = TestServer::start_with(|c| {
+        c.max_connections = 1;
+        c.jwt_secret = Some("a-jwt-secret-of-at-least-thirty-two-bytes".into());
+        c.anonymous = Some(true);
+    })
+    .await;
+    let _held = server.client().await;
+    // At the cap, a request with a (bad) token is shed without being verified.
+    let status = upgrade_status(&server, "/socket/websocket?token=not.a.jwt&vsn=2.0.0", None).await;
+    assert_eq!(status, 503);
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_handshakes_rejected_total{reason=\"unauthorized\"}"
+        ),
+        Some(0.0)
+    );
+}

@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::pubsub::mailbox::SessionId;
 
 use super::AppState;
-use crate::admission::Shed;
+use crate::admission::{Permit, Shed};
 use crate::auth::{AuthError, Identity};
 use crate::protocol::{vsn_supported, SUPPORTED_VSN};
 use crate::protocol::{Endpoint, HandshakeRejection};
@@ -181,18 +181,29 @@ pub async fn phoenix(
         None => Err(UpgradeError::MissingVsn),
         Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
         Some(_) => accept_key(req.headers()).and_then(|accept| {
+            // Admission first: a refused client costs no token verification.
+            let permit = admit(&state, peer)?;
             let token = query_param(query, "token");
             let identity = state.auth.authenticate(req.headers(), token.as_deref())?;
-            Ok((accept, identity))
+            Ok((accept, permit, identity))
         }),
     };
     match checked {
-        Ok((accept, identity)) => start(state, peer, req, accept, Endpoint::Phoenix, identity),
+        Ok((accept, permit, identity)) => start(
+            state,
+            peer,
+            req,
+            accept,
+            permit,
+            Endpoint::Phoenix,
+            identity,
+        ),
         Err(err) => err.into_response(&state),
     }
 }
 
-/// `GET /ws/echo`: raw echo, only with `enable_echo`.
+/// `GET /ws/echo`: raw echo, only with `enable_echo`, under the same Origin and
+/// token rules as `/socket/websocket`.
 pub async fn echo(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -201,17 +212,29 @@ pub async fn echo(
     if !state.config.enable_echo {
         return UpgradeError::EchoDisabled.into_response(&state);
     }
-    match accept_key(req.headers()) {
-        Ok(accept) => start(
-            state,
-            peer,
-            req,
-            accept,
-            Endpoint::Echo,
-            Identity::default(),
-        ),
+    let checked = accept_key(req.headers()).and_then(|accept| {
+        let permit = admit(&state, peer)?;
+        let token = query_param(req.uri().query(), "token");
+        let identity = state.auth.authenticate(req.headers(), token.as_deref())?;
+        Ok((accept, permit, identity))
+    });
+    match checked {
+        Ok((accept, permit, identity)) => {
+            start(state, peer, req, accept, permit, Endpoint::Echo, identity)
+        }
         Err(err) => err.into_response(&state),
     }
+}
+
+/// The node's yes before any per-client work: not draining, and admission
+/// (caps, accept rate, memory) grants a slot the session then holds.
+fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, UpgradeError> {
+    // A keep-alive connection accepted before the drain may still ask to
+    // upgrade; the session would be closed with 1001 at once, so refuse it.
+    if state.is_draining() {
+        return Err(UpgradeError::Draining);
+    }
+    state.admission.admit(peer.ip()).map_err(UpgradeError::Shed)
 }
 
 /// Answer 101 and spawn the session, which starts once hyper hands over the
@@ -221,18 +244,10 @@ fn start(
     peer: SocketAddr,
     mut req: Request<Body>,
     accept: String,
+    permit: Permit,
     endpoint: Endpoint,
     identity: Identity,
 ) -> Response {
-    // A keep-alive connection accepted before the drain may still ask to
-    // upgrade; the session would be closed with 1001 at once, so refuse it.
-    if state.is_draining() {
-        return UpgradeError::Draining.into_response(&state);
-    }
-    let permit = match state.admission.admit(peer.ip()) {
-        Ok(permit) => permit,
-        Err(shed) => return UpgradeError::Shed(shed).into_response(&state),
-    };
     let response = match switching_protocols(accept, identity.echo_subprotocol) {
         Ok(r) => r,
         Err(err) => return err.into_response(&state),

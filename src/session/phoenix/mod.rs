@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::channel::{self, Channel, ChannelCtx, JoinResult, Reply, Terminate};
-use crate::config::{Config, NamespaceConfig, Pattern};
+use crate::config::{Config, NamespaceConfig, Pattern, Publish};
 use crate::metrics::Metrics;
 use crate::protocol::limits::{is_reserved_event, json_deeper_than, truncated};
 use crate::protocol::{
@@ -371,9 +371,15 @@ impl PhoenixHandler {
             session: self.session,
             mailbox: Arc::clone(&self.mailbox),
             since: since_of(join_params.as_ref()),
-            presence: ns
-                .presence
-                .then(|| (self.user.as_str(), presence_meta(join_params.as_ref()))),
+            presence: ns.presence.then(|| {
+                // On server-published namespaces subscribers do not speak to
+                // each other: their own metas would be exactly that channel.
+                let client_meta = match ns.publish {
+                    Publish::Members => join_params.as_ref(),
+                    Publish::Server => None,
+                };
+                (self.user.as_str(), presence_meta(client_meta))
+            }),
         });
         let response = match joined.recovery {
             Some(recovery) => with_fields(

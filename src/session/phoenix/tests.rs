@@ -24,6 +24,11 @@ fn config() -> Config {
         publish: crate::config::Publish::Server,
         ..NamespaceConfig::new("feed:*")
     });
+    namespaces.push(NamespaceConfig {
+        publish: crate::config::Publish::Server,
+        presence: true,
+        ..NamespaceConfig::new("live:*")
+    });
     Config {
         enable_fault_injection: true,
         max_topics_per_session: 3,
@@ -564,4 +569,19 @@ fn malformed_frames_close_with_1007_and_are_counted_by_kind() {
         .on_binary(bytes::Bytes::from_static(b"x"), &mut out);
     assert_eq!(r, Err(CloseReason::UnsupportedBinary));
     assert!(w.metric("myriad_malformed_frames_total{kind=\"binary\"} 1"));
+}
+
+#[test]
+fn on_server_published_namespaces_presence_metas_are_server_set() {
+    let w = World::new(config());
+    let mut c = w.anonymous(1);
+    c.send(json!(["1", "1", "live:x", "phx_join", {"meta": {"spam": "hello everyone"}}]));
+    let state = c
+        .inbox()
+        .into_iter()
+        .find(|f| f[3] == "presence_state")
+        .unwrap();
+    let meta = &state[4]["anon-1"]["metas"][0];
+    assert!(meta.get("spam").is_none(), "{meta}");
+    assert!(meta.get("online_at").is_some());
 }
