@@ -192,11 +192,9 @@ impl PhoenixHandler {
             return Err(CloseReason::MalformedFrame);
         }
 
-        // Rule 1: heartbeat, whatever channels exist.
-        if topic == PHOENIX_TOPIC && ev == event::HEARTBEAT {
-            Self::reply(out, &frame, None, "ok", "{}");
-            return Ok(());
-        }
+        // Heartbeats count against client_rate like any frame (a flood of
+        // them costs a reply each). A refused heartbeat still gets a reply with
+        // its ref, which is all phoenix.js needs to count it answered.
         let verdict = self
             .rate
             .as_mut()
@@ -208,6 +206,11 @@ impl PhoenixHandler {
             }
             let reason = encode::reason(ReplyError::RateLimited.reason());
             Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
+            return Ok(());
+        }
+        // Rule 1: heartbeat, whatever channels exist.
+        if topic == PHOENIX_TOPIC && ev == event::HEARTBEAT {
+            Self::reply(out, &frame, None, "ok", "{}");
             return Ok(());
         }
         if self.config.enable_fault_injection

@@ -585,3 +585,21 @@ fn on_server_published_namespaces_presence_metas_are_server_set() {
     assert!(meta.get("spam").is_none(), "{meta}");
     assert!(meta.get("online_at").is_some());
 }
+
+#[test]
+fn a_heartbeat_flood_is_rate_limited_like_any_frame() {
+    let w = World::new(Config {
+        client_rate: 1,
+        client_burst: 2,
+        abuse_window: std::time::Duration::from_secs(60),
+        ..config()
+    });
+    let mut c = w.anonymous(1);
+    let beat = |r: &str| json!([null, r, "phoenix", "heartbeat", {}]);
+    assert_eq!(c.send(beat("1"))[0][4]["status"], "ok");
+    assert_eq!(c.send(beat("2"))[0][4]["status"], "ok");
+    let refused = c.send(beat("3"));
+    assert_eq!(refused[0][1], "3", "still answered with its ref");
+    assert_eq!(refused[0][4]["response"]["reason"], "rate_limited");
+    assert!(w.metric("myriad_rate_limited_total 1"));
+}
