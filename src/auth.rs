@@ -4,6 +4,7 @@
 //! Owns the decision and its reason; never touches sessions. A refused
 //! connect is an `AuthError`, rendered by the upgrade as HTTP 403.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::config::Pattern;
 use crate::config::{Config, JwtAlgorithm};
+use crate::revocation::Revocations;
 
 /// The subprotocol phoenix.js 1.8 offers beside the token, echoed on success.
 pub const PHOENIX_SUBPROTOCOL: &str = "phoenix";
@@ -32,6 +34,8 @@ pub enum AuthError {
     OriginNotAllowed(String),
     #[error("tokens are not accepted: no jwt_secret or jwt_public_key_file is configured")]
     NoKey,
+    #[error("connect token revoked: the user was disconnected; get a new token")]
+    Revoked,
 }
 
 impl AuthError {
@@ -39,12 +43,20 @@ impl AuthError {
     pub fn is_origin(&self) -> bool {
         matches!(self, AuthError::OriginNotAllowed(_))
     }
+
+    /// Whether the token was good but its user is revoked.
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, AuthError::Revoked)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    /// Issued at: compared with revocations (`revocation`).
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     topics: Option<Vec<String>>,
 }
@@ -90,6 +102,9 @@ enum Anonymous {
 }
 
 pub struct Authenticator {
+    /// Users whose older tokens are refused (shared with the node, which
+    /// learns other nodes' revocations).
+    revocations: Arc<Revocations>,
     anonymous: Anonymous,
     key: Option<(DecodingKey, Algorithm)>,
     issuer: Option<String>,
@@ -99,8 +114,9 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Reads key files; fails on unreadable or malformed keys.
-    pub fn new(config: &Config) -> Result<Authenticator, String> {
+    /// Reads key files; fails on unreadable or malformed keys. `revocations`:
+    /// the node's (a fresh one where none is shared).
+    pub fn new(config: &Config, revocations: Arc<Revocations>) -> Result<Authenticator, String> {
         let key = match (&config.jwt_secret, &config.jwt_public_key_file) {
             (Some(_), Some(_)) => {
                 return Err(String::from(
@@ -144,6 +160,7 @@ impl Authenticator {
             (None, None) => None,
         };
         Ok(Authenticator {
+            revocations,
             anonymous: match (config.allows_anonymous(), config.has_token_key()) {
                 (false, _) => Anonymous::Refused,
                 (true, false) => Anonymous::Everything,
@@ -238,6 +255,12 @@ impl Authenticator {
         if data.claims.exp <= now {
             return Err(AuthError::Expired);
         }
+        if self
+            .revocations
+            .is_revoked(&data.claims.sub, data.claims.iat, now)
+        {
+            return Err(AuthError::Revoked);
+        }
         Ok(Identity {
             user: Some(data.claims.sub),
             topics: data
@@ -329,7 +352,7 @@ mod tests {
             api_keys: vec![String::from("k1")],
             ..Config::default()
         };
-        Authenticator::new(&config).unwrap()
+        Authenticator::new(&config, Arc::default()).unwrap()
     }
 
     fn token(sub: &str, exp_in: i64, topics: Option<Vec<&str>>) -> String {
@@ -461,7 +484,7 @@ mod tests {
                 jwt_secret: Some(secret.to_owned()),
                 ..Config::default()
             };
-            let err = Authenticator::new(&config).err().unwrap();
+            let err = Authenticator::new(&config, Arc::default()).err().unwrap();
             assert!(err.contains("at least 32 bytes"), "{err}");
         }
     }
@@ -483,7 +506,7 @@ mod tests {
             jwt_audience: Some(String::from("myriad")),
             ..Config::default()
         };
-        let a = Authenticator::new(&config).unwrap();
+        let a = Authenticator::new(&config, Arc::default()).unwrap();
         let exp = now() + 600;
         let ok = signed(
             serde_json::json!({"sub": "u", "exp": exp, "iss": "https://id.example", "aud": "myriad"}),

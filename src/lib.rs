@@ -31,6 +31,7 @@
 //!   its queue and health (`link`), the wire format (`wire`), backend names.
 //! - `metrics`: every metric name, described once; labels as closed enums.
 //! - `auth`: JWT connect tokens, anonymous access, Origin allow-list, API keys.
+//! - `revocation`: revoked users (API disconnects, cluster-wide), read at connect.
 //! - `admission`: connection caps, accept rate, memory watermark; the 503 answers.
 //! - `protocol`: V2 frames (decode, encode, the history ref slot), close codes,
 //!   reply errors and every refusal label; no I/O.
@@ -47,6 +48,7 @@ pub mod process;
 pub mod protocol;
 pub mod pubsub;
 pub mod registry;
+pub mod revocation;
 pub mod server;
 pub mod session;
 pub mod supervisor;

@@ -120,7 +120,7 @@ fn init_logging(format: LogFormat) {
 /// here, with the configuration, so a bad key is a configuration error (exit 2)
 /// and `config check` reports it too.
 fn check_keys(config: Config) -> Result<Config, String> {
-    match myriad::auth::Authenticator::new(&config) {
+    match myriad::auth::Authenticator::new(&config, Default::default()) {
         Ok(_) => Ok(config),
         Err(why) => Err(format!(
             "invalid value for `jwt_secret/jwt_public_key_file`: {why}"

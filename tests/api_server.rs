@@ -168,7 +168,7 @@ async fn bad_bodies_get_400_naming_the_field() {
 }
 
 #[tokio::test]
-async fn disconnect_closes_every_session_of_the_user_with_1001() {
+async fn disconnect_revokes_the_user_closing_its_sessions_with_4003() {
     let server = server().await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -195,12 +195,33 @@ async fn disconnect_closes_every_session_of_the_user_with_1001() {
     )
     .await;
     assert_eq!((status, resp), (200, json!({"disconnected": 2})));
-    assert_eq!(one.close_code().await, CloseCode::Away);
-    assert_eq!(two.close_code().await, CloseCode::Away);
+    // Not 1001: a kicked client is told not to just come back.
+    assert_eq!(one.close_code().await, CloseCode::Library(4003));
+    assert_eq!(two.close_code().await, CloseCode::Library(4003));
     bystander.sync().await;
     server
         .wait_metric("myriad_sessions_closed_total{reason=\"disconnected\"}", 2.0)
         .await;
+    // The same token is refused from now on (the README's promise)...
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "{refused:?}"
+    );
+    server
+        .wait_metric("myriad_handshakes_rejected_total{reason=\"revoked\"}", 1.0)
+        .await;
+    // ...while one issued after the kick is accepted.
+    let later = encode(
+        &Header::default(),
+        &json!({"sub": "mallory", "exp": now + 60, "iat": now + 1}),
+        &EncodingKey::from_secret(b"api-test-secret-of-at-least-32-bytes"),
+    )
+    .unwrap();
+    let mut back = Client::connect(&format!("{}&token={later}", server.ws_url())).await;
+    back.sync().await;
+    let (_, stats) = call(&server, "GET", "/api/stats", Some(KEY), None).await;
+    assert_eq!(stats["revoked_users"], 1);
 }
 
 #[tokio::test]

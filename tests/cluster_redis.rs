@@ -499,3 +499,55 @@ async fn forged_frames_cannot_carry_control_events_or_cross_topics() {
     );
     assert!(victim.sync().await.is_empty(), "nothing reached the member");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_on_one_node_revokes_the_user_on_every_node() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &str = "a-jwt-secret-of-at-least-thirty-two-bytes";
+    let cluster = Cluster::redis(&["--jwt-secret", SECRET, "--api-keys", "k"]);
+    let [a, b] = cluster.connected().await;
+    // The nodes hear each other (control channel up both ways).
+    for n in [&a, &b] {
+        assert!(
+            poll_until(DEADLINE, || async {
+                n.metric("myriad_broker_peers").await == Some(1.0)
+            })
+            .await
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = encode(
+        &Header::default(),
+        &json!({"sub": "mallory", "exp": now + 60}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let url_b = format!(
+        "{}?token={token}&vsn=2.0.0",
+        b.ws_url().split('?').next().unwrap()
+    );
+    let mut on_b = Client::connect(&url_b).await;
+    on_b.sync().await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/disconnect", a.public))
+        .header("authorization", "Bearer k")
+        .body(r#"{"user":"mallory"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Node B closes its session of the user, with the revoked code...
+    assert_eq!(
+        on_b.close_code().await,
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Library(4003)
+    );
+    // ...and refuses the token from now on.
+    let again = tokio_tungstenite::connect_async(url_b.as_str()).await;
+    assert!(
+        matches!(&again, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "{again:?}"
+    );
+}

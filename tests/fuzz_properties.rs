@@ -86,7 +86,7 @@ proptest! {
             jwt_secret: Some("a-jwt-secret-of-at-least-thirty-two-bytes".into()),
             ..Config::default()
         };
-        let auth = myriad::auth::Authenticator::new(&config).unwrap();
+        let auth = myriad::auth::Authenticator::new(&config, Default::default()).unwrap();
         let mut headers = http::HeaderMap::new();
         if let Ok(v) = http::HeaderValue::from_str(&format!("phoenix, base64url.bearer.phx.{proto}")) {
             headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         jwt_secret: Some("a-jwt-secret-of-at-least-thirty-two-bytes".into()),
         ..Config::default()
     };
-    let Ok(auth) = Authenticator::new(&config) else {
+    let Ok(auth) = Authenticator::new(&config, Default::default()) else {
         return;
     };
     let mut headers = http::HeaderMap::new();

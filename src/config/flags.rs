@@ -66,6 +66,14 @@ pub struct ServeFlags {
     )]
     pub drain_timeout: Option<Duration>,
 
+    /// How long an API disconnect refuses the user's older tokens, on every node [default: 1day]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub revocation_ttl: Option<Duration>,
+
     /// After sending a close frame, wait this long for the client's close [default: 2s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

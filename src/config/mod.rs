@@ -79,6 +79,11 @@ pub struct Config {
     /// On SIGTERM/SIGINT, wait at most this long for sessions to close. Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// How long a disconnect through the API keeps refusing the user's older
+    /// tokens (on every node): set it to your longest token lifetime. Default
+    /// 24h; 0 is invalid.
+    #[serde(with = "humantime_serde")]
+    pub revocation_ttl: Duration,
     /// After sending a close frame, wait this long for the client's close. Default 2s.
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
@@ -233,6 +238,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            revocation_ttl: Duration::from_secs(24 * 3600),
             close_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(10),
             max_restarts: 3,

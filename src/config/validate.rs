@@ -79,6 +79,12 @@ impl Config {
                 ),
             });
         }
+        if self.revocation_ttl.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "revocation_ttl",
+                why: String::from("must be greater than 0"),
+            });
+        }
         if let Some(secret) = &self.cluster_secret {
             if secret.len() < 32 {
                 return Err(ConfigError::Invalid {

@@ -97,9 +97,11 @@ impl CloseReason {
             CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
                 None
             }
-            CloseReason::IdleTimeout | CloseReason::Shutdown | CloseReason::Disconnected => {
-                Some(CloseCode::Away)
-            }
+            CloseReason::IdleTimeout | CloseReason::Shutdown => Some(CloseCode::Away),
+            // Not 1001: a revoked client must not just come back (phoenix.js
+            // reconnects on anything but its own closes); the app should
+            // watch for 4003 and fetch a new token or sign the user out.
+            CloseReason::Disconnected => Some(CloseCode::Library(4003)),
             CloseReason::SlowConsumer => Some(CloseCode::Again),
             CloseReason::RestartIntensity | CloseReason::SessionPanic => Some(CloseCode::Error),
             CloseReason::MalformedFrame | CloseReason::InvalidUtf8 => Some(CloseCode::Invalid),
@@ -128,7 +130,7 @@ impl CloseReason {
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ProtocolViolation => "protocol violation",
             CloseReason::TokenExpired => "token expired",
-            CloseReason::Disconnected => "disconnected by the server",
+            CloseReason::Disconnected => "revoked: get a new token",
             CloseReason::RateLimitAbuse => "rate limit exceeded",
         }
     }
@@ -243,10 +245,12 @@ pub enum HandshakeRejection {
     Unauthorized,
     /// Origin not in `allowed_origins` (403).
     OriginNotAllowed,
+    /// A token issued before its user was revoked (403).
+    Revoked,
 }
 
 impl HandshakeRejection {
-    pub const ALL: [HandshakeRejection; 7] = [
+    pub const ALL: [HandshakeRejection; 8] = [
         HandshakeRejection::UnsupportedVsn,
         HandshakeRejection::NotWebSocket,
         HandshakeRejection::EndpointDisabled,
@@ -254,6 +258,7 @@ impl HandshakeRejection {
         HandshakeRejection::Draining,
         HandshakeRejection::Unauthorized,
         HandshakeRejection::OriginNotAllowed,
+        HandshakeRejection::Revoked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -265,6 +270,7 @@ impl HandshakeRejection {
             HandshakeRejection::Draining => "draining",
             HandshakeRejection::Unauthorized => "unauthorized",
             HandshakeRejection::OriginNotAllowed => "origin_not_allowed",
+            HandshakeRejection::Revoked => "revoked",
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::config::Route;
 use crate::protocol::limits::{is_reserved_event, json_deeper_than};
 use crate::protocol::{broadcast_parts, CloseReason};
 use crate::pubsub;
+use crate::revocation::{unix_now, Revocation};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -260,11 +261,13 @@ pub struct DisconnectRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DisconnectResponse {
-    /// Sessions asked to close (with 1001).
+    /// Sessions on this node asked to close (with 4003); other nodes close
+    /// theirs when the revocation reaches them.
     disconnected: usize,
 }
 
-/// Close every session of a user with 1001.
+/// Revoke a user: close its sessions with 4003 on every node, and refuse its
+/// tokens issued until now (403) for `revocation_ttl`.
 #[utoipa::path(post, path = "/api/disconnect", request_body = DisconnectRequest,
     responses((status = 200, body = DisconnectResponse), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
 async fn disconnect(
@@ -275,6 +278,16 @@ async fn disconnect(
     authorize(&state, &headers)?;
     let map = object_body(&body)?;
     let user = string_field(&map, "user")?;
+    // Revoke first: a client that reconnects at once, to any node, is refused.
+    let now = unix_now();
+    state.node.revoke(
+        user,
+        Revocation {
+            before: now,
+            until: now.saturating_add(state.config.revocation_ttl.as_secs()),
+        },
+    );
+    // Closed here by the revocation's hook; counted again for the answer.
     let disconnected = state.registry.close_user(user, CloseReason::Disconnected);
     Ok(Json(DisconnectResponse { disconnected }).into_response())
 }
@@ -416,6 +429,8 @@ pub struct StatsResponse {
     topics: usize,
     history_topics: usize,
     draining: bool,
+    /// Users whose older tokens are refused (API disconnects, cluster-wide).
+    revoked_users: usize,
 }
 
 /// Node figures.
@@ -430,6 +445,7 @@ async fn stats(
         topics: state.node.topic_count(),
         history_topics: state.node.history_topic_count(),
         draining: state.is_draining(),
+        revoked_users: state.node.revocations().len(),
     })
     .into_response())
 }

@@ -29,6 +29,7 @@ use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{BrokerKind, Config};
 use crate::metrics::Metrics;
+use crate::protocol::CloseReason;
 use crate::pubsub::broker::link::ClusterBroker;
 use crate::pubsub::broker::local::LocalBroker;
 use crate::pubsub::broker::{nats, redis, Broker, BrokerHandler};
@@ -122,16 +123,25 @@ fn node_for(
 
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
-        let auth = Authenticator::new(&config).map_err(ServerError::Auth)?;
         let metrics = Metrics::new();
         let background = Background::default();
         let node = node_for(&config, &metrics, &background)?;
+        let auth = Authenticator::new(&config, Arc::clone(node.revocations()))
+            .map_err(ServerError::Auth)?;
+        let registry = Arc::new(Registry::new());
+        {
+            // A revocation from any node closes this node's sessions of the user.
+            let registry = Arc::clone(&registry);
+            node.set_on_revoked(move |user| {
+                registry.close_user(user, CloseReason::Disconnected);
+            });
+        }
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
             node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
-            registry: Arc::new(Registry::new()),
+            registry,
             metrics,
             config,
             background,
@@ -271,6 +281,7 @@ pub async fn run(
                     _ = tick.tick() => {
                         metrics.upkeep();
                         node.sweep_history();
+                        node.revocations().sweep(crate::revocation::unix_now());
                     }
                 }
             }

@@ -67,6 +67,7 @@ impl UpgradeError {
             UpgradeError::EchoDisabled => HandshakeRejection::EndpointDisabled,
             UpgradeError::Draining => HandshakeRejection::Draining,
             UpgradeError::Auth(err) if err.is_origin() => HandshakeRejection::OriginNotAllowed,
+            UpgradeError::Auth(err) if err.is_revoked() => HandshakeRejection::Revoked,
             UpgradeError::Auth(_) => HandshakeRejection::Unauthorized,
             UpgradeError::Shed(_) => return None,
         })

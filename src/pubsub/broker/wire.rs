@@ -78,6 +78,13 @@ pub enum Control {
     State { members: Vec<Member> },
     /// One presence change on `topic` (a `presence_diff` payload).
     Diff { topic: String, diff: Box<RawValue> },
+    /// `user`'s tokens issued at or before `before` are refused until `until`
+    /// (Unix seconds), and its sessions are closed, on every node.
+    Revoke {
+        user: String,
+        before: u64,
+        until: u64,
+    },
     /// A kind this node does not know (sent by a newer node): ignored.
     #[serde(skip)]
     Unknown,
@@ -94,7 +101,7 @@ struct ControlIn<'a> {
 }
 
 /// The kinds this node reads; any other is a newer node's (ignored).
-const KNOWN_KINDS: [&str; 4] = ["heartbeat", "sync_request", "state", "diff"];
+const KNOWN_KINDS: [&str; 5] = ["heartbeat", "sync_request", "state", "diff", "revoke"];
 
 #[derive(Deserialize)]
 struct KindOnly<'a> {
@@ -382,7 +389,7 @@ mod tests {
         // A newer node's kind, with fields this node has never seen.
         let (_, c) = decode_control(
             &Signer::new(None),
-            br#"{"v":1,"origin":"n9","extra":1,"body":{"kind":"revoke","data":{"user":"u"}}}"#,
+            br#"{"v":1,"origin":"n9","extra":1,"body":{"kind":"rebalance","data":{"shard":3}}}"#,
         )
         .unwrap();
         assert!(matches!(c, Control::Unknown));

@@ -14,6 +14,10 @@ use crate::pubsub::broker::wire::{Control, Member};
 use crate::pubsub::broker::{BrokerHandler, Envelope};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::pubsub::membership::Heard;
+use crate::revocation::Revocation;
+
+/// Longest user id a revocation from another node may name.
+const MAX_USER_LEN: usize = 1024;
 use crate::pubsub::presence::RemoteMember;
 
 impl Node {
@@ -171,6 +175,20 @@ impl BrokerHandler for Node {
                         .broker_refused
                         .increment(BrokerRefusal::Malformed),
                 }
+            }
+            Control::Revoke {
+                user,
+                before,
+                until,
+            } => {
+                // A user id is a token's `sub`: bounded like a topic.
+                if user.is_empty() || user.len() > MAX_USER_LEN {
+                    self.metrics
+                        .broker_refused
+                        .increment(BrokerRefusal::Malformed);
+                    return;
+                }
+                self.apply_revocation(&user, Revocation { before, until });
             }
             Control::Heartbeat | Control::Unknown => {}
         }

@@ -11,7 +11,7 @@
 //! sequenced, presence and membership control messages) and what comes in.
 //! Never awaits a session or a backend, never touches a socket.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -28,6 +28,7 @@ use super::presence::Presence;
 use crate::config::{Config, NamespaceConfig, Namespaces, Route};
 use crate::metrics::Metrics;
 use crate::protocol::{encode, RefSlotFrame};
+use crate::revocation::{Revocation, Revocations};
 
 /// How long the HTTP API waits for the cluster to assign a history offset
 /// (one broker round trip; past this the answer carries no offset, the
@@ -94,6 +95,9 @@ mod cluster;
 #[cfg(test)]
 mod tests;
 
+/// Closes the local sessions of a revoked user.
+type RevokedHook = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct Node {
     routes: Arc<Namespaces>,
     hub: Hub,
@@ -104,6 +108,11 @@ pub struct Node {
     metrics: Arc<Metrics>,
     /// `presence_max_members`: sessions tracked per topic on this node.
     presence_max_members: usize,
+    /// Revoked users, shared with the authenticator.
+    revocations: Arc<Revocations>,
+    /// Closes this node's sessions of a revoked user (set by the server, which
+    /// owns the session registry).
+    on_revoked: OnceLock<RevokedHook>,
 }
 
 impl Node {
@@ -133,6 +142,38 @@ impl Node {
             broker,
             metrics,
             presence_max_members: config.presence_max_members,
+            revocations: Arc::new(Revocations::new()),
+            on_revoked: OnceLock::new(),
+        }
+    }
+
+    /// The revoked users this node knows (the authenticator reads them).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
+    /// What closes this node's sessions of a revoked user; set once at start.
+    pub fn set_on_revoked(&self, close: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_revoked.set(Box::new(close));
+    }
+
+    /// Revoke `user` here and on every other node: tokens issued at or before
+    /// `r.before` are refused until `r.until`, and its sessions close.
+    pub fn revoke(&self, user: &str, r: Revocation) {
+        self.apply_revocation(user, r);
+        if self.broker.node_id().is_some() {
+            let _ = self.broker.send(Envelope::Control(Control::Revoke {
+                user: user.to_owned(),
+                before: r.before,
+                until: r.until,
+            }));
+        }
+    }
+
+    fn apply_revocation(&self, user: &str, r: Revocation) {
+        self.revocations.revoke(user, r);
+        if let Some(close) = self.on_revoked.get() {
+            close(user);
         }
     }
 
