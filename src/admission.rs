@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -33,14 +33,17 @@ pub enum Shed {
     AcceptRate,
     #[error("server memory above its high watermark (memory_high_watermark)")]
     Memory,
+    #[error("your address is connecting too fast (accept_rate_per_ip)")]
+    IpRate,
 }
 
 impl Shed {
-    pub const ALL: [Shed; 4] = [
+    pub const ALL: [Shed; 5] = [
         Shed::MaxConnections,
         Shed::PerIp,
         Shed::AcceptRate,
         Shed::Memory,
+        Shed::IpRate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -49,13 +52,14 @@ impl Shed {
             Shed::PerIp => "per_ip",
             Shed::AcceptRate => "accept_rate",
             Shed::Memory => "memory",
+            Shed::IpRate => "accept_rate_per_ip",
         }
     }
 
     /// Seconds a client should wait before retrying.
     pub fn retry_after(self) -> u32 {
         match self {
-            Shed::AcceptRate => 1,
+            Shed::AcceptRate | Shed::IpRate => 1,
             Shed::MaxConnections | Shed::PerIp | Shed::Memory => 5,
         }
     }
@@ -68,6 +72,9 @@ pub struct Admission {
     active: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     accept: Option<DefaultDirectRateLimiter>,
+    /// `accept_rate_per_ip`: one client churning upgrades must not spend the
+    /// node-wide accept rate of everyone else. Keyed by `client_key`.
+    accept_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Last sampled RSS and when (ms since `started`).
     rss: AtomicU64,
     rss_sampled_ms: AtomicU64,
@@ -78,6 +85,22 @@ pub struct Admission {
 pub struct Permit {
     admission: Arc<Admission>,
     ip: IpAddr,
+}
+
+/// The address per-client limits count by: an IPv4 address, or an IPv6 /64
+/// (one customer line or host usually holds a whole /64, so per-address limits
+/// would be trivial to evade with IPv6).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -98,7 +121,12 @@ impl Admission {
             let burst = NonZeroU32::new(config.accept_burst).unwrap_or(rate);
             RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
         });
+        let accept_per_ip = NonZeroU32::new(config.accept_rate_per_ip).map(|rate| {
+            let burst = NonZeroU32::new(config.accept_burst_per_ip).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
         Arc::new(Admission {
+            accept_per_ip,
             max_connections: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
             memory_high_watermark: config.memory_high_watermark,
@@ -113,8 +141,16 @@ impl Admission {
 
     /// Admit one connection from `ip`, or say why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Shed> {
+        let ip = client_key(ip);
         if self.over_memory() {
             return Err(Shed::Memory);
+        }
+        // Per client before the node-wide bucket: a refused churner does not
+        // spend everyone's tokens.
+        if let Some(limiter) = &self.accept_per_ip {
+            if limiter.check_key(&ip).is_err() {
+                return Err(Shed::IpRate);
+            }
         }
         // Reserve a node slot first (a shared counter used as a lock: the
         // fetch_add decides, no check-then-act race).
@@ -142,6 +178,15 @@ impl Admission {
             }
         }
         Ok(permit)
+    }
+
+    /// Forget per-client rate state that is back to full (call periodically:
+    /// the keyed bucket would otherwise keep one entry per address ever seen).
+    pub fn sweep(&self) {
+        if let Some(limiter) = &self.accept_per_ip {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     /// Sessions currently admitted.
@@ -227,5 +272,37 @@ mod tests {
         let adm = admission(|c| c.memory_high_watermark = 1);
         assert_eq!(adm.admit(A).err(), Some(Shed::Memory));
         assert!(adm.overloaded());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_key(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn one_client_churning_does_not_spend_the_others_share() {
+        let config = Config {
+            accept_rate: 1000,
+            accept_burst: 1000,
+            accept_rate_per_ip: 1,
+            accept_burst_per_ip: 3,
+            ..Config::default()
+        };
+        let a = Admission::new(&config);
+        let churner: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(a.admit(churner).unwrap());
+        }
+        assert_eq!(a.admit(churner).err(), Some(Shed::IpRate));
+        assert!(a.admit(other).is_ok(), "another client is unaffected");
+        a.sweep();
     }
 }

@@ -491,3 +491,45 @@ async fn admission_decides_before_any_token_is_verified() {
         Some(0.0)
     );
 }
+
+/// Upgrade from a chosen loopback source address; the HTTP status or 101.
+async fn upgrade_from(server: &TestServer, source: &str) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(server.public).await.unwrap();
+    let url = format!("ws://{}/socket/websocket?vsn=2.0.0", server.public);
+    match tokio_tungstenite::client_async(url, tcp).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn one_client_churning_upgrades_cannot_starve_the_others() {
+    let server = TestServer::start_with(|c| {
+        c.accept_rate_per_ip = 1;
+        c.accept_burst_per_ip = 5;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(upgrade_from(&server, "127.0.0.1").await);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 101).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().skip(5).all(|s| *s == 503));
+    assert_eq!(
+        upgrade_from(&server, "127.0.0.2").await,
+        101,
+        "another address still gets in"
+    );
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(&text, "myriad_shed_total{reason=\"accept_rate_per_ip\"}"),
+        Some(15.0)
+    );
+}

@@ -170,6 +170,16 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_burst: Option<u32>,
 
+    /// New connections per second from one client address (IPv6: per /64); 0 = off [default: 0]
+    #[arg(long, value_name = "PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_rate_per_ip: Option<u32>,
+
+    /// Burst above --accept-rate-per-ip; 0 = the rate [default: 0]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_burst_per_ip: Option<u32>,
+
     /// Process RSS in bytes above which new sessions get 503 and /readyz 503; 0 = off [default: 0]
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]

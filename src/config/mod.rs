@@ -158,6 +158,13 @@ pub struct Config {
     pub accept_rate: u32,
     /// Burst allowed above accept_rate. Default 10000.
     pub accept_burst: u32,
+    /// New WebSocket connections per second admitted from one client address
+    /// (IPv6: one /64), so one client churning upgrades cannot spend the
+    /// node-wide `accept_rate`. Default 0 (off: loopback load tests connect
+    /// thousands per second from one address); set it in production.
+    pub accept_rate_per_ip: u32,
+    /// Burst allowed above `accept_rate_per_ip`; 0 means the rate. Default 0.
+    pub accept_burst_per_ip: u32,
     /// Process RSS in bytes above which new sessions get 503 and /readyz 503. Default 0 = off.
     pub memory_high_watermark: u64,
     /// Client frames per second per session (heartbeats excluded). Default 100; 0 = no limit.
@@ -259,6 +266,8 @@ impl Default for Config {
             max_connections_per_ip: 10_000,
             accept_rate: 5_000,
             accept_burst: 10_000,
+            accept_rate_per_ip: 0,
+            accept_burst_per_ip: 0,
             memory_high_watermark: 0,
             client_rate: 100,
             client_burst: 200,

@@ -272,6 +272,7 @@ pub async fn run(
     {
         let metrics = Arc::clone(&state.metrics);
         let node = Arc::clone(&state.node);
+        let admission = Arc::clone(&state.admission);
         let stop = state.background.stop.clone();
         state.background.tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -282,6 +283,7 @@ pub async fn run(
                         metrics.upkeep();
                         node.sweep_history();
                         node.revocations().sweep(crate::revocation::unix_now());
+                        admission.sweep();
                     }
                 }
             }
