@@ -533,3 +533,38 @@ async fn one_client_churning_upgrades_cannot_starve_the_others() {
         Some(15.0)
     );
 }
+
+async fn upgrade_forwarded_for(server: &TestServer, xff: &str) -> (u16, Option<Client>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/socket/websocket?vsn=2.0.0", server.public);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", xff.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => (101, Some(Client::from_ws(ws))),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (resp.status().as_u16(), None),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn per_address_caps_see_real_clients_behind_trusted_proxies_only() {
+    let behind_proxy = TestServer::start_with(|c| {
+        c.max_connections_per_ip = 1;
+        c.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let (a, _ha) = upgrade_forwarded_for(&behind_proxy, "198.51.100.1").await;
+    let (b, _hb) = upgrade_forwarded_for(&behind_proxy, "9.9.9.9, 198.51.100.2").await;
+    let (again, _) = upgrade_forwarded_for(&behind_proxy, "198.51.100.1").await;
+    assert_eq!(
+        (a, b, again),
+        (101, 101, 503),
+        "two clients, then the first one's second"
+    );
+    // Without trusted_proxies the header is the client's own claim: ignored.
+    let direct = TestServer::start_with(|c| c.max_connections_per_ip = 1).await;
+    let (first, _h) = upgrade_forwarded_for(&direct, "198.51.100.1").await;
+    let (second, _) = upgrade_forwarded_for(&direct, "198.51.100.2").await;
+    assert_eq!((first, second), (101, 503));
+}

@@ -306,6 +306,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
 
+    /// Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none]
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
+
     /// API keys for /api, comma-separated; prefer MYRIAD_API_KEYS [default: none, /api disabled]
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 //! never reads the environment or files after startup, and nothing else in the
 //! crate parses configuration.
 
+mod cidr;
 mod flags;
 pub mod namespace;
 mod validate;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use cidr::Cidr;
 pub use flags::ServeFlags;
 pub use namespace::{
     ChannelKind, NamespaceConfig, Namespaces, Pattern, Publish, Route, MAX_HISTORY_SIZE,
@@ -148,6 +150,10 @@ pub struct Config {
     /// Origins allowed to open WebSockets (`https://app.example`, or `*`).
     /// Default empty: same host as the request only. No Origin header (non-browser) is allowed.
     pub allowed_origins: Vec<String>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the
+    /// real client for per-address caps and rates and logs. Default empty
+    /// (the TCP peer is the client; headers are ignored).
+    pub trusted_proxies: Vec<String>,
     /// Keys for the HTTP API (`Authorization: Bearer <key>`). Default none: `/api` is disabled (404).
     pub api_keys: Vec<String>,
     /// Sessions this node admits; more get 503. Default 100000; 0 = no cap.
@@ -292,6 +298,7 @@ impl Default for Config {
             jwt_issuer: None,
             jwt_audience: None,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             api_keys: Vec::new(),
             broker: BrokerKind::Local,
             broker_url: None,
@@ -386,6 +393,15 @@ impl Config {
     /// The topic routing the namespaces describe (built once per node).
     pub fn routes(&self) -> Namespaces {
         Namespaces::new(&self.namespaces, self.enable_fault_injection)
+    }
+
+    /// `trusted_proxies`, parsed (entries that do not parse are refused by
+    /// validation, so none is dropped here in a validated config).
+    pub fn trusted_proxy_blocks(&self) -> Vec<Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| Cidr::parse(s).ok())
+            .collect()
     }
 
     /// Whether a JWT key (secret or public key file) is configured.

@@ -79,6 +79,14 @@ impl Config {
                 ),
             });
         }
+        for entry in &self.trusted_proxies {
+            if let Err(why) = super::Cidr::parse(entry) {
+                return Err(ConfigError::Invalid {
+                    key: "trusted_proxies",
+                    why,
+                });
+            }
+        }
         if self.revocation_ttl.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "revocation_ttl",

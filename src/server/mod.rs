@@ -9,6 +9,7 @@ mod accept;
 mod admin;
 pub mod api;
 mod chat;
+pub mod client_addr;
 pub mod protect;
 mod upgrade;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     /// The server's own background tasks (broker link, cluster heartbeat,
     /// upkeep); stopped after the sessions on shutdown.
     pub background: Background,
+    /// `trusted_proxies`, parsed once.
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// Background tasks owned by the server: each watches `stop` and ends when it
@@ -143,6 +146,7 @@ impl AppState {
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry,
             metrics,
+            trusted_proxies: config.trusted_proxy_blocks(),
             config,
             background,
         }))

@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::pubsub::mailbox::SessionId;
 
+use super::client_addr::client_addr;
 use super::AppState;
 use crate::admission::{Permit, Shed};
 use crate::auth::{AuthError, Identity};
@@ -177,6 +178,7 @@ pub async fn phoenix(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
+    let peer = client_addr(peer, req.headers(), &state.trusted_proxies);
     let query = req.uri().query();
     let checked = match query_param(query, "vsn") {
         None => Err(UpgradeError::MissingVsn),
@@ -213,6 +215,7 @@ pub async fn echo(
     if !state.config.enable_echo {
         return UpgradeError::EchoDisabled.into_response(&state);
     }
+    let peer = client_addr(peer, req.headers(), &state.trusted_proxies);
     let checked = accept_key(req.headers()).and_then(|accept| {
         let permit = admit(&state, peer)?;
         let token = query_param(req.uri().query(), "token");
