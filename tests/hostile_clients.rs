@@ -568,3 +568,30 @@ async fn per_address_caps_see_real_clients_behind_trusted_proxies_only() {
     let (second, _) = upgrade_forwarded_for(&direct, "198.51.100.2").await;
     assert_eq!((first, second), (101, 503));
 }
+
+#[tokio::test]
+async fn guessing_api_keys_gets_an_address_throttled() {
+    let server = server().await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let resp = http
+            .get(format!("http://{}/api/stats", server.public))
+            .header("authorization", format!("Bearer guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Blocked: even the right key waits (the key is not compared meanwhile).
+    let resp = http
+        .get(format!("http://{}/api/stats", server.public))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+}

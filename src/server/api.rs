@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::api_throttle;
+use super::client_addr::client_addr;
 use super::AppState;
 use crate::config::Route;
 use crate::protocol::limits::{is_reserved_event, json_deeper_than};
@@ -89,10 +91,42 @@ async fn require_key(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let ip = peer.map(|p| {
+        crate::admission::client_key(client_addr(p, request.headers(), &state.trusted_proxies).ip())
+    });
+    if ip.is_some_and(|ip| state.api_throttle.is_blocked(ip)) {
+        return too_many_failures();
+    }
     match authorize(&state, request.headers()) {
         Ok(()) => next.run(request).await,
+        Err(failure) if failure.status == StatusCode::UNAUTHORIZED => {
+            if ip.is_some_and(|ip| state.api_throttle.failed(ip)) {
+                return too_many_failures();
+            }
+            failure.into_response()
+        }
         Err(failure) => failure.into_response(),
     }
+}
+
+/// 429 for an address that sent too many wrong keys: checked before the key,
+/// so guessing costs the guesser, not the node.
+fn too_many_failures() -> Response {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests with a wrong API key from your address; wait",
+        None,
+    )
+    .into_response();
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(api_throttle::BLOCK_FOR.as_secs()),
+    );
+    response
 }
 
 /// Every error answer: `{"error": "...", "field": "topic"}`.

@@ -8,6 +8,7 @@
 mod accept;
 mod admin;
 pub mod api;
+mod api_throttle;
 mod chat;
 pub mod client_addr;
 pub mod protect;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub background: Background,
     /// `trusted_proxies`, parsed once.
     pub trusted_proxies: Vec<crate::config::Cidr>,
+    /// Addresses sending wrong API keys.
+    api_throttle: api_throttle::ApiThrottle,
 }
 
 /// Background tasks owned by the server: each watches `stop` and ends when it
@@ -147,6 +150,7 @@ impl AppState {
             registry,
             metrics,
             trusted_proxies: config.trusted_proxy_blocks(),
+            api_throttle: api_throttle::ApiThrottle::default(),
             config,
             background,
         }))
@@ -277,6 +281,7 @@ pub async fn run(
         let metrics = Arc::clone(&state.metrics);
         let node = Arc::clone(&state.node);
         let admission = Arc::clone(&state.admission);
+        let app = Arc::clone(&state);
         let stop = state.background.stop.clone();
         state.background.tracker.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -288,6 +293,7 @@ pub async fn run(
                         node.sweep_history();
                         node.revocations().sweep(crate::revocation::unix_now());
                         admission.sweep();
+                        app.api_throttle.sweep();
                     }
                 }
             }
