@@ -36,12 +36,17 @@ pub enum AuthError {
     NoKey,
     #[error("connect token revoked: the user was disconnected; get a new token")]
     Revoked,
+    #[error("host {0:?} is not served here (allowed_hosts)")]
+    HostNotAllowed(String),
 }
 
 impl AuthError {
     /// Whether the refusal is about the Origin (else about the token).
     pub fn is_origin(&self) -> bool {
-        matches!(self, AuthError::OriginNotAllowed(_))
+        matches!(
+            self,
+            AuthError::OriginNotAllowed(_) | AuthError::HostNotAllowed(_)
+        )
     }
 
     /// Whether the token was good but its user is revoked.
@@ -110,6 +115,9 @@ pub struct Authenticator {
     issuer: Option<String>,
     audience: Option<String>,
     allowed_origins: Vec<String>,
+    /// Host headers served (empty: any). With the same-host Origin rule this
+    /// is what stops a DNS-rebinding page, whose Host is its own name.
+    allowed_hosts: Vec<String>,
     api_keys: Vec<String>,
 }
 
@@ -176,6 +184,7 @@ impl Authenticator {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             allowed_origins: config.allowed_origins.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
             api_keys: config.api_keys.clone(),
         })
     }
@@ -275,6 +284,22 @@ impl Authenticator {
     /// Against cross-site WebSocket hijacking: a browser always sends Origin.
     /// Default (empty list): the Origin's host must be the request's Host.
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        if !self.allowed_hosts.is_empty() {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let bare = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            let listed = self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(bare));
+            if !listed {
+                return Err(AuthError::HostNotAllowed(
+                    crate::protocol::limits::truncated(host, 128).to_owned(),
+                ));
+            }
+        }
         let Some(raw) = headers.get(http::header::ORIGIN) else {
             return Ok(()); // not a browser
         };
@@ -534,6 +559,34 @@ mod tests {
         assert!(tokio::time::Instant::now()
             .checked_add(MAX_TOKEN_LIFETIME)
             .is_some());
+    }
+
+    #[test]
+    fn with_allowed_hosts_a_rebinding_host_is_refused() {
+        let config = Config {
+            allowed_hosts: vec![String::from("chat.example.com")],
+            ..Config::default()
+        };
+        let a = Authenticator::new(&config, Arc::default()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_static("chat.example.com:443"),
+        );
+        assert!(a.authenticate(&headers, None).is_ok());
+        // A page on evil.example rebound to our address: same-host Origin, wrong Host.
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_static("evil.example:4000"),
+        );
+        headers.insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("http://evil.example:4000"),
+        );
+        assert!(matches!(
+            a.authenticate(&headers, None),
+            Err(AuthError::HostNotAllowed(_))
+        ));
     }
 
     #[test]

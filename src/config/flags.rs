@@ -306,6 +306,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
 
+    /// Host names served for WebSocket upgrades, comma-separated; others get 403 [default: any]
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
+
     /// Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client [default: none]
     #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -150,6 +150,10 @@ pub struct Config {
     /// Origins allowed to open WebSockets (`https://app.example`, or `*`).
     /// Default empty: same host as the request only. No Origin header (non-browser) is allowed.
     pub allowed_origins: Vec<String>,
+    /// Host names (or host:port) WebSocket upgrades are served for; others get
+    /// 403. Default empty (any). With the default same-host Origin check this
+    /// is the defence against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the
     /// real client for per-address caps and rates and logs. Default empty
     /// (the TCP peer is the client; headers are ignored).
@@ -299,6 +303,7 @@ impl Default for Config {
             jwt_audience: None,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
             api_keys: Vec::new(),
             broker: BrokerKind::Local,
             broker_url: None,
