@@ -595,3 +595,62 @@ async fn guessing_api_keys_gets_an_address_throttled() {
     assert_eq!(resp.status().as_u16(), 429);
     assert!(resp.headers().contains_key("retry-after"));
 }
+
+/// Upgrade behind a PROXY protocol v1 header naming `client`; the status and
+/// the connection (kept open by the caller).
+async fn upgrade_proxied(server: &TestServer, client: &str) -> (u16, Option<Client>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    tcp.write_all(format!("PROXY TCP4 {client} 127.0.0.1 40000 4000\r\n").as_bytes())
+        .await
+        .unwrap();
+    let url = format!("ws://{}/socket/websocket?vsn=2.0.0", server.public);
+    match tokio_tungstenite::client_async(url, tcp).await {
+        Ok((ws, _)) => {
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                None,
+            )
+            .await;
+            (101, Some(Client::from_ws(ws)))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => (resp.status().as_u16(), None),
+        Err(_) => (0, None),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_proxy_protocol_balancer_caps_count_the_real_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.proxy_protocol = true;
+        c.max_connections_per_ip = 1;
+    })
+    .await;
+    // One TCP peer (the balancer), two clients: each within its own cap...
+    let (a, _held_a) = upgrade_proxied(&server, "198.51.100.1").await;
+    let (b, _held_b) = upgrade_proxied(&server, "198.51.100.2").await;
+    // ...and the first one's second connection over its cap.
+    let (again, _) = upgrade_proxied(&server, "198.51.100.1").await;
+    assert_eq!((a, b, again), (101, 101, 503));
+    // A connection without the header (not from the balancer) is closed.
+    let mut raw = tokio::net::TcpStream::connect(server.public).await.unwrap();
+    raw.write_all(b"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), raw.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    let text = server.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "myriad_handshakes_rejected_total{reason=\"proxy_protocol\"}"
+        ),
+        Some(1.0)
+    );
+}

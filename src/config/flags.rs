@@ -306,6 +306,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
 
+    /// Expect a PROXY protocol (v1/v2) header on every public connection [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
+
     /// Host names served for WebSocket upgrades, comma-separated; others get 403 [default: any]
     #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]

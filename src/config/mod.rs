@@ -154,6 +154,11 @@ pub struct Config {
     /// 403. Default empty (any). With the default same-host Origin check this
     /// is the defence against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// The public listener expects a PROXY protocol header (v1 or v2) at the
+    /// start of every connection, from a load balancer that sends one; the
+    /// client it names is the peer. Connections without one are closed.
+    /// Default false.
+    pub proxy_protocol: bool,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the
     /// real client for per-address caps and rates and logs. Default empty
     /// (the TCP peer is the client; headers are ignored).
@@ -304,6 +309,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             allowed_hosts: Vec::new(),
+            proxy_protocol: false,
             api_keys: Vec::new(),
             broker: BrokerKind::Local,
             broker_url: None,

@@ -247,10 +247,12 @@ pub enum HandshakeRejection {
     OriginNotAllowed,
     /// A token issued before its user was revoked (403).
     Revoked,
+    /// No or a malformed PROXY protocol header (`proxy_protocol`): closed.
+    ProxyProtocol,
 }
 
 impl HandshakeRejection {
-    pub const ALL: [HandshakeRejection; 8] = [
+    pub const ALL: [HandshakeRejection; 9] = [
         HandshakeRejection::UnsupportedVsn,
         HandshakeRejection::NotWebSocket,
         HandshakeRejection::EndpointDisabled,
@@ -259,6 +261,7 @@ impl HandshakeRejection {
         HandshakeRejection::Unauthorized,
         HandshakeRejection::OriginNotAllowed,
         HandshakeRejection::Revoked,
+        HandshakeRejection::ProxyProtocol,
     ];
 
     pub fn label(self) -> &'static str {
@@ -271,6 +274,7 @@ impl HandshakeRejection {
             HandshakeRejection::Unauthorized => "unauthorized",
             HandshakeRejection::OriginNotAllowed => "origin_not_allowed",
             HandshakeRejection::Revoked => "revoked",
+            HandshakeRejection::ProxyProtocol => "proxy_protocol",
         }
     }
 }

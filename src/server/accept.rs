@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::proxy_protocol::read_header;
 use crate::metrics::Metrics;
 use crate::protocol::{HandshakeRejection, HttpRejection};
 
@@ -49,6 +50,8 @@ pub struct ConnOptions {
     /// (counted). None: no cap here (the public listener's caps are
     /// admission's, which answers 503 instead).
     pub max_connections: Option<usize>,
+    /// Every connection starts with a PROXY protocol header naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// Accept until `stop` fires, then wait (briefly) for HTTP connections that are
@@ -129,7 +132,7 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
 }
 
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     router: Router,
     opts: ConnOptions,
@@ -137,6 +140,27 @@ async fn connection(
     stop: CancellationToken,
 ) {
     let handshake_timeout = opts.handshake_timeout;
+    let mut peer = peer;
+    if opts.proxy_protocol {
+        let header = tokio::time::timeout(handshake_timeout, read_header(&mut tcp)).await;
+        match header {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => {
+                metrics
+                    .handshakes_rejected
+                    .increment(HandshakeRejection::ProxyProtocol);
+                tracing::debug!(peer = %peer, error = %err, "PROXY protocol header refused");
+                return;
+            }
+            Err(_) => {
+                metrics
+                    .handshakes_rejected
+                    .increment(HandshakeRejection::HandshakeTimeout);
+                return;
+            }
+        }
+    }
     // Real-time frames are small: Nagle's algorithm would hold each one back
     // for the peer's delayed ACK (tens of milliseconds).
     if let Err(err) = tcp.set_nodelay(true) {

@@ -12,6 +12,7 @@ mod api_throttle;
 mod chat;
 pub mod client_addr;
 pub mod protect;
+mod proxy_protocol;
 mod upgrade;
 
 pub use upgrade::spawn_stream_session;
@@ -249,6 +250,7 @@ pub async fn run(
             handshake_timeout: config.handshake_timeout,
             send_buffer: config.socket_send_buffer,
             max_connections: None,
+            proxy_protocol: config.proxy_protocol,
         };
         tokio::spawn(async move {
             accept::serve(listeners.public, router, opts, metrics, stop).await;
@@ -271,6 +273,7 @@ pub async fn run(
             handshake_timeout: config.handshake_timeout,
             send_buffer: 0,
             max_connections: Some(config.admin_max_connections),
+            proxy_protocol: false,
         };
         tokio::spawn(async move {
             accept::serve(listeners.admin, app, opts, metrics, stop).await;
