@@ -551,3 +551,22 @@ async fn a_disconnect_on_one_node_revokes_the_user_on_every_node() {
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_broker_url_authenticates_to_redis() {
+    let backend = Backend::redis_with_password("s3cret-pass");
+    let cluster = Cluster::on(backend, "redis", &["--client-rate", "0"]);
+    let [a, b] = cluster.connected().await;
+    let (clients, jr) = members_linked(&[&a, &b], "chat:auth").await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    on_a.push(&jr, "chat:auth", "m", json!({"i": 1})).await;
+    assert_eq!(collect(&mut on_b, "m", 1).await.len(), 1);
+    // A wrong password never connects.
+    let wrong = Backend::redis_with_password("s3cret-pass");
+    let url = wrong.url().replace("s3cret-pass", "wrong");
+    let node = common::cluster::Node::spawn(&["--broker", "redis", "--broker-url", &url]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(node.metric("myriad_broker_connected").await, Some(0.0));
+}

@@ -33,6 +33,8 @@ pub struct Backend {
     child: Child,
     pub port: u16,
     program: &'static str,
+    /// `user:password@` for the URL, when the server requires credentials.
+    credentials: Option<String>,
 }
 
 impl Backend {
@@ -50,6 +52,7 @@ impl Backend {
             child,
             port,
             program,
+            credentials: None,
         }
     }
 
@@ -78,10 +81,51 @@ impl Backend {
         Backend::spawn("nats-server", &args, port)
     }
 
+    /// A redis-server that requires a password (`requirepass`).
+    pub fn redis_with_password(password: &str) -> Backend {
+        let port = free_port();
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(String::from);
+        let mut b = Backend::spawn("redis-server", &args, port);
+        b.credentials = Some(format!(":{password}@"));
+        b
+    }
+
+    /// A nats-server that requires a user and password.
+    pub fn nats_with_user(user: &str, password: &str) -> Backend {
+        let port = free_port();
+        let args = [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--user",
+            user,
+            "--pass",
+            password,
+        ]
+        .map(String::from);
+        let mut b = Backend::spawn("nats-server", &args, port);
+        b.credentials = Some(format!("{user}:{password}@"));
+        b
+    }
+
     pub fn url(&self) -> String {
+        let creds = self.credentials.as_deref().unwrap_or("");
         match self.program {
-            "redis-server" => format!("redis://127.0.0.1:{}", self.port),
-            _ => format!("nats://127.0.0.1:{}", self.port),
+            "redis-server" => format!("redis://{creds}127.0.0.1:{}", self.port),
+            _ => format!("nats://{creds}127.0.0.1:{}", self.port),
         }
     }
 
@@ -117,7 +161,8 @@ impl Cluster {
         Cluster::on(Backend::nats(), "nats", extra)
     }
 
-    fn on(backend: Backend, broker: &str, extra: &[&str]) -> Cluster {
+    /// Nodes on a broker started by the test (with credentials, say).
+    pub fn on(backend: Backend, broker: &str, extra: &[&str]) -> Cluster {
         let mut args = vec![
             "--broker".to_string(),
             broker.to_string(),

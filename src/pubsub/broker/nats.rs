@@ -26,11 +26,19 @@ const HEALTH_POLL: Duration = Duration::from_millis(250);
 pub async fn run(url: String, mut parts: LinkParts) {
     let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
+    let (credentials, address) = split_credentials(&url);
     let client = loop {
-        let connect = async_nats::ConnectOptions::new()
+        let options = match &credentials {
+            Credentials::None => async_nats::ConnectOptions::new(),
+            Credentials::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+            Credentials::UserPassword(u, p) => {
+                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+            }
+        };
+        let connect = options
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connect(url.as_str());
+            .connect(address.as_str());
         let result = tokio::select! {
             _ = stop.cancelled() => return,
             result = connect => result,
@@ -75,6 +83,34 @@ pub async fn run(url: String, mut parts: LinkParts) {
     if let Some(task) = control {
         task.abort();
     }
+}
+
+/// What `broker_url` carries before the host: `nats://user:password@host` or
+/// `nats://token@host`.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    None,
+    Token(String),
+    UserPassword(String, String),
+}
+
+/// The credentials in a NATS URL, and the URL without them (the client is
+/// given them as options, so they never reach a log line with the address).
+fn split_credentials(url: &str) -> (Credentials, String) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (Credentials::None, url.to_owned());
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (Credentials::None, url.to_owned());
+    };
+    let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+    let address = format!("{scheme}://{host}");
+    let credentials = match userinfo.split_once(':') {
+        Some((u, p)) => Credentials::UserPassword(u.to_owned(), p.to_owned()),
+        None => Credentials::Token(userinfo.to_owned()),
+    };
+    (credentials, address)
 }
 
 /// Forward envelopes, follow membership changes and health until stopped.
@@ -159,5 +195,32 @@ async fn subscribe(
             parts.state.metrics.broker_errors.increment(1);
             tracing::warn!(error = %err, topic = %topic, "nats subscribe failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        assert_eq!(
+            split_credentials("nats://u:p@127.0.0.1:4222"),
+            (
+                Credentials::UserPassword("u".into(), "p".into()),
+                "nats://127.0.0.1:4222".into()
+            )
+        );
+        assert_eq!(
+            split_credentials("tls://tok@nats.example:4222"),
+            (
+                Credentials::Token("tok".into()),
+                "tls://nats.example:4222".into()
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            (Credentials::None, "nats://127.0.0.1:4222".into())
+        );
     }
 }
