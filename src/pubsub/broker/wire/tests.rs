@@ -1,0 +1,124 @@
+use super::*;
+
+#[test]
+fn publications_round_trip_with_the_frame_embedded_raw() {
+    let frame = r#"[null,null,"room:\"a\"","msg",{"t":"x\ny"}]"#;
+    let bytes = encode_publication(&Signer::new(None), "node-1", "room:\"a\"", frame);
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert!(text.contains(frame), "{text}");
+    let read = decode_frame(&bytes).unwrap();
+    assert_eq!(read.origin, "node-1");
+    assert_eq!(read.frame, frame);
+    assert_eq!(read.exclude, None);
+}
+
+#[test]
+fn sequenced_frames_carry_the_excluded_session() {
+    let mut bytes = frame_header("n2", Some(42), None).into_bytes();
+    bytes.extend_from_slice(br#"[null,"3:e","t","m",{}]"#);
+    bytes.extend_from_slice(FRAME_TRAILER.as_bytes());
+    let read = decode_frame(&bytes).unwrap();
+    assert_eq!((read.origin.as_ref(), read.exclude), ("n2", Some(42)));
+}
+
+#[test]
+fn hostile_or_foreign_messages_are_refused() {
+    assert!(matches!(
+        decode_frame(b"n1\n[null]"),
+        Err(WireError::Malformed(_))
+    ));
+    assert_eq!(
+        decode_frame(br#"{"v":2,"origin":"n","frame":[]}"#),
+        Err(WireError::Version(2))
+    );
+    assert_eq!(
+        decode_frame(br#"{"v":1,"origin":"","frame":[]}"#),
+        Err(WireError::Origin)
+    );
+    let long = format!(r#"{{"v":1,"origin":"{}","frame":[]}}"#, "x".repeat(200));
+    assert_eq!(decode_frame(long.as_bytes()), Err(WireError::Origin));
+    assert_eq!(
+        decode_frame(br#"{"v":1,"origin":"n","frame":"[]"}"#),
+        Err(WireError::Frame)
+    );
+    assert!(decode_control(&Signer::new(None), br#"{"v":1,"origin":"n"}"#).is_err());
+}
+
+#[test]
+fn control_messages_round_trip_and_unknown_kinds_are_tolerated() {
+    let diff =
+        serde_json::value::RawValue::from_string(r#"{"joins":{},"leaves":{}}"#.into()).unwrap();
+    for c in [
+        Control::Heartbeat,
+        Control::SyncRequest,
+        Control::State {
+            members: vec![Member {
+                topic: "chat:1".into(),
+                key: "u".into(),
+                meta: serde_json::json!({"phx_ref": "r"}),
+            }],
+        },
+        Control::Diff {
+            topic: "chat:1".into(),
+            diff,
+        },
+    ] {
+        let none = Signer::new(None);
+        let bytes = encode_control(&none, "n1", &c);
+        let (origin, back) = decode_control(&none, &bytes).unwrap();
+        assert_eq!(origin, "n1");
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+    }
+    // A newer node's kind, with fields this node has never seen.
+    let (_, c) = decode_control(
+        &Signer::new(None),
+        br#"{"v":1,"origin":"n9","extra":1,"body":{"kind":"rebalance","data":{"shard":3}}}"#,
+    )
+    .unwrap();
+    assert!(matches!(c, Control::Unknown));
+    // A known kind with a broken body is refused, not ignored.
+    assert!(decode_control(
+        &Signer::new(None),
+        br#"{"v":1,"origin":"n","body":{"kind":"state","data":{}}}"#
+    )
+    .is_err());
+}
+
+const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
+
+#[test]
+fn with_a_secret_every_kind_is_signed_and_forgeries_are_refused() {
+    let s = Signer::new(Some(SECRET));
+    let frame = r#"[null,null,"room:a","m",{}]"#;
+    let bytes = encode_publication(&s, "n1", "room:a", frame);
+    let msg = decode_frame(&bytes).unwrap();
+    assert!(verify_publication(&s, "room:a", &msg).is_ok());
+    assert_eq!(
+        verify_publication(&s, "room:b", &msg),
+        Err(WireError::Signature),
+        "moved topic"
+    );
+    let unsigned = encode_publication(&Signer::new(None), "n1", "room:a", frame);
+    let msg = decode_frame(&unsigned).unwrap();
+    assert_eq!(
+        verify_publication(&s, "room:a", &msg),
+        Err(WireError::Signature)
+    );
+
+    let c = encode_control(&s, "n1", &Control::SyncRequest);
+    assert!(decode_control(&s, &c).is_ok());
+    let forged = encode_control(&Signer::new(None), "n1", &Control::SyncRequest);
+    assert_eq!(
+        decode_control(&s, &forged).err(),
+        Some(WireError::Signature)
+    );
+
+    // History: signed around the slot by the origin, checked once filled.
+    let cut = RefSlotFrame::new("chat:a", "m", "{}");
+    let sig = sign_history(&s, "n1", "chat:a", Some(3), &cut);
+    let filled = cut.fill(17, "ep");
+    assert!(verify_history(&s, "n1", "chat:a", Some(3), &filled, sig.as_deref()).is_ok());
+    assert!(verify_history(&s, "n1", "chat:a", None, &filled, sig.as_deref()).is_err());
+    let other = RefSlotFrame::new("chat:a", "m", "{\"x\":1}").fill(17, "ep");
+    assert!(verify_history(&s, "n1", "chat:a", Some(3), &other, sig.as_deref()).is_err());
+}
