@@ -23,8 +23,8 @@ use super::api_throttle;
 use super::client_addr::client_addr;
 use super::AppState;
 use crate::config::Route;
+use crate::protocol::broadcast_parts;
 use crate::protocol::limits::{is_reserved_event, json_deeper_than};
-use crate::protocol::{broadcast_parts, CloseReason};
 use crate::pubsub;
 use crate::revocation::{unix_now, Revocation};
 
@@ -314,15 +314,13 @@ async fn disconnect(
     let user = string_field(&map, "user")?;
     // Revoke first: a client that reconnects at once, to any node, is refused.
     let now = unix_now();
-    state.node.revoke(
+    let disconnected = state.node.revoke(
         user,
         Revocation {
             before: now,
             until: now.saturating_add(state.config.revocation_ttl.as_secs()),
         },
     );
-    // Closed here by the revocation's hook; counted again for the answer.
-    let disconnected = state.registry.close_user(user, CloseReason::Disconnected);
     Ok(Json(DisconnectResponse { disconnected }).into_response())
 }
 

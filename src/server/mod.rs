@@ -139,9 +139,7 @@ impl AppState {
         {
             // A revocation from any node closes this node's sessions of the user.
             let registry = Arc::clone(&registry);
-            node.set_on_revoked(move |user| {
-                registry.close_user(user, CloseReason::Disconnected);
-            });
+            node.set_on_revoked(move |user| registry.close_user(user, CloseReason::Disconnected));
         }
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),

@@ -14,11 +14,13 @@ use crate::pubsub::broker::wire::{Control, Member};
 use crate::pubsub::broker::{BrokerHandler, Envelope};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::pubsub::membership::Heard;
-use crate::revocation::Revocation;
+use crate::pubsub::presence::{filter_diff, RemoteMember};
+use crate::revocation::{unix_now, Revocation};
 
-/// Longest user id a revocation from another node may name.
+/// Longest user id (presence key, revoked user) another node may name.
 const MAX_USER_LEN: usize = 1024;
-use crate::pubsub::presence::RemoteMember;
+/// What a tracked meta holds beyond the client's own (`phx_ref`, `online_at`).
+const META_OVERHEAD: usize = 128;
 
 impl Node {
     /// A presence change other nodes' members caused (sync or a dead node):
@@ -50,6 +52,18 @@ impl Node {
     /// How often `cluster_tick` should run.
     pub fn heartbeat_interval(&self) -> Duration {
         self.membership.timing().heartbeat
+    }
+
+    /// Whether another node's member may enter the replica (and so reach
+    /// local clients): a topic with presence here, within the bounds a local
+    /// join has.
+    fn admissible_member(&self, topic: &str, key: &str, meta: &Value) -> bool {
+        topic.len() <= self.remote.topic
+            && self.route(topic).is_some_and(|r| r.namespace.presence)
+            && !key.is_empty()
+            && key.len() <= MAX_USER_LEN
+            && meta.is_object()
+            && meta.to_string().len() <= self.remote.meta + META_OVERHEAD
     }
 
     fn send_control(&self, control: Control) {
@@ -145,36 +159,41 @@ impl BrokerHandler for Node {
                 self.send_control(Control::State { members });
             }
             Control::State { members } => {
-                let members = members
+                let sent = members.len();
+                let members: Vec<RemoteMember> = members
                     .into_iter()
+                    .filter(|m| self.admissible_member(&m.topic, &m.key, &m.meta))
                     .map(|m| RemoteMember {
                         topic: m.topic,
                         key: m.key,
                         meta: m.meta,
                     })
                     .collect();
-                for (topic, diff) in self.presence.replace_remote(origin, members) {
+                if members.len() < sent {
+                    self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+                }
+                let max = self.presence_max_members;
+                for (topic, diff) in self.presence.replace_remote(origin, members, max) {
                     self.deliver_presence_diff(&topic, &diff);
                 }
             }
             Control::Diff { topic, diff } => {
-                let parsed = serde_json::from_str::<Value>(diff.get()).ok().filter(|d| {
-                    d.get("joins").is_some_and(Value::is_object)
-                        && d.get("leaves").is_some_and(Value::is_object)
-                });
-                let routed = self.route(&topic).is_some_and(|r| r.namespace.presence);
-                match parsed {
-                    Some(parsed) if routed => {
-                        self.presence.apply_remote_diff(origin, &topic, &parsed);
-                        self.deliver_presence_diff(&topic, diff.get());
-                    }
-                    // A topic that has no presence here: nothing to track.
-                    Some(_) => {}
-                    None => self
-                        .metrics
-                        .broker_refused
-                        .increment(BrokerRefusal::Malformed),
+                // Rebuilt from the admissible entries: nothing else the peer
+                // put in the message reaches a client.
+                let clean = serde_json::from_str::<Value>(diff.get())
+                    .ok()
+                    .and_then(|d| {
+                        filter_diff(&d, |key, meta| self.admissible_member(&topic, key, meta))
+                    });
+                let Some(clean) = clean else {
+                    self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+                    return;
+                };
+                let max = self.presence_max_members;
+                if self.presence.apply_remote_diff(origin, &topic, &clean, max) > 0 {
+                    self.metrics.presence_untracked.increment(1);
                 }
+                self.deliver_presence_diff(&topic, &clean.to_string());
             }
             Control::Revoke {
                 user,
@@ -188,7 +207,14 @@ impl BrokerHandler for Node {
                         .increment(BrokerRefusal::Malformed);
                     return;
                 }
-                self.apply_revocation(&user, Revocation { before, until });
+                // No further back or forward than a local disconnect reaches:
+                // a forged `until` of u64::MAX must not ban a user for ever.
+                let now = unix_now();
+                let r = Revocation {
+                    before: before.min(now),
+                    until: until.min(now.saturating_add(self.remote.revocation_ttl)),
+                };
+                self.apply_revocation(&user, r);
             }
             Control::Heartbeat | Control::Unknown => {}
         }

@@ -95,8 +95,20 @@ mod cluster;
 #[cfg(test)]
 mod tests;
 
-/// Closes the local sessions of a revoked user.
-type RevokedHook = Box<dyn Fn(&str) + Send + Sync>;
+/// Bounds on what other nodes send, from this node's own config: a peer (or
+/// anyone publishing on the broker) gets no more than a local client would.
+#[derive(Debug, Clone, Copy)]
+struct RemoteBounds {
+    /// `max_topic_length`.
+    topic: usize,
+    /// `presence_max_meta_bytes`.
+    meta: usize,
+    /// `revocation_ttl`, seconds: the longest revocation accepted.
+    revocation_ttl: u64,
+}
+
+/// Closes the local sessions of a revoked user; returns how many.
+type RevokedHook = Box<dyn Fn(&str) -> usize + Send + Sync>;
 
 pub struct Node {
     routes: Arc<Namespaces>,
@@ -106,8 +118,11 @@ pub struct Node {
     membership: Membership,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
-    /// `presence_max_members`: sessions tracked per topic on this node.
+    /// `presence_max_members`: sessions tracked per topic on this node (and
+    /// per topic from each other node).
     presence_max_members: usize,
+    /// What another node's presence and revocations may carry.
+    remote: RemoteBounds,
     /// Revoked users, shared with the authenticator.
     revocations: Arc<Revocations>,
     /// Closes this node's sessions of a revoked user (set by the server, which
@@ -142,6 +157,11 @@ impl Node {
             broker,
             metrics,
             presence_max_members: config.presence_max_members,
+            remote: RemoteBounds {
+                topic: config.max_topic_length,
+                meta: config.presence_max_meta_bytes,
+                revocation_ttl: config.revocation_ttl.as_secs(),
+            },
             revocations: Arc::new(Revocations::new()),
             on_revoked: OnceLock::new(),
         }
@@ -153,14 +173,15 @@ impl Node {
     }
 
     /// What closes this node's sessions of a revoked user; set once at start.
-    pub fn set_on_revoked(&self, close: impl Fn(&str) + Send + Sync + 'static) {
+    pub fn set_on_revoked(&self, close: impl Fn(&str) -> usize + Send + Sync + 'static) {
         let _ = self.on_revoked.set(Box::new(close));
     }
 
     /// Revoke `user` here and on every other node: tokens issued at or before
     /// `r.before` are refused until `r.until`, and its sessions close.
-    pub fn revoke(&self, user: &str, r: Revocation) {
-        self.apply_revocation(user, r);
+    /// Returns the sessions closed on this node.
+    pub fn revoke(&self, user: &str, r: Revocation) -> usize {
+        let closed = self.apply_revocation(user, r);
         if self.broker.node_id().is_some() {
             let _ = self.broker.send(Envelope::Control(Control::Revoke {
                 user: user.to_owned(),
@@ -168,13 +189,12 @@ impl Node {
                 until: r.until,
             }));
         }
+        closed
     }
 
-    fn apply_revocation(&self, user: &str, r: Revocation) {
+    fn apply_revocation(&self, user: &str, r: Revocation) -> usize {
         self.revocations.revoke(user, r);
-        if let Some(close) = self.on_revoked.get() {
-            close(user);
-        }
+        self.on_revoked.get().map_or(0, |close| close(user))
     }
 
     /// The namespace serving `topic`.

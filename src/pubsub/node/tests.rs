@@ -307,3 +307,79 @@ fn sequenced_frames_for_topics_configured_differently_here() {
     node.on_sequenced("nope:a", r#"[null,"1:E","nope:a","m",{}]"#, None);
     assert_eq!(node.history_topic_count(), 0);
 }
+
+#[test]
+fn a_peer_cannot_push_oversized_or_foreign_presence_to_local_clients() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:p", 1, "alice");
+    frames(&a);
+    let member = |topic: &str, key: &str, meta: Value| crate::pubsub::broker::wire::Member {
+        topic: topic.into(),
+        key: key.into(),
+        meta,
+    };
+    node.on_control(
+        "n2",
+        Control::State {
+            members: vec![
+                member("chat:p", "bob", json!({"phx_ref": "r1"})),
+                member("chat:p", "huge", json!({"bio": "x".repeat(5000)})),
+                member("room:nopresence", "eve", json!({})),
+                member(&format!("chat:{}", "t".repeat(300)), "eve", json!({})),
+                member("chat:p", &"k".repeat(2000), json!({})),
+                member("chat:p", "notobject", json!("meta")),
+            ],
+        },
+    );
+    let state: Value = serde_json::from_str(&node.presence_state("chat:p")).unwrap();
+    let keys: Vec<_> = state.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, ["alice", "bob"], "only the admissible member");
+    assert!(metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"frame\"} 1"));
+    frames(&a);
+    // A diff is rebuilt from what is admissible: extra fields never reach a client.
+    let diff = serde_json::value::RawValue::from_string(
+        json!({"joins": {"carol": {"metas": [{"phx_ref": "c"}]}}, "leaves": {}, "script": "<x>"})
+            .to_string(),
+    )
+    .unwrap();
+    node.on_control(
+        "n2",
+        Control::Diff {
+            topic: "chat:p".into(),
+            diff,
+        },
+    );
+    let got = frames(&a);
+    assert_eq!(
+        got[0][4],
+        json!({"joins": {"carol": {"metas": [{"phx_ref": "c"}]}}, "leaves": {}})
+    );
+}
+
+#[test]
+fn a_peer_cannot_revoke_a_user_for_ever() {
+    let broker = Arc::new(Recording::default());
+    let (node, _) = node_with(Arc::clone(&broker));
+    node.on_control(
+        "n2",
+        Control::Revoke {
+            user: "u".into(),
+            before: u64::MAX,
+            until: u64::MAX,
+        },
+    );
+    let now = crate::revocation::unix_now();
+    let ttl = Config::default().revocation_ttl.as_secs();
+    assert!(node.revocations().is_revoked("u", Some(now), now));
+    assert!(
+        !node.revocations().is_revoked("u", Some(now + 5), now),
+        "issued later: fine"
+    );
+    assert!(
+        !node.revocations().is_revoked("u", Some(now), now + ttl + 1),
+        "no longer than a local disconnect lasts"
+    );
+}

@@ -239,7 +239,17 @@ impl Presence {
     /// Apply a presence diff (Phoenix shape) that `node` broadcast. Its
     /// clients got the diff frame itself through the broker, so nothing is
     /// returned to deliver.
-    pub fn apply_remote_diff(&self, node: &str, topic: &str, diff: &Value) {
+    /// At most `max_members` of `node`'s members are kept per topic (what a
+    /// node may track itself): joins past it are ignored, counted in the
+    /// returned number.
+    pub fn apply_remote_diff(
+        &self,
+        node: &str,
+        topic: &str,
+        diff: &Value,
+        max_members: usize,
+    ) -> usize {
+        let mut ignored = 0;
         let mut remote = self.remote.lock();
         let node_members = remote.entry(node.to_owned()).or_default();
         let members = node_members.entry(topic.to_owned()).or_default();
@@ -248,6 +258,10 @@ impl Presence {
             members.retain(|m| !(&m.key == key && m.phx_ref() == r));
         }
         for (key, meta) in diff_side(diff, "joins") {
+            if members.len() >= max_members {
+                ignored += 1;
+                continue;
+            }
             members.push(RemoteMember {
                 topic: topic.to_owned(),
                 key: key.clone(),
@@ -257,14 +271,24 @@ impl Presence {
         if members.is_empty() {
             node_members.remove(topic);
         }
+        ignored
     }
 
     /// Replace what `node` reported with a full snapshot; returns the diffs
     /// (topic, `presence_diff` payload) local members have not seen yet.
-    pub fn replace_remote(&self, node: &str, members: Vec<RemoteMember>) -> Vec<(String, String)> {
+    /// At most `max_members` per topic are kept (the rest ignored).
+    pub fn replace_remote(
+        &self,
+        node: &str,
+        members: Vec<RemoteMember>,
+        max_members: usize,
+    ) -> Vec<(String, String)> {
         let mut new = NodeMembers::new();
         for m in members {
-            new.entry(m.topic.clone()).or_default().push(m);
+            let topic = new.entry(m.topic.clone()).or_default();
+            if topic.len() < max_members {
+                topic.push(m);
+            }
         }
         let mut remote = self.remote.lock();
         let old = remote.remove(node).unwrap_or_default();
@@ -288,6 +312,38 @@ impl Presence {
             .map(|m| (m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))))
             .collect()
     }
+}
+
+/// `diff` rebuilt from the (key, meta) entries `keep` accepts, in Phoenix's
+/// shape and nothing else; None when no entry is left. What another node sent
+/// reaches local clients only through this.
+pub fn filter_diff(diff: &Value, keep: impl Fn(&str, &Value) -> bool) -> Option<Value> {
+    let mut any = false;
+    let mut side = |name: &str| {
+        let mut out = Map::new();
+        for (key, meta) in diff_side(diff, name) {
+            if !keep(key, meta) {
+                continue;
+            }
+            any = true;
+            let entry = out
+                .entry(key.clone())
+                .or_insert_with(|| serde_json::json!({"metas": []}));
+            if let Some(metas) = entry.get_mut("metas").and_then(Value::as_array_mut) {
+                metas.push(meta.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    let joins = side("joins");
+    let leaves = side("leaves");
+    if !any {
+        return None;
+    }
+    let mut out = Map::new();
+    out.insert(String::from("joins"), joins);
+    out.insert(String::from("leaves"), leaves);
+    Some(Value::Object(out))
 }
 
 /// Every (key, meta) of one side (`joins` or `leaves`) of a Phoenix diff.

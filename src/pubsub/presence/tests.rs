@@ -17,6 +17,7 @@ fn remote_members_stay_in_their_topic() {
     let diffs = p.replace_remote(
         "n1",
         vec![member("t", "ann", "r1"), member("u", "ben", "r2")],
+        usize::MAX,
     );
     assert_eq!(diffs.len(), 2, "one join per member");
     let t: Value = serde_json::from_str(&p.state("t")).unwrap();
@@ -25,9 +26,9 @@ fn remote_members_stay_in_their_topic() {
     assert!(u.get("ben").is_some() && u.get("ann").is_none());
     // The same snapshot again: nothing changed, nothing to deliver.
     let same = vec![member("t", "ann", "r1"), member("u", "ben", "r2")];
-    assert!(p.replace_remote("n1", same).is_empty());
+    assert!(p.replace_remote("n1", same, usize::MAX).is_empty());
     let leave = serde_json::json!({"joins": {}, "leaves": {"ann": {"metas": [{"phx_ref": "r1"}]}}});
-    p.apply_remote_diff("n1", "t", &leave);
+    p.apply_remote_diff("n1", "t", &leave, usize::MAX);
     assert_eq!(p.state("t"), "{}");
     assert_eq!(p.drop_node("n1").len(), 1, "only ben is left to leave");
 }
@@ -38,7 +39,7 @@ fn remote_members_merge_into_state_and_leave_with_their_node() {
     p.track("t", 1, "alice", meta("A"), usize::MAX, |_| {}, |_| {});
     let bob = serde_json::json!({"name": "B", "phx_ref": "r1"});
     let diff = serde_json::json!({"joins": {"bob": {"metas": [bob]}}, "leaves": {}});
-    p.apply_remote_diff("node-b", "t", &diff);
+    p.apply_remote_diff("node-b", "t", &diff, usize::MAX);
     let state: Value = serde_json::from_str(&p.state("t")).unwrap();
     assert_eq!(state["bob"]["metas"][0]["name"], "B");
     assert_eq!(state["alice"]["metas"][0]["name"], "A");
@@ -53,7 +54,7 @@ fn remote_members_merge_into_state_and_leave_with_their_node() {
         key: "bob".into(),
         meta: serde_json::json!({"name": "B", "phx_ref": "r1"}),
     };
-    let diffs = p.replace_remote("node-b", vec![bob_m, carol]);
+    let diffs = p.replace_remote("node-b", vec![bob_m, carol], usize::MAX);
     assert_eq!(diffs.len(), 1);
     assert!(diffs[0].1.contains("carol"));
     let leaves = p.drop_node("node-b");
@@ -61,9 +62,9 @@ fn remote_members_merge_into_state_and_leave_with_their_node() {
     let state: Value = serde_json::from_str(&p.state("t")).unwrap();
     assert!(state.get("bob").is_none() && state.get("carol").is_none());
     // A leave diff removes exactly the meta with that phx_ref.
-    p.apply_remote_diff("node-c", "t", &diff);
+    p.apply_remote_diff("node-c", "t", &diff, usize::MAX);
     let leave = serde_json::json!({"joins": {}, "leaves": {"bob": {"metas": [{"phx_ref": "r1"}]}}});
-    p.apply_remote_diff("node-c", "t", &leave);
+    p.apply_remote_diff("node-c", "t", &leave, usize::MAX);
     assert!(serde_json::from_str::<Value>(&p.state("t"))
         .unwrap()
         .get("bob")
@@ -156,4 +157,40 @@ fn a_leave_is_one_removal_and_members_are_capped() {
         p.track("t", 2, "u2", meta("x"), 2, |_| {}, |_| {}),
         "room again"
     );
+}
+
+#[test]
+fn another_nodes_members_are_capped_per_topic_and_diffs_rebuilt() {
+    let p = Presence::new();
+    let join =
+        |k: &str| serde_json::json!({"joins": {k: {"metas": [{"phx_ref": k}]}}, "leaves": {}});
+    assert_eq!(p.apply_remote_diff("n1", "t", &join("a"), 2), 0);
+    assert_eq!(p.apply_remote_diff("n1", "t", &join("b"), 2), 0);
+    assert_eq!(
+        p.apply_remote_diff("n1", "t", &join("c"), 2),
+        1,
+        "over the cap: ignored"
+    );
+    let state: Value = serde_json::from_str(&p.state("t")).unwrap();
+    assert_eq!(state.as_object().unwrap().len(), 2);
+    let many: Vec<RemoteMember> = (0..10)
+        .map(|i| RemoteMember {
+            topic: "u".into(),
+            key: format!("k{i}"),
+            meta: serde_json::json!({"phx_ref": i.to_string()}),
+        })
+        .collect();
+    assert_eq!(p.replace_remote("n2", many, 3).len(), 3);
+    // Only Phoenix's shape survives, and only entries the filter keeps.
+    let dirty = serde_json::json!({
+        "joins": {"ok": {"metas": [{"phx_ref": "1"}]}, "big": {"metas": [{"x": "y".repeat(99)}]}},
+        "leaves": {},
+        "extra": "forwarded verbatim?"
+    });
+    let clean = filter_diff(&dirty, |_, meta| meta.to_string().len() < 50).unwrap();
+    assert_eq!(
+        clean,
+        serde_json::json!({"joins": {"ok": {"metas": [{"phx_ref": "1"}]}}, "leaves": {}})
+    );
+    assert!(filter_diff(&dirty, |_, _| false).is_none());
 }
