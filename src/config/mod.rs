@@ -10,6 +10,8 @@ mod flags;
 pub mod namespace;
 mod validate;
 
+pub use validate::redacted_url;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

@@ -94,3 +94,23 @@ fn unknown_env_key_is_an_error() {
         Ok(())
     });
 }
+
+#[test]
+fn broker_urls_are_quoted_without_their_credentials() {
+    assert_eq!(redacted_url("nats://u:p@host:4222"), "nats://***@host:4222");
+    assert_eq!(
+        redacted_url("redis://:secret@host:6379/0"),
+        "redis://***@host:6379/0"
+    );
+    assert_eq!(redacted_url("redis://host:6379"), "redis://host:6379");
+    let config = Config {
+        broker: BrokerKind::Nats,
+        broker_url: Some("redis://:hunter2@host".into()),
+        ..Config::default()
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        !err.contains("hunter2") && err.contains("***@host"),
+        "{err}"
+    );
+}

@@ -137,11 +137,13 @@ impl Config {
             .broker_url
             .clone()
             .unwrap_or_else(|| default_url.to_string());
+        // Messages quote the URL without its credentials.
+        let shown = redacted_url(&url);
         match self.broker {
             BrokerKind::Redis => {
                 if url.starts_with("rediss://") {
                     return Err(format!(
-                        "{url:?}: TLS to Redis (rediss://) is not supported yet; use redis:// \
+                        "{shown:?}: TLS to Redis (rediss://) is not supported yet; use redis:// \
                          (through a TLS tunnel if needed)"
                     ));
                 }
@@ -150,19 +152,32 @@ impl Config {
                     .any(|s| url.starts_with(s));
                 if !scheme_ok {
                     return Err(format!(
-                        "{url:?}: the redis broker needs redis://HOST:PORT (or unix://PATH)"
+                        "{shown:?}: the redis broker needs redis://HOST:PORT (or unix://PATH)"
                     ));
                 }
                 redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(|e| format!("{url:?}: {e}"))?;
+                    .map_err(|e| format!("{shown:?}: {e}"))?;
             }
             BrokerKind::Nats => {
                 if !url.starts_with("nats://") && !url.starts_with("tls://") {
-                    return Err(format!("{url:?}: the nats broker needs nats://HOST:PORT"));
+                    return Err(format!("{shown:?}: the nats broker needs nats://HOST:PORT"));
                 }
             }
             BrokerKind::Local => {}
         }
         Ok(Some(url))
+    }
+}
+
+/// `url` with any `user:password@` or `token@` replaced by `***@`, for error
+/// messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }

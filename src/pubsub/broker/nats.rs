@@ -47,7 +47,7 @@ pub async fn run(url: String, mut parts: LinkParts) {
             Ok(c) => break c,
             Err(err) => {
                 parts.state.metrics.broker_errors.increment(1);
-                tracing::warn!(error = %err, url = %url, "cannot reach nats");
+                tracing::warn!(error = %err, url = %address, "cannot reach nats");
                 drop_queued(&mut parts);
                 tokio::select! {
                     _ = stop.cancelled() => return,

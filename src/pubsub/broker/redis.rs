@@ -27,6 +27,7 @@ use redis::AsyncCommands;
 
 use super::link::{drop_queued, LinkParts, LinkState, StoredFrame};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
+use crate::config::redacted_url;
 use crate::pubsub::mailbox::SessionId;
 
 /// Sequences one history publish atomically: the next offset, the topic's
@@ -63,7 +64,7 @@ pub async fn run(url: String, mut parts: LinkParts) {
         Ok(c) => c,
         Err(err) => {
             // Validated with the config; a failure here is a bug, not an outage.
-            tracing::error!(error = %err, url = %url, "invalid redis url; cluster delivery disabled");
+            tracing::error!(error = %err, url = %redacted_url(&url), "invalid redis url; cluster delivery disabled");
             return;
         }
     };

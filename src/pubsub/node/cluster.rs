@@ -54,11 +54,17 @@ impl Node {
         self.membership.timing().heartbeat
     }
 
+    /// A topic name from the broker within what a local client may use
+    /// (`max_topic_length`): none longer becomes a ring, a map key or a log line.
+    fn topic_ok(&self, topic: &str) -> bool {
+        topic.len() <= self.remote.topic
+    }
+
     /// Whether another node's member may enter the replica (and so reach
     /// local clients): a topic with presence here, within the bounds a local
     /// join has.
     fn admissible_member(&self, topic: &str, key: &str, meta: &Value) -> bool {
-        topic.len() <= self.remote.topic
+        self.topic_ok(topic)
             && self.route(topic).is_some_and(|r| r.namespace.presence)
             && !key.is_empty()
             && key.len() <= MAX_USER_LEN
@@ -100,7 +106,7 @@ impl BrokerHandler for Node {
     fn on_publication(&self, topic: &str, frame: Utf8Bytes) {
         // Another node's frame reaches clients only as the broadcast it claims
         // to be: on this topic, no ref, no reserved event, an object payload.
-        if !check_broadcast(frame.as_str(), topic, SlotKind::Null) {
+        if !self.topic_ok(topic) || !check_broadcast(frame.as_str(), topic, SlotKind::Null) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
@@ -108,7 +114,9 @@ impl BrokerHandler for Node {
     }
 
     fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) {
-        if !check_broadcast(frame, topic, SlotKind::History) {
+        // The history channel is pattern-subscribed: its topic names come
+        // from the broker, and may be anything.
+        if !self.topic_ok(topic) || !check_broadcast(frame, topic, SlotKind::History) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
@@ -118,7 +126,7 @@ impl BrokerHandler for Node {
     }
 
     fn on_stored_history(&self, topic: &str, frame: &str) {
-        if !check_broadcast(frame, topic, SlotKind::History) {
+        if !self.topic_ok(topic) || !check_broadcast(frame, topic, SlotKind::History) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
@@ -234,6 +242,9 @@ impl BrokerHandler for Node {
     }
 
     fn history_size(&self, topic: &str) -> usize {
+        if !self.topic_ok(topic) {
+            return 0;
+        }
         self.route(topic).map_or(0, |r| r.namespace.history_size)
     }
 }

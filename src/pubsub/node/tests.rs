@@ -383,3 +383,22 @@ fn a_peer_cannot_revoke_a_user_for_ever() {
         "no longer than a local disconnect lasts"
     );
 }
+
+#[test]
+fn topic_names_from_the_broker_are_bounded() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let long = format!("chat:{}", "x".repeat(1000));
+    let frame = RefSlotFrame::new(&long, "m", "{}").fill(1, "E");
+    node.on_sequenced(&long, &frame, None);
+    node.on_stored_history(&long, &frame);
+    assert_eq!(
+        node.history_topic_count(),
+        0,
+        "no ring for an over-long topic"
+    );
+    assert_eq!(node.history_size(&long), 0);
+    assert!(metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"frame\"} 2"));
+}
