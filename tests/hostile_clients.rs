@@ -594,6 +594,11 @@ async fn guessing_api_keys_gets_an_address_throttled() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert!(resp.headers().contains_key("retry-after"));
+    let text = server.metrics().await;
+    assert!(
+        metric_value(&text, "myriad_http_rejected_total{reason=\"throttled\"}").unwrap_or(0.0)
+            >= 2.0
+    );
 }
 
 /// Upgrade behind a PROXY protocol v1 header naming `client`; the status and

@@ -289,13 +289,16 @@ pub enum HttpRejection {
     Timeout,
     /// Any other layer error: 500.
     Error,
+    /// Too many wrong API keys from one address: 429.
+    Throttled,
 }
 
 impl HttpRejection {
-    pub const ALL: [HttpRejection; 3] = [
+    pub const ALL: [HttpRejection; 4] = [
         HttpRejection::Overloaded,
         HttpRejection::Timeout,
         HttpRejection::Error,
+        HttpRejection::Throttled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -303,6 +306,7 @@ impl HttpRejection {
             HttpRejection::Overloaded => "overloaded",
             HttpRejection::Timeout => "timeout",
             HttpRejection::Error => "error",
+            HttpRejection::Throttled => "throttled",
         }
     }
 }

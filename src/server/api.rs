@@ -99,13 +99,13 @@ async fn require_key(
         crate::admission::client_key(client_addr(p, request.headers(), &state.trusted_proxies).ip())
     });
     if ip.is_some_and(|ip| state.api_throttle.is_blocked(ip)) {
-        return too_many_failures();
+        return too_many_failures(&state);
     }
     match authorize(&state, request.headers()) {
         Ok(()) => next.run(request).await,
         Err(failure) if failure.status == StatusCode::UNAUTHORIZED => {
             if ip.is_some_and(|ip| state.api_throttle.failed(ip)) {
-                return too_many_failures();
+                return too_many_failures(&state);
             }
             failure.into_response()
         }
@@ -115,7 +115,11 @@ async fn require_key(
 
 /// 429 for an address that sent too many wrong keys: checked before the key,
 /// so guessing costs the guesser, not the node.
-fn too_many_failures() -> Response {
+fn too_many_failures(state: &AppState) -> Response {
+    state
+        .metrics
+        .http_rejected
+        .increment(crate::protocol::HttpRejection::Throttled);
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
         "too many requests with a wrong API key from your address; wait",
