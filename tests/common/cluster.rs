@@ -28,6 +28,22 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// A throwaway redis-server on loopback: no persistence, plus `extra`.
+fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let port = port.to_string();
+    let base = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 /// A broker server process (redis-server or nats-server).
 pub struct Backend {
     child: Child,
@@ -57,18 +73,7 @@ impl Backend {
     }
 
     pub fn redis_on(port: u16) -> Backend {
-        let args = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from);
-        Backend::spawn("redis-server", &args, port)
+        Backend::spawn("redis-server", &redis_args(port, &[]), port)
     }
 
     pub fn redis() -> Backend {
@@ -84,19 +89,7 @@ impl Backend {
     /// A redis-server that requires a password (`requirepass`).
     pub fn redis_with_password(password: &str) -> Backend {
         let port = free_port();
-        let args = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            password,
-        ]
-        .map(String::from);
+        let args = redis_args(port, &["--requirepass", password]);
         let mut b = Backend::spawn("redis-server", &args, port);
         b.credentials = Some(format!(":{password}@"));
         b
