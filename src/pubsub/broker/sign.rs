@@ -73,7 +73,7 @@ impl Signer {
     /// The hex signature of `parts` (None without a secret).
     pub fn sign(&self, domain: Domain, parts: &[&[u8]]) -> Option<String> {
         let tag = self.mac(domain, parts)?.finalize().into_bytes();
-        Some(tag.iter().map(|b| format!("{b:02x}")).collect())
+        Some(hex(&tag))
     }
 
     /// Whether `sig` is right for `parts`; always true without a secret.
@@ -87,6 +87,18 @@ impl Signer {
         // Constant time.
         mac.verify_slice(&bytes).is_ok()
     }
+}
+
+/// Lower-case hex of `bytes`, in one allocation (signatures are made per
+/// message sent).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
