@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::cluster::{collect, members_linked, until_linked, Backend, Cluster};
 use common::{poll_until, Client, DEADLINE};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 const TOPIC: &str = "room:cluster";
@@ -298,7 +299,18 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_later_recovers_from_the_redis_stream() {
-    let cluster = Cluster::redis(&["--client-rate", "0"]);
+    recovers_from_the_stream(&["--client-rate", "0"]).await;
+}
+
+/// Stored frames keep their stamp and signature: a later node checks them
+/// (and takes them, however old: the replay window is for live traffic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_secret_a_later_node_checks_and_recovers_the_stream() {
+    recovers_from_the_stream(&["--client-rate", "0", "--cluster-secret", CLUSTER_SECRET]).await;
+}
+
+async fn recovers_from_the_stream(args: &[&str]) {
+    let cluster = Cluster::redis(args);
     let [a] = cluster.connected().await;
     let topic = "chat:late";
     let mut pusher = a.client().await;
@@ -449,6 +461,50 @@ async fn with_a_cluster_secret_nodes_talk_and_forgeries_are_dropped() {
         "both forgeries counted"
     );
     assert!(victim.sync().await.iter().all(|f| f[4]["forged"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_secret_a_captured_message_sent_again_is_dropped() {
+    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-secret", CLUSTER_SECRET]);
+    let [a, b] = cluster.connected().await;
+    let topic = "room:replay";
+    let (clients, jr) = members_linked(&[&a, &b], topic).await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    // An eavesdropper on the broker records a node's signed publication...
+    let url = cluster.backend.url();
+    let mut tap = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    tap.subscribe("myriad:room:replay").await.unwrap();
+    on_a.push(&jr, topic, "m", json!({"pay": "once"})).await;
+    assert_eq!(collect(&mut on_b, "m", 1).await.len(), 1);
+    let captured: String = {
+        let mut messages = tap.on_message();
+        let msg = tokio::time::timeout(DEADLINE, messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        msg.get_payload().unwrap()
+    };
+    assert!(captured.contains("\"sig\""), "{captured}");
+    // ...and sends it again, twice: nobody receives it a second time.
+    forge(&url, "myriad:room:replay", &captured).await;
+    forge(&url, "myriad:room:replay", &captured).await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            b.metric("myriad_broker_refused_total{reason=\"replay\"}")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        })
+        .await,
+        "both replays counted"
+    );
+    assert!(on_b.sync().await.iter().all(|f| f[3] != "m"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
             &msg.origin,
             "chat:a",
             msg.exclude,
+            msg.stamp,
             msg.frame,
             msg.sig,
         );

@@ -367,6 +367,14 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<String>,
 
+    /// With cluster_secret: drop signed node-to-node messages older than this, or seen before within it (1s..1h) [default: 1m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub cluster_replay_window: Option<Duration>,
+
     /// Log format; filter with RUST_LOG [default: text]
     #[arg(long, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -249,6 +249,12 @@ pub struct Config {
     /// At least 32 bytes. Default none (nodes trust whoever can publish on
     /// the broker).
     pub cluster_secret: Option<String>,
+    /// With cluster_secret: a signed message older (or further ahead of this
+    /// node's clock) than this is dropped as a possible replay, and one seen
+    /// before is dropped within it. Must exceed the clock skew between nodes
+    /// plus the broker's delivery delay. Default 60s; from 1s to 1h.
+    #[serde(with = "humantime_serde")]
+    pub cluster_replay_window: Duration,
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
@@ -320,6 +326,7 @@ impl Default for Config {
             cluster_heartbeat: Duration::from_secs(1),
             cluster_node_timeout: Duration::from_secs(5),
             cluster_secret: None,
+            cluster_replay_window: Duration::from_secs(60),
         }
     }
 }

@@ -62,6 +62,18 @@ fn bad_value_is_named() {
 }
 
 #[test]
+fn the_replay_window_is_bounded_both_ways() {
+    for bad in ["0s", "500ms", "2h"] {
+        let err = Config::from_toml(&format!("cluster_replay_window = \"{bad}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster_replay_window"), "{bad}: {err}");
+    }
+    let ok = Config::from_toml("cluster_replay_window = \"5m\"").unwrap();
+    assert_eq!(ok.cluster_replay_window, std::time::Duration::from_secs(300));
+}
+
+#[test]
 fn layers_apply_in_order() {
     figment::Jail::expect_with(|jail| {
         jail.create_file(

@@ -2,6 +2,8 @@
 //! load, before anything else sees the config. Reads no files (connect-token
 //! keys are checked with the authenticator, by the binary).
 
+use std::time::Duration;
+
 use super::{BrokerKind, Config, ConfigError};
 
 impl Config {
@@ -86,6 +88,14 @@ impl Config {
                     why,
                 });
             }
+        }
+        if self.cluster_replay_window < Duration::from_secs(1)
+            || self.cluster_replay_window > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::Invalid {
+                key: "cluster_replay_window",
+                why: String::from("must be from 1s to 1h"),
+            });
         }
         if self.revocation_ttl.is_zero() {
             return Err(ConfigError::Invalid {

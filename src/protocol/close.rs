@@ -409,16 +409,20 @@ pub enum BrokerRefusal {
     Signature,
     /// Sync requests from one node faster than one per heartbeat.
     SyncRate,
+    /// A signed message seen before, outside `cluster_replay_window`, or
+    /// without a stamp.
+    Replay,
 }
 
 impl BrokerRefusal {
-    pub const ALL: [BrokerRefusal; 6] = [
+    pub const ALL: [BrokerRefusal; 7] = [
         BrokerRefusal::Malformed,
         BrokerRefusal::Version,
         BrokerRefusal::Origin,
         BrokerRefusal::Frame,
         BrokerRefusal::Signature,
         BrokerRefusal::SyncRate,
+        BrokerRefusal::Replay,
     ];
 
     pub fn label(self) -> &'static str {
@@ -429,6 +433,7 @@ impl BrokerRefusal {
             BrokerRefusal::Frame => "frame",
             BrokerRefusal::Signature => "signature",
             BrokerRefusal::SyncRate => "sync_rate",
+            BrokerRefusal::Replay => "replay",
         }
     }
 }

@@ -100,6 +100,7 @@ fn node_for(
         config.broker == BrokerKind::Redis,
         config.broker_queue,
         config.cluster_secret.as_deref(),
+        config.cluster_replay_window,
     );
     let broker: Arc<dyn Broker> = Arc::new(broker);
     let node = Arc::new(Node::new(config, Arc::clone(metrics), broker));

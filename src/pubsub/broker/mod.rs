@@ -11,6 +11,8 @@
 //! - `wire`: the typed, versioned envelopes that cross the process boundary.
 //! - `names`: every Redis key, channel and NATS subject name.
 //! - `backoff`: jittered reconnect back-off.
+//! - `sign`, `replay`: node-to-node authentication and replay protection
+//!   (`cluster_secret`).
 //!
 //! A broker must never block the caller: publishes from sessions happen inline
 //! in their task, so a slow backend is queued behind a bounded buffer, never
@@ -22,6 +24,7 @@ pub mod local;
 pub mod names;
 pub mod nats;
 pub mod redis;
+pub mod replay;
 pub mod sign;
 pub mod wire;
 

@@ -32,8 +32,8 @@ use crate::pubsub::mailbox::SessionId;
 
 /// Sequences one history publish atomically: the next offset, the topic's
 /// epoch, the frame with its ref slot, the stream entry (`XADD ... MAXLEN ~
-/// size`, what survives a node's death, with the origin, excluded session and
-/// signature a later reader checks) and the PUBLISH that delivers it to every
+/// size`, what survives a node's death, with the origin, excluded session,
+/// stamp and signature a later reader checks) and the PUBLISH that delivers it to every
 /// node in this one order, wrapped in the wire format's frame message.
 /// The three keys expire `history_ttl` after the topic's last publish, like
 /// the rings, so Redis does not keep every topic ever used. An offset that
@@ -44,7 +44,7 @@ local o = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11], 'q', ARGV[12])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
 return o
@@ -135,10 +135,12 @@ async fn warm_history(
                     .get::<String>("x")
                     .and_then(|x| x.parse::<SessionId>().ok());
                 let sig = entry.get::<String>("s").filter(|s| !s.is_empty());
+                let stamp = entry.get::<String>("q").and_then(|q| wire::parse_stamp(&q));
                 let stored = StoredFrame {
                     frame: &frame,
                     origin: &origin,
                     exclude,
+                    stamp,
                     sig: sig.as_deref(),
                 };
                 state.receive_stored(handler, topic, &stored);
@@ -193,18 +195,19 @@ async fn publish_batch(
                 for key in names::redis_history_keys(&topic) {
                     call.key(key);
                 }
-                let (header, sig) = state.history_header(&topic, exclude, &frame);
+                let signed = state.history_header(&topic, exclude, &frame);
                 call.arg(new_epoch())
                     .arg(size)
                     .arg(names::redis_history_channel(&topic))
-                    .arg(header)
+                    .arg(signed.header)
                     .arg(frame.prefix)
                     .arg(frame.suffix)
                     .arg(ttl.as_millis().max(1) as u64)
                     .arg(wire::FRAME_TRAILER)
                     .arg(&*state.node)
                     .arg(exclude.map_or_else(String::new, |id| id.to_string()))
-                    .arg(sig.unwrap_or_default());
+                    .arg(signed.sig)
+                    .arg(signed.stamp);
                 pipe.invoke_script(&call);
                 acks.push(ack);
                 published += 1;

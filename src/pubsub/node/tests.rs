@@ -280,7 +280,13 @@ async fn a_silent_node_is_dropped_and_its_members_leave() {
 fn a_full_broker_queue_drops_the_remote_copy_not_the_local_delivery() {
     use crate::pubsub::broker::link::ClusterBroker;
     let metrics = Metrics::new();
-    let (broker, _link) = ClusterBroker::new(Arc::clone(&metrics), false, 1, None);
+    let (broker, _link) = ClusterBroker::new(
+        Arc::clone(&metrics),
+        false,
+        1,
+        None,
+        std::time::Duration::from_secs(60),
+    );
     let node = Node::new(&Config::default(), Arc::clone(&metrics), Arc::new(broker));
     let (m, _) = join(&node, "room:a", 1, "u1");
     for _ in 0..3 {

@@ -10,15 +10,16 @@
 //! tracker waits for it on shutdown).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::replay::{ReplayGuard, Stamp};
 use super::sign::Signer;
 use super::{wire, Broker, BrokerHandler, Envelope, SendError};
 use crate::metrics::Metrics;
@@ -32,6 +33,10 @@ pub struct LinkState {
     pub metrics: Arc<Metrics>,
     /// Signs what this node sends and checks what others send (`cluster_secret`).
     pub signer: Signer,
+    /// This node's message counter (stamps, with `cluster_secret`).
+    seq: AtomicU64,
+    /// Stamps seen from other nodes (with `cluster_secret`).
+    replay: Mutex<ReplayGuard>,
     connected: AtomicBool,
     /// Topics whose local membership changed since the link task last looked.
     changed: Mutex<HashSet<Arc<str>>>,
@@ -63,14 +68,32 @@ impl LinkState {
         }
     }
 
+    /// The next stamp for a message this node sends; none without a secret
+    /// (unsigned stamps would prove nothing).
+    fn stamp(&self) -> Option<Stamp> {
+        self.signer.is_enabled().then(|| Stamp {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            ts: unix_ms(),
+        })
+    }
+
+    /// Accept a verified message's stamp once (always, without a secret).
+    fn fresh(&self, origin: &str, stamp: Option<Stamp>) -> Result<(), wire::WireError> {
+        if !self.signer.is_enabled() {
+            return Ok(());
+        }
+        self.replay.lock().check(origin, stamp, unix_ms())?;
+        Ok(())
+    }
+
     /// The wire form of an outgoing publication on `topic`.
     pub fn publication(&self, topic: &str, frame: &str) -> Vec<u8> {
-        wire::encode_publication(&self.signer, &self.node, topic, frame)
+        wire::encode_publication(&self.signer, &self.node, self.stamp(), topic, frame)
     }
 
     /// The wire form of an outgoing control message.
     pub fn control(&self, control: &wire::Control) -> Vec<u8> {
-        wire::encode_control(&self.signer, &self.node, control)
+        wire::encode_control(&self.signer, &self.node, self.stamp(), control)
     }
 
     /// The header a history publish travels under through the backend's
@@ -80,9 +103,14 @@ impl LinkState {
         topic: &str,
         exclude: Option<SessionId>,
         frame: &RefSlotFrame,
-    ) -> (String, Option<String>) {
-        let sig = wire::sign_history(&self.signer, &self.node, topic, exclude, frame);
-        (wire::frame_header(&self.node, exclude, sig.as_deref()), sig)
+    ) -> HistoryHeader {
+        let stamp = self.stamp();
+        let sig = wire::sign_history(&self.signer, &self.node, topic, exclude, stamp, frame);
+        HistoryHeader {
+            header: wire::frame_header(&self.node, exclude, stamp, sig.as_deref()),
+            stamp: wire::stamp_text(stamp),
+            sig: sig.unwrap_or_default(),
+        }
     }
 
     fn refused(&self, what: &str, err: &wire::WireError) {
@@ -93,7 +121,8 @@ impl LinkState {
     /// A message from a topic's channel: another node's broadcast.
     pub fn receive_publication(&self, handler: &dyn BrokerHandler, topic: &str, bytes: &[u8]) {
         let msg = wire::decode_frame(bytes)
-            .and_then(|msg| wire::verify_publication(&self.signer, topic, &msg).map(|()| msg));
+            .and_then(|msg| wire::verify_publication(&self.signer, topic, &msg).map(|()| msg))
+            .and_then(|msg| self.fresh(&msg.origin, msg.stamp).map(|()| msg));
         match msg {
             Ok(msg) if *msg.origin == *self.node => {}
             Ok(msg) => {
@@ -113,9 +142,11 @@ impl LinkState {
                 &msg.origin,
                 topic,
                 msg.exclude,
+                msg.stamp,
                 msg.frame,
                 msg.sig,
             )
+            .and_then(|()| self.fresh(&msg.origin, msg.stamp))
             .map(|()| msg)
         });
         match msg {
@@ -144,6 +175,7 @@ impl LinkState {
             stored.origin,
             topic,
             stored.exclude,
+            stored.stamp,
             stored.frame,
             stored.sig,
         );
@@ -155,9 +187,13 @@ impl LinkState {
 
     /// A control message; this node's own are ignored.
     pub fn receive_control(&self, handler: &dyn BrokerHandler, bytes: &[u8]) {
-        match wire::decode_control(&self.signer, bytes) {
-            Ok((origin, _)) if *origin == *self.node => {}
-            Ok((origin, control)) => handler.on_control(&origin, control),
+        let msg = wire::decode_control(&self.signer, bytes);
+        match msg {
+            Ok(msg) if *msg.origin == *self.node => {}
+            Ok(msg) => match self.fresh(&msg.origin, msg.stamp) {
+                Ok(()) => handler.on_control(&msg.origin, msg.control),
+                Err(err) => self.refused("control", &err),
+            },
             Err(err) => self.refused("control", &err),
         }
     }
@@ -169,7 +205,18 @@ pub struct StoredFrame<'a> {
     pub frame: &'a str,
     pub origin: &'a str,
     pub exclude: Option<SessionId>,
+    pub stamp: Option<Stamp>,
     pub sig: Option<&'a str>,
+}
+
+/// What a history publish carries through the backend's script: the header
+/// the live message starts with, and the stamp and signature stored beside
+/// the frame (empty without `cluster_secret`).
+#[derive(Debug)]
+pub struct HistoryHeader {
+    pub header: String,
+    pub stamp: String,
+    pub sig: String,
 }
 
 /// The node's side of a cross-node broker.
@@ -216,17 +263,21 @@ impl LinkHalf {
 
 impl ClusterBroker {
     /// `queue`: envelopes that may wait for the link task (`broker_queue`);
-    /// `secret`: `cluster_secret`, signing every message when set.
+    /// `secret`: `cluster_secret`, signing every message when set;
+    /// `replay_window`: how old a signed message may be (`cluster_replay_window`).
     pub fn new(
         metrics: Arc<Metrics>,
         sequences_history: bool,
         queue: usize,
         secret: Option<&str>,
+        replay_window: Duration,
     ) -> (ClusterBroker, LinkHalf) {
         let state = Arc::new(LinkState {
             node: Arc::from(node_id()),
             metrics,
             signer: Signer::new(secret),
+            seq: AtomicU64::new(0),
+            replay: Mutex::new(ReplayGuard::new(replay_window)),
             connected: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
         });
@@ -295,6 +346,12 @@ impl Broker for ClusterBroker {
     fn sequences_history(&self) -> bool {
         self.sequences_history
     }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn node_id() -> String {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pubsub::broker::replay::Stamp;
 
 #[derive(Default)]
 struct Recorder {
@@ -32,8 +33,18 @@ impl BrokerHandler for Recorder {
     }
 }
 
+const WINDOW: Duration = Duration::from_secs(60);
+const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
+
+fn signed_broker() -> (ClusterBroker, LinkParts, Arc<Recorder>) {
+    let (broker, half) = ClusterBroker::new(Metrics::new(), true, 8, Some(SECRET), WINDOW);
+    let rec = Arc::new(Recorder::default());
+    let parts = half.into_parts(rec.clone(), CancellationToken::new());
+    (broker, parts, rec)
+}
+
 fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
-    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue, None);
+    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue, None, WINDOW);
     let rec = Arc::new(Recorder::default());
     let parts = half.into_parts(rec.clone(), CancellationToken::new());
     (broker, parts, rec)
@@ -118,7 +129,7 @@ fn own_publications_are_not_delivered_twice() {
     state.receive_publication(
         &*rec,
         "room:a",
-        &wire::encode_publication(&state.signer, "other-node", "room:a", frame),
+        &wire::encode_publication(&state.signer, "other-node", None, "room:a", frame),
     );
     assert_eq!(
         rec.publications.lock().len(),
@@ -139,7 +150,7 @@ fn only_the_origin_honours_the_excluded_session() {
     let state = &parts.state;
     let frame = "[null,\"1:e\",\"chat:a\",\"m\",{}]";
     let msg = |origin: &str| {
-        let mut b = wire::frame_header(origin, Some(7), None).into_bytes();
+        let mut b = wire::frame_header(origin, Some(7), None, None).into_bytes();
         b.extend_from_slice(frame.as_bytes());
         b.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
         b
@@ -152,4 +163,59 @@ fn only_the_origin_honours_the_excluded_session() {
     );
     state.receive_control(&*rec, &state.control(&wire::Control::Heartbeat));
     assert!(rec.controls.lock().is_empty(), "own control ignored");
+}
+
+#[test]
+fn with_a_secret_a_captured_message_is_delivered_once() {
+    let (_a, sender, _) = signed_broker();
+    let (_b, receiver, rec) = signed_broker();
+    let (a, b) = (&sender.state, &receiver.state);
+    let frame = "[null,null,\"room:a\",\"e\",{}]";
+
+    let first = a.publication("room:a", frame);
+    let second = a.publication("room:a", frame);
+    b.receive_publication(&*rec, "room:a", &second);
+    // Overtaken by a later message: still accepted, once.
+    b.receive_publication(&*rec, "room:a", &first);
+    b.receive_publication(&*rec, "room:a", &first);
+    b.receive_publication(&*rec, "room:a", &second);
+    assert_eq!(rec.publications.lock().len(), 2);
+
+    let heartbeat = a.control(&wire::Control::Heartbeat);
+    b.receive_control(&*rec, &heartbeat);
+    b.receive_control(&*rec, &heartbeat);
+    assert_eq!(rec.controls.lock().len(), 1);
+
+    let cut = RefSlotFrame::new("chat:a", "m", "{}");
+    let signed = a.history_header("chat:a", None, &cut);
+    let mut live = signed.header.into_bytes();
+    live.extend_from_slice(cut.fill(1, "ep").as_bytes());
+    live.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
+    b.receive_sequenced(&*rec, "chat:a", &live);
+    b.receive_sequenced(&*rec, "chat:a", &live);
+    assert_eq!(rec.sequenced.lock().len(), 1);
+
+    assert!(b
+        .metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"replay\"} 4"));
+}
+
+#[test]
+fn with_a_secret_an_unstamped_or_stale_message_is_refused() {
+    let (_b, receiver, rec) = signed_broker();
+    let b = &receiver.state;
+    let frame = "[null,null,\"room:a\",\"e\",{}]";
+    let signer = Signer::new(Some(SECRET));
+    // Validly signed, but without a stamp (or from long ago): refused.
+    let unstamped = wire::encode_publication(&signer, "n9", None, "room:a", frame);
+    let old = Some(Stamp { seq: 1, ts: 1_000 });
+    let stale = wire::encode_publication(&signer, "n9", old, "room:a", frame);
+    b.receive_publication(&*rec, "room:a", &unstamped);
+    b.receive_publication(&*rec, "room:a", &stale);
+    assert!(rec.publications.lock().is_empty());
+    assert!(b
+        .metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"replay\"} 2"));
 }

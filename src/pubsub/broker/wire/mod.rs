@@ -10,6 +10,10 @@
 //!   builds: `{"v":1,"origin":"n1","exclude":7,"frame":[..]}`;
 //! - a control message: `{"v":1,"origin":"n1","body":{"kind":"diff","data":{..}}}`.
 //!
+//! With `cluster_secret` each also carries `"seq"` and `"ts"` (the sender's
+//! message counter and clock, see `replay`) and `"sig"`, the HMAC over the
+//! origin, the stamp and the content (`sign`).
+//!
 //! Rolling upgrades: readers ignore fields and control kinds they do not know,
 //! so a newer node may add either without a new version; a message with a
 //! version above [`VERSION`] is refused (counted as a broker error), so a
@@ -19,6 +23,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::replay::Stamp;
 use super::sign::{Domain, Signer};
 use crate::protocol::{BrokerRefusal, RefSlotFrame};
 use crate::pubsub::mailbox::SessionId;
@@ -42,6 +47,8 @@ pub enum WireError {
     Frame,
     #[error("missing or bad signature (cluster_secret)")]
     Signature,
+    #[error("replayed or stale message: {0}")]
+    Replay(#[from] super::replay::Replay),
 }
 
 impl WireError {
@@ -53,6 +60,7 @@ impl WireError {
             WireError::Origin => BrokerRefusal::Origin,
             WireError::Frame => BrokerRefusal::Frame,
             WireError::Signature => BrokerRefusal::Signature,
+            WireError::Replay(_) => BrokerRefusal::Replay,
         }
     }
 }
@@ -96,6 +104,10 @@ struct ControlIn<'a> {
     origin: String,
     #[serde(default, borrow)]
     sig: Option<&'a str>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    ts: Option<u64>,
     #[serde(borrow)]
     body: &'a RawValue,
 }
@@ -118,6 +130,10 @@ struct FrameIn<'a> {
     exclude: Option<SessionId>,
     #[serde(default, borrow)]
     sig: Option<&'a str>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    ts: Option<u64>,
     #[serde(borrow)]
     frame: &'a RawValue,
 }
@@ -131,6 +147,8 @@ pub struct InboundFrame<'a> {
     pub exclude: Option<SessionId>,
     /// The origin's signature (with `cluster_secret`).
     pub sig: Option<&'a str>,
+    /// The origin's counter and clock (with `cluster_secret`; signed).
+    pub stamp: Option<Stamp>,
     /// The Phoenix frame, as the origin encoded it.
     pub frame: &'a str,
 }
@@ -142,6 +160,31 @@ fn check_version(v: u32) -> Result<(), WireError> {
     Ok(())
 }
 
+fn stamp_of(seq: Option<u64>, ts: Option<u64>) -> Option<Stamp> {
+    Some(Stamp { seq: seq?, ts: ts? })
+}
+
+/// A stamp as the signature covers it (empty without one).
+pub fn stamp_text(stamp: Option<Stamp>) -> String {
+    stamp.map_or_else(String::new, |s| format!("{}.{}", s.seq, s.ts))
+}
+
+/// The stamp stored beside a history frame, read back.
+pub fn parse_stamp(text: &str) -> Option<Stamp> {
+    let (seq, ts) = text.split_once('.')?;
+    Some(Stamp {
+        seq: seq.parse().ok()?,
+        ts: ts.parse().ok()?,
+    })
+}
+
+fn write_stamp(out: &mut String, stamp: Option<Stamp>) {
+    use std::fmt::Write;
+    if let Some(Stamp { seq, ts }) = stamp {
+        let _ = write!(out, "\"seq\":{seq},\"ts\":{ts},");
+    }
+}
+
 fn check_origin(origin: &str) -> Result<(), WireError> {
     if origin.is_empty() || origin.len() > MAX_ORIGIN {
         return Err(WireError::Origin);
@@ -151,13 +194,19 @@ fn check_origin(origin: &str) -> Result<(), WireError> {
 
 /// The opening of a frame message up to its `"frame":` value; the frame and
 /// `}` follow. The Redis script writes sequenced frames the same way.
-pub fn frame_header(origin: &str, exclude: Option<SessionId>, sig: Option<&str>) -> String {
+pub fn frame_header(
+    origin: &str,
+    exclude: Option<SessionId>,
+    stamp: Option<Stamp>,
+    sig: Option<&str>,
+) -> String {
     use std::fmt::Write;
     let origin = serde_json::to_string(origin).unwrap_or_else(|_| String::from("\"\""));
     let mut out = format!("{{\"v\":{VERSION},\"origin\":{origin},");
     if let Some(id) = exclude {
         let _ = write!(out, "\"exclude\":{id},");
     }
+    write_stamp(&mut out, stamp);
     if let Some(sig) = sig {
         // Hex: nothing to escape.
         let _ = write!(out, "\"sig\":\"{sig}\",");
@@ -177,15 +226,18 @@ pub fn sign_history(
     origin: &str,
     topic: &str,
     exclude: Option<SessionId>,
+    stamp: Option<Stamp>,
     frame: &RefSlotFrame,
 ) -> Option<String> {
     let ex = exclude_text(exclude);
+    let st = stamp_text(stamp);
     signer.sign(
         Domain::History,
         &[
             origin.as_bytes(),
             topic.as_bytes(),
             ex.as_bytes(),
+            st.as_bytes(),
             frame.prefix.as_bytes(),
             frame.suffix.as_bytes(),
         ],
@@ -199,6 +251,7 @@ pub fn verify_history(
     origin: &str,
     topic: &str,
     exclude: Option<SessionId>,
+    stamp: Option<Stamp>,
     frame: &str,
     sig: Option<&str>,
 ) -> Result<(), WireError> {
@@ -209,10 +262,12 @@ pub fn verify_history(
         return Err(WireError::Frame);
     };
     let ex = exclude_text(exclude);
-    let parts: [&[u8]; 5] = [
+    let st = stamp_text(stamp);
+    let parts: [&[u8]; 6] = [
         origin.as_bytes(),
         topic.as_bytes(),
         ex.as_bytes(),
+        st.as_bytes(),
         cut.prefix.as_bytes(),
         cut.suffix.as_bytes(),
     ];
@@ -228,12 +283,24 @@ pub const FRAME_TRAILER: &str = "}";
 
 /// A publication for `topic`'s channel. The frame is raw JSON our own encoder
 /// wrote, embedded as it is.
-pub fn encode_publication(signer: &Signer, origin: &str, topic: &str, frame: &str) -> Vec<u8> {
+pub fn encode_publication(
+    signer: &Signer,
+    origin: &str,
+    stamp: Option<Stamp>,
+    topic: &str,
+    frame: &str,
+) -> Vec<u8> {
+    let st = stamp_text(stamp);
     let sig = signer.sign(
         Domain::Publication,
-        &[origin.as_bytes(), topic.as_bytes(), frame.as_bytes()],
+        &[
+            origin.as_bytes(),
+            st.as_bytes(),
+            topic.as_bytes(),
+            frame.as_bytes(),
+        ],
     );
-    let header = frame_header(origin, None, sig.as_deref());
+    let header = frame_header(origin, None, stamp, sig.as_deref());
     let mut out = Vec::with_capacity(header.len() + frame.len() + 1);
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(frame.as_bytes());
@@ -255,6 +322,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<InboundFrame<'_>, WireError> {
         origin: msg.origin,
         exclude: msg.exclude,
         sig: msg.sig,
+        stamp: stamp_of(msg.seq, msg.ts),
         frame,
     })
 }
@@ -265,8 +333,10 @@ pub fn verify_publication(
     topic: &str,
     msg: &InboundFrame<'_>,
 ) -> Result<(), WireError> {
-    let parts: [&[u8]; 3] = [
+    let st = stamp_text(msg.stamp);
+    let parts: [&[u8]; 4] = [
         msg.origin.as_bytes(),
+        st.as_bytes(),
         topic.as_bytes(),
         msg.frame.as_bytes(),
     ];
@@ -279,12 +349,22 @@ pub fn verify_publication(
 
 /// A control message from `origin`: the body is serialized first, so the
 /// signature covers exactly the bytes the reader will see.
-pub fn encode_control(signer: &Signer, origin: &str, control: &Control) -> Vec<u8> {
+pub fn encode_control(
+    signer: &Signer,
+    origin: &str,
+    stamp: Option<Stamp>,
+    control: &Control,
+) -> Vec<u8> {
     // Serializing plain data (strings, numbers, JSON values) cannot fail.
     let body = serde_json::to_string(control).unwrap_or_default();
-    let sig = signer.sign(Domain::Control, &[origin.as_bytes(), body.as_bytes()]);
+    let st = stamp_text(stamp);
+    let sig = signer.sign(
+        Domain::Control,
+        &[origin.as_bytes(), st.as_bytes(), body.as_bytes()],
+    );
     let origin_json = serde_json::to_string(origin).unwrap_or_else(|_| String::from("\"\""));
     let mut out = format!("{{\"v\":{VERSION},\"origin\":{origin_json},");
+    write_stamp(&mut out, stamp);
     if let Some(sig) = sig {
         out.push_str(&format!("\"sig\":\"{sig}\","));
     }
@@ -294,23 +374,42 @@ pub fn encode_control(signer: &Signer, origin: &str, control: &Control) -> Vec<u
     out.into_bytes()
 }
 
-/// Read a control message (signature checked): (origin, control).
-pub fn decode_control(signer: &Signer, bytes: &[u8]) -> Result<(String, Control), WireError> {
+/// A control message read and its signature checked.
+#[derive(Debug)]
+pub struct InboundControl {
+    pub origin: String,
+    pub stamp: Option<Stamp>,
+    pub control: Control,
+}
+
+/// Read a control message (signature checked).
+pub fn decode_control(signer: &Signer, bytes: &[u8]) -> Result<InboundControl, WireError> {
     let msg: ControlIn<'_> =
         serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     check_version(msg.v)?;
     check_origin(&msg.origin)?;
-    let parts: [&[u8]; 2] = [msg.origin.as_bytes(), msg.body.get().as_bytes()];
+    let stamp = stamp_of(msg.seq, msg.ts);
+    let st = stamp_text(stamp);
+    let parts: [&[u8]; 3] = [
+        msg.origin.as_bytes(),
+        st.as_bytes(),
+        msg.body.get().as_bytes(),
+    ];
     if !signer.verify(Domain::Control, &parts, msg.sig) {
         return Err(WireError::Signature);
     }
     let malformed = |e: serde_json::Error| WireError::Malformed(e.to_string());
     let kind: KindOnly<'_> = serde_json::from_str(msg.body.get()).map_err(malformed)?;
-    if !KNOWN_KINDS.contains(&kind.kind.as_ref()) {
-        return Ok((msg.origin, Control::Unknown));
-    }
-    let body = serde_json::from_str(msg.body.get()).map_err(malformed)?;
-    Ok((msg.origin, body))
+    let control = if KNOWN_KINDS.contains(&kind.kind.as_ref()) {
+        serde_json::from_str(msg.body.get()).map_err(malformed)?
+    } else {
+        Control::Unknown
+    };
+    Ok(InboundControl {
+        origin: msg.origin,
+        stamp,
+        control,
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn publications_round_trip_with_the_frame_embedded_raw() {
     let frame = r#"[null,null,"room:\"a\"","msg",{"t":"x\ny"}]"#;
-    let bytes = encode_publication(&Signer::new(None), "node-1", "room:\"a\"", frame);
+    let bytes = encode_publication(&Signer::new(None), "node-1", None, "room:\"a\"", frame);
     let text = std::str::from_utf8(&bytes).unwrap();
     assert!(text.contains(frame), "{text}");
     let read = decode_frame(&bytes).unwrap();
@@ -14,7 +14,7 @@ fn publications_round_trip_with_the_frame_embedded_raw() {
 
 #[test]
 fn sequenced_frames_carry_the_excluded_session() {
-    let mut bytes = frame_header("n2", Some(42), None).into_bytes();
+    let mut bytes = frame_header("n2", Some(42), None, None).into_bytes();
     bytes.extend_from_slice(br#"[null,"3:e","t","m",{}]"#);
     bytes.extend_from_slice(FRAME_TRAILER.as_bytes());
     let read = decode_frame(&bytes).unwrap();
@@ -64,18 +64,18 @@ fn control_messages_round_trip_and_unknown_kinds_are_tolerated() {
         },
     ] {
         let none = Signer::new(None);
-        let bytes = encode_control(&none, "n1", &c);
-        let (origin, back) = decode_control(&none, &bytes).unwrap();
-        assert_eq!(origin, "n1");
-        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+        let bytes = encode_control(&none, "n1", None, &c);
+        let back = decode_control(&none, &bytes).unwrap();
+        assert_eq!(back.origin, "n1");
+        assert_eq!(format!("{:?}", back.control), format!("{c:?}"));
     }
     // A newer node's kind, with fields this node has never seen.
-    let (_, c) = decode_control(
+    let c = decode_control(
         &Signer::new(None),
         br#"{"v":1,"origin":"n9","extra":1,"body":{"kind":"rebalance","data":{"shard":3}}}"#,
     )
     .unwrap();
-    assert!(matches!(c, Control::Unknown));
+    assert!(matches!(c.control, Control::Unknown));
     // A known kind with a broken body is refused, not ignored.
     assert!(decode_control(
         &Signer::new(None),
@@ -90,24 +90,42 @@ const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
 fn with_a_secret_every_kind_is_signed_and_forgeries_are_refused() {
     let s = Signer::new(Some(SECRET));
     let frame = r#"[null,null,"room:a","m",{}]"#;
-    let bytes = encode_publication(&s, "n1", "room:a", frame);
+    let stamp = Some(Stamp { seq: 7, ts: 1_000 });
+    let bytes = encode_publication(&s, "n1", stamp, "room:a", frame);
     let msg = decode_frame(&bytes).unwrap();
+    assert_eq!(msg.stamp, stamp);
     assert!(verify_publication(&s, "room:a", &msg).is_ok());
+    // The stamp is signed: a replay under a fresh counter is a forgery.
+    let restamped = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replace("\"seq\":7", "\"seq\":8");
+    let msg2 = decode_frame(restamped.as_bytes()).unwrap();
+    assert_eq!(
+        verify_publication(&s, "room:a", &msg2),
+        Err(WireError::Signature)
+    );
     assert_eq!(
         verify_publication(&s, "room:b", &msg),
         Err(WireError::Signature),
         "moved topic"
     );
-    let unsigned = encode_publication(&Signer::new(None), "n1", "room:a", frame);
+    let unsigned = encode_publication(&Signer::new(None), "n1", None, "room:a", frame);
     let msg = decode_frame(&unsigned).unwrap();
     assert_eq!(
         verify_publication(&s, "room:a", &msg),
         Err(WireError::Signature)
     );
 
-    let c = encode_control(&s, "n1", &Control::SyncRequest);
-    assert!(decode_control(&s, &c).is_ok());
-    let forged = encode_control(&Signer::new(None), "n1", &Control::SyncRequest);
+    let c = encode_control(&s, "n1", stamp, &Control::SyncRequest);
+    assert_eq!(decode_control(&s, &c).map(|c| c.stamp), Ok(stamp));
+    let restamped = String::from_utf8(c)
+        .unwrap()
+        .replace("\"ts\":1000", "\"ts\":2000");
+    assert_eq!(
+        decode_control(&s, restamped.as_bytes()).err(),
+        Some(WireError::Signature)
+    );
+    let forged = encode_control(&Signer::new(None), "n1", stamp, &Control::SyncRequest);
     assert_eq!(
         decode_control(&s, &forged).err(),
         Some(WireError::Signature)
@@ -115,10 +133,15 @@ fn with_a_secret_every_kind_is_signed_and_forgeries_are_refused() {
 
     // History: signed around the slot by the origin, checked once filled.
     let cut = RefSlotFrame::new("chat:a", "m", "{}");
-    let sig = sign_history(&s, "n1", "chat:a", Some(3), &cut);
+    let sig = sign_history(&s, "n1", "chat:a", Some(3), stamp, &cut);
     let filled = cut.fill(17, "ep");
-    assert!(verify_history(&s, "n1", "chat:a", Some(3), &filled, sig.as_deref()).is_ok());
-    assert!(verify_history(&s, "n1", "chat:a", None, &filled, sig.as_deref()).is_err());
+    let check = |ex, st, f: &str| verify_history(&s, "n1", "chat:a", ex, st, f, sig.as_deref());
+    assert!(check(Some(3), stamp, &filled).is_ok());
+    assert!(check(None, stamp, &filled).is_err());
+    assert!(check(Some(3), Some(Stamp { seq: 8, ts: 1_000 }), &filled).is_err());
     let other = RefSlotFrame::new("chat:a", "m", "{\"x\":1}").fill(17, "ep");
-    assert!(verify_history(&s, "n1", "chat:a", Some(3), &other, sig.as_deref()).is_err());
+    assert!(check(Some(3), stamp, &other).is_err());
+    // What the store keeps beside the frame reads back as the same stamp.
+    assert_eq!(parse_stamp(&stamp_text(stamp)), stamp);
+    assert_eq!(parse_stamp("x.1"), None);
 }
