@@ -116,16 +116,19 @@ fn init_logging(format: LogFormat) {
     }));
 }
 
-/// The connect-token keys must load (the files exist and parse): checked
-/// here, with the configuration, so a bad key is a configuration error (exit 2)
-/// and `config check` reports it too.
+/// The connect-token keys and the broker's TLS and login files must load
+/// (they exist and parse): checked here, with the configuration, so a bad
+/// file is a configuration error (exit 2) and `config check` reports it too.
 fn check_keys(config: Config) -> Result<Config, String> {
-    match myriad::auth::Authenticator::new(&config, Default::default()) {
-        Ok(_) => Ok(config),
-        Err(why) => Err(format!(
+    if let Err(why) = myriad::auth::Authenticator::new(&config, Default::default()) {
+        return Err(format!(
             "invalid value for `jwt_secret/jwt_public_key_file`: {why}"
-        )),
+        ));
     }
+    if let Err(why) = myriad::pubsub::broker::security::LinkSecurity::load(&config) {
+        return Err(format!("invalid broker TLS or login file: {why}"));
+    }
+    Ok(config)
 }
 
 #[tokio::main]

@@ -70,8 +70,28 @@ fn config_check_refuses_a_broker_url_for_another_broker_and_unreadable_keys() {
             "broker_url",
         ),
         (
-            "broker = \"redis\"\nbroker_url = \"rediss://cache:6380\"\n",
-            "broker_url",
+            "broker = \"redis\"\nbroker_url = \"redis://cache:6380\"\nbroker_tls_ca = \"/etc/ca.pem\"\n",
+            "broker_tls_ca",
+        ),
+        (
+            "broker = \"redis\"\nbroker_url = \"rediss://cache:6380\"\nbroker_tls_ca = \"/nonexistent/ca.pem\"\n",
+            "broker_tls_ca",
+        ),
+        (
+            "broker = \"redis\"\nbroker_url = \"rediss://cache:6380\"\nbroker_tls_key = \"/etc/key.pem\"\n",
+            "broker_tls_cert",
+        ),
+        (
+            "broker = \"redis\"\nbroker_nats_nkey = \"SUAAA\"\n",
+            "broker_nats_nkey",
+        ),
+        (
+            "broker = \"nats\"\nbroker_nats_nkey = \"not-a-seed\"\n",
+            "broker_nats_nkey",
+        ),
+        (
+            "broker = \"nats\"\nbroker_url = \"nats://u:p@h:4222\"\nbroker_nats_creds = \"/etc/x.creds\"\n",
+            "broker_nats_creds",
         ),
         (
             "jwt_algorithm = \"RS256\"\njwt_public_key_file = \"/nonexistent/key.pem\"\n",
@@ -85,7 +105,7 @@ fn config_check_refuses_a_broker_url_for_another_broker_and_unreadable_keys() {
     }
     let ok = write_config(
         "broker-ok.toml",
-        "broker = \"redis\"\nbroker_url = \"redis://cache:6380/2\"\n",
+        "broker = \"redis\"\nbroker_url = \"rediss://cache:6380/2\"\n",
     );
     let out = myriad()
         .args(["config", "check"])

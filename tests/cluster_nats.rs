@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::cluster::{collect, members_linked, Cluster};
+use std::time::Duration;
+
+use common::cluster::{collect, members_linked, Backend, Cluster, Node};
+use common::tls::TlsFiles;
 use common::Client;
 use serde_json::json;
 
@@ -46,4 +49,164 @@ async fn credentials_in_the_broker_url_authenticate_to_nats() {
     };
     on_a.push(&jr, TOPIC, "m", json!({"i": 1})).await;
     assert_eq!(collect(&mut on_b, "m", 1).await.len(), 1);
+}
+
+/// Two nodes on `backend` with `extra` flags deliver to each other.
+async fn delivers(backend: Backend, extra: &[&str]) {
+    let cluster = Cluster::on(backend, "nats", extra);
+    let [a, b] = cluster.connected().await;
+    let (clients, jr) = members_linked(&[&a, &b], TOPIC).await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    on_a.push(&jr, TOPIC, "m", json!({"i": 1})).await;
+    assert_eq!(collect(&mut on_b, "m", 1).await.len(), 1);
+}
+
+/// A node started with `extra` against `url` never gets its link up.
+async fn never_connects(url: &str, extra: &[&str]) {
+    let mut args = vec!["--broker", "nats", "--broker-url", url];
+    args.extend_from_slice(extra);
+    let node = Node::spawn(&args);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        node.metric("myriad_broker_connected").await,
+        Some(0.0),
+        "{extra:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_nodes_check_the_servers_certificate_and_present_their_own() {
+    let tls = TlsFiles::new();
+    let backend = Backend::nats_tls(&tls, true);
+    let url = backend.url();
+    assert!(url.starts_with("tls://"), "{url}");
+    let (ca, cert, key) = (
+        tls.path("ca.pem"),
+        tls.path("client.pem"),
+        tls.path("client-key.pem"),
+    );
+    let other_ca = tls.path("other-ca.pem");
+    never_connects(
+        &url,
+        &[
+            "--broker-tls-ca",
+            &other_ca,
+            "--broker-tls-cert",
+            &cert,
+            "--broker-tls-key",
+            &key,
+        ],
+    )
+    .await;
+    never_connects(&url, &["--broker-tls-ca", &ca]).await;
+    delivers(
+        backend,
+        &[
+            "--client-rate",
+            "0",
+            "--broker-tls-ca",
+            &ca,
+            "--broker-tls-cert",
+            &cert,
+            "--broker-tls-key",
+            &key,
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_seed_logs_in_to_nats() {
+    let tls = TlsFiles::new(); // only for its scratch directory
+    let user = nkeys::KeyPair::new_user();
+    let conf = format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}",
+        user.public_key()
+    );
+    let backend = Backend::nats_with_config(tls.dir(), &conf);
+    let url = backend.url();
+    never_connects(&url, &[]).await;
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    never_connects(&url, &["--broker-nats-nkey", &stranger]).await;
+    let seed = user.seed().unwrap();
+    delivers(
+        backend,
+        &["--client-rate", "0", "--broker-nats-nkey", &seed],
+    )
+    .await;
+}
+
+/// A JWT as nats-server's operator mode reads it: ed25519-nkey signed by
+/// `issuer`, claims `nats` for `subject`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = json!({
+        "jti": format!("{:X}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()),
+        "iat": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let sig = URL_SAFE_NO_PAD.encode(issuer.sign(signing_input.as_bytes()).unwrap());
+    format!("{signing_input}.{sig}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_logs_in_to_an_operator_mode_nats() {
+    let tls = TlsFiles::new(); // only for its scratch directory
+    let (operator, account, user) = (
+        nkeys::KeyPair::new_operator(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_user(),
+    );
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "acc",
+        json!({"limits": unlimited, "type": "account", "version": 2}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "node",
+        json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2}),
+    );
+    let conf = format!(
+        "operator: \"{operator_jwt}\"\nresolver: MEMORY\nresolver_preload: {{ {}: \"{account_jwt}\" }}",
+        account.public_key()
+    );
+    let backend = Backend::nats_with_config(tls.dir(), &conf);
+    let creds = tls.dir().join("node.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let creds = creds.to_string_lossy().into_owned();
+    never_connects(&backend.url(), &[]).await;
+    delivers(
+        backend,
+        &["--client-rate", "0", "--broker-nats-creds", &creds],
+    )
+    .await;
 }

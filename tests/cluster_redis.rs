@@ -626,3 +626,72 @@ async fn a_password_in_the_broker_url_authenticates_to_redis() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(node.metric("myriad_broker_connected").await, Some(0.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rediss_nodes_check_the_servers_certificate_and_present_their_own() {
+    let tls = common::tls::TlsFiles::new();
+    let backend = Backend::redis_tls(&tls, true);
+    let url = backend.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let (ca, cert, key) = (
+        tls.path("ca.pem"),
+        tls.path("client.pem"),
+        tls.path("client-key.pem"),
+    );
+    let files = [
+        "--client-rate",
+        "0",
+        "--broker-tls-ca",
+        &ca,
+        "--broker-tls-cert",
+        &cert,
+        "--broker-tls-key",
+        &key,
+    ];
+    let cluster = Cluster::on(backend, "redis", &files);
+    let [a, b] = cluster.connected().await;
+    // Plain and history traffic (the Lua script) both cross over TLS.
+    for topic in ["room:tls", "chat:tls"] {
+        let (clients, jr) = members_linked(&[&a, &b], topic).await;
+        let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+            unreachable!("one member per node")
+        };
+        on_a.push(&jr, topic, "m", json!({"i": 1})).await;
+        assert_eq!(collect(&mut on_b, "m", 1).await.len(), 1, "{topic}");
+    }
+    // A node that trusts another CA refuses the server; one without a client
+    // certificate is refused by it. Neither ever connects.
+    let other_ca = tls.path("other-ca.pem");
+    let wrong_ca = common::cluster::Node::spawn(&[
+        "--broker",
+        "redis",
+        "--broker-url",
+        &url,
+        "--broker-tls-ca",
+        &other_ca,
+        "--broker-tls-cert",
+        &cert,
+        "--broker-tls-key",
+        &key,
+    ]);
+    let no_cert = common::cluster::Node::spawn(&[
+        "--broker",
+        "redis",
+        "--broker-url",
+        &url,
+        "--broker-tls-ca",
+        &ca,
+    ]);
+    for node in [&wrong_ca, &no_cert] {
+        assert!(
+            poll_until(DEADLINE, || async {
+                node.metric("myriad_broker_errors_total")
+                    .await
+                    .unwrap_or(0.0)
+                    >= 1.0
+            })
+            .await
+        );
+        assert_eq!(node.metric("myriad_broker_connected").await, Some(0.0));
+    }
+}

@@ -336,6 +336,31 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_url: Option<String>,
 
+    /// PEM CA file the broker's TLS certificate must chain to (rediss:// or tls://) [default: none, the system's roots]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with the broker (with --broker-tls-key) [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --broker-tls-cert [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_tls_key: Option<PathBuf>,
+
+    /// NATS .creds file (user JWT + nkey seed) to log in with [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_nats_creds: Option<PathBuf>,
+
+    /// NATS user nkey seed (SU...) to log in with; prefer MYRIAD_BROKER_NATS_NKEY [default: none]
+    #[arg(long, value_name = "SEED")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_nats_nkey: Option<String>,
+
     /// /readyz answers 503 while the broker is unreachable [default: false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]

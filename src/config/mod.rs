@@ -231,6 +231,19 @@ pub struct Config {
     pub broker: BrokerKind,
     /// Broker address. Default none: redis://127.0.0.1:6379 or nats://127.0.0.1:4222.
     pub broker_url: Option<String>,
+    /// PEM file of the CA(s) the broker's TLS certificate must chain to
+    /// (rediss:// or tls:// URLs). Default none: the system's roots.
+    pub broker_tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for a broker that requires one (mutual TLS);
+    /// set with broker_tls_key. Default none.
+    pub broker_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of broker_tls_cert. Default none.
+    pub broker_tls_key: Option<std::path::PathBuf>,
+    /// NATS: a .creds file (user JWT and nkey seed) to log in with. Default none.
+    pub broker_nats_creds: Option<std::path::PathBuf>,
+    /// NATS: a user nkey seed (SU...) to log in with; prefer
+    /// MYRIAD_BROKER_NATS_NKEY. Default none.
+    pub broker_nats_nkey: Option<String>,
     /// Whether /readyz answers 503 while the broker is unreachable. Default false
     /// (a node keeps serving its own sessions through a broker outage).
     pub broker_required: bool,
@@ -321,6 +334,11 @@ impl Default for Config {
             api_keys: Vec::new(),
             broker: BrokerKind::Local,
             broker_url: None,
+            broker_tls_ca: None,
+            broker_tls_cert: None,
+            broker_tls_key: None,
+            broker_nats_creds: None,
+            broker_nats_nkey: None,
             broker_required: false,
             broker_queue: 65_536,
             cluster_heartbeat: Duration::from_secs(1),

@@ -70,7 +70,10 @@ fn the_replay_window_is_bounded_both_ways() {
         assert!(err.contains("cluster_replay_window"), "{bad}: {err}");
     }
     let ok = Config::from_toml("cluster_replay_window = \"5m\"").unwrap();
-    assert_eq!(ok.cluster_replay_window, std::time::Duration::from_secs(300));
+    assert_eq!(
+        ok.cluster_replay_window,
+        std::time::Duration::from_secs(300)
+    );
 }
 
 #[test]

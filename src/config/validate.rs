@@ -117,6 +117,7 @@ impl Config {
                 why,
             });
         }
+        self.check_broker_login()?;
         for (i, ns) in self.namespaces.iter().enumerate() {
             let problem = ns.problem();
             if let Some(why) = problem {
@@ -131,6 +132,72 @@ impl Config {
                 key: "admin_listen",
                 why: format!("must differ from listen ({})", self.listen),
             });
+        }
+        Ok(())
+    }
+
+    /// TLS files need a TLS URL; NATS logins need NATS and exclude each
+    /// other and URL credentials.
+    fn check_broker_login(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, why: &str| ConfigError::Invalid {
+            key,
+            why: why.to_owned(),
+        };
+        let url = self.broker_url.as_deref().unwrap_or("");
+        let tls_url = url.starts_with("rediss://") || url.starts_with("tls://");
+        let tls_keys = [
+            ("broker_tls_ca", self.broker_tls_ca.is_some()),
+            ("broker_tls_cert", self.broker_tls_cert.is_some()),
+            ("broker_tls_key", self.broker_tls_key.is_some()),
+        ];
+        for (key, set) in tls_keys {
+            if set && !tls_url {
+                return Err(invalid(
+                    key,
+                    "needs a TLS broker_url (rediss://HOST:PORT or tls://HOST:PORT)",
+                ));
+            }
+        }
+        if self.broker_tls_cert.is_some() != self.broker_tls_key.is_some() {
+            return Err(invalid(
+                "broker_tls_cert",
+                "broker_tls_cert and broker_tls_key go together",
+            ));
+        }
+        let nats_keys = [
+            ("broker_nats_creds", self.broker_nats_creds.is_some()),
+            ("broker_nats_nkey", self.broker_nats_nkey.is_some()),
+        ];
+        for (key, set) in nats_keys {
+            if set && self.broker != BrokerKind::Nats {
+                return Err(invalid(key, "is for broker = \"nats\""));
+            }
+            if set && redacted_url(url) != url {
+                return Err(invalid(
+                    key,
+                    "cannot be combined with credentials in broker_url",
+                ));
+            }
+        }
+        if self.broker_nats_creds.is_some() && self.broker_nats_nkey.is_some() {
+            return Err(invalid(
+                "broker_nats_nkey",
+                "set broker_nats_creds or broker_nats_nkey, not both",
+            ));
+        }
+        if let Some(seed) = &self.broker_nats_nkey {
+            // A user seed; never quoted back (it is the secret).
+            let ok = seed.len() == 58
+                && seed.starts_with("SU")
+                && seed
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !ok {
+                return Err(invalid(
+                    "broker_nats_nkey",
+                    "is not a NATS user nkey seed (58 characters starting with SU)",
+                ));
+            }
         }
         Ok(())
     }
@@ -151,18 +218,13 @@ impl Config {
         let shown = redacted_url(&url);
         match self.broker {
             BrokerKind::Redis => {
-                if url.starts_with("rediss://") {
-                    return Err(format!(
-                        "{shown:?}: TLS to Redis (rediss://) is not supported yet; use redis:// \
-                         (through a TLS tunnel if needed)"
-                    ));
-                }
-                let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+                let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
                     .iter()
                     .any(|s| url.starts_with(s));
                 if !scheme_ok {
                     return Err(format!(
-                        "{shown:?}: the redis broker needs redis://HOST:PORT (or unix://PATH)"
+                        "{shown:?}: the redis broker needs redis://HOST:PORT, rediss://HOST:PORT \
+                         (TLS) or unix://PATH"
                     ));
                 }
                 redis::IntoConnectionInfo::into_connection_info(url.as_str())
@@ -170,7 +232,9 @@ impl Config {
             }
             BrokerKind::Nats => {
                 if !url.starts_with("nats://") && !url.starts_with("tls://") {
-                    return Err(format!("{shown:?}: the nats broker needs nats://HOST:PORT"));
+                    return Err(format!(
+                        "{shown:?}: the nats broker needs nats://HOST:PORT or tls://HOST:PORT"
+                    ));
                 }
             }
             BrokerKind::Local => {}

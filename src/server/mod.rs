@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::protocol::CloseReason;
 use crate::pubsub::broker::link::ClusterBroker;
 use crate::pubsub::broker::local::LocalBroker;
+use crate::pubsub::broker::security::LinkSecurity;
 use crate::pubsub::broker::{nats, redis, Broker, BrokerHandler};
 use crate::pubsub::Node;
 use crate::registry::Registry;
@@ -95,6 +96,8 @@ fn node_for(
             Arc::new(LocalBroker),
         )));
     };
+    let security = LinkSecurity::load(config)
+        .map_err(|why| ServerError::Broker(format!("broker security: {why}")))?;
     let (broker, link) = ClusterBroker::new(
         Arc::clone(metrics),
         config.broker == BrokerKind::Redis,
@@ -108,10 +111,10 @@ fn node_for(
     let parts = link.into_parts(handler, background.stop.clone());
     match config.broker {
         BrokerKind::Redis => {
-            background.tracker.spawn(redis::run(url, parts));
+            background.tracker.spawn(redis::run(url, security, parts));
         }
         BrokerKind::Nats => {
-            background.tracker.spawn(nats::run(url, parts));
+            background.tracker.spawn(nats::run(url, security, parts));
         }
         BrokerKind::Local => {}
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::tls::TlsFiles;
 use super::{http_get, metric_value, without_myriad_env, Client, DEADLINE};
 
 /// A free loopback port (bound and released; good enough for tests).
@@ -51,6 +52,8 @@ pub struct Backend {
     program: &'static str,
     /// `user:password@` for the URL, when the server requires credentials.
     credentials: Option<String>,
+    /// Only TLS connections (rediss:// or tls:// URLs).
+    tls: bool,
 }
 
 impl Backend {
@@ -69,7 +72,78 @@ impl Backend {
             port,
             program,
             credentials: None,
+            tls: false,
         }
+    }
+
+    /// A redis-server that speaks TLS only, with `tls`'s server certificate;
+    /// with `client_auth` it requires a client certificate from its CA.
+    pub fn redis_tls(tls: &TlsFiles, client_auth: bool) -> Backend {
+        let port = free_port().to_string();
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-cert-file",
+            &tls.path("server.pem"),
+            "--tls-key-file",
+            &tls.path("server-key.pem"),
+            "--tls-ca-cert-file",
+            &tls.path("ca.pem"),
+            "--tls-auth-clients",
+            if client_auth { "yes" } else { "no" },
+        ]
+        .map(String::from);
+        let mut b = Backend::spawn("redis-server", &args, port.parse().unwrap());
+        b.tls = true;
+        b
+    }
+
+    /// A nats-server that speaks TLS only; with `client_auth` it requires a
+    /// client certificate from `tls`'s CA.
+    pub fn nats_tls(tls: &TlsFiles, client_auth: bool) -> Backend {
+        let port = free_port().to_string();
+        let mut args = vec![
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--tls",
+            "--tlscert",
+            &tls.path("server.pem"),
+            "--tlskey",
+            &tls.path("server-key.pem"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if client_auth {
+            args.extend([
+                "--tlsverify".into(),
+                "--tlscacert".into(),
+                tls.path("ca.pem"),
+            ]);
+        }
+        let mut b = Backend::spawn("nats-server", &args, port.parse().unwrap());
+        b.tls = true;
+        b
+    }
+
+    /// A nats-server started from a configuration file's `text` (accounts,
+    /// nkey users, operator mode), written into `dir`.
+    pub fn nats_with_config(dir: &std::path::Path, text: &str) -> Backend {
+        let port = free_port();
+        let conf = dir.join(format!("nats-{port}.conf"));
+        std::fs::write(&conf, format!("listen: \"127.0.0.1:{port}\"\n{text}\n")).unwrap();
+        let args = ["-c".to_string(), conf.to_string_lossy().into_owned()];
+        Backend::spawn("nats-server", &args, port)
     }
 
     pub fn redis_on(port: u16) -> Backend {
@@ -116,10 +190,13 @@ impl Backend {
 
     pub fn url(&self) -> String {
         let creds = self.credentials.as_deref().unwrap_or("");
-        match self.program {
-            "redis-server" => format!("redis://{creds}127.0.0.1:{}", self.port),
-            _ => format!("nats://{creds}127.0.0.1:{}", self.port),
-        }
+        let scheme = match (self.program, self.tls) {
+            ("redis-server", false) => "redis",
+            ("redis-server", true) => "rediss",
+            (_, false) => "nats",
+            (_, true) => "tls",
+        };
+        format!("{scheme}://{creds}127.0.0.1:{}", self.port)
     }
 
     /// SIGKILL, and wait for it to be gone.
@@ -230,6 +307,9 @@ impl Node {
                 if !sent && line.contains("myriad listening") {
                     let _ = tx.send(line);
                     sent = true;
+                } else if line.contains("WARN") || line.contains("ERROR") {
+                    // Shown with a failing test's output (the harness captures it).
+                    eprintln!("node: {line}");
                 }
             }
         });

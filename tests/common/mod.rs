@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 pub mod cluster;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@
 //! - `wire`: the typed, versioned envelopes that cross the process boundary.
 //! - `names`: every Redis key, channel and NATS subject name.
 //! - `backoff`: jittered reconnect back-off.
+//! - `security`: TLS roots, client certificates and NATS logins, read at start.
 //! - `sign`, `replay`: node-to-node authentication and replay protection
 //!   (`cluster_secret`).
 //!
@@ -25,6 +26,7 @@ pub mod names;
 pub mod nats;
 pub mod redis;
 pub mod replay;
+pub mod security;
 pub mod sign;
 pub mod wire;
 

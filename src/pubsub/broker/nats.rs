@@ -17,22 +17,55 @@ use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
 use super::link::{drop_queued, LinkParts};
+use super::security::{LinkSecurity, NatsLogin};
 use super::{names, Envelope};
 
 /// How often the link mirrors the client's connection state.
 const HEALTH_POLL: Duration = Duration::from_millis(250);
 
+/// How the client logs in and secures its connection: URL credentials or
+/// a creds file or nkey seed; TLS when the URL says tls:// (with
+/// `broker_tls_ca` and a client certificate when configured).
+fn options(
+    credentials: &Credentials,
+    address: &str,
+    security: &LinkSecurity,
+) -> std::io::Result<async_nats::ConnectOptions> {
+    let mut options = match (credentials, &security.nats) {
+        (_, NatsLogin::Creds(text)) => async_nats::ConnectOptions::with_credentials(text)?,
+        (_, NatsLogin::Nkey(seed)) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+        (Credentials::None, NatsLogin::Url) => async_nats::ConnectOptions::new(),
+        (Credentials::Token(t), NatsLogin::Url) => {
+            async_nats::ConnectOptions::with_token(t.clone())
+        }
+        (Credentials::UserPassword(u, p), NatsLogin::Url) => {
+            async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+        }
+    };
+    if address.starts_with("tls://") {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &security.ca {
+        options = options.add_root_certificates(ca.path.clone());
+    }
+    if let Some((cert, key)) = &security.client {
+        options = options.add_client_certificate(cert.path.clone(), key.path.clone());
+    }
+    Ok(options)
+}
+
 /// Run the link until its stop token is cancelled.
-pub async fn run(url: String, mut parts: LinkParts) {
+pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
     let (credentials, address) = split_credentials(&url);
     let client = loop {
-        let options = match &credentials {
-            Credentials::None => async_nats::ConnectOptions::new(),
-            Credentials::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
-            Credentials::UserPassword(u, p) => {
-                async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
+        let options = match options(&credentials, &address, &security) {
+            Ok(o) => o,
+            Err(err) => {
+                // The creds file was checked at start; a failure here is a bug.
+                tracing::error!(error = %err, "invalid nats credentials; cluster delivery disabled");
+                return;
             }
         };
         let connect = options

@@ -26,6 +26,7 @@ use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
 use super::link::{drop_queued, LinkParts, LinkState, StoredFrame};
+use super::security::LinkSecurity;
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
 use crate::config::redacted_url;
 use crate::pubsub::mailbox::SessionId;
@@ -58,9 +59,26 @@ fn new_epoch() -> String {
     format!("{nanos:x}")
 }
 
+/// A client for `url`: rediss:// checks the server's certificate against
+/// `broker_tls_ca` (the system's roots without it) and presents the client
+/// certificate when one is configured.
+fn client(url: &str, security: LinkSecurity) -> redis::RedisResult<redis::Client> {
+    if security.ca.is_none() && security.client.is_none() {
+        return redis::Client::open(url);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: security.client.map(|(cert, key)| redis::ClientTlsConfig {
+            client_cert: cert.pem,
+            client_key: key.pem,
+        }),
+        root_cert: security.ca.map(|ca| ca.pem),
+    };
+    redis::Client::build_with_tls(url, certificates)
+}
+
 /// Run the link until its stop token is cancelled.
-pub async fn run(url: String, mut parts: LinkParts) {
-    let client = match redis::Client::open(url.as_str()) {
+pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
+    let client = match client(&url, security) {
         Ok(c) => c,
         Err(err) => {
             // Validated with the config; a failure here is a bug, not an outage.
@@ -70,6 +88,7 @@ pub async fn run(url: String, mut parts: LinkParts) {
     };
     let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
+    let mut streak = 0u32;
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -79,7 +98,14 @@ pub async fn run(url: String, mut parts: LinkParts) {
             Ok(()) => return,
             Err(err) => {
                 parts.state.metrics.broker_errors.increment(1);
-                tracing::debug!(error = %err, "redis link failed");
+                // The first failure of a streak says why (a refused
+                // certificate, a wrong password); retries repeat it at debug.
+                if parts.state.is_connected() || streak == 0 {
+                    tracing::warn!(error = %err, url = %redacted_url(&url), "redis link failed; retrying");
+                } else {
+                    tracing::debug!(error = %err, "redis link failed");
+                }
+                streak += 1;
             }
         }
         let wait = backoff.after_failure(parts.state.is_connected());
