@@ -21,7 +21,7 @@ use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
     BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HttpRejection,
-    JoinRefusal, MalformedKind,
+    JoinRefusal, JwksFetch, MalformedKind,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -54,6 +54,8 @@ pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
 pub const BROKER_DROPPED: &str = "myriad_broker_dropped_total";
 pub const BROKER_ERRORS: &str = "myriad_broker_errors_total";
 pub const BROKER_REFUSED: &str = "myriad_broker_refused_total";
+pub const JWKS_REFRESHES: &str = "myriad_jwks_refreshes_total";
+pub const JWKS_KEYS: &str = "myriad_jwks_keys";
 pub const BROKER_RECONNECTS: &str = "myriad_broker_reconnects_total";
 pub const BROKER_QUEUE: &str = "myriad_broker_queue_depth";
 pub const BROKER_PEERS: &str = "myriad_broker_peers";
@@ -116,6 +118,7 @@ label_set!(
     HandshakeRejection,
     HttpRejection,
     JoinRefusal,
+    JwksFetch,
     MalformedKind,
     Shed,
 );
@@ -192,6 +195,8 @@ pub struct Metrics {
     pub broker_queue_depth: Gauge,
     pub broker_peers: Gauge,
     pub broker_peers_lost: Counter,
+    pub jwks_refreshes: Family<JwksFetch>,
+    pub jwks_keys: Gauge,
 }
 
 fn meta() -> Metadata<'static> {
@@ -297,6 +302,13 @@ impl Metrics {
             KeyName::from_const_str(MALFORMED_FRAMES),
             None,
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(JWKS_REFRESHES),
+            None,
+            SharedString::const_str(
+                "Fetches of jwt_jwks_url, by result (an error keeps the previous keys).",
+            ),
         );
         r.describe_counter(
             KeyName::from_const_str(BROKER_REFUSED),
@@ -424,6 +436,12 @@ impl Metrics {
             malformed: Family::register(|l| labelled(MALFORMED_FRAMES, "kind", l)),
             client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
             broker_refused: Family::register(|l| labelled(BROKER_REFUSED, "reason", l)),
+            jwks_refreshes: Family::register(|l| labelled(JWKS_REFRESHES, "result", l)),
+            jwks_keys: gauge(
+                JWKS_KEYS,
+                "Signing keys in the identity provider's set as last fetched (jwt_jwks_url).",
+                None,
+            ),
             history_unstored: counter(
                 HISTORY_UNSTORED,
                 "History publishes delivered without an offset: no room for a new ring (history_max_topics or history_max_bytes).",

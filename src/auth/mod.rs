@@ -1,5 +1,6 @@
 //! Who may connect and what they may join: JWT connect tokens (HS256, RS256,
-//! ES256), anonymous access, the Origin allow-list, and API keys.
+//! ES256 with a configured key, or an identity provider's keys by `kid`:
+//! `jwks`), anonymous access, the Origin allow-list, and API keys.
 //!
 //! Owns the decision and its reason; never touches sessions. A refused
 //! connect is an `AuthError`, rendered by the upgrade as HTTP 403.
@@ -15,6 +16,10 @@ use serde::Deserialize;
 use crate::config::Pattern;
 use crate::config::{Config, JwtAlgorithm};
 use crate::revocation::Revocations;
+
+pub mod jwks;
+
+use jwks::{JwksKeys, Lookup, TokenKey};
 
 /// The subprotocol phoenix.js 1.8 offers beside the token, echoed on success.
 pub const PHOENIX_SUBPROTOCOL: &str = "phoenix";
@@ -32,7 +37,9 @@ pub enum AuthError {
     Expired,
     #[error("origin {0:?} is not allowed")]
     OriginNotAllowed(String),
-    #[error("tokens are not accepted: no jwt_secret or jwt_public_key_file is configured")]
+    #[error(
+        "tokens are not accepted: no jwt_secret, jwt_public_key_file or jwt_jwks_url is configured"
+    )]
     NoKey,
     #[error("connect token revoked: the user was disconnected; get a new token")]
     Revoked,
@@ -106,12 +113,21 @@ enum Anonymous {
     Topics(Vec<Pattern>),
 }
 
+/// Where token keys come from.
+enum TokenKeys {
+    None,
+    /// `jwt_secret` or `jwt_public_key_file`.
+    Static(Arc<TokenKey>),
+    /// `jwt_jwks_url`, by `kid`.
+    Jwks(Arc<JwksKeys>),
+}
+
 pub struct Authenticator {
     /// Users whose older tokens are refused (shared with the node, which
     /// learns other nodes' revocations).
     revocations: Arc<Revocations>,
     anonymous: Anonymous,
-    key: Option<(DecodingKey, Algorithm)>,
+    keys: TokenKeys,
     issuer: Option<String>,
     audience: Option<String>,
     allowed_origins: Vec<String>,
@@ -125,7 +141,7 @@ impl Authenticator {
     /// Reads key files; fails on unreadable or malformed keys. `revocations`:
     /// the node's (a fresh one where none is shared).
     pub fn new(config: &Config, revocations: Arc<Revocations>) -> Result<Authenticator, String> {
-        let key = match (&config.jwt_secret, &config.jwt_public_key_file) {
+        let static_key = match (&config.jwt_secret, &config.jwt_public_key_file) {
             (Some(_), Some(_)) => {
                 return Err(String::from(
                     "set jwt_secret or jwt_public_key_file, not both",
@@ -167,6 +183,19 @@ impl Authenticator {
             }
             (None, None) => None,
         };
+        let keys = match (static_key, &config.jwt_jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(String::from(
+                    "set jwt_jwks_url or jwt_secret/jwt_public_key_file, not both",
+                ))
+            }
+            (Some((key, alg)), None) => TokenKeys::Static(Arc::new(TokenKey {
+                key,
+                algorithms: vec![alg],
+            })),
+            (None, Some(_)) => TokenKeys::Jwks(Arc::default()),
+            (None, None) => TokenKeys::None,
+        };
         Ok(Authenticator {
             revocations,
             anonymous: match (config.allows_anonymous(), config.has_token_key()) {
@@ -180,7 +209,7 @@ impl Authenticator {
                         .collect(),
                 ),
             },
-            key,
+            keys,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             allowed_origins: config.allowed_origins.clone(),
@@ -230,11 +259,56 @@ impl Authenticator {
         Ok(identity)
     }
 
-    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let Some((key, alg)) = &self.key else {
-            return Err(AuthError::NoKey);
+    /// The key a token names, and the algorithms it may be signed with.
+    fn key_for(&self, token: &str) -> Result<(Arc<TokenKey>, Algorithm), AuthError> {
+        let invalid = |why: &str| AuthError::InvalidToken(why.to_owned());
+        let static_or_jwks = match &self.keys {
+            TokenKeys::None => return Err(AuthError::NoKey),
+            TokenKeys::Static(key) => Ok(key),
+            TokenKeys::Jwks(keys) => Err(keys),
         };
-        let mut validation = Validation::new(*alg);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let key = match static_or_jwks {
+            Ok(key) => Arc::clone(key),
+            Err(keys) => {
+                // An over-long kid is refused before it can ask for a fetch.
+                if header
+                    .kid
+                    .as_ref()
+                    .is_some_and(|k| k.len() > jwks::MAX_KID_BYTES)
+                {
+                    return Err(invalid("kid too long"));
+                }
+                keys.key(header.kid.as_deref())
+                    .map_err(|lookup| match lookup {
+                        Lookup::NotLoaded => {
+                            invalid("the identity provider's keys are not loaded yet")
+                        }
+                        Lookup::UnknownKid => invalid("unknown kid"),
+                        Lookup::KidRequired => invalid("token has no kid"),
+                    })?
+            }
+        };
+        if !key.algorithms.contains(&header.alg) {
+            return Err(invalid("algorithm not allowed for this key"));
+        }
+        Ok((key, header.alg))
+    }
+
+    /// The identity provider's key set, when tokens are checked against one
+    /// (the server runs its refresher).
+    pub fn jwks(&self) -> Option<&Arc<JwksKeys>> {
+        match &self.keys {
+            TokenKeys::Jwks(keys) => Some(keys),
+            _ => None,
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let (key, alg) = self.key_for(token)?;
+        let key = &key.key;
+        let mut validation = Validation::new(alg);
         validation.leeway = 0;
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];

@@ -291,6 +291,27 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_public_key_file: Option<PathBuf>,
 
+    /// Identity provider's JWKS URL (https://, or http:// on loopback): tokens verified by kid [default: none]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// Fetch the JWKS again this often (>= 10s) [default: 10m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub jwt_jwks_refresh: Option<Duration>,
+
+    /// A token with an unknown kid refetches the JWKS at most this often [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub jwt_jwks_min_interval: Option<Duration>,
+
     /// Required `iss` of connect tokens [default: none, not checked]
     #[arg(long, value_name = "ISSUER")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -144,6 +144,18 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// PEM public key for RS256/ES256. Default none.
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// An identity provider's JSON Web Key Set (https://, or http:// on
+    /// loopback): connect tokens are verified with its keys by `kid`
+    /// (RS*, PS*, ES256/384, EdDSA; never HS*). Instead of jwt_secret and
+    /// jwt_public_key_file. Default none.
+    pub jwt_jwks_url: Option<String>,
+    /// How often the key set is fetched again. Default 10m; at least 10s.
+    #[serde(with = "humantime_serde")]
+    pub jwt_jwks_refresh: Duration,
+    /// A token with an unknown `kid` triggers a fetch (a key rotated in), at
+    /// most once per this interval. Default 30s; from 1s to jwt_jwks_refresh.
+    #[serde(with = "humantime_serde")]
+    pub jwt_jwks_min_interval: Duration,
     /// When set, a token's `iss` must equal it. Default none (not checked).
     pub jwt_issuer: Option<String>,
     /// When set, a token's `aud` must contain it. Default none: `aud` is not
@@ -345,6 +357,9 @@ impl Default for Config {
             cluster_node_timeout: Duration::from_secs(5),
             cluster_secret: None,
             cluster_replay_window: Duration::from_secs(60),
+            jwt_jwks_url: None,
+            jwt_jwks_refresh: Duration::from_secs(600),
+            jwt_jwks_min_interval: Duration::from_secs(30),
         }
     }
 }
@@ -444,7 +459,9 @@ impl Config {
 
     /// Whether a JWT key (secret or public key file) is configured.
     pub fn has_token_key(&self) -> bool {
-        self.jwt_secret.is_some() || self.jwt_public_key_file.is_some()
+        self.jwt_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_url.is_some()
     }
 
     /// Whether connections without a token are admitted (see `anonymous`).

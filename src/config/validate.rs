@@ -118,6 +118,7 @@ impl Config {
             });
         }
         self.check_broker_login()?;
+        self.check_jwks()?;
         for (i, ns) in self.namespaces.iter().enumerate() {
             let problem = ns.problem();
             if let Some(why) = problem {
@@ -132,6 +133,64 @@ impl Config {
                 key: "admin_listen",
                 why: format!("must differ from listen ({})", self.listen),
             });
+        }
+        Ok(())
+    }
+
+    /// A JWKS comes over TLS (plain HTTP only on loopback, for tests and
+    /// sidecars) and replaces the static keys.
+    fn check_jwks(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+        if self.jwt_jwks_refresh < Duration::from_secs(10) {
+            return Err(invalid(
+                "jwt_jwks_refresh",
+                String::from("must be at least 10s"),
+            ));
+        }
+        if self.jwt_jwks_min_interval < Duration::from_secs(1)
+            || self.jwt_jwks_min_interval > self.jwt_jwks_refresh
+        {
+            return Err(invalid(
+                "jwt_jwks_min_interval",
+                String::from("must be from 1s to jwt_jwks_refresh"),
+            ));
+        }
+        let Some(url) = &self.jwt_jwks_url else {
+            return Ok(());
+        };
+        if self.jwt_secret.is_some() || self.jwt_public_key_file.is_some() {
+            return Err(invalid(
+                "jwt_jwks_url",
+                String::from("set jwt_jwks_url or jwt_secret/jwt_public_key_file, not both"),
+            ));
+        }
+        let host = |rest: &str| -> String {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or("");
+            if let Some(v6) = host.strip_prefix('[') {
+                return v6.split(']').next().unwrap_or("").to_owned();
+            }
+            host.split(':').next().unwrap_or("").to_owned()
+        };
+        let ok = if let Some(rest) = url.strip_prefix("https://") {
+            !host(rest).is_empty()
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            let h = host(rest);
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        } else {
+            false
+        };
+        if !ok {
+            return Err(invalid(
+                "jwt_jwks_url",
+                format!(
+                    "{:?}: must be https://HOST/PATH (http:// only on loopback: keys \
+                     fetched in the clear could be swapped on the way)",
+                    redacted_url(url)
+                ),
+            ));
         }
         Ok(())
     }

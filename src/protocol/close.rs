@@ -392,6 +392,25 @@ impl ClientRefusal {
     }
 }
 
+/// How a fetch of the identity provider's keys ended (the `result` label
+/// of `myriad_jwks_refreshes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksFetch {
+    Ok,
+    Error,
+}
+
+impl JwksFetch {
+    pub const ALL: [JwksFetch; 2] = [JwksFetch::Ok, JwksFetch::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            JwksFetch::Ok => "ok",
+            JwksFetch::Error => "error",
+        }
+    }
+}
+
 /// Why a message from the broker was dropped (the `reason` label of
 /// `myriad_broker_refused_total`): other nodes are checked like clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ pub mod ref_slot;
 
 pub use close::{
     BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HttpRejection, JoinRefusal,
-    MalformedKind, ReplyError,
+    JwksFetch, MalformedKind, ReplyError,
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{

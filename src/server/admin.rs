@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is
-//! alive), `/readyz` (503 while draining, overloaded, or cut off from a
-//! required broker). Never serves WebSockets.
+//! alive), `/readyz` (503 while draining, overloaded, cut off from a
+//! required broker, or before the identity provider's keys are loaded). Never serves WebSockets.
 
 use std::sync::Arc;
 
@@ -49,6 +49,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else if state.config.broker_required && !state.node.is_ready() {
         // broker_required: a node cut off from the cluster sends clients elsewhere.
         (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n")
+    } else if state.auth.jwks().is_some_and(|keys| !keys.is_loaded()) {
+        // jwt_jwks_url: every token would be refused until the keys arrive.
+        (StatusCode::SERVICE_UNAVAILABLE, "token keys not loaded\n")
     } else if state.admission.overloaded() {
         // At the connection cap or over the memory watermark: send new
         // clients elsewhere; existing sessions are untouched.

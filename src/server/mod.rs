@@ -11,6 +11,7 @@ pub mod api;
 mod api_throttle;
 mod chat;
 pub mod client_addr;
+mod jwks_refresher;
 pub mod protect;
 mod proxy_protocol;
 mod upgrade;
@@ -139,6 +140,19 @@ impl AppState {
         let node = node_for(&config, &metrics, &background)?;
         let auth = Authenticator::new(&config, Arc::clone(node.revocations()))
             .map_err(ServerError::Auth)?;
+        if let (Some(keys), Some(url)) = (auth.jwks(), &config.jwt_jwks_url) {
+            let schedule = jwks_refresher::Schedule {
+                url: url.clone(),
+                refresh: config.jwt_jwks_refresh,
+                min_interval: config.jwt_jwks_min_interval,
+            };
+            background.tracker.spawn(jwks_refresher::run(
+                Arc::clone(keys),
+                schedule,
+                Arc::clone(&metrics),
+                background.stop.clone(),
+            ));
+        }
         let registry = Arc::new(Registry::new());
         {
             // A revocation from any node closes this node's sessions of the user.
