@@ -211,10 +211,15 @@ async fn disconnect_revokes_the_user_closing_its_sessions_with_4003() {
     server
         .wait_metric("myriad_handshakes_rejected_total{reason=\"revoked\"}", 1.0)
         .await;
-    // ...while one issued after the kick is accepted.
+    // ...while one issued after the kick is accepted (read the clock again:
+    // the kick may have landed a second after `now`).
+    let after_kick = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let later = encode(
         &Header::default(),
-        &json!({"sub": "mallory", "exp": now + 60, "iat": now + 1}),
+        &json!({"sub": "mallory", "exp": now + 60, "iat": after_kick + 1}),
         &EncodingKey::from_secret(b"api-test-secret-of-at-least-32-bytes"),
     )
     .unwrap();

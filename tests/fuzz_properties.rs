@@ -16,6 +16,7 @@ use myriad::pubsub::broker::sign::Signer;
 use myriad::pubsub::broker::wire;
 use myriad::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound};
 use myriad::pubsub::Node;
+use myriad::server::api_body;
 use myriad::session::phoenix::PhoenixHandler;
 use myriad::session::FrameHandler;
 use proptest::prelude::*;
@@ -51,6 +52,30 @@ proptest! {
         let text = format!("[{},{},\"{topic}\",\"{event}\",{payload}{extra}]", q(&jr), q(&r));
         if let Ok(frame) = protocol::decode(&text) {
             prop_assert!(frame.topic.len() <= text.len());
+        }
+    }
+
+    #[test]
+    fn api_bodies_never_panic_and_accepted_ones_hold_the_limits(
+        topic in "[a-z:]{0,300}",
+        event in "(phx_|presence_)?[a-z]{0,140}",
+        nest in 0usize..80,
+        junk in ".{0,40}",
+    ) {
+        let config = Config::default();
+        let payload = format!("{{\"x\":{}1{}}}", "[".repeat(nest), "]".repeat(nest));
+        for body in [
+            format!(r#"{{"topic":"{topic}","event":"{event}","payload":{payload}}}"#),
+            format!(r#"{{"topic":"{topic}","event":"{event}","payload":{junk}}}"#),
+            junk.clone(),
+        ] {
+            if let Ok(b) = api_body::broadcast(body.as_bytes(), &config) {
+                prop_assert!(b.topic.len() <= config.max_topic_length);
+                prop_assert!(b.event.len() <= config.max_event_length);
+                prop_assert!(!limits::is_reserved_event(&b.event));
+                prop_assert!(!limits::json_deeper_than(&b.payload, config.max_payload_depth));
+            }
+            let _ = api_body::disconnect(body.as_bytes());
         }
     }
 

@@ -16,15 +16,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::api_body::{self, BodyError};
 use super::api_throttle;
 use super::client_addr::client_addr;
 use super::AppState;
 use crate::config::Route;
 use crate::protocol::broadcast_parts;
-use crate::protocol::limits::{is_reserved_event, json_deeper_than};
 use crate::pubsub;
 use crate::revocation::{unix_now, Revocation};
 
@@ -190,32 +190,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
     Ok(())
 }
 
-/// Parse a JSON object body; the error names what is wrong.
-fn object_body(body: &Bytes) -> Result<Map<String, Value>, ApiFailure> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "body must be a JSON object",
-            None,
-        )),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("body is not valid JSON: {e}"),
-            None,
-        )),
-    }
-}
-
-fn string_field<'a>(
-    map: &'a Map<String, Value>,
-    field: &'static str,
-) -> Result<&'a str, ApiFailure> {
-    match map.get(field) {
-        None => Err(bad(field, "missing")),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(bad(field, "must not be empty")),
-        Some(_) => Err(bad(field, "must be a string")),
+impl From<BodyError> for ApiFailure {
+    fn from(e: BodyError) -> ApiFailure {
+        error(StatusCode::BAD_REQUEST, e.why, e.field)
     }
 }
 
@@ -251,27 +228,12 @@ async fn broadcast(
     body: Bytes,
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
-    let map = object_body(&body)?;
-    let topic = bounded_topic(&state, string_field(&map, "topic")?)?;
-    let event = string_field(&map, "event")?;
-    // The same rule as client pushes: names phoenix.js acts on are the server's.
-    if is_reserved_event(event) {
-        return Err(bad(
-            "event",
-            "reserved: names starting with phx_, presence_ or chan_reply_ are phoenix.js control events",
-        ));
-    }
-    if event.len() > state.config.max_event_length {
-        return Err(bad("event", "longer than max_event_length"));
-    }
-    let payload = match map.get("payload") {
-        None => return Err(bad("payload", "missing")),
-        Some(p @ Value::Object(_)) => p.to_string(),
-        Some(_) => return Err(bad("payload", "must be a JSON object")),
-    };
-    if json_deeper_than(&payload, state.config.max_payload_depth) {
-        return Err(bad("payload", "nested deeper than max_payload_depth"));
-    }
+    let api_body::Broadcast {
+        topic,
+        event,
+        payload,
+    } = api_body::broadcast(&body, &state.config)?;
+    let (topic, event) = (topic.as_str(), event.as_str());
     let route = route_of(&state, topic)?;
     let published = state
         .node
@@ -314,8 +276,8 @@ async fn disconnect(
     body: Bytes,
 ) -> Result<Response, ApiFailure> {
     authorize(&state, &headers)?;
-    let map = object_body(&body)?;
-    let user = string_field(&map, "user")?;
+    let user = api_body::disconnect(&body)?;
+    let user = user.as_str();
     // Revoke first: a client that reconnects at once, to any node, is refused.
     let now = unix_now();
     let disconnected = state.node.revoke(
@@ -358,10 +320,7 @@ fn route_of<'a>(state: &'a AppState, topic: &str) -> Result<&'a Route, ApiFailur
 /// A topic within `max_topic_length` (checked before it is routed, quoted or
 /// used as a key).
 fn bounded_topic<'a>(state: &AppState, topic: &'a str) -> Result<&'a str, ApiFailure> {
-    if topic.len() > state.config.max_topic_length {
-        return Err(bad("topic", "longer than max_topic_length"));
-    }
-    Ok(topic)
+    Ok(api_body::bounded_topic(&state.config, topic)?)
 }
 
 fn topic_param(q: &TopicQuery) -> Result<&str, ApiFailure> {

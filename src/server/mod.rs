@@ -8,6 +8,7 @@
 mod accept;
 mod admin;
 pub mod api;
+pub mod api_body;
 mod api_throttle;
 mod chat;
 pub mod client_addr;
