@@ -21,6 +21,8 @@
 //! - `supervisor`: session ids, spawning, panic capture, restart intensity, drain.
 //! - `registry`: every live session by id (API disconnects).
 //! - `channel`: the `Channel` trait, the broadcast and fault-injection channels.
+//! - `hooks`: calls to the application's backend (connect, refresh, join,
+//!   publish, rpc): bounded, timed, retried when safe, behind a breaker.
 //! - `pubsub::node`: `Node`, the one owner of a node's topics (hub, history,
 //!   presence, routing, membership): join, leave, publish; what other nodes send.
 //! - `pubsub::hub`, `pubsub::mailbox`: topic → subscribers and the fan-out loop;
@@ -43,6 +45,7 @@ pub mod admission;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod hooks;
 pub mod metrics;
 pub mod process;
 pub mod protocol;

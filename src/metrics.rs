@@ -20,8 +20,8 @@ use std::marker::PhantomData;
 use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
-    BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HttpRejection,
-    JoinRefusal, JwksFetch, MalformedKind,
+    BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HookKind, HookResult,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -56,6 +56,51 @@ pub const BROKER_ERRORS: &str = "myriad_broker_errors_total";
 pub const BROKER_REFUSED: &str = "myriad_broker_refused_total";
 pub const JWKS_REFRESHES: &str = "myriad_jwks_refreshes_total";
 pub const JWKS_KEYS: &str = "myriad_jwks_keys";
+pub const HOOK_REQUESTS: &str = "myriad_hook_requests_total";
+pub const HOOK_DURATION: &str = "myriad_hook_duration_seconds";
+pub const HOOK_BREAKER_OPEN: &str = "myriad_hook_breaker_open";
+pub const HOOK_IN_FLIGHT: &str = "myriad_hook_in_flight";
+
+/// Seconds a backend hook call takes (retries included).
+const HOOK_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The backend hooks' metrics: by hook, and by hook and result.
+pub struct HookMetrics {
+    requests: Vec<Counter>,
+    duration: Vec<Histogram>,
+    breaker_open: Vec<Gauge>,
+    pub in_flight: Gauge,
+}
+
+fn hook_index(kind: HookKind) -> usize {
+    HookKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+impl HookMetrics {
+    pub fn record(&self, kind: HookKind, result: HookResult, took: std::time::Duration) {
+        let r = HookResult::ALL
+            .iter()
+            .position(|x| *x == result)
+            .unwrap_or(0);
+        if let Some(c) = self
+            .requests
+            .get(hook_index(kind) * HookResult::ALL.len() + r)
+        {
+            c.increment(1);
+        }
+        if let Some(h) = self.duration.get(hook_index(kind)) {
+            h.record(took.as_secs_f64());
+        }
+    }
+
+    pub fn breaker(&self, kind: HookKind, open: bool) {
+        if let Some(g) = self.breaker_open.get(hook_index(kind)) {
+            g.increment(if open { 1.0 } else { -1.0 });
+        }
+    }
+}
 pub const BROKER_RECONNECTS: &str = "myriad_broker_reconnects_total";
 pub const BROKER_QUEUE: &str = "myriad_broker_queue_depth";
 pub const BROKER_PEERS: &str = "myriad_broker_peers";
@@ -197,6 +242,7 @@ pub struct Metrics {
     pub broker_peers_lost: Counter,
     pub jwks_refreshes: Family<JwksFetch>,
     pub jwks_keys: Gauge,
+    pub hooks: HookMetrics,
 }
 
 fn meta() -> Metadata<'static> {
@@ -219,6 +265,9 @@ impl Metrics {
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(FANOUT_SIZE.into()), SIZE_BUCKETS))
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(FANOUT_DURATION.into()), FANOUT_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(HOOK_DURATION.into()), HOOK_BUCKETS)
             })
             // Both calls only fail on an empty bucket list, which SIZE_BUCKETS is not.
             .unwrap_or_else(|_| PrometheusBuilder::new())
@@ -442,6 +491,55 @@ impl Metrics {
                 "Signing keys in the identity provider's set as last fetched (jwt_jwks_url).",
                 None,
             ),
+            hooks: {
+                r.describe_counter(
+                    KeyName::from_const_str(HOOK_REQUESTS),
+                    None,
+                    SharedString::const_str("Backend hook calls, by hook and result."),
+                );
+                r.describe_histogram(
+                    KeyName::from_const_str(HOOK_DURATION),
+                    Some(Unit::Seconds),
+                    SharedString::const_str("Backend hook call time (retries included), by hook."),
+                );
+                r.describe_gauge(
+                    KeyName::from_const_str(HOOK_BREAKER_OPEN),
+                    None,
+                    SharedString::const_str(
+                        "Endpoints of a hook whose breaker is open (calls fail at once).",
+                    ),
+                );
+                let hook = |k: HookKind| Label::from_static_parts("hook", k.label());
+                HookMetrics {
+                    requests: HookKind::ALL
+                        .iter()
+                        .flat_map(|k| {
+                            HookResult::ALL.iter().map(move |res| {
+                                let labels =
+                                    vec![hook(*k), Label::from_static_parts("result", res.label())];
+                                r.register_counter(&Key::from_parts(HOOK_REQUESTS, labels), &meta())
+                            })
+                        })
+                        .collect(),
+                    duration: HookKind::ALL
+                        .iter()
+                        .map(|k| {
+                            r.register_histogram(&Key::from_parts(HOOK_DURATION, vec![hook(*k)]), &meta())
+                        })
+                        .collect(),
+                    breaker_open: HookKind::ALL
+                        .iter()
+                        .map(|k| {
+                            r.register_gauge(&Key::from_parts(HOOK_BREAKER_OPEN, vec![hook(*k)]), &meta())
+                        })
+                        .collect(),
+                    in_flight: gauge(
+                        HOOK_IN_FLIGHT,
+                        "Backend hook calls in flight on this node (bounded by [hooks] max_in_flight).",
+                        None,
+                    ),
+                }
+            },
             history_unstored: counter(
                 HISTORY_UNSTORED,
                 "History publishes delivered without an offset: no room for a new ring (history_max_topics or history_max_bytes).",

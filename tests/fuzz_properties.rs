@@ -198,6 +198,7 @@ proptest! {
             Arc::clone(&node),
             metrics,
             &Arc::new(config.clone()),
+            None,
         );
         for text in frames {
             let mut out = Vec::new();

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         policy: SlowConsumerPolicy::Disconnect,
     }));
     let id = SESSION.fetch_add(1, Ordering::Relaxed);
-    let mut handler = PhoenixHandler::new(id, Default::default(), mailbox, node, metrics, config);
+    let mut handler = PhoenixHandler::new(id, Default::default(), mailbox, node, metrics, config, None);
     for line in text.lines().take(64) {
         let mut out = Vec::new();
         let result = handler.on_text(&Utf8Bytes::from(line.to_owned()), &mut out);

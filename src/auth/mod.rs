@@ -84,6 +84,11 @@ pub struct Identity {
     pub expires_in: Option<Duration>,
     /// The client offered the `phoenix` subprotocol; the 101 must echo it.
     pub echo_subprotocol: bool,
+    /// Every claim of the verified token, kept only when a connect hook
+    /// will be shown them.
+    pub claims: Option<serde_json::Value>,
+    /// The connect hook's `info`, sent back with the connection's hook calls.
+    pub info: Option<serde_json::Value>,
 }
 
 impl Identity {
@@ -101,7 +106,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Longest token lifetime honoured for the session's expiry timer; a later
 /// `exp` (10^19, say) counts as this far away instead of overflowing it.
-const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// What a connection without a token may do.
 #[derive(Debug, Clone)]
@@ -135,6 +140,8 @@ pub struct Authenticator {
     /// is what stops a DNS-rebinding page, whose Host is its own name.
     allowed_hosts: Vec<String>,
     api_keys: Vec<String>,
+    /// Keep every claim of verified tokens (for the connect hook).
+    keep_claims: bool,
 }
 
 impl Authenticator {
@@ -215,6 +222,7 @@ impl Authenticator {
             allowed_origins: config.allowed_origins.clone(),
             allowed_hosts: config.allowed_hosts.clone(),
             api_keys: config.api_keys.clone(),
+            keep_claims: config.hooks.connect.is_some(),
         })
     }
 
@@ -325,12 +333,28 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
-            .kind()
-        {
+        let refused = |e: jsonwebtoken::errors::Error| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::InvalidToken(e.to_string()),
-        })?;
+        };
+        let (data, all_claims) = if self.keep_claims {
+            let all = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation)
+                .map_err(refused)?;
+            let claims: Claims = serde_json::from_value(all.claims.clone())
+                .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+            (
+                jsonwebtoken::TokenData {
+                    header: all.header,
+                    claims,
+                },
+                Some(all.claims),
+            )
+        } else {
+            (
+                jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(refused)?,
+                None,
+            )
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -352,6 +376,8 @@ impl Authenticator {
                 .map(|t| t.iter().map(|p| Pattern::parse(p)).collect()),
             expires_in: Some(Duration::from_secs(data.claims.exp - now).min(MAX_TOKEN_LIFETIME)),
             echo_subprotocol: false,
+            claims: all_claims,
+            info: None,
         })
     }
 

@@ -7,6 +7,7 @@
 
 mod cidr;
 mod flags;
+pub mod hooks;
 pub mod namespace;
 mod validate;
 
@@ -283,6 +284,9 @@ pub struct Config {
     /// Topic namespaces, first match wins (TOML `[[namespaces]]` only; a file
     /// that sets them replaces the defaults `room:*` and `chat:*`).
     pub namespaces: Vec<NamespaceConfig>,
+    /// Calls to the application's backend (TOML `[hooks]` only; see
+    /// README "Your backend").
+    pub hooks: hooks::HooksConfig,
 }
 
 impl Default for Config {
@@ -310,6 +314,7 @@ impl Default for Config {
             enable_fault_injection: false,
             log_format: LogFormat::Text,
             namespaces: NamespaceConfig::defaults(),
+            hooks: hooks::HooksConfig::default(),
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             accept_rate: 5_000,

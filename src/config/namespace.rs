@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::hooks::HookEndpoint;
+
 /// Who may publish on a namespace's topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +45,21 @@ pub struct NamespaceConfig {
     /// Client broadcasts skip the sender. Default false (sender included).
     #[serde(default)]
     pub broadcast_from: bool,
+    /// Asked on every join: ok (reply payload, presence meta, channel info)
+    /// or an error reason. Default none.
+    #[serde(default)]
+    pub join_hook: Option<HookEndpoint>,
+    /// Asked on every client push before it is broadcast: accept (maybe with
+    /// a new payload) or refuse. Default none.
+    #[serde(default)]
+    pub publish_hook: Option<HookEndpoint>,
+    /// Pushes of `rpc_events` (all events when empty) go here instead of to
+    /// the members; its answer is the pusher's reply. Default none.
+    #[serde(default)]
+    pub rpc_hook: Option<HookEndpoint>,
+    /// The events `rpc_hook` answers; empty: every event. Default none.
+    #[serde(default)]
+    pub rpc_events: Vec<String>,
 }
 
 fn default_publish() -> Publish {
@@ -65,6 +82,10 @@ impl NamespaceConfig {
             history_size: 0,
             history_ttl: default_history_ttl(),
             broadcast_from: false,
+            join_hook: None,
+            publish_hook: None,
+            rpc_hook: None,
+            rpc_events: Vec::new(),
         }
     }
 
@@ -106,6 +127,24 @@ impl NamespaceConfig {
             return Some(String::from(
                 "history_ttl must be greater than 0 when history_size > 0",
             ));
+        }
+        let hooks = [
+            ("join_hook", &self.join_hook),
+            ("publish_hook", &self.publish_hook),
+            ("rpc_hook", &self.rpc_hook),
+        ];
+        for (name, hook) in hooks {
+            if let Some(why) = hook.as_ref().and_then(HookEndpoint::problem) {
+                return Some(format!("{name}: {why}"));
+            }
+        }
+        if self.publish_hook.is_some() && self.publish == Publish::Server {
+            return Some(String::from(
+                "publish_hook needs publish = \"members\" (clients cannot push here)",
+            ));
+        }
+        if !self.rpc_events.is_empty() && self.rpc_hook.is_none() {
+            return Some(String::from("rpc_events needs rpc_hook"));
         }
         None
     }

@@ -119,6 +119,9 @@ impl Config {
         }
         self.check_broker_login()?;
         self.check_jwks()?;
+        if let Some(why) = self.hooks.problem() {
+            return Err(ConfigError::Invalid { key: "hooks", why });
+        }
         for (i, ns) in self.namespaces.iter().enumerate() {
             let problem = ns.problem();
             if let Some(why) = problem {

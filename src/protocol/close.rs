@@ -166,6 +166,10 @@ pub enum ReplyError {
     PayloadTooDeep,
     /// A join whose presence meta is over `presence_max_meta_bytes`.
     PresenceMetaTooLarge,
+    /// A hook call failed (timeout, error, breaker open, overloaded).
+    BackendUnavailable,
+    /// More than `[hooks] max_pending_per_session` frames wait on hooks.
+    TooManyPending,
 }
 
 impl ReplyError {
@@ -183,6 +187,8 @@ impl ReplyError {
             ReplyError::EventTooLong => "event too long",
             ReplyError::PayloadTooDeep => "payload too deeply nested",
             ReplyError::PresenceMetaTooLarge => "presence meta too large",
+            ReplyError::BackendUnavailable => "backend unavailable",
+            ReplyError::TooManyPending => "too many pending",
         }
     }
 }
@@ -202,16 +208,22 @@ pub enum JoinRefusal {
     Crashed,
     /// The presence meta is over `presence_max_meta_bytes`.
     MetaTooLarge,
+    /// The join hook refused.
+    BackendDenied,
+    /// The join hook failed (timeout, error, breaker open, overloaded).
+    BackendUnavailable,
 }
 
 impl JoinRefusal {
-    pub const ALL: [JoinRefusal; 6] = [
+    pub const ALL: [JoinRefusal; 8] = [
         JoinRefusal::UnmatchedTopic,
         JoinRefusal::Unauthorized,
         JoinRefusal::TooManyChannels,
         JoinRefusal::Refused,
         JoinRefusal::Crashed,
         JoinRefusal::MetaTooLarge,
+        JoinRefusal::BackendDenied,
+        JoinRefusal::BackendUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -222,6 +234,8 @@ impl JoinRefusal {
             JoinRefusal::Refused => "refused",
             JoinRefusal::Crashed => "crashed",
             JoinRefusal::MetaTooLarge => "meta_too_large",
+            JoinRefusal::BackendDenied => "backend_denied",
+            JoinRefusal::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -249,10 +263,14 @@ pub enum HandshakeRejection {
     Revoked,
     /// No or a malformed PROXY protocol header (`proxy_protocol`): closed.
     ProxyProtocol,
+    /// The connect hook refused (its status, default 403).
+    BackendDenied,
+    /// The connect hook failed (503 + Retry-After).
+    BackendUnavailable,
 }
 
 impl HandshakeRejection {
-    pub const ALL: [HandshakeRejection; 9] = [
+    pub const ALL: [HandshakeRejection; 11] = [
         HandshakeRejection::UnsupportedVsn,
         HandshakeRejection::NotWebSocket,
         HandshakeRejection::EndpointDisabled,
@@ -262,6 +280,8 @@ impl HandshakeRejection {
         HandshakeRejection::OriginNotAllowed,
         HandshakeRejection::Revoked,
         HandshakeRejection::ProxyProtocol,
+        HandshakeRejection::BackendDenied,
+        HandshakeRejection::BackendUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -275,6 +295,8 @@ impl HandshakeRejection {
             HandshakeRejection::OriginNotAllowed => "origin_not_allowed",
             HandshakeRejection::Revoked => "revoked",
             HandshakeRejection::ProxyProtocol => "proxy_protocol",
+            HandshakeRejection::BackendDenied => "backend_denied",
+            HandshakeRejection::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -362,14 +384,17 @@ pub enum ClientRefusal {
     TopicTooLong,
     EventTooLong,
     PayloadTooDeep,
+    /// More than `[hooks] max_pending_per_session` frames wait on hooks.
+    TooManyPending,
 }
 
 impl ClientRefusal {
-    pub const ALL: [ClientRefusal; 4] = [
+    pub const ALL: [ClientRefusal; 5] = [
         ClientRefusal::ReservedEvent,
         ClientRefusal::TopicTooLong,
         ClientRefusal::EventTooLong,
         ClientRefusal::PayloadTooDeep,
+        ClientRefusal::TooManyPending,
     ];
 
     pub fn label(self) -> &'static str {
@@ -378,6 +403,7 @@ impl ClientRefusal {
             ClientRefusal::TopicTooLong => "topic_too_long",
             ClientRefusal::EventTooLong => "event_too_long",
             ClientRefusal::PayloadTooDeep => "payload_too_deep",
+            ClientRefusal::TooManyPending => "too_many_pending",
         }
     }
 
@@ -388,6 +414,86 @@ impl ClientRefusal {
             ClientRefusal::TopicTooLong => ReplyError::TopicTooLong,
             ClientRefusal::EventTooLong => ReplyError::EventTooLong,
             ClientRefusal::PayloadTooDeep => ReplyError::PayloadTooDeep,
+            ClientRefusal::TooManyPending => ReplyError::TooManyPending,
+        }
+    }
+}
+
+/// Which backend hook a call is (the `hook` label of the hook metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    Connect,
+    Refresh,
+    Join,
+    Publish,
+    Rpc,
+}
+
+impl HookKind {
+    pub const ALL: [HookKind; 5] = [
+        HookKind::Connect,
+        HookKind::Refresh,
+        HookKind::Join,
+        HookKind::Publish,
+        HookKind::Rpc,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HookKind::Connect => "connect",
+            HookKind::Refresh => "refresh",
+            HookKind::Join => "join",
+            HookKind::Publish => "publish",
+            HookKind::Rpc => "rpc",
+        }
+    }
+
+    /// Whether a call may be sent again after a failure (it changes nothing
+    /// at the backend, or the backend can tell by the request id).
+    pub fn is_repeatable(self) -> bool {
+        matches!(self, HookKind::Connect | HookKind::Refresh | HookKind::Join)
+    }
+}
+
+/// How a hook call ended (the `result` label of `myriad_hook_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookResult {
+    /// The backend allowed.
+    Ok,
+    /// The backend refused (an `error` answer).
+    Denied,
+    /// No answer within the hook's timeout.
+    Timeout,
+    /// Connection failed or a non-2xx status.
+    Error,
+    /// A 2xx answer that is not the documented JSON (or too large).
+    Garbage,
+    /// The endpoint's breaker is open: failed at once.
+    BreakerOpen,
+    /// `max_in_flight` or `max_pending_per_session` reached: failed at once.
+    Overloaded,
+}
+
+impl HookResult {
+    pub const ALL: [HookResult; 7] = [
+        HookResult::Ok,
+        HookResult::Denied,
+        HookResult::Timeout,
+        HookResult::Error,
+        HookResult::Garbage,
+        HookResult::BreakerOpen,
+        HookResult::Overloaded,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HookResult::Ok => "ok",
+            HookResult::Denied => "denied",
+            HookResult::Timeout => "timeout",
+            HookResult::Error => "error",
+            HookResult::Garbage => "garbage",
+            HookResult::BreakerOpen => "breaker_open",
+            HookResult::Overloaded => "overloaded",
         }
     }
 }

@@ -12,8 +12,8 @@ pub mod limits;
 pub mod ref_slot;
 
 pub use close::{
-    BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HttpRejection, JoinRefusal,
-    JwksFetch, MalformedKind, ReplyError,
+    BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HookKind, HookResult,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, ReplyError,
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{

@@ -12,6 +12,7 @@ pub mod api_body;
 mod api_throttle;
 mod chat;
 pub mod client_addr;
+mod connect_hook;
 mod jwks_refresher;
 pub mod protect;
 mod proxy_protocol;
@@ -33,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{BrokerKind, Config};
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::protocol::CloseReason;
 use crate::pubsub::broker::link::ClusterBroker;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub admission: Arc<Admission>,
     pub auth: Authenticator,
+    /// Calls to the application's backend; None without hooks.
+    pub hooks: Option<Arc<Hooks>>,
     pub metrics: Arc<Metrics>,
     pub node: Arc<Node>,
     pub supervisor: Arc<Supervisor>,
@@ -134,6 +138,15 @@ fn node_for(
     Ok(node)
 }
 
+/// An id for this process when it has no cluster node id (request ids must
+/// not repeat across restarts: backends deduplicate by them).
+fn process_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<AppState>, ServerError> {
         let metrics = Metrics::new();
@@ -154,6 +167,9 @@ impl AppState {
                 background.stop.clone(),
             ));
         }
+        let hooks_node = node.id().map_or_else(process_tag, |id| id.to_owned());
+        let hooks =
+            Hooks::new(&config, &hooks_node, Arc::clone(&metrics)).map_err(ServerError::Auth)?;
         let registry = Arc::new(Registry::new());
         {
             // A revocation from any node closes this node's sessions of the user.
@@ -163,6 +179,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             admission: Admission::new(&config),
             auth,
+            hooks,
             node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry,

@@ -23,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::pubsub::mailbox::SessionId;
 
 use super::client_addr::client_addr;
+use super::connect_hook::{self, Refused};
 use super::AppState;
 use crate::admission::{Permit, Shed};
 use crate::auth::{AuthError, Identity};
@@ -52,6 +53,10 @@ pub enum UpgradeError {
     Auth(#[from] AuthError),
     #[error("{0}; retry later")]
     Shed(Shed),
+    #[error("{reason}")]
+    BackendDenied { status: u16, reason: String },
+    #[error("the application backend is unavailable; retry later")]
+    BackendUnavailable,
 }
 
 impl UpgradeError {
@@ -70,6 +75,8 @@ impl UpgradeError {
             UpgradeError::Auth(err) if err.is_origin() => HandshakeRejection::OriginNotAllowed,
             UpgradeError::Auth(err) if err.is_revoked() => HandshakeRejection::Revoked,
             UpgradeError::Auth(_) => HandshakeRejection::Unauthorized,
+            UpgradeError::BackendDenied { .. } => HandshakeRejection::BackendDenied,
+            UpgradeError::BackendUnavailable => HandshakeRejection::BackendUnavailable,
             UpgradeError::Shed(_) => return None,
         })
     }
@@ -84,6 +91,10 @@ impl UpgradeError {
             UpgradeError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             UpgradeError::Auth(_) => StatusCode::FORBIDDEN,
             UpgradeError::Shed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UpgradeError::BackendDenied { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN)
+            }
+            UpgradeError::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -104,6 +115,11 @@ impl UpgradeError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            UpgradeError::BackendUnavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             UpgradeError::Shed(shed) => {
                 response
@@ -191,18 +207,46 @@ pub async fn phoenix(
             Ok((accept, permit, identity))
         }),
     };
-    match checked {
-        Ok((accept, permit, identity)) => start(
-            state,
-            peer,
-            req,
-            accept,
-            permit,
-            Endpoint::Phoenix,
-            identity,
-        ),
-        Err(err) => err.into_response(&state),
-    }
+    let (accept, permit, identity) = match checked {
+        Ok(checked) => checked,
+        Err(err) => return err.into_response(&state),
+    };
+    let connect = state
+        .hooks
+        .as_ref()
+        .and_then(|h| h.connect().map(|ep| (Arc::clone(h), Arc::clone(ep))));
+    let identity = match connect {
+        None => identity,
+        Some((hooks, ep)) => {
+            let asked = connect_hook::ask(
+                &hooks,
+                &ep,
+                peer,
+                req.headers(),
+                req.uri().query(),
+                identity,
+            )
+            .await;
+            match asked {
+                Ok(identity) => identity,
+                Err(Refused::Denied { status, reason }) => {
+                    return UpgradeError::BackendDenied { status, reason }.into_response(&state)
+                }
+                Err(Refused::Unavailable) => {
+                    return UpgradeError::BackendUnavailable.into_response(&state)
+                }
+            }
+        }
+    };
+    start(
+        state,
+        peer,
+        req,
+        accept,
+        permit,
+        Endpoint::Phoenix,
+        identity,
+    )
 }
 
 /// `GET /ws/echo`: raw echo, only with `enable_echo`, under the same Origin and
@@ -347,6 +391,7 @@ where
                 Arc::clone(&state.node),
                 Arc::clone(&state.metrics),
                 &config,
+                state.hooks.clone(),
             );
             Either::Left(session::run(ws, handler, spec))
         }

@@ -13,6 +13,8 @@ use crate::pubsub::mailbox::Outbound;
 pub struct EchoHandler;
 
 impl FrameHandler for EchoHandler {
+    type Completion = std::convert::Infallible;
+
     fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         out.push(Outbound::Text(text.clone()));
         Ok(())

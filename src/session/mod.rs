@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -40,10 +41,46 @@ use crate::supervisor::{panic_message, ShutdownSignals};
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
 pub trait FrameHandler: Send {
+    /// Answers to calls the handler started (backend hooks), handed back
+    /// into the session's task so the handler sees them in order with frames.
+    type Completion: Send + 'static;
+
     /// Handle one text frame; frames for this client go into `out`.
     fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason>;
     /// Handle one binary frame.
     fn on_binary(&mut self, data: Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason>;
+
+    /// Where the handler's completions arrive; taken once, at start. None
+    /// (the default): the handler starts no calls.
+    fn completions(&mut self) -> Option<mpsc::UnboundedReceiver<Self::Completion>> {
+        None
+    }
+
+    /// A call the handler started has finished; it may move the
+    /// connection's expiry (a refresh).
+    fn on_completion(
+        &mut self,
+        _done: Self::Completion,
+        _out: &mut Vec<Outbound>,
+    ) -> Result<Expiry, CloseReason> {
+        Ok(Expiry::Unchanged)
+    }
+
+    /// The connection's expiry passed. True: the handler asked for it to be
+    /// extended, and the answer comes as a completion; false: close (4001).
+    fn on_expiry(&mut self) -> bool {
+        false
+    }
+}
+
+/// What a completion does to the connection's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Unchanged,
+    /// Expires at this instant now.
+    Extend(Instant),
+    /// Close with 4001.
+    Expired,
 }
 
 /// Everything a session needs besides its socket and handler.
@@ -188,6 +225,14 @@ struct Session<S> {
     batch: VecDeque<Outbound>,
 }
 
+/// The next completion, when the handler has a channel for them.
+async fn recv_completion<C>(rx: &mut Option<mpsc::UnboundedReceiver<C>>) -> Option<C> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Idle timer target when idle_timeout is disabled: never reached.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -198,9 +243,11 @@ where
     async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
         let idle = self.guard.spec.config.idle_timeout;
         let idle_enabled = !idle.is_zero();
-        let expires_at = self.guard.spec.expires_at;
+        // Moves when a refresh extends it; None while a refresh is asked.
+        let mut expires_at = self.guard.spec.expires_at;
+        let mut completions = handler.completions();
         // One timer serves both the idle timeout and token expiry.
-        let next_deadline = |last_in: Instant| {
+        let next_deadline = |last_in: Instant, expires_at: Option<Instant>| {
             let idle_at = if idle_enabled {
                 last_in + idle
             } else {
@@ -209,7 +256,7 @@ where
             expires_at.map_or(idle_at, |e| e.min(idle_at))
         };
         let mut last_in = Instant::now();
-        let sleep = tokio::time::sleep_until(next_deadline(last_in));
+        let sleep = tokio::time::sleep_until(next_deadline(last_in, expires_at));
         tokio::pin!(sleep);
         let signals = self.guard.spec.signals.clone();
         let mailbox = Arc::clone(&self.guard.spec.mailbox);
@@ -253,15 +300,30 @@ where
                         return reason;
                     }
                 }
+                Some(done) = recv_completion(&mut completions), if completions.is_some() => {
+                    match Box::pin(self.complete(handler, done)).await {
+                        Ok(Expiry::Unchanged) => {}
+                        Ok(Expiry::Extend(at)) => {
+                            expires_at = Some(at);
+                            sleep.as_mut().reset(next_deadline(last_in, expires_at));
+                        }
+                        Ok(Expiry::Expired) => return CloseReason::TokenExpired,
+                        Err(reason) => return reason,
+                    }
+                }
                 _ = &mut sleep => {
                     let now = Instant::now();
                     if expires_at.is_some_and(|e| now >= e) {
-                        return CloseReason::TokenExpired;
+                        if !handler.on_expiry() {
+                            return CloseReason::TokenExpired;
+                        }
+                        // Asked the backend: the answer decides (a completion).
+                        expires_at = None;
                     }
                     if idle_enabled && now >= last_in + idle {
                         return CloseReason::IdleTimeout;
                     }
-                    sleep.as_mut().reset(next_deadline(last_in));
+                    sleep.as_mut().reset(next_deadline(last_in, expires_at));
                 }
             }
         }
@@ -302,6 +364,33 @@ where
         };
         // Send what the handler produced even when it also asks to close: the
         // phx_error that precedes a restart-intensity close must reach the client.
+        if !self.out.is_empty() {
+            let frames: Vec<Outbound> = self.out.drain(..).collect();
+            self.batch.extend(frames);
+            self.write_batch().await?;
+        }
+        outcome
+    }
+
+    /// A call the handler started has finished: let it act, under panic
+    /// capture, and write what it produced.
+    async fn complete<H: FrameHandler>(
+        &mut self,
+        handler: &mut H,
+        done: H::Completion,
+    ) -> Result<Expiry, CloseReason> {
+        let out = &mut self.out;
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_completion(done, out)));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                self.guard.spec.metrics.session_panics.increment(1);
+                tracing::error!(session = self.guard.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
+                self.out.clear();
+                return Err(CloseReason::SessionPanic);
+            }
+        };
         if !self.out.is_empty() {
             let frames: Vec<Outbound> = self.out.drain(..).collect();
             self.batch.extend(frames);

@@ -212,6 +212,7 @@ async fn a_mailbox_overflow_closes_with_1013() {
 struct Panicking;
 
 impl FrameHandler for Panicking {
+    type Completion = std::convert::Infallible;
     fn on_text(&mut self, _: &Utf8Bytes, _: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         panic!("handler bug");
     }
@@ -259,6 +260,7 @@ async fn restart_intensity_closes_the_session_with_1011_after_its_phx_error() {
         node,
         metrics,
         &Arc::new(config.clone()),
+        None,
     );
     let mut h = start(config, handler, 1 << 16, None).await;
     let mut errors = 0;

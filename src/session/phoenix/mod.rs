@@ -16,26 +16,35 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::FrameHandler;
+use super::{Expiry, FrameHandler};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::auth::Identity;
-use crate::channel::{self, Channel, ChannelCtx, JoinResult, Reply, Terminate};
+use crate::channel::{self, Channel, ChannelCtx, Reply, Terminate};
 use crate::config::{Config, NamespaceConfig, Pattern, Publish};
+use crate::hooks::schema::{JoinResult, PublishResult};
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::protocol::limits::{is_reserved_event, json_deeper_than, truncated};
 use crate::protocol::{
     decode, encode, event, ClientRefusal, CloseReason, InFrame, JoinRefusal, MalformedKind,
     ReplyError, PHOENIX_TOPIC,
 };
+
 use crate::pubsub::mailbox::{Mailbox, Outbound, SessionId};
 use crate::pubsub::{JoinRequest, Node};
 use crate::supervisor::{panic_message, RestartIntensity};
 use params::{anonymous_key, meta_len, presence_meta, since_of, with_fields};
 use rate::{ClientRate, Verdict};
 
+mod answers;
+mod hooked;
 mod params;
 mod rate;
+
+pub use hooked::Done;
+use hooked::{Ask, HookState};
 
 /// Fault-injection event that panics in the session itself, outside any
 /// channel handler (only on `crash:*` topics with fault injection enabled).
@@ -45,6 +54,8 @@ struct Joined {
     join_ref: Option<String>,
     channel: Box<dyn Channel>,
     namespace: Arc<NamespaceConfig>,
+    /// The join hook's `info`, sent with this channel's publish/rpc calls.
+    info: Option<Value>,
 }
 
 pub struct PhoenixHandler {
@@ -63,6 +74,8 @@ pub struct PhoenixHandler {
     /// The limits (`max_topics_per_session`, `max_*_length`, ...) are read
     /// from the shared config: one pointer per session, not a copy of each.
     config: Arc<Config>,
+    /// Calls to the backend; None (one pointer's worth) without hooks.
+    hooked: Option<Box<HookState>>,
 }
 
 /// What a channel callback did, with panics turned into a value.
@@ -79,8 +92,11 @@ impl PhoenixHandler {
         node: Arc<Node>,
         metrics: Arc<Metrics>,
         config: &Arc<Config>,
+        hooks: Option<Arc<Hooks>>,
     ) -> PhoenixHandler {
+        let hooked = hooks.map(|h| Box::new(HookState::new(h, identity.info.clone())));
         PhoenixHandler {
+            hooked,
             session,
             user: identity
                 .user
@@ -180,7 +196,12 @@ impl PhoenixHandler {
         Self::reply(out, frame, join_ref, "error", &reason);
     }
 
-    fn dispatch(&mut self, frame: InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+    fn dispatch(
+        &mut self,
+        frame: InFrame<'_>,
+        text: &Utf8Bytes,
+        out: &mut Vec<Outbound>,
+    ) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let ev = frame.event.as_ref();
 
@@ -223,28 +244,60 @@ impl PhoenixHandler {
             self.refuse_frame(out, &frame, why);
             return Ok(());
         }
+        // A topic with a backend call out: its frames wait, in order.
+        if let Some(h) = self.hooked.as_deref_mut() {
+            if h.is_busy(topic) {
+                if !h.wait(topic, text) {
+                    self.refuse_frame(out, &frame, ClientRefusal::TooManyPending);
+                }
+                return Ok(());
+            }
+        }
+        self.route_frame(&frame, text, out)
+    }
 
+    /// The dispatch rules for a frame that was admitted (rate, size, names)
+    /// and whose topic has no backend call out.
+    fn route_frame(
+        &mut self,
+        frame: &InFrame<'_>,
+        text: &Utf8Bytes,
+        out: &mut Vec<Outbound>,
+    ) -> Result<(), CloseReason> {
+        let topic = frame.topic.as_ref();
+        let ev = frame.event.as_ref();
         let open = self.channels.get(topic).map(|j| j.join_ref.clone());
         match (ev, open) {
+            // The backend decides first; rules 2 and 3 apply to its answer.
+            (event::JOIN, _) if self.join_hook(topic).is_some() => {
+                let ep = self.join_hook(topic);
+                let params = serde_json::from_str(frame.payload.get()).unwrap_or(Value::Null);
+                let ask = Ask::Join {
+                    topic: topic.to_owned(),
+                    params,
+                };
+                self.start_hook(ep, ask, frame, text, out);
+                Ok(())
+            }
             // Rule 3: duplicate join replaces the old channel; its close follows the new reply.
             (event::JOIN, Some(old_ref)) => {
                 self.end_channel(topic, Terminate::Replaced, out);
-                let result = self.join(&frame, out);
+                let result = self.join(frame, out, None);
                 out.push(Outbound::Text(
                     encode::close(old_ref.as_deref(), topic).into(),
                 ));
                 result
             }
             // Rule 2.
-            (event::JOIN, None) => self.join(&frame, out),
+            (event::JOIN, None) => self.join(frame, out, None),
             // Rule 4: leave an open channel (stale join_ref is dropped silently).
             (event::LEAVE, Some(current)) => {
-                if !ref_matches(&frame, current.as_deref()) {
+                if !ref_matches(frame, current.as_deref()) {
                     return Ok(());
                 }
                 self.metrics.leaves.increment(1);
                 self.end_channel(topic, Terminate::Leave, out);
-                Self::reply(out, &frame, frame.join_ref.as_deref(), "ok", "{}");
+                Self::reply(out, frame, frame.join_ref.as_deref(), "ok", "{}");
                 out.push(Outbound::Text(
                     encode::close(current.as_deref(), topic).into(),
                 ));
@@ -252,25 +305,36 @@ impl PhoenixHandler {
             }
             // Rule 6: leave of a topic not open.
             (event::LEAVE, None) => {
-                Self::reply(out, &frame, frame.join_ref.as_deref(), "ok", "{}");
+                Self::reply(out, frame, frame.join_ref.as_deref(), "ok", "{}");
                 Ok(())
             }
             // Rule 5: event for an open channel. Names phoenix.js interprets
             // (phx_close, presence_diff, ...) would act on every member.
             (_, Some(current)) => {
-                if !ref_matches(&frame, current.as_deref()) {
+                if !ref_matches(frame, current.as_deref()) {
                     return Ok(());
                 }
                 if is_reserved_event(ev) {
-                    self.refuse_frame(out, &frame, ClientRefusal::ReservedEvent);
+                    self.refuse_frame(out, frame, ClientRefusal::ReservedEvent);
                     return Ok(());
                 }
-                self.handle_in(&frame, current.as_deref(), out)
+                if let Some((ep, kind)) = self.push_hook(topic, ev) {
+                    let ask = Ask::Push {
+                        kind,
+                        topic: topic.to_owned(),
+                        event: ev.to_owned(),
+                        payload: serde_json::from_str(frame.payload.get()).unwrap_or(Value::Null),
+                        channel_info: self.channels.get(topic).and_then(|j| j.info.clone()),
+                    };
+                    self.start_hook(Some(ep), ask, frame, text, out);
+                    return Ok(());
+                }
+                self.handle_in(frame, current.as_deref(), None, out)
             }
             // Rule 7: event for a topic not open.
             (_, None) => {
                 let reason = encode::reason(ReplyError::UnmatchedTopic.reason());
-                Self::reply(out, &frame, None, "error", &reason);
+                Self::reply(out, frame, None, "error", &reason);
                 Ok(())
             }
         }
@@ -300,7 +364,13 @@ impl PhoenixHandler {
     }
 
     /// Route → authorize → the channel's join → `Node::join` → reply.
-    fn join(&mut self, frame: &InFrame<'_>, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+    /// `hooked`: the join hook's answer, when the namespace has one.
+    fn join(
+        &mut self,
+        frame: &InFrame<'_>,
+        out: &mut Vec<Outbound>,
+        hooked: Option<JoinResult>,
+    ) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let join_ref = frame.join_ref.as_deref();
         let Some(route) = self.node.route(topic).cloned() else {
@@ -341,7 +411,14 @@ impl PhoenixHandler {
         let ns = route.namespace;
         let params = frame.payload;
         let join_params: Option<Value> = serde_json::from_str(params.get()).ok();
-        if ns.presence && meta_len(join_params.as_ref()) > self.config.presence_max_meta_bytes {
+        let (hook_response, hook_meta, hook_info) = match hooked {
+            Some(h) => (h.response, h.meta, h.info),
+            None => (None, None, None),
+        };
+        // The backend's meta replaces the client's (and is bounded the same).
+        let meta_params = hook_meta.map(|m| serde_json::json!({ "meta": m }));
+        let meta_source = meta_params.as_ref().or(join_params.as_ref());
+        if ns.presence && meta_len(meta_source) > self.config.presence_max_meta_bytes {
             self.refuse(
                 out,
                 frame,
@@ -354,8 +431,11 @@ impl PhoenixHandler {
         let response = match self.call(channel.as_mut(), &ns, topic, join_ref, out, |ch, ctx| {
             ch.join(ctx, params)
         }) {
-            Called::Returned(JoinResult::Ok(response)) => response,
-            Called::Returned(JoinResult::Error(response)) => {
+            Called::Returned(channel::JoinResult::Ok(response)) => match &hook_response {
+                Some(r) => Value::Object(r.clone()).to_string(),
+                None => response,
+            },
+            Called::Returned(channel::JoinResult::Error(response)) => {
                 self.metrics.join_refused(JoinRefusal::Refused);
                 Self::reply(out, frame, join_ref, "error", &response);
                 return Ok(());
@@ -377,9 +457,10 @@ impl PhoenixHandler {
             presence: ns.presence.then(|| {
                 // On server-published namespaces subscribers do not speak to
                 // each other: their own metas would be exactly that channel.
-                let client_meta = match ns.publish {
-                    Publish::Members => join_params.as_ref(),
-                    Publish::Server => None,
+                let client_meta = match (&meta_params, ns.publish) {
+                    (Some(m), _) => Some(m),
+                    (None, Publish::Members) => join_params.as_ref(),
+                    (None, Publish::Server) => None,
                 };
                 (self.user.as_str(), presence_meta(client_meta))
             }),
@@ -405,6 +486,7 @@ impl PhoenixHandler {
                 join_ref: join_ref.map(str::to_owned),
                 channel,
                 namespace: ns,
+                info: hook_info,
             },
         );
         Ok(())
@@ -415,17 +497,29 @@ impl PhoenixHandler {
         self.node.leave(topic, ns, self.session);
     }
 
+    /// A push for an open channel; `hooked`: the publish hook's answer (a
+    /// replacement payload, the reply's payload).
     fn handle_in(
         &mut self,
         frame: &InFrame<'_>,
         join_ref: Option<&str>,
+        hooked: Option<PublishResult>,
         out: &mut Vec<Outbound>,
     ) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
         let Some(mut joined) = self.channels.remove(topic) else {
             return Ok(());
         };
-        let (ev, payload) = (frame.event.as_ref(), frame.payload);
+        let (replacement, hook_response) = match hooked {
+            Some(h) => (
+                h.payload
+                    .and_then(|p| RawValue::from_string(Value::Object(p).to_string()).ok()),
+                h.response,
+            ),
+            None => (None, None),
+        };
+        let ev = frame.event.as_ref();
+        let payload: &RawValue = replacement.as_deref().unwrap_or(frame.payload);
         let ns = Arc::clone(&joined.namespace);
         match self.call(
             joined.channel.as_mut(),
@@ -438,7 +532,13 @@ impl PhoenixHandler {
             Called::Returned(reply) => {
                 self.channels.insert(topic.to_owned(), joined);
                 match reply {
-                    Reply::Ok(response) => Self::reply(out, frame, join_ref, "ok", &response),
+                    Reply::Ok(response) => {
+                        let response = match &hook_response {
+                            Some(r) => Value::Object(r.clone()).to_string(),
+                            None => response,
+                        };
+                        Self::reply(out, frame, join_ref, "ok", &response)
+                    }
                     Reply::Error(response) => Self::reply(out, frame, join_ref, "error", &response),
                     Reply::NoReply => {}
                 }
@@ -485,9 +585,11 @@ fn ref_matches(frame: &InFrame<'_>, current: Option<&str>) -> bool {
 }
 
 impl FrameHandler for PhoenixHandler {
+    type Completion = Done;
+
     fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         match decode(text.as_str()) {
-            Ok(frame) => self.dispatch(frame, out),
+            Ok(frame) => self.dispatch(frame, text, out),
             Err(err) => {
                 self.metrics.malformed.increment(err.kind());
                 tracing::debug!(session = self.session, error = %err, "malformed frame");
@@ -499,6 +601,27 @@ impl FrameHandler for PhoenixHandler {
     fn on_binary(&mut self, _data: Bytes, _out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         self.metrics.malformed.increment(MalformedKind::Binary);
         Err(CloseReason::UnsupportedBinary)
+    }
+
+    fn completions(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Done>> {
+        self.hooked
+            .as_deref_mut()
+            .and_then(HookState::take_receiver)
+    }
+
+    fn on_completion(
+        &mut self,
+        done: Done,
+        out: &mut Vec<Outbound>,
+    ) -> Result<Expiry, CloseReason> {
+        self.completed(done, out)
+    }
+
+    fn on_expiry(&mut self) -> bool {
+        let (session, user) = (self.session, self.user.clone());
+        self.hooked
+            .as_deref_mut()
+            .is_some_and(|h| h.refresh(session, &user))
     }
 }
 

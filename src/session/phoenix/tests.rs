@@ -72,6 +72,7 @@ impl World {
                 Arc::clone(&self.node),
                 Arc::clone(&self.metrics),
                 &self.config,
+                None,
             ),
             mailbox,
         }
@@ -87,12 +88,7 @@ impl World {
 }
 
 fn anonymous() -> Identity {
-    Identity {
-        user: None,
-        topics: None,
-        expires_in: None,
-        echo_subprotocol: false,
-    }
+    Identity::default()
 }
 
 struct Conn {
