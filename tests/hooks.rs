@@ -499,16 +499,23 @@ async fn the_refresh_hook_extends_a_connection_or_ends_it() {
 
 #[tokio::test]
 async fn publish_hooks_need_a_members_namespace() {
-    let mut c = Config::default();
-    c.namespaces = vec![NamespaceConfig {
-        publish: Publish::Server,
-        publish_hook: ep("http://127.0.0.1:1", "publish"),
-        ..NamespaceConfig::new("events:*")
-    }];
+    let c = Config {
+        namespaces: vec![NamespaceConfig {
+            publish: Publish::Server,
+            publish_hook: ep("http://127.0.0.1:1", "publish"),
+            ..NamespaceConfig::new("events:*")
+        }],
+        ..Config::default()
+    };
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("publish_hook"), "{err}");
-    let mut c = Config::default();
-    c.hooks.connect = ep("ftp://x", "connect");
+    let c = Config {
+        hooks: HooksConfig {
+            connect: ep("ftp://x", "connect"),
+            ..HooksConfig::default()
+        },
+        ..Config::default()
+    };
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("hooks"), "{err}");
 }
