@@ -13,7 +13,7 @@ from pathlib import Path
 # Top of the stack first: a module may import only modules listed after it.
 LAYERS = [
     "main", "server", "session", "supervisor", "registry", "channel", "hooks", "pubsub",
-    "metrics", "auth", "admission", "revocation", "protocol", "config", "process",
+    "webhooks", "metrics", "auth", "admission", "revocation", "protocol", "config", "process",
 ]
 # Inside pubsub, the same rule among its parts.
 PUBSUB = ["node", "broker", "membership", "history", "presence", "hub", "mailbox"]

@@ -31,6 +31,8 @@
 //!   with offsets and epochs; who is in a topic; which other nodes are alive.
 //! - `pubsub::broker`: the transport to other nodes (`local`, `redis`, `nats`),
 //!   its queue and health (`link`), the wire format (`wire`), backend names.
+//! - `webhooks`: events posted to the application's backend (sessions,
+//!   channels, members, archived broadcasts), spooled, signed, retried.
 //! - `metrics`: every metric name, described once; labels as closed enums.
 //! - `auth`: JWT connect tokens, anonymous access, Origin allow-list, API keys.
 //! - `revocation`: revoked users (API disconnects, cluster-wide), read at connect.
@@ -55,3 +57,4 @@ pub mod revocation;
 pub mod server;
 pub mod session;
 pub mod supervisor;
+pub mod webhooks;

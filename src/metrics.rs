@@ -21,7 +21,7 @@ use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
     BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HookKind, HookResult,
-    HttpRejection, JoinRefusal, JwksFetch, MalformedKind,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, WebhookOutcome, WebhookPost,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -60,6 +60,9 @@ pub const HOOK_REQUESTS: &str = "myriad_hook_requests_total";
 pub const HOOK_DURATION: &str = "myriad_hook_duration_seconds";
 pub const HOOK_BREAKER_OPEN: &str = "myriad_hook_breaker_open";
 pub const HOOK_IN_FLIGHT: &str = "myriad_hook_in_flight";
+pub const WEBHOOK_EVENTS: &str = "myriad_webhook_events_total";
+pub const WEBHOOK_POSTS: &str = "myriad_webhook_posts_total";
+pub const WEBHOOK_PENDING: &str = "myriad_webhook_pending";
 
 /// Seconds a backend hook call takes (retries included).
 const HOOK_BUCKETS: &[f64] = &[
@@ -166,6 +169,8 @@ label_set!(
     JwksFetch,
     MalformedKind,
     Shed,
+    WebhookOutcome,
+    WebhookPost,
 );
 
 /// One counter per value of a label set.
@@ -183,8 +188,12 @@ impl<L: LabelSet> Family<L> {
     }
 
     pub fn increment(&self, label: L) {
+        self.add(label, 1);
+    }
+
+    pub fn add(&self, label: L, n: u64) {
         if let Some(c) = self.counters.get(label.index()) {
-            c.increment(1);
+            c.increment(n);
         }
     }
 }
@@ -243,6 +252,9 @@ pub struct Metrics {
     pub jwks_refreshes: Family<JwksFetch>,
     pub jwks_keys: Gauge,
     pub hooks: HookMetrics,
+    pub webhook_events: Family<WebhookOutcome>,
+    pub webhook_posts: Family<WebhookPost>,
+    pub webhook_pending: Gauge,
 }
 
 fn meta() -> Metadata<'static> {
@@ -351,6 +363,18 @@ impl Metrics {
             KeyName::from_const_str(MALFORMED_FRAMES),
             None,
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(WEBHOOK_EVENTS),
+            None,
+            SharedString::const_str(
+                "Webhook events, by outcome (queued, delivered, or dropped and why).",
+            ),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(WEBHOOK_POSTS),
+            None,
+            SharedString::const_str("Webhook batch POSTs, by result (failed: no 2xx in time)."),
         );
         r.describe_counter(
             KeyName::from_const_str(JWKS_REFRESHES),
@@ -486,6 +510,13 @@ impl Metrics {
             client_refusals: Family::register(|l| labelled(CLIENT_REFUSALS, "reason", l)),
             broker_refused: Family::register(|l| labelled(BROKER_REFUSED, "reason", l)),
             jwks_refreshes: Family::register(|l| labelled(JWKS_REFRESHES, "result", l)),
+            webhook_events: Family::register(|l| labelled(WEBHOOK_EVENTS, "outcome", l)),
+            webhook_posts: Family::register(|l| labelled(WEBHOOK_POSTS, "result", l)),
+            webhook_pending: gauge(
+                WEBHOOK_PENDING,
+                "Webhook events in the spool, not yet acknowledged.",
+                None,
+            ),
             jwks_keys: gauge(
                 JWKS_KEYS,
                 "Signing keys in the identity provider's set as last fetched (jwt_jwks_url).",

@@ -88,7 +88,7 @@ async fn answer(
         .as_secs();
     // Every request is signed; a receiver checks it like this.
     assert!(
-        myriad::hooks::signature::verify(SECRET.as_bytes(), sig, body.as_bytes(), now, 300),
+        myriad::webhooks::signature::verify(SECRET.as_bytes(), sig, body.as_bytes(), now, 300),
         "unsigned or badly signed hook request"
     );
     b.seen.lock().push((hook.clone(), v, headers));

@@ -446,7 +446,7 @@ mod tests {
         let help = Probe::command().render_long_help().to_string();
         let defaults = serde_json::to_value(Config::default()).unwrap();
         for (key, value) in defaults.as_object().unwrap() {
-            if key == "namespaces" || key == "hooks" {
+            if key == "namespaces" || key == "hooks" || key == "webhooks" {
                 continue; // a table, set in the TOML file only
             }
             let flag = format!("--{}", key.replace('_', "-"));

@@ -10,6 +10,7 @@ mod flags;
 pub mod hooks;
 pub mod namespace;
 mod validate;
+pub mod webhooks;
 
 pub use validate::redacted_url;
 
@@ -287,6 +288,9 @@ pub struct Config {
     /// Calls to the application's backend (TOML `[hooks]` only; see
     /// README "Your backend").
     pub hooks: hooks::HooksConfig,
+    /// Events posted to the application's backend (TOML `[webhooks]` only;
+    /// see README "Your backend").
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -315,6 +319,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             namespaces: NamespaceConfig::defaults(),
             hooks: hooks::HooksConfig::default(),
+            webhooks: webhooks::WebhooksConfig::default(),
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             accept_rate: 5_000,

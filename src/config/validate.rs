@@ -122,6 +122,12 @@ impl Config {
         if let Some(why) = self.hooks.problem() {
             return Err(ConfigError::Invalid { key: "hooks", why });
         }
+        if let Some(why) = self.webhooks.problem() {
+            return Err(ConfigError::Invalid {
+                key: "webhooks",
+                why,
+            });
+        }
         for (i, ns) in self.namespaces.iter().enumerate() {
             let problem = ns.problem();
             if let Some(why) = problem {

@@ -17,7 +17,6 @@
 
 pub mod breaker;
 pub mod schema;
-pub mod signature;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +32,7 @@ use crate::config::hooks::{HookEndpoint, HooksConfig};
 use crate::config::{Config, NamespaceConfig};
 use crate::metrics::Metrics;
 use crate::protocol::{HookKind, HookResult};
+use crate::webhooks::signature;
 use breaker::{Breaker, Change};
 use schema::{Answer, Denial};
 

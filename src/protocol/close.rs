@@ -498,6 +498,60 @@ impl HookResult {
     }
 }
 
+/// What became of webhook events (the `outcome` label of
+/// `myriad_webhook_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Taken into the spool.
+    Queued,
+    /// Acknowledged (2xx) by the receiver.
+    Delivered,
+    /// Dropped: the queue to the spool was full.
+    QueueFull,
+    /// Dropped: the spool was over `spool_max_bytes` (oldest first).
+    SpoolFull,
+    /// Dropped: `max_attempts` failed.
+    RetriesExhausted,
+}
+
+impl WebhookOutcome {
+    pub const ALL: [WebhookOutcome; 5] = [
+        WebhookOutcome::Queued,
+        WebhookOutcome::Delivered,
+        WebhookOutcome::QueueFull,
+        WebhookOutcome::SpoolFull,
+        WebhookOutcome::RetriesExhausted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WebhookOutcome::Queued => "queued",
+            WebhookOutcome::Delivered => "delivered",
+            WebhookOutcome::QueueFull => "queue_full",
+            WebhookOutcome::SpoolFull => "spool_full",
+            WebhookOutcome::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+/// How one webhook POST ended (the `result` label of `myriad_webhook_posts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookPost {
+    Ok,
+    Failed,
+}
+
+impl WebhookPost {
+    pub const ALL: [WebhookPost; 2] = [WebhookPost::Ok, WebhookPost::Failed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WebhookPost::Ok => "ok",
+            WebhookPost::Failed => "failed",
+        }
+    }
+}
+
 /// How a fetch of the identity provider's keys ended (the `result` label
 /// of `myriad_jwks_refreshes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ pub mod ref_slot;
 
 pub use close::{
     BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HookKind, HookResult,
-    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, ReplyError,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, ReplyError, WebhookOutcome, WebhookPost,
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{

@@ -44,6 +44,7 @@ use crate::pubsub::broker::{nats, redis, Broker, BrokerHandler};
 use crate::pubsub::Node;
 use crate::registry::Registry;
 use crate::supervisor::Supervisor;
+use crate::webhooks::Webhooks;
 
 /// Everything the routes share; one per server.
 pub struct AppState {
@@ -52,6 +53,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Calls to the application's backend; None without hooks.
     pub hooks: Option<Arc<Hooks>>,
+    /// Events for the application's backend; None without `[webhooks]`.
+    pub webhooks: Option<Arc<Webhooks>>,
     pub metrics: Arc<Metrics>,
     pub node: Arc<Node>,
     pub supervisor: Arc<Supervisor>,
@@ -170,6 +173,18 @@ impl AppState {
         let hooks_node = node.id().map_or_else(process_tag, |id| id.to_owned());
         let hooks =
             Hooks::new(&config, &hooks_node, Arc::clone(&metrics)).map_err(ServerError::Auth)?;
+        let webhooks = match Webhooks::new(&config.webhooks, &hooks_node, Arc::clone(&metrics))
+            .map_err(|e| ServerError::Auth(e.to_string()))?
+        {
+            Some((webhooks, sender)) => {
+                node.set_webhooks(Arc::clone(&webhooks));
+                background
+                    .tracker
+                    .spawn(sender.run(background.stop.clone(), config.drain_timeout));
+                Some(webhooks)
+            }
+            None => None,
+        };
         let registry = Arc::new(Registry::new());
         {
             // A revocation from any node closes this node's sessions of the user.
@@ -180,6 +195,7 @@ impl AppState {
             admission: Admission::new(&config),
             auth,
             hooks,
+            webhooks,
             node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry,
@@ -366,8 +382,13 @@ pub async fn run(
     };
     // Sessions are gone: the broker link, heartbeat and upkeep stop next (a
     // link may be mid-reconnect; it gets a moment, then is left behind).
-    if !state.background.shutdown(Duration::from_secs(2)).await {
-        tracing::warn!("background tasks still running after 2 s; leaving them");
+    // Webhooks flush for up to drain_timeout after the sessions are gone.
+    let wait = match state.webhooks {
+        Some(_) => state.config.drain_timeout + Duration::from_secs(1),
+        None => Duration::from_secs(2),
+    };
+    if !state.background.shutdown(wait).await {
+        tracing::warn!(waited = ?wait, "background tasks still running; leaving them");
     }
     stop_admin.cancel();
     let admin_result = wait_listener(admin, "admin").await;

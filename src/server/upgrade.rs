@@ -381,6 +381,7 @@ where
             .expires_in
             .and_then(|d| tokio::time::Instant::now().checked_add(d)),
         user: identity.user.as_deref().map(Arc::from),
+        webhooks: state.webhooks.clone(),
     };
     match endpoint {
         Endpoint::Phoenix => {

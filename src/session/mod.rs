@@ -32,12 +32,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::config::webhooks::WebhookEvent;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::{CloseReason, Endpoint, MalformedKind};
 use crate::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound, SessionId};
 use crate::registry::{Registry, SessionEntry};
 use crate::supervisor::{panic_message, ShutdownSignals};
+use crate::webhooks::Webhooks;
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
 pub trait FrameHandler: Send {
@@ -97,6 +99,8 @@ pub struct SessionSpec {
     pub expires_at: Option<Instant>,
     /// The token's `sub`, for the registry (API disconnect by user).
     pub user: Option<Arc<str>>,
+    /// Where `session_opened` / `session_closed` go, with `[webhooks]` on.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// The WebSocket settings derived from the config (small buffers: an idle
@@ -142,6 +146,16 @@ impl SessionGuard {
             },
         );
         tracing::info!(session = spec.id, peer = %spec.peer, endpoint = spec.endpoint.label(), "session opened");
+        if let Some(w) = &spec.webhooks {
+            w.emit(WebhookEvent::SessionOpened, || {
+                serde_json::json!({
+                    "session": spec.id,
+                    "user": spec.user.as_deref(),
+                    "remote_addr": spec.peer.ip().to_string(),
+                    "endpoint": spec.endpoint.label(),
+                })
+            });
+        }
         SessionGuard {
             spec,
             started: Instant::now(),
@@ -172,6 +186,17 @@ impl Drop for SessionGuard {
         };
         spec.mailbox.close();
         spec.registry.remove(spec.id);
+        if let Some(w) = &spec.webhooks {
+            w.emit(WebhookEvent::SessionClosed, || {
+                serde_json::json!({
+                    "session": spec.id,
+                    "user": spec.user.as_deref(),
+                    "reason": reason.label(),
+                    "code": reason.close_code().map(u16::from),
+                    "duration_ms": self.started.elapsed().as_millis() as u64,
+                })
+            });
+        }
         spec.metrics.sessions_active.decrement(1.0);
         tracing::info!(
             session = spec.id,

@@ -66,6 +66,7 @@ async fn start<H: FrameHandler + 'static>(
         mailbox: Arc::clone(&mailbox),
         expires_at: expires_in.map(|d| Instant::now() + d),
         user: None,
+        webhooks: None,
     };
     let session = tokio::spawn(run(ws, handler, spec));
     Harness {

@@ -25,10 +25,12 @@ use super::hub::{FanOut, Hub};
 use super::mailbox::{Mailbox, Outbound, SessionId};
 use super::membership::{ClusterTiming, Membership};
 use super::presence::Presence;
+use crate::config::webhooks::WebhookEvent;
 use crate::config::{Config, NamespaceConfig, Namespaces, Route};
 use crate::metrics::Metrics;
 use crate::protocol::{encode, RefSlotFrame};
 use crate::revocation::{Revocation, Revocations};
+use crate::webhooks::Webhooks;
 
 /// How long the HTTP API waits for the cluster to assign a history offset
 /// (one broker round trip; past this the answer carries no offset, the
@@ -128,6 +130,9 @@ pub struct Node {
     /// Closes this node's sessions of a revoked user (set by the server, which
     /// owns the session registry).
     on_revoked: OnceLock<RevokedHook>,
+    /// Where channel, member and archived-broadcast events go (set once at
+    /// start when `[webhooks]` is on).
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 impl Node {
@@ -164,6 +169,33 @@ impl Node {
             },
             revocations: Arc::new(Revocations::new()),
             on_revoked: OnceLock::new(),
+            webhooks: OnceLock::new(),
+        }
+    }
+
+    /// Report channel, member and broadcast events to `webhooks`; set once.
+    pub fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
+    fn emit(&self, event: WebhookEvent, data: impl FnOnce() -> Value) {
+        if let Some(w) = self.webhooks.get() {
+            w.emit(event, data);
+        }
+    }
+
+    /// An archived namespace's broadcast, reported where it was published
+    /// (once per cluster).
+    fn archive(&self, p: &Publication<'_>) {
+        let Some(w) = self.webhooks.get() else {
+            return;
+        };
+        if w.archives(&p.namespace.pattern) {
+            let payload: Value = serde_json::from_str(p.payload).unwrap_or(Value::Null);
+            w.emit(
+                WebhookEvent::Broadcast,
+                || serde_json::json!({"topic": p.topic, "event": p.event, "payload": payload}),
+            );
         }
     }
 
@@ -250,6 +282,12 @@ impl Node {
             let _ = on_join(&[]);
             None
         };
+        // Only kept when someone is told about members.
+        let member_key = self
+            .webhooks
+            .get()
+            .and(presence.as_ref())
+            .map(|(key, _)| key.to_string());
         let tracked = match presence {
             Some((key, meta)) if ns.presence => Some(self.presence.track(
                 topic,
@@ -265,8 +303,13 @@ impl Node {
             )),
             _ => None,
         };
-        if tracked == Some(false) {
-            self.metrics.presence_untracked.increment(1);
+        match tracked {
+            Some(false) => self.metrics.presence_untracked.increment(1),
+            Some(true) => self.emit(
+                WebhookEvent::MemberAdded,
+                || serde_json::json!({"topic": topic, "user": member_key, "session": session}),
+            ),
+            None => {}
         }
         JoinOutcome { recovery, tracked }
     }
@@ -274,12 +317,23 @@ impl Node {
     /// Stop delivering `topic` to `session` and remove its presence.
     pub fn leave(&self, topic: &str, ns: &NamespaceConfig, session: SessionId) {
         self.hub.unsubscribe(topic, session);
+        if ns.presence {
+            let gone = self
+                .presence
+                .untrack(topic, session, |diff| self.presence_changed(topic, &diff));
+            if let Some(key) = gone {
+                self.emit(
+                    WebhookEvent::MemberRemoved,
+                    || serde_json::json!({"topic": topic, "user": key, "session": session}),
+                );
+            }
+        }
         if self.hub.subscriber_count(topic) == 0 {
             self.broker.unsubscribe_topic(topic);
-        }
-        if ns.presence {
-            self.presence
-                .untrack(topic, session, |diff| self.presence_changed(topic, &diff));
+            self.emit(
+                WebhookEvent::ChannelVacated,
+                || serde_json::json!({"topic": topic}),
+            );
         }
     }
 
@@ -288,6 +342,10 @@ impl Node {
         self.hub.subscribe(topic, session, mailbox);
         if first {
             self.broker.subscribe_topic(topic);
+            self.emit(
+                WebhookEvent::ChannelOccupied,
+                || serde_json::json!({"topic": topic}),
+            );
         }
     }
 
@@ -298,6 +356,7 @@ impl Node {
     /// sequenced frame comes back: the offset is not known here (see
     /// `publish_acked`).
     pub fn publish(&self, p: Publication<'_>) -> Published {
+        self.archive(&p);
         if p.namespace.history_size > 0 && self.sequence_in_cluster(&p, None) {
             return Published::default();
         }
@@ -309,6 +368,7 @@ impl Node {
     /// assigned. `None` when it does not come (an outage lost the publish, or
     /// the broker is slower than that).
     pub async fn publish_acked(&self, p: Publication<'_>) -> Published {
+        self.archive(&p);
         if p.namespace.history_size > 0 {
             let (ack, offset) = tokio::sync::oneshot::channel();
             if self.sequence_in_cluster(&p, Some(ack)) {

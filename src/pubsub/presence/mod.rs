@@ -167,14 +167,17 @@ impl Presence {
 
     /// Remove `session` from `topic`; `deliver` gets the leave diff. No-op when
     /// the session was not tracked there.
-    pub fn untrack(&self, topic: &str, session: SessionId, deliver: impl FnOnce(String)) {
-        let Some(t) = self.topics.get(topic).map(|t| Arc::clone(t.value())) else {
-            return;
-        };
+    /// Remove `session` from `topic`; returns its presence key if it was
+    /// tracked.
+    pub fn untrack(
+        &self,
+        topic: &str,
+        session: SessionId,
+        deliver: impl FnOnce(String),
+    ) -> Option<String> {
+        let t = self.topics.get(topic).map(|t| Arc::clone(t.value()))?;
         let mut t = t.lock();
-        let Some(gone) = t.tracked.remove(&session) else {
-            return;
-        };
+        let gone = t.tracked.remove(&session)?;
         let empty = t.tracked.is_empty();
         deliver(diff_json(None, Some((&gone.key, &gone.meta))));
         drop(t);
@@ -182,6 +185,7 @@ impl Presence {
             self.topics
                 .remove_if(topic, |_, t| t.lock().tracked.is_empty());
         }
+        Some(gone.key)
     }
 
     /// `{"key": {"metas": [...]}, ...}`, keys sorted.

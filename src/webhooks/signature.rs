@@ -10,8 +10,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::pubsub::broker::sign::hex;
-
 pub const HEADER: &str = "x-myriad-signature";
 
 type HmacSha256 = Hmac<Sha256>;
@@ -27,7 +25,7 @@ fn mac(secret: &[u8], t: u64, body: &[u8]) -> Option<HmacSha256> {
 /// The header value for `body` sent at `t`.
 pub fn sign(secret: &[u8], t: u64, body: &[u8]) -> String {
     let tag = mac(secret, t, body)
-        .map(|m| hex(&m.finalize().into_bytes()))
+        .map(|m| format!("{:x}", m.finalize().into_bytes()))
         .unwrap_or_default();
     format!("t={t},v1={tag}")
 }
