@@ -267,4 +267,22 @@ async fn the_openapi_document_describes_every_route() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
+    // What the backend receives and answers is documented too.
+    for schema in [
+        "ConnectRequest",
+        "ConnectResult",
+        "JoinRequest",
+        "JoinResult",
+        "PushRequest",
+        "PublishResult",
+        "RpcResult",
+        "RefreshResult",
+        "Denial",
+        "WebhookBatch",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} missing"
+        );
+    }
 }

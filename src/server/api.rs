@@ -25,14 +25,17 @@ use super::client_addr::client_addr;
 use super::AppState;
 use crate::config::Route;
 use crate::protocol::broadcast_parts;
+use crate::hooks::schema as hook;
 use crate::pubsub;
 use crate::revocation::{unix_now, Revocation};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "myriad server API", description = "Publish to topics, disconnect users, read presence and history."),
+    info(title = "myriad server API", description = "Publish to topics, disconnect users, read presence and history. The components also describe what myriad sends the application's backend: hook requests (ConnectRequest, RefreshRequest, JoinRequest, PushRequest), their results (ConnectResult, RefreshResult, JoinResult, PublishResult, RpcResult; or Denial as {\"error\": ...}), and webhook batches (WebhookBatch)."),
     paths(broadcast, disconnect, presence, history, stats),
-    components(schemas(BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, ApiError, HistoryResponse, Publication, PresenceResponse, StatsResponse)),
+    components(schemas(BroadcastRequest, BroadcastResponse, DisconnectRequest, DisconnectResponse, ApiError, HistoryResponse, Publication, PresenceResponse, StatsResponse,
+        hook::ConnectRequest, hook::ConnectResult, hook::RefreshRequest, hook::RefreshResult, hook::JoinRequest, hook::JoinResult, hook::PushRequest, hook::PublishResult, hook::RpcResult, hook::Denial,
+        crate::webhooks::schema::WebhookBatch, crate::webhooks::schema::WebhookEventBody)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -14,6 +14,7 @@
 //! at least once). Never blocks an emitter; never sends an event twice in
 //! one batch.
 
+pub mod schema;
 pub mod signature;
 pub mod spool;
 
