@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{collect, members_linked, until_linked, Backend, Cluster};
@@ -694,4 +695,120 @@ async fn over_rediss_nodes_check_the_servers_certificate_and_present_their_own()
         );
         assert_eq!(node.metric("myriad_broker_connected").await, Some(0.0));
     }
+}
+
+/// Channel webhooks from a cluster: (type, topic) of every event received.
+struct Occupancy {
+    events: parking_lot::Mutex<Vec<(String, String)>>,
+}
+
+async fn occupancy_receiver() -> (Arc<Occupancy>, String) {
+    use axum::extract::State;
+    async fn receive(State(o): State<Arc<Occupancy>>, body: String) -> &'static str {
+        let batch: Value = serde_json::from_str(&body).unwrap();
+        for e in batch["events"].as_array().unwrap() {
+            let topic = e["data"]["topic"].as_str().unwrap_or("").to_owned();
+            o.events
+                .lock()
+                .push((e["type"].as_str().unwrap().to_owned(), topic));
+        }
+        "ok"
+    }
+    let o = Arc::new(Occupancy {
+        events: parking_lot::Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .route("/events", axum::routing::post(receive))
+        .with_state(Arc::clone(&o));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (o, url)
+}
+
+impl Occupancy {
+    fn count(&self, kind: &str, topic: &str) -> usize {
+        self.events
+            .lock()
+            .iter()
+            .filter(|(k, t)| k == kind && t == topic)
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_is_occupied_and_vacated_once_per_cluster() {
+    let (o, url) = occupancy_receiver().await;
+    let dir = std::env::temp_dir().join(format!("myriad-occ-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("occ.toml");
+    std::fs::write(
+        &config,
+        format!("[webhooks]\nurl = \"{url}\"\nevents = [\"channel_occupied\", \"channel_vacated\"]\nbatch_interval = \"20ms\"\n"),
+    )
+    .unwrap();
+    let cluster = Cluster::redis(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster-heartbeat",
+        "250ms",
+        "--cluster-node-timeout",
+        "2s",
+    ]);
+    // Three nodes: when one dies, two survivors notice.
+    let [a, mut b, _c] = cluster.connected().await;
+    let topic = "room:occ";
+    let mut on_a = a.client().await;
+    let jr_a = on_a.join_ok(topic).await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            o.count("channel_occupied", topic) == 1
+        })
+        .await
+    );
+    let mut on_b = b.client().await;
+    let jr_b = on_b.join_ok(topic).await;
+    on_a.send(json!([jr_a, "l", topic, "phx_leave", {}])).await;
+    on_a.sync().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        o.count("channel_occupied", topic),
+        1,
+        "B joining is not news"
+    );
+    assert_eq!(o.count("channel_vacated", topic), 0, "B is still there");
+    on_b.send(json!([jr_b, "l", topic, "phx_leave", {}])).await;
+    on_b.sync().await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            o.count("channel_vacated", topic) == 1
+        })
+        .await
+    );
+
+    // A topic held only by a node that dies is vacated by a survivor.
+    let lonely = "room:lonely";
+    on_b.join_ok(lonely).await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            o.count("channel_occupied", lonely) == 1
+        })
+        .await
+    );
+    b.kill();
+    assert!(
+        poll_until(Duration::from_secs(10), || async {
+            o.count("channel_vacated", lonely) == 1
+        })
+        .await,
+        "{:?}",
+        o.events.lock()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        o.count("channel_vacated", lonely),
+        1,
+        "once, not once per survivor"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,8 +24,8 @@ use super::api_throttle;
 use super::client_addr::client_addr;
 use super::AppState;
 use crate::config::Route;
-use crate::protocol::broadcast_parts;
 use crate::hooks::schema as hook;
+use crate::protocol::broadcast_parts;
 use crate::pubsub;
 use crate::revocation::{unix_now, Revocation};
 

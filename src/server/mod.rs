@@ -37,7 +37,7 @@ use crate::config::{BrokerKind, Config};
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::protocol::CloseReason;
-use crate::pubsub::broker::link::ClusterBroker;
+use crate::pubsub::broker::link::{ClusterBroker, LinkOptions};
 use crate::pubsub::broker::local::LocalBroker;
 use crate::pubsub::broker::security::LinkSecurity;
 use crate::pubsub::broker::{nats, redis, Broker, BrokerHandler};
@@ -107,12 +107,20 @@ fn node_for(
     };
     let security = LinkSecurity::load(config)
         .map_err(|why| ServerError::Broker(format!("broker security: {why}")))?;
+    use crate::config::webhooks::WebhookEvent;
+    let channel_webhooks = config.webhooks.wants(WebhookEvent::ChannelOccupied)
+        || config.webhooks.wants(WebhookEvent::ChannelVacated);
     let (broker, link) = ClusterBroker::new(
         Arc::clone(metrics),
-        config.broker == BrokerKind::Redis,
-        config.broker_queue,
-        config.cluster_secret.as_deref(),
-        config.cluster_replay_window,
+        LinkOptions {
+            sequences_history: config.broker == BrokerKind::Redis,
+            queue: config.broker_queue,
+            secret: config.cluster_secret.as_deref(),
+            replay_window: config.cluster_replay_window,
+            // A node is alive for as long as its peers wait before they
+            // declare it dead.
+            occupancy: channel_webhooks.then_some(config.cluster_node_timeout),
+        },
     );
     let broker: Arc<dyn Broker> = Arc::new(broker);
     let node = Arc::new(Node::new(config, Arc::clone(metrics), broker));

@@ -24,6 +24,7 @@ pub mod link;
 pub mod local;
 pub mod names;
 pub mod nats;
+pub mod occupancy;
 pub mod redis;
 pub mod replay;
 pub mod security;
@@ -63,6 +64,9 @@ pub enum Envelope {
     },
     /// Membership and presence replication, for the control channel.
     Control(wire::Control),
+    /// Another node was declared dead: release its channel occupancy
+    /// (brokers that track occupancy only).
+    PeerGone(String),
 }
 
 /// Why an envelope did not leave.
@@ -93,6 +97,12 @@ pub trait Broker: Send + Sync + 'static {
     fn sequences_history(&self) -> bool {
         false
     }
+    /// Whether the backend tracks which nodes occupy each topic and reports
+    /// occupied/vacated once per cluster (`BrokerHandler::on_occupancy`);
+    /// otherwise the node reports its own.
+    fn tracks_occupancy(&self) -> bool {
+        false
+    }
 }
 
 /// What a broker's link task calls back into: implemented by the node.
@@ -114,4 +124,7 @@ pub trait BrokerHandler: Send + Sync + 'static {
     fn has_local_members(&self, topic: &str) -> bool;
     /// Entries a history topic keeps; 0 for topics without history.
     fn history_size(&self, topic: &str) -> usize;
+    /// `topic` became occupied (its first member anywhere) or vacated (its
+    /// last member anywhere left), as the backend decided.
+    fn on_occupancy(&self, _topic: &str, _occupied: bool) {}
 }

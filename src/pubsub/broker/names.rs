@@ -47,6 +47,20 @@ pub fn redis_history_keys(topic: &str) -> [String; 3] {
     ]
 }
 
+/// Redis: the nodes with members on a topic (occupancy webhooks).
+pub const REDIS_OCCUPANCY_PREFIX: &str = "myriad-occ:";
+/// Redis: a node's liveness key, refreshed by its heartbeats.
+pub const REDIS_ALIVE_PREFIX: &str = "myriad-alive:";
+
+pub fn redis_occupancy_key(topic: &str) -> String {
+    format!("{REDIS_OCCUPANCY_PREFIX}{topic}")
+}
+
+/// The topics a node has members on.
+pub fn redis_occupancy_node_key(node: &str) -> String {
+    format!("myriad-occ-node:{node}")
+}
+
 /// The SCAN pattern for every history stream.
 pub fn redis_stream_pattern() -> String {
     format!("{STREAM_PREFIX}*")

@@ -172,8 +172,9 @@ async fn forward(
                     Envelope::Control(control) => {
                         (names::CONTROL.to_string(), parts.state.control(&control))
                     }
-                    // Never sent: this link does not sequence history.
-                    Envelope::History { .. } => continue,
+                    // Never sent: this link neither sequences history nor
+                    // tracks occupancy.
+                    Envelope::History { .. } | Envelope::PeerGone(_) => continue,
                 };
                 match client.publish(subject, payload.into()).await {
                     Ok(()) => parts.state.metrics.broker_published.increment(1),

@@ -189,14 +189,17 @@ const PUBLISH_BATCH: usize = 256;
 async fn publish_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     sequence: &redis::Script,
-    state: &LinkState,
+    parts: &LinkParts,
     batch: Vec<Envelope>,
 ) -> redis::RedisResult<()> {
+    let state = &*parts.state;
     let mut pipe = redis::pipe();
     let mut acks = Vec::new();
     let mut published = 0u64;
+    let mut gone = Vec::new();
     for env in batch {
         match env {
+            Envelope::PeerGone(node) => gone.push(node),
             Envelope::Publication { topic, frame } => {
                 pipe.publish(
                     names::redis_topic_channel(&topic),
@@ -206,6 +209,9 @@ async fn publish_batch(
                 published += 1;
             }
             Envelope::Control(control) => {
+                if let (wire::Control::Heartbeat, Some(occ)) = (&control, &state.occupancy) {
+                    pipe.add_command(occ.alive_cmd(&state.node)).ignore();
+                }
                 pipe.publish(names::CONTROL, state.control(&control))
                     .ignore();
             }
@@ -248,6 +254,37 @@ async fn publish_batch(
         }
     }
     state.metrics.broker_published.increment(published);
+    if let Some(occ) = &state.occupancy {
+        for dead in gone {
+            for topic in occ.node_gone(conn, &dead).await? {
+                parts.handler.on_occupancy(&topic, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After (re)connecting: Redis's record of this node's topics made equal to
+/// its local topics; changes that happened while away are reported.
+async fn reconcile_occupancy(
+    conn: &mut redis::aio::MultiplexedConnection,
+    parts: &LinkParts,
+    local: &HashSet<Arc<str>>,
+) -> redis::RedisResult<()> {
+    let Some(occ) = &parts.state.occupancy else {
+        return Ok(());
+    };
+    let node = &*parts.state.node;
+    for topic in occ.recorded(conn, node).await? {
+        if !local.contains(topic.as_str()) && occ.vacate(conn, node, &topic).await? {
+            parts.handler.on_occupancy(&topic, false);
+        }
+    }
+    for topic in local {
+        if occ.occupy(conn, node, topic).await? {
+            parts.handler.on_occupancy(topic, true);
+        }
+    }
     Ok(())
 }
 
@@ -269,6 +306,7 @@ async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::Redi
     // loads it again.
     sequence.prepare_invoke().load_async(&mut publisher).await?;
     warm_history(&mut publisher, &parts.state, &*parts.handler).await?;
+    reconcile_occupancy(&mut publisher, parts, &subscribed).await?;
     parts.state.set_connected(true);
     parts.handler.on_connected();
     loop {
@@ -283,17 +321,29 @@ async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::Redi
                     }
                 }
                 parts.state.metrics.broker_queue_depth.decrement(batch.len() as f64);
-                publish_batch(&mut publisher, &sequence, &parts.state, batch).await?;
+                publish_batch(&mut publisher, &sequence, parts, batch).await?;
             }
             change = parts.changes.recv() => {
                 if change.is_none() { return Ok(()) }
                 for topic in parts.state.take_changed() {
                     let wanted = parts.handler.has_local_members(&topic);
+                    let occ = parts.state.occupancy.as_ref();
+                    let node = &*parts.state.node;
                     if wanted && !subscribed.contains(&topic) {
                         sink.subscribe(names::redis_topic_channel(&topic)).await?;
+                        if let Some(occ) = occ {
+                            if occ.occupy(&mut publisher, node, &topic).await? {
+                                parts.handler.on_occupancy(&topic, true);
+                            }
+                        }
                         subscribed.insert(topic);
                     } else if !wanted && subscribed.remove(&topic) {
                         sink.unsubscribe(names::redis_topic_channel(&topic)).await?;
+                        if let Some(occ) = occ {
+                            if occ.vacate(&mut publisher, node, &topic).await? {
+                                parts.handler.on_occupancy(&topic, false);
+                            }
+                        }
                     }
                 }
             }

@@ -45,6 +45,9 @@ impl Node {
             for (topic, diff) in self.presence.drop_node(&node) {
                 self.deliver_presence_diff(&topic, &diff);
             }
+            if self.broker.tracks_occupancy() {
+                let _ = self.broker.send(Envelope::PeerGone(node.clone()));
+            }
         }
         self.metrics.broker_peers.set(self.membership.len() as f64);
     }
@@ -132,6 +135,13 @@ impl BrokerHandler for Node {
         }
         if !self.append_sequenced(topic, frame, None) {
             self.metrics.broker_errors.increment(1);
+        }
+    }
+
+    fn on_occupancy(&self, topic: &str, occupied: bool) {
+        // Names come from Redis: bounded like every broker-supplied topic.
+        if self.topic_ok(topic) {
+            self.occupancy_changed(topic, occupied);
         }
     }
 

@@ -173,6 +173,17 @@ impl Node {
         }
     }
 
+    /// `topic` got its first member or lost its last: on this node, or (for
+    /// brokers that track occupancy) in the whole cluster.
+    pub(super) fn occupancy_changed(&self, topic: &str, occupied: bool) {
+        let event = if occupied {
+            WebhookEvent::ChannelOccupied
+        } else {
+            WebhookEvent::ChannelVacated
+        };
+        self.emit(event, || serde_json::json!({"topic": topic}));
+    }
+
     /// Report channel, member and broadcast events to `webhooks`; set once.
     pub fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
         let _ = self.webhooks.set(webhooks);
@@ -330,10 +341,9 @@ impl Node {
         }
         if self.hub.subscriber_count(topic) == 0 {
             self.broker.unsubscribe_topic(topic);
-            self.emit(
-                WebhookEvent::ChannelVacated,
-                || serde_json::json!({"topic": topic}),
-            );
+            if !self.broker.tracks_occupancy() {
+                self.occupancy_changed(topic, false);
+            }
         }
     }
 
@@ -342,10 +352,9 @@ impl Node {
         self.hub.subscribe(topic, session, mailbox);
         if first {
             self.broker.subscribe_topic(topic);
-            self.emit(
-                WebhookEvent::ChannelOccupied,
-                || serde_json::json!({"topic": topic}),
-            );
+            if !self.broker.tracks_occupancy() {
+                self.occupancy_changed(topic, true);
+            }
         }
     }
 

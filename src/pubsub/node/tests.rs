@@ -282,10 +282,13 @@ fn a_full_broker_queue_drops_the_remote_copy_not_the_local_delivery() {
     let metrics = Metrics::new();
     let (broker, _link) = ClusterBroker::new(
         Arc::clone(&metrics),
-        false,
-        1,
-        None,
-        std::time::Duration::from_secs(60),
+        crate::pubsub::broker::link::LinkOptions {
+            sequences_history: false,
+            queue: 1,
+            secret: None,
+            replay_window: std::time::Duration::from_secs(60),
+            occupancy: None,
+        },
     );
     let node = Node::new(&Config::default(), Arc::clone(&metrics), Arc::new(broker));
     let (m, _) = join(&node, "room:a", 1, "u1");

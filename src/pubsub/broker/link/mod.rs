@@ -38,6 +38,8 @@ pub struct LinkState {
     /// Stamps seen from other nodes (with `cluster_secret`).
     replay: Mutex<ReplayGuard>,
     connected: AtomicBool,
+    /// Cluster-wide occupancy (Redis, with channel webhooks on).
+    pub occupancy: Option<super::occupancy::Occupancy>,
     /// Topics whose local membership changed since the link task last looked.
     changed: Mutex<HashSet<Arc<str>>>,
 }
@@ -219,6 +221,22 @@ pub struct HistoryHeader {
     pub sig: String,
 }
 
+/// How a cross-node broker is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkOptions<'a> {
+    /// The backend assigns history offsets and can run scripts (Redis).
+    pub sequences_history: bool,
+    /// Envelopes that may wait for the link task (`broker_queue`).
+    pub queue: usize,
+    /// `cluster_secret`: every message is signed when set.
+    pub secret: Option<&'a str>,
+    /// How old a signed message may be (`cluster_replay_window`).
+    pub replay_window: Duration,
+    /// Track channel occupancy cluster-wide (Redis only), a node counting as
+    /// alive this long after its last heartbeat; None: off.
+    pub occupancy: Option<Duration>,
+}
+
 /// The node's side of a cross-node broker.
 pub struct ClusterBroker {
     state: Arc<LinkState>,
@@ -263,21 +281,23 @@ impl LinkHalf {
 
 impl ClusterBroker {
     /// `queue`: envelopes that may wait for the link task (`broker_queue`);
-    /// `secret`: `cluster_secret`, signing every message when set;
-    /// `replay_window`: how old a signed message may be (`cluster_replay_window`).
-    pub fn new(
-        metrics: Arc<Metrics>,
-        sequences_history: bool,
-        queue: usize,
-        secret: Option<&str>,
-        replay_window: Duration,
-    ) -> (ClusterBroker, LinkHalf) {
+    pub fn new(metrics: Arc<Metrics>, options: LinkOptions<'_>) -> (ClusterBroker, LinkHalf) {
+        let LinkOptions {
+            sequences_history,
+            queue,
+            secret,
+            replay_window,
+            occupancy,
+        } = options;
         let state = Arc::new(LinkState {
             node: Arc::from(node_id()),
             metrics,
             signer: Signer::new(secret),
             seq: AtomicU64::new(0),
             replay: Mutex::new(ReplayGuard::new(replay_window)),
+            occupancy: occupancy
+                .filter(|_| sequences_history)
+                .map(super::occupancy::Occupancy::new),
             connected: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
         });
@@ -345,6 +365,10 @@ impl Broker for ClusterBroker {
 
     fn sequences_history(&self) -> bool {
         self.sequences_history
+    }
+
+    fn tracks_occupancy(&self) -> bool {
+        self.state.occupancy.is_some()
     }
 }
 

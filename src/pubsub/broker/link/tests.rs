@@ -37,14 +37,24 @@ const WINDOW: Duration = Duration::from_secs(60);
 const SECRET: &str = "a-cluster-secret-of-at-least-32-bytes";
 
 fn signed_broker() -> (ClusterBroker, LinkParts, Arc<Recorder>) {
-    let (broker, half) = ClusterBroker::new(Metrics::new(), true, 8, Some(SECRET), WINDOW);
+    let (broker, half) = ClusterBroker::new(Metrics::new(), options(8, Some(SECRET)));
     let rec = Arc::new(Recorder::default());
     let parts = half.into_parts(rec.clone(), CancellationToken::new());
     (broker, parts, rec)
 }
 
+fn options(queue: usize, secret: Option<&str>) -> LinkOptions<'_> {
+    LinkOptions {
+        sequences_history: true,
+        queue,
+        secret,
+        replay_window: WINDOW,
+        occupancy: None,
+    }
+}
+
 fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
-    let (broker, half) = ClusterBroker::new(Metrics::new(), true, queue, None, WINDOW);
+    let (broker, half) = ClusterBroker::new(Metrics::new(), options(queue, None));
     let rec = Arc::new(Recorder::default());
     let parts = half.into_parts(rec.clone(), CancellationToken::new());
     (broker, parts, rec)
