@@ -1,6 +1,7 @@
 //! The per-connection task: one task owns one WebSocket and runs a single
 //! `biased` `select!` over, in priority order: hard stop, drain signal, the
-//! outbound mailbox, inbound frames, the idle timer.
+//! outbound mailbox, inbound frames, the answers to calls the handler started
+//! (backend hooks), the idle and expiry timer.
 //!
 //! The session is generic over the byte stream, so the same code serves TCP
 //! sockets and in-memory pipes (benchmarks, tests). It reads the next frame only

@@ -66,6 +66,11 @@ mod tests {
     fn a_signature_holds_for_its_body_and_time_only() {
         let secret = b"a-hook-secret-of-at-least-32-bytes!!";
         let header = sign(secret, 1_000, b"{\"a\":1}");
+        // The value README's Python check computes for the same input.
+        assert_eq!(
+            header,
+            "t=1000,v1=0de65753d0abb8323bb9aaef29f3654ca88b1c6b2a813848203bad8840a92c36"
+        );
         assert!(verify(secret, &header, b"{\"a\":1}", 1_010, 300));
         assert!(!verify(secret, &header, b"{\"a\":2}", 1_010, 300));
         assert!(
