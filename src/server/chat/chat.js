@@ -10,6 +10,7 @@
   let heartbeat = null;
   let members = {}; // key -> metas (Phoenix Presence state)
   let last = null; // {offset, epoch} of the newest message seen, for recovery
+  const sent = new Set(); // refs of our pushes, to show refusals (moderation)
 
   const nextRef = () => String(++ref);
   const send = (frame) => ws && ws.readyState === 1 && ws.send(JSON.stringify(frame));
@@ -57,7 +58,13 @@
 
   function onFrame([jr, r, t, event, payload]) {
     if (t !== topic) return;
-    if (event === "phx_reply" && r === joinRef) {
+    if (event === "phx_reply" && sent.has(r)) {
+      sent.delete(r);
+      if (payload.status !== "ok") {
+        const why = (payload.response && payload.response.reason) || JSON.stringify(payload.response);
+        line("error", null, "not sent: " + why);
+      }
+    } else if (event === "phx_reply" && r === joinRef) {
       if (payload.status !== "ok") {
         $("status").textContent = "join failed: " + JSON.stringify(payload.response);
         return;
@@ -129,7 +136,9 @@
     e.preventDefault();
     const body = $("text").value.trim();
     if (!body) return;
-    send([joinRef, nextRef(), topic, "msg", { name: $("name").value.trim(), body }]);
+    const r = nextRef();
+    sent.add(r);
+    send([joinRef, r, topic, "msg", { name: $("name").value.trim(), body }]);
     $("text").value = "";
   });
 })();
