@@ -47,6 +47,8 @@ pub enum Command {
     Slow(SlowArgs),
     /// A minimal tokio-tungstenite broadcast server (every text frame goes to every connection): the baseline for --protocol raw.
     BaselineServer(BaselineArgs),
+    /// A stub application backend that allows every myriad hook after --delay and acknowledges webhooks: run scenarios against a hooked myriad to measure what hooks cost.
+    Backend(BackendArgs),
 }
 
 /// Options every scenario shares.
@@ -236,6 +238,19 @@ pub struct SlowArgs {
     /// SO_RCVBUF of slow subscribers' sockets (small: the server sees the back-pressure soon).
     #[arg(long, default_value_t = 4096)]
     pub slow_rcvbuf: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4800")]
+    pub listen: String,
+    /// Wait this long before every answer (a slow backend).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub delay: Duration,
+    /// Stop after this long (bounded like every load loop) [default: run until killed].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub run_for: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -21,6 +21,7 @@
 //! - `baseline`: the bare tokio-tungstenite broadcast server ratios are measured against.
 
 pub mod accounting;
+pub mod backend;
 pub mod baseline;
 pub mod cli;
 pub mod client;

@@ -4,13 +4,20 @@
 use clap::Parser;
 use myriad_load::cli::{Cli, Command};
 use myriad_load::report::{json, markdown, summary};
-use myriad_load::{baseline, run};
+use myriad_load::{backend, baseline, run};
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     let code = match cli.command.clone() {
         Command::BaselineServer(args) => match baseline::serve(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
+        Command::Backend(args) => match backend::serve(args).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -30,6 +30,7 @@ fn scenario_name(command: &Command) -> &'static str {
         Command::Slow(_) => "slow",
         Command::Churn(_) => "churn",
         Command::BaselineServer(_) => "baseline-server",
+        Command::Backend(_) => "backend",
     }
 }
 

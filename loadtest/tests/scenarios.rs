@@ -519,6 +519,7 @@ fn help_documents_every_scenario() {
         "churn",
         "slow",
         "baseline-server",
+        "backend",
         "--slo",
         "--ramp",
         "--json",
@@ -707,4 +708,68 @@ async fn wss_targets_speak_tls_and_trust_the_given_ca() {
         Some(0),
         "a run that could not connect fails"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_run_against_a_hooked_myriad_with_the_backend_stub() {
+    use myriad::config::hooks::HookEndpoint;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let stub = tokio::process::Command::new(BIN)
+        .args(["backend", "--listen", &listen, "--run-for", "8s"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let hook = |name: &str| {
+        Some(HookEndpoint {
+            url: format!("http://{listen}/{name}"),
+            timeout: None,
+            concurrency: None,
+        })
+    };
+    let s = myriad(|c| {
+        for ns in &mut c.namespaces {
+            ns.join_hook = hook("join");
+            ns.publish_hook = hook("publish");
+        }
+    })
+    .await;
+    let (out, doc) = load(&[
+        "chat",
+        "--url",
+        &url(&s),
+        "--rooms",
+        "2",
+        "--members",
+        "3",
+        "--msg-rate",
+        "5",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fig(&doc, "lost"), 0);
+    let sent = fig(&doc, "delivered");
+    assert!(sent > 0);
+    // The stub prints what it answered when it stops.
+    let done = stub.wait_with_output().await.unwrap();
+    let counts: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(counts["join"], 6, "{counts}");
+    assert!(counts["publish"].as_u64().unwrap() > 0, "{counts}");
 }

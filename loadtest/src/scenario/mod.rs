@@ -138,7 +138,7 @@ pub async fn run_worker(command: &Command, ctx: WorkerCtx) {
         Command::Fanout(a) => fanout::worker(a, None, ctx).await,
         Command::Slow(a) => fanout::worker(&a.fanout, Some(a), ctx).await,
         Command::Churn(a) => churn::worker(a, ctx).await,
-        Command::BaselineServer(_) => {}
+        Command::BaselineServer(_) | Command::Backend(_) => {}
     }
 }
 
@@ -151,7 +151,7 @@ pub fn sockets_needed(command: &Command) -> u64 {
         Command::Slow(a) => a.fanout.subscribers,
         // Cycles are short; the concurrency cap bounds them.
         Command::Churn(_) => 0,
-        Command::BaselineServer(_) => 0,
+        Command::BaselineServer(_) | Command::Backend(_) => 0,
     }
 }
 
