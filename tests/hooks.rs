@@ -519,3 +519,51 @@ async fn publish_hooks_need_a_members_namespace() {
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("hooks"), "{err}");
 }
+
+#[tokio::test]
+async fn a_hostile_backend_answer_is_bounded() {
+    let (b, base) = backend().await;
+    let s = server(&base, |c| {
+        c.hooks.connect = ep(&base, "connect");
+        c.presence_max_meta_bytes = 256;
+    })
+    .await;
+    // A connect refusal with a status outside 4xx and an absurd expiry.
+    b.set(
+        "connect",
+        Answer::json(json!({"error": {"reason": "no", "status": 200}})),
+    );
+    match tokio_tungstenite::connect_async(s.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    b.set(
+        "connect",
+        Answer::ok(json!({"user": "ann", "expires_in": u64::MAX})),
+    );
+    let mut c = s.client().await;
+    // A 10 KB reason reaches the client cut to 256 bytes.
+    b.set("join", Answer::deny(&"r".repeat(10_000)));
+    let (_, reply) = c.join("hooked:h", json!({})).await;
+    assert_eq!(reason(&reply).as_str().unwrap().len(), 256);
+    // A presence meta over presence_max_meta_bytes refuses the join.
+    b.set("join", Answer::ok(json!({"meta": {"bio": "x".repeat(1000)}})));
+    let (_, reply) = c.join("hooked:h", json!({})).await;
+    assert_eq!(reason(&reply), "presence meta too large");
+    // A replacement payload deeper than max_payload_depth is not broadcast.
+    b.set("join", Answer::ok(json!({})));
+    let jr = c.join_ok("hooked:h").await;
+    let deep: Value = serde_json::from_str(&format!(
+        "{{\"x\":{}1{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    ))
+    .unwrap();
+    b.set("publish", Answer::ok(json!({"payload": deep})));
+    let (reply, _) = c.push(&jr, "hooked:h", "msg", json!({"a": 1})).await;
+    assert_eq!(reason(&reply), "backend unavailable");
+    assert!(c.sync().await.iter().all(|f| f[3] != "msg"));
+    // The session lived through all of it (no overflowed expiry timer).
+    let (reply, _) = c.push(&jr, "hooked:h", "msg", json!({"a": 1})).await;
+    assert_eq!(reply[4]["status"], "error");
+}

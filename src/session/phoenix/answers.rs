@@ -16,6 +16,7 @@ use crate::hooks::{Endpoint, HookError};
 use crate::protocol::{
     decode, encode, event, ClientRefusal, CloseReason, HookKind, InFrame, JoinRefusal, ReplyError,
 };
+use crate::protocol::limits::json_deeper_than;
 use crate::pubsub::mailbox::Outbound;
 use crate::session::Expiry;
 
@@ -196,7 +197,25 @@ impl PhoenixHandler {
         let Some(current) = self.still_open(frame) else {
             return Ok(());
         };
+        // The backend's payload is broadcast and stored like a client's: the
+        // same depth bound holds for it.
+        let too_deep = result.as_ref().is_ok_and(|a| {
+            a.payload.as_ref().is_some_and(|p| {
+                json_deeper_than(
+                    &serde_json::Value::Object(p.clone()).to_string(),
+                    self.config.max_payload_depth,
+                )
+            })
+        });
         match result {
+            Ok(_) if too_deep => {
+                Self::refused_by_backend(
+                    out,
+                    frame,
+                    &HookError::Unavailable(crate::protocol::HookResult::Garbage),
+                );
+                Ok(())
+            }
             Ok(answer) => self.handle_in(frame, current.as_deref(), Some(answer), out),
             Err(err) => {
                 Self::refused_by_backend(out, frame, &err);

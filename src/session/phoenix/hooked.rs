@@ -75,8 +75,10 @@ pub enum NotStarted {
 
 pub struct HookState {
     hooks: Arc<Hooks>,
-    tx: mpsc::UnboundedSender<Done>,
-    rx: Option<mpsc::UnboundedReceiver<Done>>,
+    /// Boxed: the channel allocates its slots in blocks of 32, so a bare
+    /// `Done` (~150 bytes) would cost every hooked session ~5 KiB at rest.
+    tx: mpsc::UnboundedSender<Box<Done>>,
+    rx: Option<mpsc::UnboundedReceiver<Box<Done>>>,
     /// The connect hook's `info`, sent with every call.
     info: Option<Value>,
     /// Busy topics → frames that arrived for them since, in order.
@@ -102,7 +104,7 @@ impl HookState {
         &self.hooks
     }
 
-    pub fn take_receiver(&mut self) -> Option<mpsc::UnboundedReceiver<Done>> {
+    pub fn take_receiver(&mut self) -> Option<mpsc::UnboundedReceiver<Box<Done>>> {
         self.rx.take()
     }
 
@@ -224,7 +226,7 @@ impl HookState {
                 }
             };
             // The session may be gone; then nobody needs the answer.
-            let _ = tx.send(done);
+            let _ = tx.send(Box::new(done));
         });
         Ok(())
     }
@@ -236,9 +238,9 @@ impl HookState {
             return false;
         };
         let Some(slot) = self.hooks.admit(HookKind::Refresh) else {
-            let _ = self.tx.send(Done::Refresh {
+            let _ = self.tx.send(Box::new(Done::Refresh {
                 result: Err(HookError::Unavailable(HookResult::Overloaded)),
-            });
+            }));
             return true;
         };
         let hooks = Arc::clone(&self.hooks);
@@ -254,7 +256,7 @@ impl HookState {
         };
         tokio::spawn(async move {
             let result = hooks.call(&ep, slot, &id, &req).await;
-            let _ = tx.send(Done::Refresh { result });
+            let _ = tx.send(Box::new(Done::Refresh { result }));
         });
         true
     }

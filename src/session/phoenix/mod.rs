@@ -585,7 +585,7 @@ fn ref_matches(frame: &InFrame<'_>, current: Option<&str>) -> bool {
 }
 
 impl FrameHandler for PhoenixHandler {
-    type Completion = Done;
+    type Completion = Box<Done>;
 
     fn on_text(&mut self, text: &Utf8Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
         match decode(text.as_str()) {
@@ -603,7 +603,7 @@ impl FrameHandler for PhoenixHandler {
         Err(CloseReason::UnsupportedBinary)
     }
 
-    fn completions(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Done>> {
+    fn completions(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Box<Done>>> {
         self.hooked
             .as_deref_mut()
             .and_then(HookState::take_receiver)
@@ -611,10 +611,10 @@ impl FrameHandler for PhoenixHandler {
 
     fn on_completion(
         &mut self,
-        done: Done,
+        done: Box<Done>,
         out: &mut Vec<Outbound>,
     ) -> Result<Expiry, CloseReason> {
-        self.completed(done, out)
+        self.completed(*done, out)
     }
 
     fn on_expiry(&mut self) -> bool {
