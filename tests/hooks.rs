@@ -547,7 +547,10 @@ async fn a_hostile_backend_answer_is_bounded() {
     let (_, reply) = c.join("hooked:h", json!({})).await;
     assert_eq!(reason(&reply).as_str().unwrap().len(), 256);
     // A presence meta over presence_max_meta_bytes refuses the join.
-    b.set("join", Answer::ok(json!({"meta": {"bio": "x".repeat(1000)}})));
+    b.set(
+        "join",
+        Answer::ok(json!({"meta": {"bio": "x".repeat(1000)}})),
+    );
     let (_, reply) = c.join("hooked:h", json!({})).await;
     assert_eq!(reason(&reply), "presence meta too large");
     // A replacement payload deeper than max_payload_depth is not broadcast.

@@ -13,10 +13,10 @@ use super::{ref_matches, PhoenixHandler};
 use crate::channel::Terminate;
 use crate::config::Publish;
 use crate::hooks::{Endpoint, HookError};
+use crate::protocol::limits::json_deeper_than;
 use crate::protocol::{
     decode, encode, event, ClientRefusal, CloseReason, HookKind, InFrame, JoinRefusal, ReplyError,
 };
-use crate::protocol::limits::json_deeper_than;
 use crate::pubsub::mailbox::Outbound;
 use crate::session::Expiry;
 
