@@ -55,6 +55,8 @@ impl Answer {
 struct Backend {
     answers: Mutex<HashMap<String, Answer>>,
     seen: Mutex<Vec<(String, Value, HeaderMap)>>,
+    /// Answer this many requests with 503 first (whatever the hook).
+    fail_first: std::sync::atomic::AtomicUsize,
 }
 
 impl Backend {
@@ -92,6 +94,17 @@ async fn answer(
         "unsigned or badly signed hook request"
     );
     b.seen.lock().push((hook.clone(), v, headers));
+    let failing = b
+        .fail_first
+        .fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if failing {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
+    }
     let a = b
         .answers
         .lock()
@@ -569,4 +582,55 @@ async fn a_hostile_backend_answer_is_bounded() {
     // The session lived through all of it (no overflowed expiry timer).
     let (reply, _) = c.push(&jr, "hooked:h", "msg", json!({"a": 1})).await;
     assert_eq!(reply[4]["status"], "error");
+}
+
+#[tokio::test]
+async fn repeatable_calls_are_retried_and_publishes_are_not() {
+    let (b, base) = backend().await;
+    let s = server(&base, |_| {}).await;
+    let mut c = s.client().await;
+    // A join is safe to repeat: one 503, then it goes through.
+    b.fail_first.store(1, std::sync::atomic::Ordering::Relaxed);
+    let jr = c.join_ok("hooked:retry").await;
+    let joins = b.seen("join");
+    assert_eq!(joins.len(), 2, "retried once");
+    assert_eq!(
+        joins[0]["id"], joins[1]["id"],
+        "same request id: an idempotency key"
+    );
+    // A publish is not: one 503 is the answer.
+    b.fail_first.store(1, std::sync::atomic::Ordering::Relaxed);
+    let (reply, _) = c.push(&jr, "hooked:retry", "msg", json!({})).await;
+    assert_eq!(reason(&reply), "backend unavailable");
+    assert_eq!(b.seen("publish").len(), 1);
+}
+
+#[tokio::test]
+async fn the_connect_hook_sees_a_verified_tokens_claims() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const JWT: &str = "a-jwt-secret-of-at-least-thirty-two-bytes";
+    let (b, base) = backend().await;
+    let s = server(&base, |c| {
+        c.hooks.connect = ep(&base, "connect");
+        c.jwt_secret = Some(JWT.into());
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = encode(
+        &Header::default(),
+        &json!({"sub": "ann", "exp": now + 60, "plan": "pro"}),
+        &EncodingKey::from_secret(JWT.as_bytes()),
+    )
+    .unwrap();
+    let _c = Client::connect(&format!("{}&token={token}", s.ws_url())).await;
+    let seen = b.seen("connect");
+    assert_eq!(seen[0]["claims"]["sub"], "ann");
+    assert_eq!(seen[0]["claims"]["plan"], "pro");
+    // With a key set, no token means no connection: the hook is not asked.
+    let refused = tokio_tungstenite::connect_async(s.ws_url()).await;
+    assert!(refused.is_err());
+    assert_eq!(b.seen("connect").len(), 1);
 }
