@@ -32,18 +32,7 @@ struct Receiver {
 
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> StatusCode {
     *r.posts.lock() += 1;
-    let sig = headers
-        .get("x-myriad-signature")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    assert!(
-        myriad::webhooks::signature::verify(SECRET.as_bytes(), sig, body.as_bytes(), now, 300),
-        "badly signed batch"
-    );
+    common::assert_signed(SECRET, &headers, &body);
     let status = StatusCode::from_u16(r.status.load(Ordering::Relaxed)).unwrap();
     if status.is_success() {
         let batch: Value = serde_json::from_str(&body).unwrap();

@@ -102,6 +102,30 @@ fn assert_delivered_all(out: &Output, doc: &Value, expected: u64) {
     assert_eq!(fig(doc, "lost"), 0);
 }
 
+/// Start a myriad-load server subcommand (`args`, plus `--listen` on a free
+/// port) and wait until it accepts; its stdout is piped.
+async fn serve_subcommand(args: &[&str]) -> (tokio::process::Child, String) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let child = tokio::process::Command::new(BIN)
+        .args(args)
+        .args(["--listen", &listen])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (child, listen)
+}
+
 fn url(s: &Server) -> String {
     format!("ws://{}/socket/websocket", s.public)
 }
@@ -423,22 +447,7 @@ async fn violated_slo_fails_the_run_and_the_report_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_protocol_against_the_baseline_server() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = tokio::process::Command::new(BIN)
-        .args(["baseline-server", "--listen", &listen, "--run-for", "60s"])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (mut server, listen) = serve_subcommand(&["baseline-server", "--run-for", "60s"]).await;
     let (out, doc) = load(&[
         "fanout",
         "--protocol",
@@ -713,23 +722,7 @@ async fn wss_targets_speak_tls_and_trust_the_given_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_run_against_a_hooked_myriad_with_the_backend_stub() {
     use myriad::config::hooks::HookEndpoint;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let stub = tokio::process::Command::new(BIN)
-        .args(["backend", "--listen", &listen, "--run-for", "8s"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (stub, listen) = serve_subcommand(&["backend", "--run-for", "8s"]).await;
     let hook = |name: &str| {
         Some(HookEndpoint {
             url: format!("http://{listen}/{name}"),

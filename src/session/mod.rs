@@ -379,17 +379,26 @@ where
             Message::Close(_) => return Err(CloseReason::ClientClosed),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Ok(()),
         };
+        self.handled(result).await
+    }
+
+    /// After a handler call under panic capture: a panic ends the session
+    /// (1011); otherwise what the handler produced is written, even when it
+    /// also asks to close (the phx_error that precedes a restart-intensity
+    /// close must reach the client).
+    async fn handled<T>(
+        &mut self,
+        result: std::thread::Result<Result<T, CloseReason>>,
+    ) -> Result<T, CloseReason> {
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(panic) => {
-                metrics.session_panics.increment(1);
+                self.guard.spec.metrics.session_panics.increment(1);
                 tracing::error!(session = self.guard.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
                 self.out.clear();
                 return Err(CloseReason::SessionPanic);
             }
         };
-        // Send what the handler produced even when it also asks to close: the
-        // phx_error that precedes a restart-intensity close must reach the client.
         if !self.out.is_empty() {
             let frames: Vec<Outbound> = self.out.drain(..).collect();
             self.batch.extend(frames);
@@ -408,21 +417,7 @@ where
         let out = &mut self.out;
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_completion(done, out)));
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(panic) => {
-                self.guard.spec.metrics.session_panics.increment(1);
-                tracing::error!(session = self.guard.spec.id, panic = %panic_message(&panic), "session panicked; closing with 1011");
-                self.out.clear();
-                return Err(CloseReason::SessionPanic);
-            }
-        };
-        if !self.out.is_empty() {
-            let frames: Vec<Outbound> = self.out.drain(..).collect();
-            self.batch.extend(frames);
-            self.write_batch().await?;
-        }
-        outcome
+        self.handled(result).await
     }
 
     /// Write everything in `self.batch` and flush once, within `write_timeout`.

@@ -307,3 +307,21 @@ impl Client {
         }
     }
 }
+
+/// What a backend or webhook receiver checks: `body` carries a valid
+/// `X-Myriad-Signature` for `secret`, made within the last five minutes.
+#[allow(dead_code)] // not every test binary receives signed requests
+pub fn assert_signed(secret: &str, headers: &http::HeaderMap, body: &str) {
+    let sig = headers
+        .get(myriad::webhooks::signature::HEADER)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        myriad::webhooks::signature::verify(secret.as_bytes(), sig, body.as_bytes(), now, 300),
+        "unsigned or badly signed request"
+    );
+}
