@@ -128,6 +128,13 @@ fn check_keys(config: Config) -> Result<Config, String> {
     if let Err(why) = myriad::pubsub::broker::security::LinkSecurity::load(&config) {
         return Err(format!("invalid broker TLS or login file: {why}"));
     }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        if let Err(why) = myriad::server::tls::acceptor(cert, key) {
+            return Err(format!(
+                "invalid value for `tls_cert_file/tls_key_file`: {why}"
+            ));
+        }
+    }
     Ok(config)
 }
 

@@ -21,7 +21,7 @@ use crate::admission::Shed;
 use crate::process;
 use crate::protocol::{
     BrokerRefusal, ClientRefusal, CloseReason, Endpoint, HandshakeRejection, HookKind, HookResult,
-    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, WebhookOutcome, WebhookPost,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, TlsReload, WebhookOutcome, WebhookPost,
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
@@ -63,6 +63,7 @@ pub const HOOK_IN_FLIGHT: &str = "myriad_hook_in_flight";
 pub const WEBHOOK_EVENTS: &str = "myriad_webhook_events_total";
 pub const WEBHOOK_POSTS: &str = "myriad_webhook_posts_total";
 pub const WEBHOOK_PENDING: &str = "myriad_webhook_pending";
+pub const TLS_RELOADS: &str = "myriad_tls_reloads_total";
 
 /// Seconds a backend hook call takes (retries included).
 const HOOK_BUCKETS: &[f64] = &[
@@ -171,6 +172,7 @@ label_set!(
     Shed,
     WebhookOutcome,
     WebhookPost,
+    TlsReload,
 );
 
 /// One counter per value of a label set.
@@ -255,6 +257,7 @@ pub struct Metrics {
     pub webhook_events: Family<WebhookOutcome>,
     pub webhook_posts: Family<WebhookPost>,
     pub webhook_pending: Gauge,
+    pub tls_reloads: Family<TlsReload>,
 }
 
 fn meta() -> Metadata<'static> {
@@ -363,6 +366,13 @@ impl Metrics {
             KeyName::from_const_str(MALFORMED_FRAMES),
             None,
             SharedString::const_str("Inbound frames that could not be decoded, by kind."),
+        );
+        r.describe_counter(
+            KeyName::from_const_str(TLS_RELOADS),
+            None,
+            SharedString::const_str(
+                "Reloads of the listener's TLS certificate (SIGHUP or changed files), by result.",
+            ),
         );
         r.describe_counter(
             KeyName::from_const_str(WEBHOOK_EVENTS),
@@ -511,6 +521,7 @@ impl Metrics {
             broker_refused: Family::register(|l| labelled(BROKER_REFUSED, "reason", l)),
             jwks_refreshes: Family::register(|l| labelled(JWKS_REFRESHES, "result", l)),
             webhook_events: Family::register(|l| labelled(WEBHOOK_EVENTS, "outcome", l)),
+            tls_reloads: Family::register(|l| labelled(TLS_RELOADS, "result", l)),
             webhook_posts: Family::register(|l| labelled(WEBHOOK_POSTS, "result", l)),
             webhook_pending: gauge(
                 WEBHOOK_PENDING,

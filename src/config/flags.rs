@@ -291,6 +291,21 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_public_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain: TLS on the public listener (wss://), reloaded on SIGHUP or file change [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file [default: none]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Serve the admin listener over TLS too, with the same certificate [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_tls: Option<bool>,
+
     /// Identity provider's JWKS URL (https://, or http:// on loopback): tokens verified by kid [default: none]
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]

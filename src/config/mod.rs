@@ -146,6 +146,14 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// PEM public key for RS256/ES256. Default none.
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain for TLS on the public listener (wss://, https://),
+    /// with tls_key_file; reloaded on SIGHUP and when the files change.
+    /// Default none (plain; terminate TLS in a proxy).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of tls_cert_file. Default none.
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// Serve the admin listener over TLS too (same certificate). Default false.
+    pub admin_tls: bool,
     /// An identity provider's JSON Web Key Set (https://, or http:// on
     /// loopback): connect tokens are verified with its keys by `kid`
     /// (RS*, PS*, ES256/384, EdDSA; never HS*). Instead of jwt_secret and
@@ -368,6 +376,9 @@ impl Default for Config {
             cluster_secret: None,
             cluster_replay_window: Duration::from_secs(60),
             jwt_jwks_url: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            admin_tls: false,
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_jwks_min_interval: Duration::from_secs(30),
         }

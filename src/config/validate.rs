@@ -118,6 +118,18 @@ impl Config {
             });
         }
         self.check_broker_login()?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert_file",
+                why: String::from("tls_cert_file and tls_key_file go together"),
+            });
+        }
+        if self.admin_tls && self.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "admin_tls",
+                why: String::from("needs tls_cert_file and tls_key_file"),
+            });
+        }
         self.check_jwks()?;
         if let Some(why) = self.hooks.problem() {
             return Err(ConfigError::Invalid { key: "hooks", why });

@@ -267,10 +267,12 @@ pub enum HandshakeRejection {
     BackendDenied,
     /// The connect hook failed (503 + Retry-After).
     BackendUnavailable,
+    /// The TLS handshake failed (no HTTP answer is possible).
+    Tls,
 }
 
 impl HandshakeRejection {
-    pub const ALL: [HandshakeRejection; 11] = [
+    pub const ALL: [HandshakeRejection; 12] = [
         HandshakeRejection::UnsupportedVsn,
         HandshakeRejection::NotWebSocket,
         HandshakeRejection::EndpointDisabled,
@@ -282,6 +284,7 @@ impl HandshakeRejection {
         HandshakeRejection::ProxyProtocol,
         HandshakeRejection::BackendDenied,
         HandshakeRejection::BackendUnavailable,
+        HandshakeRejection::Tls,
     ];
 
     pub fn label(self) -> &'static str {
@@ -297,6 +300,7 @@ impl HandshakeRejection {
             HandshakeRejection::ProxyProtocol => "proxy_protocol",
             HandshakeRejection::BackendDenied => "backend_denied",
             HandshakeRejection::BackendUnavailable => "backend_unavailable",
+            HandshakeRejection::Tls => "tls",
         }
     }
 }
@@ -548,6 +552,25 @@ impl WebhookPost {
         match self {
             WebhookPost::Ok => "ok",
             WebhookPost::Failed => "failed",
+        }
+    }
+}
+
+/// How a reload of the listener's TLS certificate ended (the `result` label
+/// of `myriad_tls_reloads_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsReload {
+    Ok,
+    Error,
+}
+
+impl TlsReload {
+    pub const ALL: [TlsReload; 2] = [TlsReload::Ok, TlsReload::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsReload::Ok => "ok",
+            TlsReload::Error => "error",
         }
     }
 }

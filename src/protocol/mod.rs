@@ -13,7 +13,8 @@ pub mod ref_slot;
 
 pub use close::{
     BrokerRefusal, ClientRefusal, CloseReason, HandshakeRejection, HookKind, HookResult,
-    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, ReplyError, WebhookOutcome, WebhookPost,
+    HttpRejection, JoinRefusal, JwksFetch, MalformedKind, ReplyError, TlsReload, WebhookOutcome,
+    WebhookPost,
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::proxy_protocol::read_header;
+use super::tls::Tls;
 use crate::metrics::Metrics;
 use crate::protocol::{HandshakeRejection, HttpRejection};
 
@@ -41,7 +42,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// Per-connection socket settings from the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnOptions {
     pub handshake_timeout: Duration,
     /// SO_SNDBUF in bytes; 0 leaves the kernel's auto-tuning alone.
@@ -52,6 +53,8 @@ pub struct ConnOptions {
     pub max_connections: Option<usize>,
     /// Every connection starts with a PROXY protocol header naming the client.
     pub proxy_protocol: bool,
+    /// TLS on this listener (`tls_cert_file`), with the current certificate.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Accept until `stop` fires, then wait (briefly) for HTTP connections that are
@@ -94,6 +97,7 @@ pub async fn serve(
                 let router = router.clone();
                 let metrics = Arc::clone(&metrics);
                 let stop = stop.clone();
+                let opts = opts.clone();
                 connections.spawn(async move {
                     connection(tcp, peer, router, opts, metrics, stop).await;
                     drop(permit);
@@ -174,6 +178,42 @@ async fn connection(
             tracing::debug!(error = %err, "cannot set SO_SNDBUF");
         }
     }
+    match &opts.tls {
+        None => serve_http(tcp, peer, router, &opts, metrics, stop).await,
+        Some(tls) => {
+            // The TLS handshake is part of the handshake: same time limit.
+            let acceptor = tls.acceptor();
+            match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, peer, router, &opts, metrics, stop).await,
+                Ok(Err(err)) => {
+                    metrics
+                        .handshakes_rejected
+                        .increment(HandshakeRejection::Tls);
+                    tracing::debug!(peer = %peer, error = %err, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics
+                        .handshakes_rejected
+                        .increment(HandshakeRejection::HandshakeTimeout);
+                }
+            }
+        }
+    }
+}
+
+/// HTTP/1 with upgrades over `io` (a TCP or TLS stream), until it ends or
+/// the listener stops.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    opts: &ConnOptions,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake_timeout = opts.handshake_timeout;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(req)
@@ -184,7 +224,7 @@ async fn connection(
         .header_read_timeout(handshake_timeout)
         .max_buf_size(MAX_REQUEST_HEAD);
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

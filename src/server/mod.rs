@@ -16,6 +16,7 @@ mod connect_hook;
 mod jwks_refresher;
 pub mod protect;
 mod proxy_protocol;
+pub mod tls;
 mod upgrade;
 
 pub use upgrade::spawn_stream_session;
@@ -232,6 +233,8 @@ pub enum ServerError {
     Auth(String),
     #[error("broker configuration: {0}")]
     Broker(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("cannot bind {what} listener on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -299,6 +302,16 @@ pub async fn run(
     let config = Arc::clone(&state.config);
     let stop_accepting = CancellationToken::new();
     let stop_admin = CancellationToken::new();
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::Tls::load(cert, key)?;
+            state.background.tracker.spawn(
+                Arc::clone(&tls).watch(Arc::clone(&state.metrics), state.background.stop.clone()),
+            );
+            Some(tls)
+        }
+        _ => None,
+    };
 
     let public = {
         let router = public_router(Arc::clone(&state));
@@ -309,6 +322,7 @@ pub async fn run(
             send_buffer: config.socket_send_buffer,
             max_connections: None,
             proxy_protocol: config.proxy_protocol,
+            tls: tls.clone(),
         };
         tokio::spawn(async move {
             accept::serve(listeners.public, router, opts, metrics, stop).await;
@@ -332,6 +346,7 @@ pub async fn run(
             send_buffer: 0,
             max_connections: Some(config.admin_max_connections),
             proxy_protocol: false,
+            tls: tls.clone().filter(|_| config.admin_tls),
         };
         tokio::spawn(async move {
             accept::serve(listeners.admin, app, opts, metrics, stop).await;

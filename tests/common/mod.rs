@@ -150,9 +150,9 @@ where
     }
 }
 
-/// A Phoenix V2 client over tokio-tungstenite.
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A Phoenix V2 client over tokio-tungstenite (over TCP, or any stream: TLS).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
     next_ref: u64,
 }
 
@@ -170,8 +170,13 @@ impl Client {
             .expect("connect");
         Client { ws, next_ref: 0 }
     }
+}
 
-    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+impl<S> Client<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    pub fn from_ws(ws: WebSocketStream<S>) -> Client<S> {
         Client { ws, next_ref: 0 }
     }
 
