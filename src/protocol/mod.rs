@@ -28,15 +28,18 @@ pub enum Endpoint {
     Phoenix,
     /// Raw echo on `/ws/echo`.
     Echo,
+    /// Server-Sent Events on `/sse`.
+    Sse,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::Phoenix, Endpoint::Echo];
+    pub const ALL: [Endpoint; 3] = [Endpoint::Phoenix, Endpoint::Echo, Endpoint::Sse];
 
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::Phoenix => "phoenix",
             Endpoint::Echo => "echo",
+            Endpoint::Sse => "sse",
         }
     }
 }

@@ -16,6 +16,7 @@ mod connect_hook;
 mod jwks_refresher;
 pub mod protect;
 mod proxy_protocol;
+mod sse;
 pub mod tls;
 mod upgrade;
 
@@ -282,6 +283,7 @@ pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/socket/websocket", get(upgrade::phoenix))
         .route("/ws/echo", get(upgrade::echo))
+        .route("/sse", get(sse::sse))
         .with_state(Arc::clone(&state))
         .merge(protect::protect(
             api::router(Arc::clone(&state)),

@@ -98,7 +98,7 @@ impl UpgradeError {
         }
     }
 
-    fn into_response(self, state: &AppState) -> Response {
+    pub(super) fn into_response(self, state: &AppState) -> Response {
         match (&self, self.rejection()) {
             (UpgradeError::Shed(shed), _) => state.metrics.shed.increment(*shed),
             (_, Some(rejection)) => state.metrics.handshakes_rejected.increment(rejection),
@@ -163,7 +163,7 @@ fn accept_key(headers: &HeaderMap) -> Result<String, UpgradeError> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -211,32 +211,10 @@ pub async fn phoenix(
         Ok(checked) => checked,
         Err(err) => return err.into_response(&state),
     };
-    let connect = state
-        .hooks
-        .as_ref()
-        .and_then(|h| h.connect().map(|ep| (Arc::clone(h), Arc::clone(ep))));
-    let identity = match connect {
-        None => identity,
-        Some((hooks, ep)) => {
-            let asked = connect_hook::ask(
-                &hooks,
-                &ep,
-                peer,
-                req.headers(),
-                req.uri().query(),
-                identity,
-            )
-            .await;
-            match asked {
-                Ok(identity) => identity,
-                Err(Refused::Denied { status, reason }) => {
-                    return UpgradeError::BackendDenied { status, reason }.into_response(&state)
-                }
-                Err(Refused::Unavailable) => {
-                    return UpgradeError::BackendUnavailable.into_response(&state)
-                }
-            }
-        }
+    let identity = match ask_backend(&state, peer, req.headers(), req.uri().query(), identity).await
+    {
+        Ok(identity) => identity,
+        Err(err) => return err.into_response(&state),
     };
     start(
         state,
@@ -247,6 +225,31 @@ pub async fn phoenix(
         Endpoint::Phoenix,
         identity,
     )
+}
+
+/// The connect hook, when one is configured: the backend shapes the
+/// identity or refuses.
+pub(super) async fn ask_backend(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    identity: Identity,
+) -> Result<Identity, UpgradeError> {
+    let Some((hooks, ep)) = state
+        .hooks
+        .as_ref()
+        .and_then(|h| h.connect().map(|ep| (h, ep)))
+    else {
+        return Ok(identity);
+    };
+    match connect_hook::ask(hooks, ep, peer, headers, query, identity).await {
+        Ok(identity) => Ok(identity),
+        Err(Refused::Denied { status, reason }) => {
+            Err(UpgradeError::BackendDenied { status, reason })
+        }
+        Err(Refused::Unavailable) => Err(UpgradeError::BackendUnavailable),
+    }
 }
 
 /// `GET /ws/echo`: raw echo, only with `enable_echo`, under the same Origin and
@@ -276,7 +279,7 @@ pub async fn echo(
 
 /// The node's yes before any per-client work: not draining, and admission
 /// (caps, accept rate, memory) grants a slot the session then holds.
-fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, UpgradeError> {
+pub(super) fn admit(state: &AppState, peer: SocketAddr) -> Result<Permit, UpgradeError> {
     // A keep-alive connection accepted before the drain may still ask to
     // upgrade; the session would be closed with 1001 at once, so refuse it.
     if state.is_draining() {
@@ -396,6 +399,7 @@ where
             );
             Either::Left(session::run(ws, handler, spec))
         }
-        Endpoint::Echo => Either::Right(session::run(ws, EchoHandler, spec)),
+        // SSE readers never upgrade (server::sse).
+        Endpoint::Echo | Endpoint::Sse => Either::Right(session::run(ws, EchoHandler, spec)),
     }
 }

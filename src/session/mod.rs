@@ -15,6 +15,7 @@
 pub mod echo;
 pub mod lazy_read;
 pub mod phoenix;
+pub mod sse;
 
 use std::collections::VecDeque;
 use std::future::Future;
