@@ -812,3 +812,53 @@ async fn a_channel_is_occupied_and_vacated_once_per_cluster() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_broadcasts_cross_nodes_signed_and_checked() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-secret", CLUSTER_SECRET]);
+    let [a, b] = cluster.connected().await;
+    let topic = "room:bin";
+    let (clients, jr) = members_linked(&[&a, &b], topic).await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    // phoenix.js's layout: [0][jr][ref][topic][event] lengths, then the fields.
+    let mut push = vec![0u8, jr.len() as u8, 1, topic.len() as u8, 4];
+    for s in [jr.as_str(), "9", topic, "file"] {
+        push.extend_from_slice(s.as_bytes());
+    }
+    push.extend_from_slice(&[0, 1, 255]);
+    on_a.ws.send(Message::binary(push)).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(Ok(Message::Binary(b))) = on_b.ws.next().await {
+                return b;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let mut want = vec![2u8, topic.len() as u8, 4];
+    want.extend_from_slice(topic.as_bytes());
+    want.extend_from_slice(b"file");
+    want.extend_from_slice(&[0, 1, 255]);
+    assert_eq!(&got[..], &want[..]);
+    // A forged binary publication (unsigned) reaches nobody.
+    use base64::Engine as _;
+    let forged = format!(
+        r#"{{"v":1,"origin":"evil","bin":"{}"}}"#,
+        base64::engine::general_purpose::STANDARD.encode(&want)
+    );
+    forge(&cluster.backend.url(), "myriad:room:bin", &forged).await;
+    assert!(
+        poll_until(DEADLINE, || async {
+            b.metric("myriad_broker_refused_total{reason=\"signature\"}")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        })
+        .await
+    );
+}

@@ -170,6 +170,8 @@ pub enum ReplyError {
     BackendUnavailable,
     /// More than `[hooks] max_pending_per_session` frames wait on hooks.
     TooManyPending,
+    /// A binary push where binary payloads cannot go (history or hooks).
+    BinaryNotAccepted,
 }
 
 impl ReplyError {
@@ -189,6 +191,7 @@ impl ReplyError {
             ReplyError::PresenceMetaTooLarge => "presence meta too large",
             ReplyError::BackendUnavailable => "backend unavailable",
             ReplyError::TooManyPending => "too many pending",
+            ReplyError::BinaryNotAccepted => "binary payloads are not accepted on this topic",
         }
     }
 }
@@ -352,10 +355,12 @@ pub enum MalformedKind {
     TooBig,
     /// A `ref` or `join_ref` over `max_ref_length`.
     RefTooLong,
+    /// A binary frame that is not a V2 binary push.
+    BadBinary,
 }
 
 impl MalformedKind {
-    pub const ALL: [MalformedKind; 8] = [
+    pub const ALL: [MalformedKind; 9] = [
         MalformedKind::BadJson,
         MalformedKind::NotArray,
         MalformedKind::WrongArity,
@@ -364,6 +369,7 @@ impl MalformedKind {
         MalformedKind::InvalidUtf8,
         MalformedKind::TooBig,
         MalformedKind::RefTooLong,
+        MalformedKind::BadBinary,
     ];
 
     pub fn label(self) -> &'static str {
@@ -376,6 +382,7 @@ impl MalformedKind {
             MalformedKind::InvalidUtf8 => "invalid_utf8",
             MalformedKind::TooBig => "too_big",
             MalformedKind::RefTooLong => "ref_too_long",
+            MalformedKind::BadBinary => "bad_binary",
         }
     }
 }
@@ -390,15 +397,18 @@ pub enum ClientRefusal {
     PayloadTooDeep,
     /// More than `[hooks] max_pending_per_session` frames wait on hooks.
     TooManyPending,
+    /// A binary push on a history or hooked namespace.
+    BinaryNotAccepted,
 }
 
 impl ClientRefusal {
-    pub const ALL: [ClientRefusal; 5] = [
+    pub const ALL: [ClientRefusal; 6] = [
         ClientRefusal::ReservedEvent,
         ClientRefusal::TopicTooLong,
         ClientRefusal::EventTooLong,
         ClientRefusal::PayloadTooDeep,
         ClientRefusal::TooManyPending,
+        ClientRefusal::BinaryNotAccepted,
     ];
 
     pub fn label(self) -> &'static str {
@@ -408,6 +418,7 @@ impl ClientRefusal {
             ClientRefusal::EventTooLong => "event_too_long",
             ClientRefusal::PayloadTooDeep => "payload_too_deep",
             ClientRefusal::TooManyPending => "too_many_pending",
+            ClientRefusal::BinaryNotAccepted => "binary_not_accepted",
         }
     }
 
@@ -419,6 +430,7 @@ impl ClientRefusal {
             ClientRefusal::EventTooLong => ReplyError::EventTooLong,
             ClientRefusal::PayloadTooDeep => ReplyError::PayloadTooDeep,
             ClientRefusal::TooManyPending => ReplyError::TooManyPending,
+            ClientRefusal::BinaryNotAccepted => ReplyError::BinaryNotAccepted,
         }
     }
 }

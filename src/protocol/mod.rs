@@ -5,6 +5,7 @@
 //! touches a socket or a session, and never allocates per subscriber (broadcasts
 //! are encoded once into shared bytes by [`encode::broadcast`]).
 
+pub mod binary;
 pub mod close;
 pub mod decode;
 pub mod encode;

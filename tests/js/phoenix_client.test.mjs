@@ -138,3 +138,27 @@ test("a crashed channel gets phx_error and the client rejoins by itself", async 
   assert.equal(ch.state, "joined");
   assert.deepEqual(await push(ch, "after_crash", {}), {});
 });
+
+test("ArrayBuffer payloads travel as V2 binary frames both ways", async () => {
+  const a = connect();
+  const b = connect();
+  const chA = a.channel("room:binary", {});
+  const chB = b.channel("room:binary", {});
+  await join(chA);
+  await join(chB);
+  const received = within(5000, "binary broadcast", (ok) => {
+    chB.on("file", (payload) => ok(payload));
+  });
+  const bytes = new Uint8Array([0, 1, 2, 253, 254, 255]);
+  await push(chA, "file", bytes.buffer);
+  const payload = await received;
+  assert.ok(payload instanceof ArrayBuffer, "decoded as an ArrayBuffer");
+  assert.deepEqual([...new Uint8Array(payload)], [...bytes]);
+  // History namespaces refuse them with a reason (no offsets in the layout).
+  const chat = a.channel("chat:binary", {});
+  await join(chat);
+  const refused = await within(5000, "refused binary push", (ok, fail) => {
+    chat.push("file", bytes.buffer).receive("error", ok).receive("ok", () => fail(new Error("accepted")));
+  });
+  assert.equal(refused.reason, "binary payloads are not accepted on this topic");
+});

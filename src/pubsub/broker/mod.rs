@@ -47,6 +47,11 @@ pub type HistoryAck = tokio::sync::oneshot::Sender<u64>;
 pub enum Envelope {
     /// A broadcast frame for `topic`'s channel.
     Publication { topic: Arc<str>, frame: Utf8Bytes },
+    /// A V2 binary broadcast frame for `topic`'s channel.
+    BinaryPublication {
+        topic: Arc<str>,
+        frame: bytes::Bytes,
+    },
     /// A history-namespace publish for the backend to sequence: it fills the
     /// frame's ref slot with the offset it assigns.
     History {
@@ -109,6 +114,8 @@ pub trait Broker: Send + Sync + 'static {
 pub trait BrokerHandler: Send + Sync + 'static {
     /// Another node's broadcast on `topic` (own echoes already dropped).
     fn on_publication(&self, topic: &str, frame: Utf8Bytes);
+    /// Another node's V2 binary broadcast on `topic`.
+    fn on_binary_publication(&self, _topic: &str, _frame: bytes::Bytes) {}
     /// A history frame the backend sequenced (every node gets every one, its
     /// own included); `exclude` is set only on the node that published it.
     fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>);

@@ -169,6 +169,9 @@ async fn forward(
                     Envelope::Publication { topic, frame } => {
                         (names::nats_subject(&topic), parts.state.publication(&topic, &frame))
                     }
+                    Envelope::BinaryPublication { topic, frame } => {
+                        (names::nats_subject(&topic), parts.state.binary_publication(&topic, &frame))
+                    }
                     Envelope::Control(control) => {
                         (names::CONTROL.to_string(), parts.state.control(&control))
                     }

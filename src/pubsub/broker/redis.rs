@@ -208,6 +208,14 @@ async fn publish_batch(
                 .ignore();
                 published += 1;
             }
+            Envelope::BinaryPublication { topic, frame } => {
+                pipe.publish(
+                    names::redis_topic_channel(&topic),
+                    state.binary_publication(&topic, &frame),
+                )
+                .ignore();
+                published += 1;
+            }
             Envelope::Control(control) => {
                 if let (wire::Control::Heartbeat, Some(occ)) = (&control, &state.occupancy) {
                     pipe.add_command(occ.alive_cmd(&state.node)).ignore();

@@ -116,6 +116,17 @@ impl BrokerHandler for Node {
         self.deliver(topic, &Outbound::Text(frame), None);
     }
 
+    fn on_binary_publication(&self, topic: &str, frame: bytes::Bytes) {
+        // The V2 binary broadcast it claims to be, on this topic, no reserved event.
+        if !self.topic_ok(topic)
+            || crate::protocol::binary::check_broadcast(&frame, topic).is_none()
+        {
+            self.metrics.broker_refused.increment(BrokerRefusal::Frame);
+            return;
+        }
+        self.deliver(topic, &Outbound::Binary(frame), None);
+    }
+
     fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) {
         // The history channel is pattern-subscribed: its topic names come
         // from the broker, and may be anything.

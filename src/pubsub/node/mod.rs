@@ -435,6 +435,26 @@ impl Node {
         published
     }
 
+    /// A V2 binary broadcast (`protocol::binary`) on `topic`: local members,
+    /// then the other nodes. Never on history namespaces: the binary layout
+    /// has no place for an offset, so a client could not resume past it.
+    pub fn publish_binary(
+        &self,
+        topic: &str,
+        frame: bytes::Bytes,
+        exclude: Option<SessionId>,
+    ) -> FanOut {
+        self.metrics.broadcasts.increment(1);
+        let out = self.deliver(topic, &Outbound::Binary(frame.clone()), exclude);
+        if self.broker.node_id().is_some() {
+            let _ = self.broker.send(Envelope::BinaryPublication {
+                topic: Arc::from(topic),
+                frame,
+            });
+        }
+        out
+    }
+
     /// A frame published on this node: local members first, then the other
     /// nodes (a full broker queue drops only the remote copy, counted).
     fn broadcast_frame(&self, topic: &str, frame: Utf8Bytes, exclude: Option<SessionId>) -> FanOut {

@@ -39,6 +39,7 @@ use params::{anonymous_key, meta_len, presence_meta, since_of, with_fields};
 use rate::{ClientRate, Verdict};
 
 mod answers;
+mod binary;
 mod hooked;
 mod params;
 mod rate;
@@ -578,7 +579,11 @@ impl PhoenixHandler {
 
 /// A frame addresses the current channel when its join_ref is null or equal.
 fn ref_matches(frame: &InFrame<'_>, current: Option<&str>) -> bool {
-    match frame.join_ref.as_deref() {
+    ref_matches_str(frame.join_ref.as_deref(), current)
+}
+
+fn ref_matches_str(join_ref: Option<&str>, current: Option<&str>) -> bool {
+    match join_ref {
         None => true,
         Some(r) => Some(r) == current,
     }
@@ -598,9 +603,8 @@ impl FrameHandler for PhoenixHandler {
         }
     }
 
-    fn on_binary(&mut self, _data: Bytes, _out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
-        self.metrics.malformed.increment(MalformedKind::Binary);
-        Err(CloseReason::UnsupportedBinary)
+    fn on_binary(&mut self, data: Bytes, out: &mut Vec<Outbound>) -> Result<(), CloseReason> {
+        self.binary(&data, out)
     }
 
     fn completions(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Box<Done>>> {

@@ -563,8 +563,105 @@ fn malformed_frames_close_with_1007_and_are_counted_by_kind() {
     let r = c
         .handler
         .on_binary(bytes::Bytes::from_static(b"x"), &mut out);
-    assert_eq!(r, Err(CloseReason::UnsupportedBinary));
-    assert!(w.metric("myriad_malformed_frames_total{kind=\"binary\"} 1"));
+    assert_eq!(r, Err(CloseReason::MalformedFrame));
+    assert!(w.metric("myriad_malformed_frames_total{kind=\"bad_binary\"} 1"));
+}
+
+/// A V2 binary push as phoenix.js encodes it.
+fn binary_push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> bytes::Bytes {
+    let mut f = vec![
+        0,
+        jr.len() as u8,
+        r.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+    ];
+    for s in [jr, r, topic, event] {
+        f.extend_from_slice(s.as_bytes());
+    }
+    f.extend_from_slice(payload);
+    bytes::Bytes::from(f)
+}
+
+impl Conn {
+    fn send_binary(&mut self, frame: bytes::Bytes) -> Result<Vec<Value>, CloseReason> {
+        let mut out = Vec::new();
+        self.handler.on_binary(frame, &mut out)?;
+        Ok(text(out))
+    }
+
+    fn binary_inbox(&self) -> Vec<bytes::Bytes> {
+        let mut q = VecDeque::new();
+        self.mailbox.drain(&mut q);
+        q.into_iter()
+            .filter_map(|f| match f {
+                Outbound::Binary(b) => Some(b),
+                Outbound::Text(_) => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn binary_pushes_are_broadcast_as_binary_and_replied_to() {
+    let w = World::new(config());
+    let (mut a, mut b) = (w.anonymous(1), w.anonymous(2));
+    a.join("1", "room:bin");
+    b.join("1", "room:bin");
+    let replies = a
+        .send_binary(binary_push("1", "7", "room:bin", "file", &[0, 1, 255]))
+        .unwrap();
+    assert_eq!(
+        replies,
+        [reply(json!("1"), "7", "room:bin", "ok", json!({}))]
+    );
+    let expected =
+        crate::protocol::binary::encode_broadcast("room:bin", "file", &[0, 1, 255]).unwrap();
+    assert_eq!(b.binary_inbox(), std::slice::from_ref(&expected));
+    assert_eq!(a.binary_inbox(), [expected]);
+}
+
+#[test]
+fn binary_pushes_follow_the_json_rules_and_stay_out_of_history() {
+    let w = World::new(config());
+    let mut c = w.anonymous(1);
+    // Not joined.
+    let r = c
+        .send_binary(binary_push("1", "2", "room:x", "e", b""))
+        .unwrap();
+    assert_eq!(r[0][4]["response"]["reason"], "unmatched topic");
+    c.join("1", "room:x");
+    // Reserved events, and a stale join_ref (dropped silently).
+    let r = c
+        .send_binary(binary_push("1", "3", "room:x", "phx_close", b""))
+        .unwrap();
+    assert_eq!(r[0][4]["response"]["reason"], "reserved event");
+    assert!(c
+        .send_binary(binary_push("9", "4", "room:x", "e", b""))
+        .unwrap()
+        .is_empty());
+    // chat:* keeps history: binary payloads cannot be resumed past, so no.
+    c.join("2", "chat:x");
+    let r = c
+        .send_binary(binary_push("2", "5", "chat:x", "e", b"x"))
+        .unwrap();
+    assert_eq!(
+        r[0][4]["response"]["reason"],
+        "binary payloads are not accepted on this topic"
+    );
+    assert!(w.metric("myriad_client_refusals_total{reason=\"binary_not_accepted\"} 1"));
+    // Server-published namespaces refuse them like JSON pushes.
+    c.join("3", "feed:x");
+    let r = c
+        .send_binary(binary_push("3", "6", "feed:x", "e", b"x"))
+        .unwrap();
+    assert_eq!(r[0][4]["response"]["reason"], "publish not allowed");
+    // Over-long refs are not a client.
+    let long = "9".repeat(100);
+    assert_eq!(
+        c.send_binary(binary_push(&long, "7", "room:x", "e", b"")),
+        Err(CloseReason::MalformedFrame)
+    );
 }
 
 #[test]

@@ -1,0 +1,114 @@
+//! Binary pushes (V2 binary frames, phoenix.js's `ArrayBuffer` payloads):
+//! the same admission as a JSON push (ref bounds, client rate, name bounds,
+//! reserved events, an open channel with the right `join_ref`), then a binary
+//! broadcast to the members and a JSON `ok` reply to the pusher.
+//!
+//! Binary payloads never enter history (the binary layout has no place for
+//! an offset, so a client could not resume past one) and never go to hooks
+//! (their requests are JSON): such namespaces refuse them with a reason.
+
+use bytes::Bytes;
+
+use super::rate::{ClientRate, Verdict};
+use super::{ref_matches_str, PhoenixHandler};
+use crate::config::Publish;
+use crate::protocol::binary::{decode_push, encode_broadcast, BinaryPush};
+use crate::protocol::limits::is_reserved_event;
+use crate::protocol::{encode, ClientRefusal, CloseReason, MalformedKind, ReplyError};
+use crate::pubsub::mailbox::Outbound;
+
+impl PhoenixHandler {
+    fn binary_reply(
+        out: &mut Vec<Outbound>,
+        p: &BinaryPush<'_>,
+        join_ref: Option<&str>,
+        status: &str,
+        response: &str,
+    ) {
+        let text = encode::reply(join_ref, p.ref_, p.topic, status, response);
+        out.push(Outbound::Text(text.into()));
+    }
+
+    fn binary_refused(&self, out: &mut Vec<Outbound>, p: &BinaryPush<'_>, why: ClientRefusal) {
+        self.metrics.client_refusals.increment(why);
+        let reason = encode::reason(why.reply().reason());
+        Self::binary_reply(out, p, p.join_ref, "error", &reason);
+    }
+
+    pub(super) fn binary(
+        &mut self,
+        data: &Bytes,
+        out: &mut Vec<Outbound>,
+    ) -> Result<(), CloseReason> {
+        let p = match decode_push(data) {
+            Ok(p) => p,
+            Err(err) => {
+                self.metrics.malformed.increment(MalformedKind::BadBinary);
+                tracing::debug!(session = self.session, error = %err, "malformed binary frame");
+                return Err(CloseReason::MalformedFrame);
+            }
+        };
+        let len = |r: Option<&str>| r.map_or(0, str::len);
+        if len(p.ref_).max(len(p.join_ref)) > self.config.max_ref_length {
+            self.metrics.malformed.increment(MalformedKind::RefTooLong);
+            return Err(CloseReason::MalformedFrame);
+        }
+        let verdict = self
+            .rate
+            .as_mut()
+            .map_or(Verdict::Allowed, ClientRate::check);
+        if verdict != Verdict::Allowed {
+            self.metrics.rate_limited.increment(1);
+            if verdict == Verdict::Abusive {
+                return Err(CloseReason::RateLimitAbuse);
+            }
+            let reason = encode::reason(ReplyError::RateLimited.reason());
+            Self::binary_reply(out, &p, p.join_ref, "error", &reason);
+            return Ok(());
+        }
+        if p.topic.len() > self.config.max_topic_length {
+            self.metrics
+                .client_refusals
+                .increment(ClientRefusal::TopicTooLong);
+            let reason = encode::reason(ReplyError::TopicTooLong.reason());
+            Self::binary_reply(out, &p, None, "error", &reason);
+            return Ok(());
+        }
+        if p.event.len() > self.config.max_event_length {
+            self.binary_refused(out, &p, ClientRefusal::EventTooLong);
+            return Ok(());
+        }
+        let Some(joined) = self.channels.get(p.topic) else {
+            let reason = encode::reason(ReplyError::UnmatchedTopic.reason());
+            Self::binary_reply(out, &p, None, "error", &reason);
+            return Ok(());
+        };
+        if !ref_matches_str(p.join_ref, joined.join_ref.as_deref()) {
+            return Ok(());
+        }
+        if is_reserved_event(p.event) {
+            self.binary_refused(out, &p, ClientRefusal::ReservedEvent);
+            return Ok(());
+        }
+        let ns = &joined.namespace;
+        if ns.publish == Publish::Server {
+            let reason = encode::reason(ReplyError::PublishNotAllowed.reason());
+            Self::binary_reply(out, &p, p.join_ref, "error", &reason);
+            return Ok(());
+        }
+        let hooked = ns.join_hook.is_some() || ns.publish_hook.is_some() || ns.rpc_hook.is_some();
+        if ns.history_size > 0 || hooked {
+            self.binary_refused(out, &p, ClientRefusal::BinaryNotAccepted);
+            return Ok(());
+        }
+        let exclude = ns.broadcast_from.then_some(self.session);
+        // Names are bounded far below the layout's 255 bytes.
+        let Some(frame) = encode_broadcast(p.topic, p.event, p.payload) else {
+            self.binary_refused(out, &p, ClientRefusal::TopicTooLong);
+            return Ok(());
+        };
+        self.node.publish_binary(p.topic, frame, exclude);
+        Self::binary_reply(out, &p, p.join_ref, "ok", "{}");
+        Ok(())
+    }
+}
