@@ -31,16 +31,24 @@ pub enum Endpoint {
     Echo,
     /// Server-Sent Events on `/sse`.
     Sse,
+    /// Phoenix long-poll on `/socket/longpoll`.
+    Longpoll,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Phoenix, Endpoint::Echo, Endpoint::Sse];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Phoenix,
+        Endpoint::Echo,
+        Endpoint::Sse,
+        Endpoint::Longpoll,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::Phoenix => "phoenix",
             Endpoint::Echo => "echo",
             Endpoint::Sse => "sse",
+            Endpoint::Longpoll => "longpoll",
         }
     }
 }

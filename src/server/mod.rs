@@ -14,6 +14,7 @@ mod chat;
 pub mod client_addr;
 mod connect_hook;
 mod jwks_refresher;
+mod longpoll;
 pub mod protect;
 mod proxy_protocol;
 mod sse;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub hooks: Option<Arc<Hooks>>,
     /// Events for the application's backend; None without `[webhooks]`.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// This node's long-poll sessions.
+    pub longpoll: longpoll::Sessions,
     pub metrics: Arc<Metrics>,
     pub node: Arc<Node>,
     pub supervisor: Arc<Supervisor>,
@@ -206,6 +209,7 @@ impl AppState {
             auth,
             hooks,
             webhooks,
+            longpoll: longpoll::Sessions::new(&hooks_node),
             node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry,
@@ -284,6 +288,7 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .route("/socket/websocket", get(upgrade::phoenix))
         .route("/ws/echo", get(upgrade::echo))
         .route("/sse", get(sse::sse))
+        .route("/socket/longpoll", get(longpoll::get).post(longpoll::post))
         .with_state(Arc::clone(&state))
         .merge(protect::protect(
             api::router(Arc::clone(&state)),

@@ -36,7 +36,7 @@ use crate::session::{self, websocket_config, SessionSpec};
 
 /// Why an upgrade request is refused; one HTTP answer each.
 #[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
+pub(super) enum UpgradeError {
     #[error("missing vsn parameter: this server speaks Phoenix Channels V2; connect with vsn={}", SUPPORTED_VSN.join(" or vsn="))]
     MissingVsn,
     #[error("unsupported protocol version vsn={0:?}: supported versions are {supported} (Phoenix Channels V2 JSON)", supported = SUPPORTED_VSN.join(", "))]
@@ -400,6 +400,8 @@ where
             Either::Left(session::run(ws, handler, spec))
         }
         // SSE readers never upgrade (server::sse).
-        Endpoint::Echo | Endpoint::Sse => Either::Right(session::run(ws, EchoHandler, spec)),
+        Endpoint::Echo | Endpoint::Sse | Endpoint::Longpoll => {
+            Either::Right(session::run(ws, EchoHandler, spec))
+        }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod echo;
 pub mod lazy_read;
+pub mod longpoll;
 pub mod phoenix;
 pub mod sse;
 

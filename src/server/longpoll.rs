@@ -1,0 +1,318 @@
+//! `/socket/longpoll`: phoenix.js's long-poll transport (`transport:
+//! LongPoll`, or `longPollFallbackMs` when WebSockets are blocked).
+//!
+//! - `GET` without a session token: the same door as a WebSocket upgrade
+//!   (vsn, admission, Origin, the JWT in `token` or `X-Phoenix-AuthToken`, the
+//!   connect hook), then a new session and `{"status":410,"token":T}`.
+//! - `GET` with `T`: a poll, held up to `longpoll_hold` for the session's
+//!   mailbox: `{"status":200,"token":T,"messages":[...]}` or
+//!   `{"status":204,"token":T}`; `{"status":410}` once the session is gone
+//!   (phoenix.js then reconnects and rejoins).
+//! - `POST` with `T`: frames, one per line (`application/x-ndjson`; a line
+//!   that is not JSON is a base64 binary frame), handled in order before the
+//!   answer `{"status":200}`.
+//!
+//! Session tokens are `lp1.<node>.<session>.<HMAC>`: unguessable, and naming
+//! the node that holds the session. The session itself is
+//! `session::longpoll`. Must never hand one client's session to another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::client_addr::client_addr;
+use super::upgrade::{admit, ask_backend, query_param, UpgradeError};
+use super::AppState;
+use crate::protocol::{vsn_supported, Endpoint};
+use crate::pubsub::mailbox::{Outbound, SessionId};
+use crate::session::longpoll::{self, Batch, Frame, Poller};
+use crate::session::phoenix::PhoenixHandler;
+use crate::session::{self, SessionSpec};
+
+/// How long a poll waits for something to send.
+pub const HOLD: Duration = Duration::from_secs(10);
+/// A session with no poll for this long ends (a poll is re-sent at once
+/// after each answer, so this only passes when the client is gone).
+pub const WINDOW: Duration = Duration::from_secs(20);
+/// Batches queued for one session at once (phoenix.js sends one at a time).
+const INBOX: usize = 4;
+/// Largest POST body (100 frames of `max_message_size` would be far more;
+/// phoenix.js batches at most 100 small pushes).
+const MAX_POST_BYTES: usize = 1 << 20;
+
+/// This node's long-poll sessions, by id, and the key their tokens are
+/// signed with.
+pub struct Sessions {
+    by_id: DashMap<SessionId, Arc<Poller>>,
+    key: [u8; 32],
+    node: String,
+}
+
+impl Sessions {
+    pub fn new(node: &str) -> Sessions {
+        let mut key = [0u8; 32];
+        // Without OS randomness tokens would be guessable: refuse to run.
+        if getrandom::fill(&mut key).is_err() {
+            panic!("no OS randomness for long-poll session tokens");
+        }
+        Sessions {
+            by_id: DashMap::new(),
+            key,
+            node: node.to_owned(),
+        }
+    }
+
+    fn mac(&self, body: &str) -> String {
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(body.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn token(&self, id: SessionId) -> String {
+        let body = format!("lp1.{}.{id}", self.node);
+        let sig = self.mac(&body);
+        format!("{body}.{sig}")
+    }
+
+    /// The session a token names, if it is this node's and still alive.
+    fn session(&self, token: &str) -> Option<(SessionId, Arc<Poller>)> {
+        let (body, sig) = token.rsplit_once('.')?;
+        let expected = self.mac(body);
+        // Constant-time enough: equal-length comparisons of MACs.
+        if expected.len() != sig.len()
+            || expected
+                .bytes()
+                .zip(sig.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                != 0
+        {
+            return None;
+        }
+        let id: SessionId = body.rsplit_once('.')?.1.parse().ok()?;
+        let poller = self.by_id.get(&id)?.clone();
+        (!poller.ended()).then_some((id, poller))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// A session token among `token` query values (the socket's own params may
+/// carry a `token` too: the connect JWT).
+fn session_token(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .filter(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .find(|v| v.starts_with("lp1."))
+}
+
+/// The connect JWT: a `token` query value that is not a session token, or
+/// phoenix.js's `authToken` header.
+fn connect_token(query: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    let from_query = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .find(|v| !v.starts_with("lp1."));
+    from_query.or_else(|| {
+        headers
+            .get("x-phoenix-authtoken")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+fn answer(body: Value) -> Response {
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response {
+    let query = req.uri().query();
+    match session_token(query) {
+        Some(token) => match state.longpoll.session(&token) {
+            Some((_, poller)) => poll(&state, &poller, &token).await,
+            None => answer(json!({"status": 410})),
+        },
+        None => open(state, peer, req).await,
+    }
+}
+
+/// A new session, behind the same checks as a WebSocket upgrade.
+async fn open(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Response {
+    let peer = client_addr(peer, req.headers(), &state.trusted_proxies);
+    let query = req.uri().query();
+    let checked = match query_param(query, "vsn") {
+        None => Err(UpgradeError::MissingVsn),
+        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
+        Some(_) => admit(&state, peer).and_then(|permit| {
+            let token = connect_token(query, req.headers());
+            let identity = state.auth.authenticate(req.headers(), token.as_deref())?;
+            Ok((permit, identity))
+        }),
+    };
+    let (permit, identity) = match checked {
+        Ok(c) => c,
+        Err(err) => return longpoll_refusal(&state, err),
+    };
+    let identity = match ask_backend(&state, peer, req.headers(), query, identity).await {
+        Ok(identity) => identity,
+        Err(err) => return longpoll_refusal(&state, err),
+    };
+    let id = state.supervisor.next_session_id();
+    let config = Arc::clone(&state.config);
+    let mailbox = session::new_mailbox(&config);
+    let (poller, inbox) = longpoll::open(Arc::clone(&mailbox), INBOX);
+    let spec = SessionSpec {
+        id,
+        peer,
+        endpoint: Endpoint::Longpoll,
+        config: Arc::clone(&config),
+        metrics: Arc::clone(&state.metrics),
+        registry: Arc::clone(&state.registry),
+        signals: state.supervisor.signals(),
+        mailbox: Arc::clone(&mailbox),
+        expires_at: identity
+            .expires_in
+            .and_then(|d| tokio::time::Instant::now().checked_add(d)),
+        user: identity.user.as_deref().map(Arc::from),
+        webhooks: state.webhooks.clone(),
+    };
+    let handler = PhoenixHandler::new(
+        id,
+        identity,
+        mailbox,
+        Arc::clone(&state.node),
+        Arc::clone(&state.metrics),
+        &config,
+        state.hooks.clone(),
+    );
+    state.longpoll.by_id.insert(id, Arc::clone(&poller));
+    let sessions = Arc::clone(&state);
+    state.supervisor.spawn(id, async move {
+        let _permit = permit;
+        longpoll::run(handler, spec, poller, inbox, WINDOW).await;
+        sessions.longpoll.by_id.remove(&id);
+    });
+    answer(json!({"status": 410, "token": state.longpoll.token(id)}))
+}
+
+/// phoenix.js reads long-poll refusals from the JSON body: 403 for a refused
+/// connect (it stops), 500 for anything else (it retries).
+fn longpoll_refusal(state: &AppState, err: UpgradeError) -> Response {
+    let forbidden = matches!(
+        err,
+        UpgradeError::Auth(_) | UpgradeError::BackendDenied { .. }
+    );
+    let mut response = err.into_response(state);
+    if forbidden {
+        let status = response.status();
+        response = answer(json!({"status": 403}));
+        *response.status_mut() = status;
+    }
+    response
+}
+
+/// Wait (up to `HOLD`) for frames, then answer with what there is.
+async fn poll(state: &AppState, poller: &Arc<Poller>, token: &str) -> Response {
+    poller.poll_started();
+    let deadline = tokio::time::Instant::now() + HOLD;
+    let mailbox = &poller.mailbox;
+    let mut batch = std::collections::VecDeque::new();
+    let response = loop {
+        let drained = mailbox.drain(&mut batch);
+        if drained.overflowed {
+            poller.end(crate::protocol::CloseReason::SlowConsumer);
+            break answer(json!({"status": 410}));
+        }
+        if let Some(reason) = drained.close_requested {
+            poller.end(reason);
+            break answer(json!({"status": 410}));
+        }
+        let messages: Vec<&str> = batch
+            .iter()
+            .filter_map(|f| match f {
+                Outbound::Text(t) => Some(t.as_str()),
+                Outbound::Binary(_) => {
+                    state.metrics.mailbox_dropped.increment(1);
+                    None
+                }
+            })
+            .collect();
+        if !messages.is_empty() {
+            break answer(json!({"status": 200, "token": token, "messages": messages}));
+        }
+        batch.clear();
+        tokio::select! {
+            _ = mailbox.ready() => {}
+            _ = tokio::time::sleep_until(deadline) => break answer(json!({"status": 204, "token": token})),
+        }
+    };
+    poller.poll_ended();
+    response
+}
+
+pub async fn post(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let query = req.uri().query().map(str::to_owned);
+    let Some((_, poller)) =
+        session_token(query.as_deref()).and_then(|t| state.longpoll.session(&t))
+    else {
+        return answer(json!({"status": 410}));
+    };
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_POST_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response(),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (StatusCode::BAD_REQUEST, "body is not UTF-8\n").into_response();
+    };
+    let frames: Vec<Frame> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            if line.starts_with('[') {
+                Frame::Text(Utf8Bytes::from(line.to_owned()))
+            } else {
+                // phoenix.js sends ArrayBuffer pushes base64-encoded here.
+                match base64::engine::general_purpose::STANDARD.decode(line) {
+                    Ok(bin) => Frame::Binary(bin.into()),
+                    Err(_) => Frame::Text(Utf8Bytes::from(line.to_owned())),
+                }
+            }
+        })
+        .collect();
+    let (done, handled) = tokio::sync::oneshot::channel();
+    if poller.inbox.send(Batch { frames, done }).await.is_err() {
+        return answer(json!({"status": 410}));
+    }
+    match handled.await {
+        Ok(()) => answer(json!({"status": 200})),
+        Err(_) => answer(json!({"status": 410})),
+    }
+}
