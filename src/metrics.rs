@@ -64,6 +64,7 @@ pub const WEBHOOK_EVENTS: &str = "myriad_webhook_events_total";
 pub const WEBHOOK_POSTS: &str = "myriad_webhook_posts_total";
 pub const WEBHOOK_PENDING: &str = "myriad_webhook_pending";
 pub const TLS_RELOADS: &str = "myriad_tls_reloads_total";
+pub const LONGPOLL_FORWARDED: &str = "myriad_longpoll_forwarded_total";
 
 /// Seconds a backend hook call takes (retries included).
 const HOOK_BUCKETS: &[f64] = &[
@@ -258,6 +259,7 @@ pub struct Metrics {
     pub webhook_posts: Family<WebhookPost>,
     pub webhook_pending: Gauge,
     pub tls_reloads: Family<TlsReload>,
+    pub longpoll_forwarded: Counter,
 }
 
 fn meta() -> Metadata<'static> {
@@ -522,6 +524,11 @@ impl Metrics {
             jwks_refreshes: Family::register(|l| labelled(JWKS_REFRESHES, "result", l)),
             webhook_events: Family::register(|l| labelled(WEBHOOK_EVENTS, "outcome", l)),
             tls_reloads: Family::register(|l| labelled(TLS_RELOADS, "result", l)),
+            longpoll_forwarded: counter(
+                LONGPOLL_FORWARDED,
+                "Long-poll requests for another node's session, forwarded to it.",
+                None,
+            ),
             webhook_posts: Family::register(|l| labelled(WEBHOOK_POSTS, "result", l)),
             webhook_pending: gauge(
                 WEBHOOK_PENDING,

@@ -862,3 +862,83 @@ async fn binary_broadcasts_cross_nodes_signed_and_checked() {
         .await
     );
 }
+
+/// One long-poll request; the JSON answer.
+async fn lp(node: &common::cluster::Node, method: &str, query: &str, body: &str) -> Value {
+    let url = format!("http://{}/socket/longpoll?vsn=2.0.0{query}", node.public);
+    let http = reqwest::Client::new();
+    let req = match method {
+        "POST" => http
+            .post(url)
+            .header("content-type", "application/x-ndjson")
+            .body(body.to_owned()),
+        _ => http.get(url),
+    };
+    let text = req.send().await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Poll (on `node`) until a message matching `want` arrives.
+async fn poll_for(
+    node: &common::cluster::Node,
+    token: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let q = format!("&token={token}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no matching long-poll message"
+        );
+        let answer = lp(node, "GET", &q, "").await;
+        assert_ne!(answer["status"], 410, "session lost: {answer}");
+        for m in answer["messages"].as_array().into_iter().flatten() {
+            let frame: Value = serde_json::from_str(m.as_str().unwrap()).unwrap();
+            if want(&frame) {
+                return frame;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_session_is_reached_through_any_node() {
+    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-heartbeat", "200ms"]);
+    let [a, b] = cluster.connected().await;
+    // The session lives on A.
+    let opened = lp(&a, "GET", "", "").await;
+    assert_eq!(opened["status"], 410);
+    let token = opened["token"].as_str().unwrap().to_owned();
+    let q = format!("&token={token}");
+    // Its frames go to B, which forwards them (once it has heard A's URL).
+    let join = r#"["1","1","room:lp","phx_join",{}]"#;
+    assert!(
+        poll_until(DEADLINE, || async {
+            lp(&b, "POST", &q, join).await["status"] == 200
+        })
+        .await,
+        "B forwards to A"
+    );
+    let reply = poll_for(&b, &token, |f| f[3] == "phx_reply" && f[1] == "1").await;
+    assert_eq!(reply[4]["status"], "ok");
+    // A WebSocket member on B broadcasts; polls on A and B alternate.
+    let mut ws = b.client().await;
+    let jr = ws.join_ok("room:lp").await;
+    ws.push(&jr, "room:lp", "msg", json!({"n": 1})).await;
+    let got = poll_for(&a, &token, |f| f[3] == "msg").await;
+    assert_eq!(got[4]["n"], 1);
+    let push = r#"["1","2","room:lp","msg",{"n":2}]"#;
+    assert_eq!(lp(&a, "POST", &q, push).await["status"], 200);
+    let (from_lp, _) = ws.recv_until(|v| v[3] == "msg" && v[4]["n"] == 2).await;
+    assert_eq!(from_lp[4]["n"], 2);
+    assert!(
+        b.metric("myriad_longpoll_forwarded_total")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    // A token for a node nobody knows: the session is gone (410).
+    let bogus = "&token=lp1.nowhere.7.AAAA";
+    assert_eq!(lp(&b, "GET", bogus, "").await["status"], 410);
+}

@@ -306,6 +306,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_tls: Option<bool>,
 
+    /// This node's public URL for the other nodes (long-poll forwarding) [default: none, http(s)://LISTEN when specific]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+
     /// Identity provider's JWKS URL (https://, or http:// on loopback): tokens verified by kid [default: none]
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -154,6 +154,10 @@ pub struct Config {
     pub tls_key_file: Option<std::path::PathBuf>,
     /// Serve the admin listener over TLS too (same certificate). Default false.
     pub admin_tls: bool,
+    /// This node's public URL as the other nodes reach it (long-poll
+    /// requests that land on another node are forwarded here). Default
+    /// none: `http(s)://<listen address>` when it is a specific address.
+    pub advertise_url: Option<String>,
     /// An identity provider's JSON Web Key Set (https://, or http:// on
     /// loopback): connect tokens are verified with its keys by `kid`
     /// (RS*, PS*, ES256/384, EdDSA; never HS*). Instead of jwt_secret and
@@ -379,6 +383,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             admin_tls: false,
+            advertise_url: None,
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_jwks_min_interval: Duration::from_secs(30),
         }

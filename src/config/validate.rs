@@ -124,6 +124,18 @@ impl Config {
                 why: String::from("tls_cert_file and tls_key_file go together"),
             });
         }
+        if let Some(url) = &self.advertise_url {
+            let ok =
+                (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 256;
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "advertise_url",
+                    why: String::from(
+                        "must be http://HOST:PORT or https://HOST:PORT (at most 256 bytes)",
+                    ),
+                });
+            }
+        }
         if self.admin_tls && self.tls_cert_file.is_none() {
             return Err(ConfigError::Invalid {
                 key: "admin_tls",

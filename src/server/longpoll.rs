@@ -13,8 +13,13 @@
 //!   answer `{"status":200}`.
 //!
 //! Session tokens are `lp1.<node>.<session>.<HMAC>`: unguessable, and naming
-//! the node that holds the session. The session itself is
-//! `session::longpoll`. Must never hand one client's session to another.
+//! the node that holds the session. Behind a load balancer a request may land
+//! on another node: that node forwards it, as it is, to the holder's
+//! advertised URL (`advertise_url`, learned through the broker), once (a
+//! forwarded request is never forwarded again). The token is the only
+//! authority a request carries, and only its holder can check it. The session
+//! itself is `session::longpoll`. Must never hand one client's session to
+//! another.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +62,12 @@ pub struct Sessions {
     by_id: DashMap<SessionId, Arc<Poller>>,
     key: [u8; 32],
     node: String,
+    /// Forwards requests for other nodes' sessions.
+    client: reqwest::Client,
 }
+
+/// Header on a request another node forwarded (never forwarded again).
+const FORWARDED: &str = "x-myriad-forwarded";
 
 impl Sessions {
     pub fn new(node: &str) -> Sessions {
@@ -70,6 +80,11 @@ impl Sessions {
             by_id: DashMap::new(),
             key,
             node: node.to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(HOLD + Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -105,6 +120,12 @@ impl Sessions {
         let id: SessionId = body.rsplit_once('.')?.1.parse().ok()?;
         let poller = self.by_id.get(&id)?.clone();
         (!poller.ended()).then_some((id, poller))
+    }
+
+    /// The node a token names (checked by that node, not here).
+    fn node_of(token: &str) -> Option<&str> {
+        let rest = token.strip_prefix("lp1.")?;
+        Some(rest.split_once('.')?.0)
     }
 
     pub fn len(&self) -> usize {
@@ -156,11 +177,83 @@ pub async fn get(
 ) -> Response {
     let query = req.uri().query();
     match session_token(query) {
-        Some(token) => match state.longpoll.session(&token) {
-            Some((_, poller)) => poll(&state, &poller, &token).await,
-            None => answer(json!({"status": 410})),
-        },
+        Some(token) => {
+            let (parts, _) = req.into_parts();
+            if let Some(forwarded) = forward(&state, &token, Head::of(&parts), None).await {
+                return forwarded;
+            }
+            match state.longpoll.session(&token) {
+                Some((_, poller)) => poll(&state, &poller, &token).await,
+                None => answer(json!({"status": 410})),
+            }
+        }
         None => open(state, peer, req).await,
+    }
+}
+
+/// What forwarding needs of a request (owned: a request body is not `Sync`).
+struct Head {
+    method: axum::http::Method,
+    query: String,
+    content_type: Option<HeaderValue>,
+    forwarded: bool,
+}
+
+impl Head {
+    fn of(parts: &axum::http::request::Parts) -> Head {
+        Head {
+            method: parts.method.clone(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            forwarded: parts.headers.contains_key(FORWARDED),
+        }
+    }
+}
+
+/// A request for a session on another node: its answer from there. None
+/// when the session is this node's (or the request was forwarded already).
+async fn forward(
+    state: &AppState,
+    token: &str,
+    req: Head,
+    body: Option<Bytes>,
+) -> Option<Response> {
+    let node = Sessions::node_of(token)?;
+    if node == state.longpoll.node || req.forwarded {
+        return None;
+    }
+    let Some(base) = state.node.peer_url(node) else {
+        // Unknown or gone: the client starts over (and rejoins).
+        return Some(answer(json!({"status": 410})));
+    };
+    let url = format!("{base}/socket/longpoll?{}", req.query);
+    let mut out = state
+        .longpoll
+        .client
+        .request(req.method, url)
+        .header(FORWARDED, "1");
+    if let Some(ct) = req.content_type {
+        out = out.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(body) = body {
+        out = out.body(body);
+    }
+    state.metrics.longpoll_forwarded.increment(1);
+    match out.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Some(r)
+        }
+        Err(err) => {
+            tracing::debug!(node, error = %err.without_url(), "long-poll forward failed");
+            Some(answer(json!({"status": 410})))
+        }
     }
 }
 
@@ -280,14 +373,19 @@ async fn poll(state: &AppState, poller: &Arc<Poller>, token: &str) -> Response {
 
 pub async fn post(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let query = req.uri().query().map(str::to_owned);
-    let Some((_, poller)) =
-        session_token(query.as_deref()).and_then(|t| state.longpoll.session(&t))
-    else {
+    let Some(token) = session_token(query.as_deref()) else {
         return answer(json!({"status": 410}));
     };
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_POST_BYTES).await {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, MAX_POST_BYTES).await {
         Ok(b) => b,
         Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response(),
+    };
+    if let Some(forwarded) = forward(&state, &token, Head::of(&parts), Some(body.clone())).await {
+        return forwarded;
+    }
+    let Some((_, poller)) = state.longpoll.session(&token) else {
+        return answer(json!({"status": 410}));
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "body is not UTF-8\n").into_response();

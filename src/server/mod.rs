@@ -309,6 +309,19 @@ pub async fn run(
     let config = Arc::clone(&state.config);
     let stop_accepting = CancellationToken::new();
     let stop_admin = CancellationToken::new();
+    // Where the other nodes send long-poll requests for this node's sessions.
+    let scheme = if config.tls_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let advertise = config.advertise_url.clone().or_else(|| {
+        let addr = listeners.public_addr()?;
+        (!addr.ip().is_unspecified()).then(|| format!("{scheme}://{addr}"))
+    });
+    if let Some(url) = advertise {
+        state.node.set_advertise(url);
+    }
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => {
             let tls = tls::Tls::load(cert, key)?;

@@ -22,6 +22,11 @@ const MAX_USER_LEN: usize = 1024;
 /// What a tracked meta holds beyond the client's own (`phx_ref`, `online_at`).
 const META_OVERHEAD: usize = 128;
 
+/// Heartbeats between two advertisements of this node's URL.
+const ADVERTISE_EVERY: u32 = 5;
+/// Longest URL another node may advertise.
+const MAX_ADVERTISED_URL: usize = 256;
+
 impl Node {
     /// A presence change other nodes' members caused (sync or a dead node):
     /// local members only, their nodes told their own.
@@ -38,8 +43,15 @@ impl Node {
         }
         if self.broker.is_ready() {
             let _ = self.broker.send(Envelope::Control(Control::Heartbeat));
+            let n = self
+                .ticks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % ADVERTISE_EVERY == 0 {
+                self.advertise();
+            }
         }
         for node in self.membership.sweep() {
+            self.peer_urls.lock().remove(&node);
             tracing::warn!(peer = %node, "cluster node silent past cluster_node_timeout; its presence entries leave");
             self.metrics.broker_peers_lost.increment(1);
             for (topic, diff) in self.presence.drop_node(&node) {
@@ -50,6 +62,12 @@ impl Node {
             }
         }
         self.metrics.broker_peers.set(self.membership.len() as f64);
+    }
+
+    fn advertise(&self) {
+        if let Some(url) = self.advertise.get() {
+            self.send_control(Control::Advertise { url: url.clone() });
+        }
     }
 
     /// How often `cluster_tick` should run.
@@ -162,6 +180,7 @@ impl BrokerHandler for Node {
             Heard::New => {
                 tracing::info!(peer = origin, "cluster node joined");
                 self.send_control(Control::SyncRequest);
+                self.advertise();
             }
             Heard::Full => {
                 self.metrics.broker_refused.increment(BrokerRefusal::Origin);
@@ -204,6 +223,18 @@ impl BrokerHandler for Node {
                 let max = self.presence_max_members;
                 for (topic, diff) in self.presence.replace_remote(origin, members, max) {
                     self.deliver_presence_diff(&topic, &diff);
+                }
+            }
+            Control::Advertise { url } => {
+                let ok = url.len() <= MAX_ADVERTISED_URL
+                    && (url.starts_with("http://") || url.starts_with("https://"))
+                    && !url
+                        .bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+                if ok {
+                    self.peer_urls.lock().insert(origin.to_owned(), url);
+                } else {
+                    self.metrics.broker_refused.increment(BrokerRefusal::Frame);
                 }
             }
             Control::Diff { topic, diff } => {

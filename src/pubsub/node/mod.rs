@@ -133,6 +133,13 @@ pub struct Node {
     /// Where channel, member and archived-broadcast events go (set once at
     /// start when `[webhooks]` is on).
     webhooks: OnceLock<Arc<Webhooks>>,
+    /// This node's public URL as the others should use it (long-poll
+    /// forwarding); set once the listener is bound.
+    advertise: OnceLock<String>,
+    /// Other nodes' advertised URLs (only nodes in `membership`).
+    peer_urls: parking_lot::Mutex<std::collections::HashMap<String, String>>,
+    /// Heartbeats since the last advertisement.
+    ticks: std::sync::atomic::AtomicU32,
 }
 
 impl Node {
@@ -170,7 +177,20 @@ impl Node {
             revocations: Arc::new(Revocations::new()),
             on_revoked: OnceLock::new(),
             webhooks: OnceLock::new(),
+            advertise: OnceLock::new(),
+            peer_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            ticks: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Tell the other nodes where this node's public listener is.
+    pub fn set_advertise(&self, url: String) {
+        let _ = self.advertise.set(url);
+    }
+
+    /// Where another node's public listener is, as it advertised.
+    pub fn peer_url(&self, node: &str) -> Option<String> {
+        self.peer_urls.lock().get(node).cloned()
     }
 
     /// `topic` got its first member or lost its last: on this node, or (for

@@ -93,6 +93,9 @@ pub enum Control {
         before: u64,
         until: u64,
     },
+    /// Where this node's public listener is reachable from the others (for
+    /// long-poll requests that land on the wrong node).
+    Advertise { url: String },
     /// A kind this node does not know (sent by a newer node): ignored.
     #[serde(skip)]
     Unknown,
@@ -113,7 +116,14 @@ struct ControlIn<'a> {
 }
 
 /// The kinds this node reads; any other is a newer node's (ignored).
-const KNOWN_KINDS: [&str; 5] = ["heartbeat", "sync_request", "state", "diff", "revoke"];
+const KNOWN_KINDS: [&str; 6] = [
+    "heartbeat",
+    "sync_request",
+    "state",
+    "diff",
+    "revoke",
+    "advertise",
+];
 
 #[derive(Deserialize)]
 struct KindOnly<'a> {
