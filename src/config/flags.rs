@@ -311,6 +311,22 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
 
+    /// How long a long-poll request waits for something to send (< 20s, phoenix.js's poll timeout) [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub longpoll_hold: Option<Duration>,
+
+    /// A long-poll session with no poll for this long ends [default: 20s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub longpoll_window: Option<Duration>,
+
     /// Identity provider's JWKS URL (https://, or http:// on loopback): tokens verified by kid [default: none]
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -158,6 +158,13 @@ pub struct Config {
     /// requests that land on another node are forwarded here). Default
     /// none: `http(s)://<listen address>` when it is a specific address.
     pub advertise_url: Option<String>,
+    /// How long a long-poll request waits for something to send. Default
+    /// 10s (phoenix.js gives up on a poll after 20 s).
+    #[serde(with = "humantime_serde")]
+    pub longpoll_hold: Duration,
+    /// A long-poll session with no poll for this long ends. Default 20s.
+    #[serde(with = "humantime_serde")]
+    pub longpoll_window: Duration,
     /// An identity provider's JSON Web Key Set (https://, or http:// on
     /// loopback): connect tokens are verified with its keys by `kid`
     /// (RS*, PS*, ES256/384, EdDSA; never HS*). Instead of jwt_secret and
@@ -384,6 +391,8 @@ impl Default for Config {
             tls_key_file: None,
             admin_tls: false,
             advertise_url: None,
+            longpoll_hold: Duration::from_secs(10),
+            longpoll_window: Duration::from_secs(20),
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_jwks_min_interval: Duration::from_secs(30),
         }

@@ -136,6 +136,20 @@ impl Config {
                 });
             }
         }
+        if self.longpoll_hold.is_zero() || self.longpoll_hold >= Duration::from_secs(20) {
+            return Err(ConfigError::Invalid {
+                key: "longpoll_hold",
+                why: String::from(
+                    "must be from 1ms to under 20s (phoenix.js abandons a poll at 20 s)",
+                ),
+            });
+        }
+        if self.longpoll_window <= self.longpoll_hold {
+            return Err(ConfigError::Invalid {
+                key: "longpoll_window",
+                why: String::from("must be longer than longpoll_hold"),
+            });
+        }
         if self.admin_tls && self.tls_cert_file.is_none() {
             return Err(ConfigError::Invalid {
                 key: "admin_tls",

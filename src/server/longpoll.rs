@@ -45,11 +45,9 @@ use crate::session::longpoll::{self, Batch, Frame, Poller};
 use crate::session::phoenix::PhoenixHandler;
 use crate::session::{self, SessionSpec};
 
-/// How long a poll waits for something to send.
-pub const HOLD: Duration = Duration::from_secs(10);
-/// A session with no poll for this long ends (a poll is re-sent at once
-/// after each answer, so this only passes when the client is gone).
-pub const WINDOW: Duration = Duration::from_secs(20);
+/// Longest poll hold accepted (`longpoll_hold` is below it): bounds how long
+/// a forwarded request may take.
+const MAX_HOLD: Duration = Duration::from_secs(20);
 /// Batches queued for one session at once (phoenix.js sends one at a time).
 const INBOX: usize = 4;
 /// Largest POST body (100 frames of `max_message_size` would be far more;
@@ -82,7 +80,7 @@ impl Sessions {
             node: node.to_owned(),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(HOLD + Duration::from_secs(5))
+                .timeout(MAX_HOLD + Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         }
@@ -310,7 +308,7 @@ async fn open(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Res
     let sessions = Arc::clone(&state);
     state.supervisor.spawn(id, async move {
         let _permit = permit;
-        longpoll::run(handler, spec, poller, inbox, WINDOW).await;
+        longpoll::run(handler, spec, poller, inbox, config.longpoll_window).await;
         sessions.longpoll.by_id.remove(&id);
     });
     answer(json!({"status": 410, "token": state.longpoll.token(id)}))
@@ -335,7 +333,7 @@ fn longpoll_refusal(state: &AppState, err: UpgradeError) -> Response {
 /// Wait (up to `HOLD`) for frames, then answer with what there is.
 async fn poll(state: &AppState, poller: &Arc<Poller>, token: &str) -> Response {
     poller.poll_started();
-    let deadline = tokio::time::Instant::now() + HOLD;
+    let deadline = tokio::time::Instant::now() + state.config.longpoll_hold;
     let mailbox = &poller.mailbox;
     let mut batch = std::collections::VecDeque::new();
     let response = loop {
