@@ -233,9 +233,11 @@ async fn malformed_non_string_topic_closes_1007() {
     .await;
 }
 
+/// A binary frame that is not a V2 binary push (docs/protocol.md §2.2).
 #[tokio::test]
-async fn binary_frame_closes_1003() {
-    expect_malformed_close(Err(vec![0, 1, 2]), CloseCode::Unsupported, "binary").await;
+async fn malformed_binary_frame_closes_1007() {
+    expect_malformed_close(Err(vec![0, 1, 2]), CloseCode::Invalid, "bad_binary").await;
+    expect_malformed_close(Err(vec![7]), CloseCode::Invalid, "bad_binary").await;
 }
 
 #[tokio::test]
