@@ -37,13 +37,13 @@ use sha2::Sha256;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::client_addr::client_addr;
-use super::upgrade::{admit, ask_backend, query_param, UpgradeError};
+use super::upgrade::{admit, ask_backend, query_param, session_spec, UpgradeError};
 use super::AppState;
 use crate::protocol::{vsn_supported, Endpoint};
 use crate::pubsub::mailbox::{Outbound, SessionId};
+use crate::session;
 use crate::session::longpoll::{self, Batch, Frame, Poller};
 use crate::session::phoenix::PhoenixHandler;
-use crate::session::{self, SessionSpec};
 
 /// Longest poll hold accepted (`longpoll_hold` is below it): bounds how long
 /// a forwarded request may take.
@@ -280,21 +280,14 @@ async fn open(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Res
     let config = Arc::clone(&state.config);
     let mailbox = session::new_mailbox(&config);
     let (poller, inbox) = longpoll::open(Arc::clone(&mailbox), INBOX);
-    let spec = SessionSpec {
+    let spec = session_spec(
+        &state,
         id,
         peer,
-        endpoint: Endpoint::Longpoll,
-        config: Arc::clone(&config),
-        metrics: Arc::clone(&state.metrics),
-        registry: Arc::clone(&state.registry),
-        signals: state.supervisor.signals(),
-        mailbox: Arc::clone(&mailbox),
-        expires_at: identity
-            .expires_in
-            .and_then(|d| tokio::time::Instant::now().checked_add(d)),
-        user: identity.user.as_deref().map(Arc::from),
-        webhooks: state.webhooks.clone(),
-    };
+        Endpoint::Longpoll,
+        Arc::clone(&mailbox),
+        &identity,
+    );
     let handler = PhoenixHandler::new(
         id,
         identity,

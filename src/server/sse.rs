@@ -16,13 +16,13 @@ use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::client_addr::client_addr;
-use super::upgrade::{admit, ask_backend, query_param};
+use super::upgrade::{admit, ask_backend, query_param, session_spec};
 use super::AppState;
 use crate::protocol::{Endpoint, HandshakeRejection};
 use crate::pubsub::history::Position;
 use crate::pubsub::{JoinRequest, Since};
+use crate::session;
 use crate::session::sse::{self, Cursor, SseStream};
-use crate::session::{self, SessionSpec};
 
 /// How often an idle stream sends a comment line.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -153,21 +153,7 @@ pub async fn sse(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));
     let stream = SseStream {
-        spec: SessionSpec {
-            id,
-            peer,
-            endpoint: Endpoint::Sse,
-            config: Arc::clone(config),
-            metrics: Arc::clone(&state.metrics),
-            registry: Arc::clone(&state.registry),
-            signals: state.supervisor.signals(),
-            mailbox,
-            expires_at: identity
-                .expires_in
-                .and_then(|d| tokio::time::Instant::now().checked_add(d)),
-            user: identity.user.as_deref().map(Arc::from),
-            webhooks: state.webhooks.clone(),
-        },
+        spec: session_spec(&state, id, peer, Endpoint::Sse, mailbox, &identity),
         node: Arc::clone(&state.node),
         topics: routed,
         cursor,

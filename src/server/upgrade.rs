@@ -353,6 +353,34 @@ where
     id
 }
 
+/// Everything a session needs besides its transport, for any endpoint.
+pub(super) fn session_spec(
+    state: &AppState,
+    id: SessionId,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    mailbox: Arc<crate::pubsub::mailbox::Mailbox>,
+    identity: &Identity,
+) -> SessionSpec {
+    SessionSpec {
+        id,
+        peer,
+        endpoint,
+        config: Arc::clone(&state.config),
+        metrics: Arc::clone(&state.metrics),
+        registry: Arc::clone(&state.registry),
+        signals: state.supervisor.signals(),
+        mailbox,
+        // The authenticator caps lifetimes; checked_add keeps any other source
+        // of a huge duration from panicking the session.
+        expires_at: identity
+            .expires_in
+            .and_then(|d| tokio::time::Instant::now().checked_add(d)),
+        user: identity.user.as_deref().map(Arc::from),
+        webhooks: state.webhooks.clone(),
+    }
+}
+
 /// The session future for an upgraded stream. A plain function returning the
 /// future (not an `async fn`): an async fn would keep its parameters (the
 /// WebSocket among them) beside the session future they were moved into.
@@ -369,23 +397,7 @@ where
 {
     let config = Arc::clone(&state.config);
     let mailbox = session::new_mailbox(&config);
-    let spec = SessionSpec {
-        id,
-        peer,
-        endpoint,
-        config: Arc::clone(&config),
-        metrics: Arc::clone(&state.metrics),
-        registry: Arc::clone(&state.registry),
-        signals: state.supervisor.signals(),
-        mailbox: Arc::clone(&mailbox),
-        // The authenticator caps lifetimes; checked_add keeps any other source
-        // of a huge duration from panicking the session.
-        expires_at: identity
-            .expires_in
-            .and_then(|d| tokio::time::Instant::now().checked_add(d)),
-        user: identity.user.as_deref().map(Arc::from),
-        webhooks: state.webhooks.clone(),
-    };
+    let spec = session_spec(&state, id, peer, endpoint, Arc::clone(&mailbox), &identity);
     match endpoint {
         Endpoint::Phoenix => {
             let handler = PhoenixHandler::new(

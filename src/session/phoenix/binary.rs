@@ -9,7 +9,6 @@
 
 use bytes::Bytes;
 
-use super::rate::{ClientRate, Verdict};
 use super::{ref_matches_str, PhoenixHandler};
 use crate::config::Publish;
 use crate::protocol::binary::{decode_push, encode_broadcast, BinaryPush};
@@ -48,20 +47,7 @@ impl PhoenixHandler {
                 return Err(CloseReason::MalformedFrame);
             }
         };
-        let len = |r: Option<&str>| r.map_or(0, str::len);
-        if len(p.ref_).max(len(p.join_ref)) > self.config.max_ref_length {
-            self.metrics.malformed.increment(MalformedKind::RefTooLong);
-            return Err(CloseReason::MalformedFrame);
-        }
-        let verdict = self
-            .rate
-            .as_mut()
-            .map_or(Verdict::Allowed, ClientRate::check);
-        if verdict != Verdict::Allowed {
-            self.metrics.rate_limited.increment(1);
-            if verdict == Verdict::Abusive {
-                return Err(CloseReason::RateLimitAbuse);
-            }
+        if !self.admitted(p.join_ref, p.ref_)? {
             let reason = encode::reason(ReplyError::RateLimited.reason());
             Self::binary_reply(out, &p, p.join_ref, "error", &reason);
             return Ok(());

@@ -172,6 +172,34 @@ impl PhoenixHandler {
         out.push(Outbound::Text(text.into()));
     }
 
+    /// The checks every frame passes first, JSON or binary: refs are echoed
+    /// in replies, and phoenix.js sends short counters, so a long one is not a
+    /// client (never reflected: closed); then the client rate. Ok(false): over
+    /// the rate, answer `rate_limited`.
+    fn admitted(
+        &mut self,
+        join_ref: Option<&str>,
+        ref_: Option<&str>,
+    ) -> Result<bool, CloseReason> {
+        let len = |r: Option<&str>| r.map_or(0, str::len);
+        if len(ref_).max(len(join_ref)) > self.config.max_ref_length {
+            self.metrics.malformed.increment(MalformedKind::RefTooLong);
+            return Err(CloseReason::MalformedFrame);
+        }
+        let verdict = self
+            .rate
+            .as_mut()
+            .map_or(Verdict::Allowed, ClientRate::check);
+        if verdict == Verdict::Allowed {
+            return Ok(true);
+        }
+        self.metrics.rate_limited.increment(1);
+        if verdict == Verdict::Abusive {
+            return Err(CloseReason::RateLimitAbuse);
+        }
+        Ok(false)
+    }
+
     /// Why a frame's content is refused (with an error reply), if it is.
     fn refusal(&self, frame: &InFrame<'_>) -> Option<ClientRefusal> {
         if frame.topic.len() > self.config.max_topic_length {
@@ -208,24 +236,10 @@ impl PhoenixHandler {
 
         // Refs are echoed in replies (heartbeats included): phoenix.js sends
         // short counters, so a long one is not a client, and never reflected.
-        let ref_len = |r: &Option<std::borrow::Cow<'_, str>>| r.as_deref().map_or(0, str::len);
-        if ref_len(&frame.ref_).max(ref_len(&frame.join_ref)) > self.config.max_ref_length {
-            self.metrics.malformed.increment(MalformedKind::RefTooLong);
-            return Err(CloseReason::MalformedFrame);
-        }
-
         // Heartbeats count against client_rate like any frame (a flood of
         // them costs a reply each). A refused heartbeat still gets a reply with
         // its ref, which is all phoenix.js needs to count it answered.
-        let verdict = self
-            .rate
-            .as_mut()
-            .map_or(Verdict::Allowed, ClientRate::check);
-        if verdict != Verdict::Allowed {
-            self.metrics.rate_limited.increment(1);
-            if verdict == Verdict::Abusive {
-                return Err(CloseReason::RateLimitAbuse);
-            }
+        if !self.admitted(frame.join_ref.as_deref(), frame.ref_.as_deref())? {
             let reason = encode::reason(ReplyError::RateLimited.reason());
             Self::reply(out, &frame, frame.join_ref.as_deref(), "error", &reason);
             return Ok(());
