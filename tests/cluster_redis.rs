@@ -768,6 +768,28 @@ async fn a_channel_is_occupied_and_vacated_once_per_cluster() {
     );
     let mut on_b = b.client().await;
     let jr_b = on_b.join_ok(topic).await;
+    // B's link records its membership asynchronously: wait for it, or A's
+    // leave could come first and the channel would really be vacated.
+    let mut redis_conn = redis::Client::open(cluster.backend.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    assert!(
+        poll_until(DEADLINE, || {
+            let mut conn = redis_conn.clone();
+            async move {
+                let n: i64 = redis::cmd("SCARD")
+                    .arg("myriad-occ:room:occ")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                n == 2
+            }
+        })
+        .await
+    );
+    let _ = &mut redis_conn;
     on_a.send(json!([jr_a, "l", topic, "phx_leave", {}])).await;
     on_a.sync().await;
     tokio::time::sleep(Duration::from_millis(500)).await;

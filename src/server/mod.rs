@@ -122,9 +122,11 @@ fn node_for(
             queue: config.broker_queue,
             secret: config.cluster_secret.as_deref(),
             replay_window: config.cluster_replay_window,
-            // A node is alive for as long as its peers wait before they
-            // declare it dead.
-            occupancy: channel_webhooks.then_some(config.cluster_node_timeout),
+            // The liveness key only matters when nobody saw a node die (the
+            // whole cluster restarted): generous, so a loaded node that
+            // misses a few heartbeats is not dropped from its channels.
+            occupancy: channel_webhooks
+                .then_some((config.cluster_node_timeout * 3).max(Duration::from_secs(30))),
         },
     );
     let broker: Arc<dyn Broker> = Arc::new(broker);
