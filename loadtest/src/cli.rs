@@ -67,6 +67,9 @@ pub struct Common {
     /// Wire protocol of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Phoenix)]
     pub protocol: Protocol,
+    /// How subscribers read (fanout): WebSocket, or Server-Sent Events from myriad's /sse (plain http).
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
     /// Connect token, sent as the `token` query parameter.
     #[arg(long, global = true)]
     pub token: Option<String>,
@@ -154,6 +157,14 @@ pub struct ChatArgs {
     /// After sending stops, wait at most this long for in-flight messages.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Transport {
+    /// Phoenix over WebSocket (or raw WebSocket).
+    Websocket,
+    /// myriad's Server-Sent Events endpoint (`/sse?topics=`): read-only.
+    Sse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

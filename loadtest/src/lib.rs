@@ -34,6 +34,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod slo;
+pub mod sse;
 pub mod stats;
 pub mod transport;
 pub mod workers;

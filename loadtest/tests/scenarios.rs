@@ -766,3 +766,34 @@ async fn scenarios_run_against_a_hooked_myriad_with_the_backend_stub() {
     assert_eq!(counts["join"], 6, "{counts}");
     assert!(counts["publish"].as_u64().unwrap() > 0, "{counts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_reaches_sse_readers_too() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "fanout",
+        "--transport",
+        "sse",
+        "--url",
+        &url(&s),
+        "-n",
+        "50",
+        "-k",
+        "40",
+        "--publish-rate",
+        "400",
+    ])
+    .await;
+    assert_delivered_all(&out, &doc, 50 * 40);
+    // The readers were the server's sse sessions.
+    let metrics = reqwest::get(format!("http://{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("myriad_sessions_opened_total{endpoint=\"sse\"} 50"),
+        "{metrics}"
+    );
+}

@@ -18,10 +18,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{establish, Want, WorkerCtx, HEARTBEAT};
 use crate::accounting::{Arrival, StreamTracker};
-use crate::cli::{Common, FanoutArgs, PublishVia, SlowArgs, SlowMode};
+use crate::cli::{Common, FanoutArgs, PublishVia, SlowArgs, SlowMode, Transport};
 use crate::client::{self, Conn, Inbound, Protocol, Target};
 use crate::payload::{self, now_us, Stamp};
 use crate::recorder::Recorder;
+use crate::sse::{self, SseReader};
 
 /// The publisher's stream id (subscribers are 1..).
 pub const PUBLISHER: u64 = 0;
@@ -47,6 +48,9 @@ struct Progress {
 
 pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerCtx) {
     let topic = topic(&ctx.common, args);
+    if ctx.common.transport == Transport::Sse {
+        return sse_worker(args, ctx, &topic).await;
+    }
     let share = slow.map_or(0.0, |s| s.slow_share);
     let wants = ctx
         .share(args.subscribers)
@@ -88,6 +92,77 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
                     slow_subscriber(conn, index, k, give_up, mode, delay, &rec, &progress).await
                 }
             }
+            rec.disconnected();
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// `--transport sse`: every subscriber of this worker is an SSE reader.
+async fn sse_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
+    let mut clients = sse::Clients::default();
+    let schedule = ctx.schedule();
+    let began = Instant::now();
+    let mut readers = Vec::new();
+    // Opened one after another on the schedule: an SSE open is one request.
+    for (ordinal, index) in ctx.share(args.subscribers).into_iter().enumerate() {
+        tokio::time::sleep_until(began + schedule.due(index).min(Duration::from_secs(86_400)))
+            .await;
+        let target = ctx.target(index);
+        let url = match sse::url(target, topic, ctx.common.token.as_deref()) {
+            Ok(u) => u,
+            Err(e) => {
+                ctx.rec.connect_error(index, e);
+                continue;
+            }
+        };
+        let source = ctx.source(ordinal as u64);
+        match SseReader::open(&mut clients, &url, source, ctx.common.connect_timeout).await {
+            Ok((reader, took)) => {
+                ctx.rec.connected(index, took);
+                ctx.rec.joined(index, took);
+                readers.push((index, reader));
+            }
+            Err(e) => ctx.rec.connect_error(index, e),
+        }
+    }
+    ctx.rec
+        .with(0, |s| s.expected += args.messages * readers.len() as u64);
+    ctx.control.ready_and_wait().await;
+    let give_up = Instant::now() + ctx.common.duration + args.grace;
+    let k = args.messages;
+    let mut set = JoinSet::new();
+    for (index, mut reader) in readers {
+        let rec = Arc::clone(&ctx.rec);
+        set.spawn(async move {
+            let mut tracker = StreamTracker::new();
+            while !tracker.complete(k) {
+                let got = tokio::time::timeout_at(give_up, reader.next_payload()).await;
+                match got {
+                    Err(_) => break,
+                    Ok(Ok(Some(text))) => {
+                        let Some(st) = payload::decode(&text).filter(|s| s.src == PUBLISHER) else {
+                            continue;
+                        };
+                        if tracker.observe(st.seq) != Arrival::Duplicate {
+                            rec.delivered(index, st.ts, Some(st.seq), true);
+                        }
+                    }
+                    Ok(Ok(None)) => {
+                        rec.error(index, String::from("server ended the stream"));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        rec.error(index, e);
+                        break;
+                    }
+                }
+            }
+            rec.with(index, |s| {
+                s.lost += tracker.lost(k);
+                s.duplicated += tracker.duplicated;
+                s.reordered += tracker.reordered;
+            });
             rec.disconnected();
         });
     }
