@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Subscribers over WebSocket and over Server-Sent Events, alternately in one run
 # (BENCHMARKS.md, "Transports"): server RSS per subscriber (connections per GiB)
-# and fan-out deliveries/s. Long-poll is not driven by myriad-load yet.
+# and fan-out deliveries/s, for WebSocket, SSE and long-poll subscribers.
 # Usage: scripts/bench_transports.sh [ROUNDS]. Server on core 0, load on core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ start() {
 stop() { kill "$SP"; wait "$SP" 2>/dev/null || true; SP=; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r)"
 for r in $(seq 1 "$rounds"); do
-  for transport in websocket sse; do
+  for transport in websocket sse longpoll; do
     echo "## round $r $transport: fan-out to 10 000 subscribers, 100 messages via the API"
     start
     taskset -c 1 $LOAD fanout --transport "$transport" --url "$URL" -n 10000 -k 100 \

@@ -67,7 +67,7 @@ pub struct Common {
     /// Wire protocol of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Phoenix)]
     pub protocol: Protocol,
-    /// How subscribers read (fanout): WebSocket, or Server-Sent Events from myriad's /sse (plain http).
+    /// How subscribers read (fanout): WebSocket, Server-Sent Events from myriad's /sse, or Phoenix long-poll (plain http for both).
     #[arg(long, global = true, value_enum, default_value_t = Transport::Websocket)]
     pub transport: Transport,
     /// Connect token, sent as the `token` query parameter.
@@ -165,6 +165,8 @@ pub enum Transport {
     Websocket,
     /// myriad's Server-Sent Events endpoint (`/sse?topics=`): read-only.
     Sse,
+    /// Phoenix long-poll (`/socket/longpoll`), as phoenix.js speaks it.
+    Longpoll,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -26,6 +26,7 @@ pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod longpoll;
 pub mod payload;
 pub mod probe;
 pub mod ramp;

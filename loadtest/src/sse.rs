@@ -24,6 +24,10 @@ pub struct SseReader {
 pub struct Clients(HashMap<Option<IpAddr>, reqwest::Client>);
 
 impl Clients {
+    pub fn client(&mut self, source: Option<IpAddr>) -> reqwest::Client {
+        self.get(source)
+    }
+
     fn get(&mut self, source: Option<IpAddr>) -> reqwest::Client {
         self.0
             .entry(source)

@@ -797,3 +797,33 @@ async fn fanout_reaches_sse_readers_too() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_reaches_long_poll_subscribers() {
+    let s = myriad(|c| c.longpoll_hold = std::time::Duration::from_millis(500)).await;
+    let (out, doc) = load(&[
+        "fanout",
+        "--transport",
+        "longpoll",
+        "--url",
+        &url(&s),
+        "-n",
+        "30",
+        "-k",
+        "40",
+        "--publish-rate",
+        "400",
+    ])
+    .await;
+    assert_delivered_all(&out, &doc, 30 * 40);
+    let metrics = reqwest::get(format!("http://{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("myriad_sessions_opened_total{endpoint=\"longpoll\"} 30"),
+        "{metrics}"
+    );
+}

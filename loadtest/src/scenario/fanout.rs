@@ -20,6 +20,7 @@ use super::{establish, Want, WorkerCtx, HEARTBEAT};
 use crate::accounting::{Arrival, StreamTracker};
 use crate::cli::{Common, FanoutArgs, PublishVia, SlowArgs, SlowMode, Transport};
 use crate::client::{self, Conn, Inbound, Protocol, Target};
+use crate::longpoll::{self, LongPollReader};
 use crate::payload::{self, now_us, Stamp};
 use crate::recorder::Recorder;
 use crate::sse::{self, SseReader};
@@ -48,8 +49,8 @@ struct Progress {
 
 pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerCtx) {
     let topic = topic(&ctx.common, args);
-    if ctx.common.transport == Transport::Sse {
-        return sse_worker(args, ctx, &topic).await;
+    if ctx.common.transport != Transport::Websocket {
+        return http_worker(args, ctx, &topic).await;
     }
     let share = slow.map_or(0.0, |s| s.slow_share);
     let wants = ctx
@@ -98,8 +99,43 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
     while set.join_next().await.is_some() {}
 }
 
-/// `--transport sse`: every subscriber of this worker is an SSE reader.
-async fn sse_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
+/// A subscriber over plain HTTP: an SSE stream or a long-poll session.
+enum HttpReader {
+    Sse(SseReader),
+    LongPoll(LongPollReader),
+}
+
+impl HttpReader {
+    async fn open(
+        transport: Transport,
+        clients: &mut sse::Clients,
+        ctx: &WorkerCtx,
+        index: u64,
+        topic: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(HttpReader, Duration), String> {
+        let target = ctx.target(index);
+        let timeout = ctx.common.connect_timeout;
+        if transport == Transport::Longpoll {
+            let url = longpoll::url(target)?;
+            let (r, took) = LongPollReader::open(clients, &url, topic, source, timeout).await?;
+            return Ok((HttpReader::LongPoll(r), took));
+        }
+        let url = sse::url(target, topic, ctx.common.token.as_deref())?;
+        let (r, took) = SseReader::open(clients, &url, source, timeout).await?;
+        Ok((HttpReader::Sse(r), took))
+    }
+
+    async fn next_payload(&mut self) -> Result<Option<String>, String> {
+        match self {
+            HttpReader::Sse(r) => r.next_payload().await,
+            HttpReader::LongPoll(r) => r.next_payload().await,
+        }
+    }
+}
+
+/// `--transport sse|longpoll`: every subscriber of this worker reads over HTTP.
+async fn http_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
     let mut clients = sse::Clients::default();
     let schedule = ctx.schedule();
     let began = Instant::now();
@@ -108,16 +144,9 @@ async fn sse_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
     for (ordinal, index) in ctx.share(args.subscribers).into_iter().enumerate() {
         tokio::time::sleep_until(began + schedule.due(index).min(Duration::from_secs(86_400)))
             .await;
-        let target = ctx.target(index);
-        let url = match sse::url(target, topic, ctx.common.token.as_deref()) {
-            Ok(u) => u,
-            Err(e) => {
-                ctx.rec.connect_error(index, e);
-                continue;
-            }
-        };
         let source = ctx.source(ordinal as u64);
-        match SseReader::open(&mut clients, &url, source, ctx.common.connect_timeout).await {
+        let transport = ctx.common.transport;
+        match HttpReader::open(transport, &mut clients, &ctx, index, topic, source).await {
             Ok((reader, took)) => {
                 ctx.rec.connected(index, took);
                 ctx.rec.joined(index, took);
