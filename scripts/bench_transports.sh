@@ -23,9 +23,9 @@ stop() { kill "$SP"; wait "$SP" 2>/dev/null || true; SP=; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r)"
 for r in $(seq 1 "$rounds"); do
   for transport in websocket sse longpoll; do
-    echo "## round $r $transport: fan-out to 10 000 subscribers, 100 messages via the API"
+    echo "## round $r $transport: fan-out to 5 000 subscribers, 100 messages via the API"
     start
-    taskset -c 1 $LOAD fanout --transport "$transport" --url "$URL" -n 10000 -k 100 \
+    taskset -c 1 $LOAD fanout --transport "$transport" --url "$URL" -n 5000 -k 100 \
       --publish-via api --api-key bench --publish-rate 0 --rate 4000 \
       --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
     stop
