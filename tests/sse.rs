@@ -211,3 +211,23 @@ async fn a_reader_that_stops_reading_is_cut_off() {
     .await;
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn streams_are_rotated_after_sse_max_age() {
+    let s = TestServer::start_with(|c| c.sse_max_age = Duration::from_millis(300)).await;
+    let mut r = Reader::open(&s, "topics=room:rot", None).await.unwrap();
+    assert_eq!(r.next().await.kind.as_deref(), Some("ready"));
+    // The body ends (the reader sees end of stream) within ~330 ms.
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match r.resp.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok());
+    s.wait_metric("myriad_sessions_closed_total{reason=\"rotated\"}", 1.0)
+        .await;
+}

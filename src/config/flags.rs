@@ -319,6 +319,14 @@ pub struct ServeFlags {
     )]
     pub longpoll_hold: Option<Duration>,
 
+    /// End each SSE stream after this long (±10 %) so readers reconnect and spread over the nodes; 0 never [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub sse_max_age: Option<Duration>,
+
     /// A long-poll session with no poll for this long ends [default: 20s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

@@ -162,6 +162,11 @@ pub struct Config {
     /// 10s (phoenix.js gives up on a poll after 20 s).
     #[serde(with = "humantime_serde")]
     pub longpoll_hold: Duration,
+    /// An SSE stream ends after this long (±10 %, so streams opened together
+    /// do not end together); the browser reconnects, to any node, and resumes
+    /// from its last id. Default 0 (never).
+    #[serde(with = "humantime_serde")]
+    pub sse_max_age: Duration,
     /// A long-poll session with no poll for this long ends. Default 20s.
     #[serde(with = "humantime_serde")]
     pub longpoll_window: Duration,
@@ -393,6 +398,7 @@ impl Default for Config {
             advertise_url: None,
             longpoll_hold: Duration::from_secs(10),
             longpoll_window: Duration::from_secs(20),
+            sse_max_age: Duration::ZERO,
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_jwks_min_interval: Duration::from_secs(30),
         }

@@ -46,10 +46,13 @@ pub enum CloseReason {
     /// The connect token's `exp` passed. 4001: the client reconnects, and must
     /// bring a fresh token (phoenix.js re-evaluates `params` given as a function).
     TokenExpired,
+    /// An SSE stream reached `sse_max_age`: the reader reconnects (anywhere,
+    /// spreading readers over the nodes) and resumes from its last id. 1001.
+    Rotated,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 17] = [
         CloseReason::ClientClosed,
         CloseReason::ConnectionLost,
         CloseReason::IdleTimeout,
@@ -66,6 +69,7 @@ impl CloseReason {
         CloseReason::TokenExpired,
         CloseReason::Disconnected,
         CloseReason::RateLimitAbuse,
+        CloseReason::Rotated,
     ];
 
     /// Metric label.
@@ -86,6 +90,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation => "protocol_violation",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::Rotated => "rotated",
             CloseReason::RateLimitAbuse => "rate_limit_abuse",
         }
     }
@@ -97,7 +102,9 @@ impl CloseReason {
             CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
                 None
             }
-            CloseReason::IdleTimeout | CloseReason::Shutdown => Some(CloseCode::Away),
+            CloseReason::IdleTimeout | CloseReason::Shutdown | CloseReason::Rotated => {
+                Some(CloseCode::Away)
+            }
             // Not 1001: a revoked client must not just come back (phoenix.js
             // reconnects on anything but its own closes); the app should
             // watch for 4003 and fetch a new token or sign the user out.
@@ -132,6 +139,7 @@ impl CloseReason {
             CloseReason::TokenExpired => "token expired",
             CloseReason::Disconnected => "revoked: get a new token",
             CloseReason::RateLimitAbuse => "rate limit exceeded",
+            CloseReason::Rotated => "stream rotated: reconnect",
         }
     }
 }

@@ -160,6 +160,11 @@ pub async fn sse(
         gaps,
         retry_ms: RETRY_BASE_MS + nanos % RETRY_BASE_MS,
         keepalive: KEEPALIVE,
+        rotate_at: (!config.sse_max_age.is_zero()).then(|| {
+            // ±10 %, from the same clock bits as the retry jitter.
+            let jitter = 0.9 + f64::from((nanos % 1000) as u32) / 5000.0;
+            tokio::time::Instant::now() + config.sse_max_age.mul_f64(jitter)
+        }),
     };
     // The admission slot lives as long as the stream.
     let body = futures_util::StreamExt::map(sse::body(stream), move |chunk| {

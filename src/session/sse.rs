@@ -89,6 +89,8 @@ pub struct SseStream {
     /// `retry:` hint, in milliseconds (jittered by the caller).
     pub retry_ms: u64,
     pub keepalive: Duration,
+    /// When the stream ends for rotation (`sse_max_age`), if it does.
+    pub rotate_at: Option<Instant>,
 }
 
 struct State {
@@ -188,7 +190,13 @@ pub fn body(s: SseStream) -> impl Stream<Item = Result<Bytes, std::convert::Infa
         let topic = serde_json::to_string(topic).unwrap_or_default();
         first.extend_from_slice(format!("event: gap\ndata: {{\"topic\":{topic}}}\n\n").as_bytes());
     }
-    let expires_at = s.spec.expires_at;
+    // Token expiry or rotation, whichever comes first.
+    let ends_at = match (s.spec.expires_at, s.rotate_at) {
+        (Some(e), Some(r)) if r < e => Some((r, CloseReason::Rotated)),
+        (Some(e), _) => Some((e, CloseReason::TokenExpired)),
+        (None, Some(r)) => Some((r, CloseReason::Rotated)),
+        (None, None) => None,
+    };
     let state = State {
         guard: SessionGuard::open(s.spec),
         node: s.node,
@@ -212,8 +220,9 @@ pub fn body(s: SseStream) -> impl Stream<Item = Result<Bytes, std::convert::Infa
                     st.guard.decided(CloseReason::Shutdown);
                     return None;
                 }
-                _ = tokio::time::sleep_until(expires_at.unwrap_or(far)) => {
-                    st.guard.decided(CloseReason::TokenExpired);
+                _ = tokio::time::sleep_until(ends_at.map_or(far, |(at, _)| at)) => {
+                    let reason = ends_at.map_or(CloseReason::TokenExpired, |(_, r)| r);
+                    st.guard.decided(reason);
                     return None;
                 }
                 _ = mailbox.ready() => {
