@@ -39,6 +39,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::client_addr::client_addr;
 use super::upgrade::{admit, ask_backend, query_param, session_spec, UpgradeError};
 use super::AppState;
+use crate::protocol::limits::truncated;
 use crate::protocol::{vsn_supported, Endpoint};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::session;
@@ -68,13 +69,12 @@ pub struct Sessions {
 const FORWARDED: &str = "x-myriad-forwarded";
 
 impl Sessions {
-    pub fn new(node: &str) -> Sessions {
+    /// Err without OS randomness: tokens would be guessable, so the server
+    /// does not start.
+    pub fn new(node: &str) -> Result<Sessions, getrandom::Error> {
         let mut key = [0u8; 32];
-        // Without OS randomness tokens would be guessable: refuse to run.
-        if getrandom::fill(&mut key).is_err() {
-            panic!("no OS randomness for long-poll session tokens");
-        }
-        Sessions {
+        getrandom::fill(&mut key)?;
+        Ok(Sessions {
             by_id: DashMap::new(),
             key,
             node: node.to_owned(),
@@ -83,38 +83,31 @@ impl Sessions {
                 .timeout(MAX_HOLD + Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-        }
+        })
     }
 
-    fn mac(&self, body: &str) -> String {
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => return String::new(),
-        };
+    fn mac(&self, body: &str) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).ok()?;
         mac.update(body.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        Some(mac)
     }
 
     fn token(&self, id: SessionId) -> String {
         let body = format!("lp1.{}.{id}", self.node);
-        let sig = self.mac(&body);
+        let sig = self.mac(&body).map_or_else(String::new, |m| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        });
         format!("{body}.{sig}")
     }
 
     /// The session a token names, if it is this node's and still alive.
     fn session(&self, token: &str) -> Option<(SessionId, Arc<Poller>)> {
         let (body, sig) = token.rsplit_once('.')?;
-        let expected = self.mac(body);
-        // Constant-time enough: equal-length comparisons of MACs.
-        if expected.len() != sig.len()
-            || expected
-                .bytes()
-                .zip(sig.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
-            return None;
-        }
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .ok()?;
+        // Constant time.
+        self.mac(body)?.verify_slice(&sig).ok()?;
         let id: SessionId = body.rsplit_once('.')?.1.parse().ok()?;
         let poller = self.by_id.get(&id)?.clone();
         (!poller.ended()).then_some((id, poller))
@@ -249,7 +242,7 @@ async fn forward(
             Some(r)
         }
         Err(err) => {
-            tracing::debug!(node, error = %err.without_url(), "long-poll forward failed");
+            tracing::debug!(node = truncated(node, 64), error = %err.without_url(), "long-poll forward failed");
             Some(answer(json!({"status": 410})))
         }
     }

@@ -211,7 +211,8 @@ impl AppState {
             auth,
             hooks,
             webhooks,
-            longpoll: longpoll::Sessions::new(&hooks_node),
+            longpoll: longpoll::Sessions::new(&hooks_node)
+                .map_err(|e| ServerError::Randomness(e.to_string()))?,
             node,
             supervisor: Arc::new(Supervisor::new(Arc::clone(&metrics))),
             registry,
@@ -240,6 +241,8 @@ pub enum ServerError {
     Auth(String),
     #[error("broker configuration: {0}")]
     Broker(String),
+    #[error("no OS randomness for long-poll session tokens: {0}")]
+    Randomness(String),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot bind {what} listener on {addr}: {source}")]
