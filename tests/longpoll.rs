@@ -73,6 +73,8 @@ async fn forged_tokens_and_oversized_bodies_get_nothing() {
     );
     let (status, _) = lp(&s, "POST", &format!("&token={token}"), "x".repeat(2 << 20)).await;
     assert_eq!(status, 413);
+    s.wait_metric("myriad_http_rejected_total{reason=\"too_large\"}", 1.0)
+        .await;
     // A malformed frame ends the session like on a WebSocket.
     let q = format!("&token={token}");
     assert_eq!(
@@ -100,4 +102,45 @@ async fn a_client_that_stops_polling_is_gone_after_the_window() {
         .await;
     assert_eq!(lp(&s, "GET", &q, String::new()).await.1["status"], 410);
     let _ = DEADLINE;
+}
+
+#[tokio::test]
+async fn a_frame_over_max_message_size_ends_the_session_as_on_a_websocket() {
+    let s = TestServer::start_with(|c| {
+        c.max_message_size = 1024;
+        c.max_frame_size = 1024;
+    })
+    .await;
+    let (_, opened) = lp(&s, "GET", "", String::new()).await;
+    let q = format!("&token={}", opened["token"].as_str().unwrap());
+    let big = format!(
+        "[null,\"1\",\"room:x\",\"m\",{{\"p\":\"{}\"}}]",
+        "x".repeat(2000)
+    );
+    assert_eq!(lp(&s, "POST", &q, big).await.1["status"], 410);
+    s.wait_metric("myriad_malformed_frames_total{kind=\"too_big\"}", 1.0)
+        .await;
+    s.wait_metric(
+        "myriad_sessions_closed_total{reason=\"message_too_big\"}",
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_holds_one_poll_at_a_time() {
+    let s = TestServer::start_with(|c| c.longpoll_hold = Duration::from_secs(5)).await;
+    let (_, opened) = lp(&s, "GET", "", String::new()).await;
+    let q = format!("&token={}", opened["token"].as_str().unwrap());
+    let held = tokio::spawn({
+        let url = format!("http://{}/socket/longpoll?vsn=2.0.0{q}", s.public);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A second poll while the first waits: answered at once, not held.
+    let started = std::time::Instant::now();
+    let (_, second) = lp(&s, "GET", &q, String::new()).await;
+    assert_eq!(second["status"], 204);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    held.abort();
 }

@@ -327,6 +327,11 @@ pub struct ServeFlags {
     )]
     pub sse_max_age: Option<Duration>,
 
+    /// Largest long-poll POST body in bytes (each frame also within --max-message-size) [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longpoll_max_body: Option<usize>,
+
     /// A long-poll session with no poll for this long ends [default: 20s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

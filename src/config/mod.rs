@@ -167,6 +167,9 @@ pub struct Config {
     /// from its last id. Default 0 (never).
     #[serde(with = "humantime_serde")]
     pub sse_max_age: Duration,
+    /// Largest long-poll POST body (a batch of frames, each also within
+    /// max_message_size). Default 1048576 (1 MiB).
+    pub longpoll_max_body: usize,
     /// A long-poll session with no poll for this long ends. Default 20s.
     #[serde(with = "humantime_serde")]
     pub longpoll_window: Duration,
@@ -398,6 +401,7 @@ impl Default for Config {
             advertise_url: None,
             longpoll_hold: Duration::from_secs(10),
             longpoll_window: Duration::from_secs(20),
+            longpoll_max_body: 1 << 20,
             sse_max_age: Duration::ZERO,
             jwt_jwks_refresh: Duration::from_secs(600),
             jwt_jwks_min_interval: Duration::from_secs(30),

@@ -144,6 +144,12 @@ impl Config {
                 ),
             });
         }
+        if self.longpoll_max_body < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "longpoll_max_body",
+                why: String::from("must be at least 1024 bytes"),
+            });
+        }
         if self.longpoll_window <= self.longpoll_hold {
             return Err(ConfigError::Invalid {
                 key: "longpoll_window",

@@ -328,14 +328,17 @@ pub enum HttpRejection {
     Error,
     /// Too many wrong API keys from one address: 429.
     Throttled,
+    /// A request body over its bound (`longpoll_max_body`): 413.
+    TooLarge,
 }
 
 impl HttpRejection {
-    pub const ALL: [HttpRejection; 4] = [
+    pub const ALL: [HttpRejection; 5] = [
         HttpRejection::Overloaded,
         HttpRejection::Timeout,
         HttpRejection::Error,
         HttpRejection::Throttled,
+        HttpRejection::TooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -344,6 +347,7 @@ impl HttpRejection {
             HttpRejection::Timeout => "timeout",
             HttpRejection::Error => "error",
             HttpRejection::Throttled => "throttled",
+            HttpRejection::TooLarge => "too_large",
         }
     }
 }

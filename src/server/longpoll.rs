@@ -40,7 +40,7 @@ use super::client_addr::client_addr;
 use super::upgrade::{admit, ask_backend, query_param, session_spec, UpgradeError};
 use super::AppState;
 use crate::protocol::limits::truncated;
-use crate::protocol::{vsn_supported, Endpoint};
+use crate::protocol::{vsn_supported, CloseReason, Endpoint, HttpRejection, MalformedKind};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::session;
 use crate::session::longpoll::{self, Batch, Frame, Poller};
@@ -51,9 +51,6 @@ use crate::session::phoenix::PhoenixHandler;
 const MAX_HOLD: Duration = Duration::from_secs(20);
 /// Batches queued for one session at once (phoenix.js sends one at a time).
 const INBOX: usize = 4;
-/// Largest POST body (100 frames of `max_message_size` would be far more;
-/// phoenix.js batches at most 100 small pushes).
-const MAX_POST_BYTES: usize = 1 << 20;
 
 /// This node's long-poll sessions, by id, and the key their tokens are
 /// signed with.
@@ -318,7 +315,10 @@ fn longpoll_refusal(state: &AppState, err: UpgradeError) -> Response {
 
 /// Wait (up to `HOLD`) for frames, then answer with what there is.
 async fn poll(state: &AppState, poller: &Arc<Poller>, token: &str) -> Response {
-    poller.poll_started();
+    if !poller.poll_started() {
+        // Another poll of this session is waiting: this one answers at once.
+        return answer(json!({"status": 204, "token": token}));
+    }
     let deadline = tokio::time::Instant::now() + state.config.longpoll_hold;
     let mailbox = &poller.mailbox;
     let mut batch = std::collections::VecDeque::new();
@@ -361,9 +361,19 @@ pub async fn post(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
         return answer(json!({"status": 410}));
     };
     let (parts, body) = req.into_parts();
-    let body: Bytes = match axum::body::to_bytes(body, MAX_POST_BYTES).await {
+    let body: Bytes = match axum::body::to_bytes(body, state.config.longpoll_max_body).await {
         Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response(),
+        Err(_) => {
+            state
+                .metrics
+                .http_rejected
+                .increment(HttpRejection::TooLarge);
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body over longpoll_max_body\n",
+            )
+                .into_response();
+        }
     };
     if let Some(forwarded) = forward(&state, &token, Head::of(&parts), Some(body.clone())).await {
         return forwarded;
@@ -374,21 +384,31 @@ pub async fn post(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
     let Ok(text) = std::str::from_utf8(&body) else {
         return (StatusCode::BAD_REQUEST, "body is not UTF-8\n").into_response();
     };
-    let frames: Vec<Frame> = text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            if line.starts_with('[') {
-                Frame::Text(Utf8Bytes::from(line.to_owned()))
-            } else {
-                // phoenix.js sends ArrayBuffer pushes base64-encoded here.
-                match base64::engine::general_purpose::STANDARD.decode(line) {
-                    Ok(bin) => Frame::Binary(bin.into()),
-                    Err(_) => Frame::Text(Utf8Bytes::from(line.to_owned())),
-                }
+    // Each frame within max_message_size, as on a WebSocket (1009 there):
+    // a larger one ends the session.
+    let max = state.config.max_message_size;
+    let mut frames = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let frame = if line.starts_with('[') {
+            Frame::Text(Utf8Bytes::from(line.to_owned()))
+        } else {
+            // phoenix.js sends ArrayBuffer pushes base64-encoded here.
+            match base64::engine::general_purpose::STANDARD.decode(line) {
+                Ok(bin) => Frame::Binary(bin.into()),
+                Err(_) => Frame::Text(Utf8Bytes::from(line.to_owned())),
             }
-        })
-        .collect();
+        };
+        let len = match &frame {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+        };
+        if len > max {
+            state.metrics.malformed.increment(MalformedKind::TooBig);
+            poller.end(CloseReason::MessageTooBig);
+            return answer(json!({"status": 410}));
+        }
+        frames.push(frame);
+    }
     let (done, handled) = tokio::sync::oneshot::channel();
     if poller.inbox.send(Batch { frames, done }).await.is_err() {
         return answer(json!({"status": 410}));

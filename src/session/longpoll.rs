@@ -50,10 +50,14 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// A poll started (the window restarts when it ends).
-    pub fn poll_started(&self) {
-        self.polling.store(true, Ordering::Relaxed);
+    /// A poll started (the window restarts when it ends). False when one is
+    /// already waiting: a session holds one poll at a time, so a token cannot
+    /// pile up held requests.
+    pub fn poll_started(&self) -> bool {
         *self.last_poll.lock() = Instant::now();
+        self.polling
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub fn poll_ended(&self) {
