@@ -926,7 +926,15 @@ async fn poll_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_session_is_reached_through_any_node() {
-    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-heartbeat", "200ms"]);
+    // Forwarding trusts advertised URLs only from authenticated nodes.
+    let cluster = Cluster::redis(&[
+        "--client-rate",
+        "0",
+        "--cluster-heartbeat",
+        "200ms",
+        "--cluster-secret",
+        CLUSTER_SECRET,
+    ]);
     let [a, b] = cluster.connected().await;
     // The session lives on A.
     let opened = lp(&a, "GET", "", "").await;
@@ -963,4 +971,31 @@ async fn a_long_poll_session_is_reached_through_any_node() {
     // A token for a node nobody knows: the session is gone (410).
     let bogus = "&token=lp1.nowhere.7.AAAA";
     assert_eq!(lp(&b, "GET", bogus, "").await["status"], 410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_secret_a_forged_advertisement_redirects_nothing() {
+    let cluster = Cluster::redis(&["--cluster-heartbeat", "200ms"]);
+    let [b] = cluster.connected().await;
+    // Someone on the broker claims node "evil" lives at an address of theirs.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    trap.set_nonblocking(true).unwrap();
+    for _ in 0..3 {
+        forge(
+            &cluster.backend.url(),
+            "myriad-control",
+            &format!(r#"{{"v":1,"origin":"evil","body":{{"kind":"advertise","data":{{"url":"{trap_url}"}}}}}}"#),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A client token naming "evil" is not sent there.
+    let answer = lp(&b, "GET", "&token=lp1.evil.1.AAAA", "").await;
+    assert_eq!(answer["status"], 410);
+    assert!(
+        trap.accept().is_err(),
+        "nothing connected to the advertised address"
+    );
+    assert_eq!(b.metric("myriad_longpoll_forwarded_total").await, Some(0.0));
 }

@@ -65,6 +65,9 @@ impl Node {
     }
 
     fn advertise(&self) {
+        if !self.authenticated_peers {
+            return;
+        }
         if let Some(url) = self.advertise.get() {
             self.send_control(Control::Advertise { url: url.clone() });
         }
@@ -226,7 +229,11 @@ impl BrokerHandler for Node {
                 }
             }
             Control::Advertise { url } => {
-                let ok = url.len() <= MAX_ADVERTISED_URL
+                // Without cluster_secret anyone on the broker could name a
+                // URL and receive clients' long-poll tokens (and have this
+                // node send requests wherever it likes): not trusted.
+                let ok = self.authenticated_peers
+                    && url.len() <= MAX_ADVERTISED_URL
                     && (url.starts_with("http://") || url.starts_with("https://"))
                     && !url
                         .bytes()

@@ -140,6 +140,10 @@ pub struct Node {
     peer_urls: parking_lot::Mutex<std::collections::HashMap<String, String>>,
     /// Heartbeats since the last advertisement.
     ticks: std::sync::atomic::AtomicU32,
+    /// Whether other nodes' messages are authenticated (`cluster_secret`):
+    /// only then is an advertised URL trusted (requests carrying client
+    /// tokens are forwarded to it).
+    authenticated_peers: bool,
 }
 
 impl Node {
@@ -180,6 +184,7 @@ impl Node {
             advertise: OnceLock::new(),
             peer_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
             ticks: std::sync::atomic::AtomicU32::new(0),
+            authenticated_peers: config.cluster_secret.is_some(),
         }
     }
 
