@@ -543,6 +543,21 @@ async fn a_hostile_backend_answer_is_bounded() {
         "connect",
         Answer::ok(json!({"user": "ann", "expires_in": u64::MAX})),
     );
+    // A user id longer than any node accepts as a presence key: garbage.
+    b.set("connect", Answer::ok(json!({"user": "u".repeat(2000)})));
+    match tokio_tungstenite::connect_async(s.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    s.wait_metric(
+        "myriad_hook_requests_total{hook=\"connect\",result=\"garbage\"}",
+        1.0,
+    )
+    .await;
+    b.set(
+        "connect",
+        Answer::ok(json!({"user": "ann", "expires_in": u64::MAX})),
+    );
     let mut c = s.client().await;
     // A 10 KB reason reaches the client cut to 256 bytes.
     b.set("join", Answer::deny(&"r".repeat(10_000)));

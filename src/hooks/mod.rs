@@ -98,7 +98,9 @@ pub struct Hooks {
     connect: Option<Arc<Endpoint>>,
     refresh: Option<Arc<Endpoint>>,
     /// (namespace pattern, hook) → endpoint.
-    namespaced: HashMap<(String, HookKind), Arc<Endpoint>>,
+    /// Namespace pattern → its join, publish and rpc endpoints (looked up by
+    /// `&str` on every hooked frame: no key is built per lookup).
+    namespaced: HashMap<String, [Option<Arc<Endpoint>>; 3]>,
     forward_headers: Vec<String>,
     max_pending_per_session: usize,
     refresh_retry: Duration,
@@ -119,10 +121,10 @@ impl Hooks {
                 (HookKind::Publish, &ns.publish_hook),
                 (HookKind::Rpc, &ns.rpc_hook),
             ];
-            for (kind, ep) in hooks {
-                if let Some(ep) = ep {
-                    namespaced.insert((ns.pattern.clone(), kind), Endpoint::new(kind, ep, h));
-                }
+            let endpoints =
+                hooks.map(|(kind, ep)| ep.as_ref().map(|ep| Endpoint::new(kind, ep, h)));
+            if endpoints.iter().any(Option::is_some) {
+                namespaced.insert(ns.pattern.clone(), endpoints);
             }
         }
         if h.connect.is_none() && h.refresh.is_none() && namespaced.is_empty() {
@@ -169,7 +171,13 @@ impl Hooks {
 
     /// The namespace's endpoint for `kind` (join, publish or rpc).
     pub fn endpoint(&self, ns: &NamespaceConfig, kind: HookKind) -> Option<Arc<Endpoint>> {
-        self.namespaced.get(&(ns.pattern.clone(), kind)).cloned()
+        let slot = match kind {
+            HookKind::Join => 0,
+            HookKind::Publish => 1,
+            HookKind::Rpc => 2,
+            HookKind::Connect | HookKind::Refresh => return None,
+        };
+        self.namespaced.get(ns.pattern.as_str())?[slot].clone()
     }
 
     pub fn forward_headers(&self) -> &[String] {

@@ -36,19 +36,47 @@ pub struct ConnectRequest {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectResult {
-    /// The user id (presence key, API disconnects); defaults to the token's `sub`.
-    #[serde(default)]
+    /// The user id (presence key, API disconnects); defaults to the token's
+    /// `sub`. At most 1024 bytes (what other nodes accept as a presence key).
+    #[serde(default, deserialize_with = "bounded_user")]
     pub user: Option<String>,
     /// Seconds until the connection expires (then: the refresh hook, or 4001).
     #[serde(default)]
     pub expires_in: Option<u64>,
-    /// Topic patterns the connection may join (`room:*`); default: the token's, or all.
-    #[serde(default)]
+    /// Topic patterns the connection may join (`room:*`); default: the
+    /// token's, or all. At most 1024 patterns of at most 1024 bytes.
+    #[serde(default, deserialize_with = "bounded_topics")]
     pub topics: Option<Vec<String>>,
     /// Anything: sent back with every later hook call of this connection.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub info: Option<Value>,
+}
+
+/// Longest user id, topic pattern, and most patterns a connect answer may
+/// carry: an answer past them is garbage (counted), not an identity.
+pub const MAX_USER_BYTES: usize = 1024;
+const MAX_TOPIC_PATTERNS: usize = 1024;
+
+fn bounded_user<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let user = Option::<String>::deserialize(d)?;
+    if user.as_ref().is_some_and(|u| u.len() > MAX_USER_BYTES) {
+        return Err(serde::de::Error::custom("user longer than 1024 bytes"));
+    }
+    Ok(user)
+}
+
+fn bounded_topics<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let topics = Option::<Vec<String>>::deserialize(d)?;
+    let too_many = topics.as_ref().is_some_and(|t| {
+        t.len() > MAX_TOPIC_PATTERNS || t.iter().any(|p| p.len() > MAX_USER_BYTES)
+    });
+    if too_many {
+        return Err(serde::de::Error::custom(
+            "too many or too long topic patterns",
+        ));
+    }
+    Ok(topics)
 }
 
 /// Sent when a connection's expiry passes.

@@ -282,10 +282,15 @@ impl PhoenixHandler {
         let topic = frame.topic.as_ref();
         let ev = frame.event.as_ref();
         let open = self.channels.get(topic).map(|j| j.join_ref.clone());
+        let join_hook = if ev == event::JOIN {
+            self.join_hook(topic)
+        } else {
+            None
+        };
         match (ev, open) {
             // The backend decides first; rules 2 and 3 apply to its answer.
-            (event::JOIN, _) if self.join_hook(topic).is_some() => {
-                let ep = self.join_hook(topic);
+            (event::JOIN, _) if join_hook.is_some() => {
+                let ep = join_hook;
                 let params = serde_json::from_str(frame.payload.get()).unwrap_or(Value::Null);
                 let ask = Ask::Join {
                     topic: topic.to_owned(),
