@@ -19,7 +19,8 @@ pub use close::{
 };
 pub use decode::{decode, DecodeError, InFrame};
 pub use ref_slot::{
-    broadcast_parts, check_broadcast, history_position, history_ref, RefSlotFrame, SlotKind,
+    broadcast_fields, broadcast_parts, check_broadcast, history_position, history_ref,
+    RefSlotFrame, SlotKind,
 };
 
 /// Which protocol a session speaks (the `endpoint` label of session metrics).

@@ -109,6 +109,14 @@ pub fn check_broadcast(frame: &str, topic: &str, slot: SlotKind) -> bool {
 
 /// The event name and payload of a stored broadcast frame (the API's history
 /// read); None when the text is not a five-element frame.
+/// A broadcast frame's topic, event and payload, in one parse.
+pub fn broadcast_fields(frame: &str) -> Option<(String, String, Box<RawValue>)> {
+    #[derive(Deserialize)]
+    struct Frame(IgnoredAny, IgnoredAny, String, String, Box<RawValue>);
+    let Frame(_, _, topic, event, payload) = serde_json::from_str(frame).ok()?;
+    Some((topic, event, payload))
+}
+
 pub fn broadcast_parts(frame: &str) -> Option<(String, Box<RawValue>)> {
     #[derive(Deserialize)]
     struct Frame(IgnoredAny, IgnoredAny, IgnoredAny, String, Box<RawValue>);

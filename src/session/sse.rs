@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::{SessionGuard, SessionSpec};
 use crate::config::NamespaceConfig;
-use crate::protocol::{broadcast_parts, history_position, CloseReason};
+use crate::protocol::{broadcast_fields, history_position, CloseReason};
 use crate::pubsub::mailbox::Outbound;
 use crate::pubsub::Node;
 
@@ -136,10 +136,10 @@ impl State {
             let Outbound::Text(text) = frame else {
                 continue;
             };
-            let Some((event_name, payload)) = broadcast_parts(text.as_str()) else {
+            // One parse per frame (the position is a prefix scan).
+            let Some((topic, event_name, payload)) = broadcast_fields(text.as_str()) else {
                 continue;
             };
-            let topic = topic_of(text.as_str()).unwrap_or_default();
             let id = history_position(text.as_str()).map(|(offset, epoch)| {
                 self.cursor.set(&topic, offset, epoch);
                 self.cursor.encode()
@@ -149,18 +149,6 @@ impl State {
         }
         Bytes::from(out)
     }
-}
-
-fn topic_of(frame: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Frame(
-        serde::de::IgnoredAny,
-        serde::de::IgnoredAny,
-        String,
-        serde::de::IgnoredAny,
-        serde::de::IgnoredAny,
-    );
-    serde_json::from_str::<Frame>(frame).ok().map(|f| f.2)
 }
 
 fn data_json(topic: &str, event: &str, payload: &RawValue) -> String {
