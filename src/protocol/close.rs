@@ -29,8 +29,6 @@ pub enum CloseReason {
     /// A text frame that is not a V2 frame. 1007 (inconsistent data); the client
     /// reconnects, which is what Phoenix's crash of the transport amounts to.
     MalformedFrame,
-    /// A binary frame where binary is not supported. 1003 (unsupported data).
-    UnsupportedBinary,
     /// A text frame whose payload is not UTF-8. 1007.
     InvalidUtf8,
     /// A message over `max_message_size` or frame over `max_frame_size`. 1009.
@@ -52,7 +50,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 17] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientClosed,
         CloseReason::ConnectionLost,
         CloseReason::IdleTimeout,
@@ -62,7 +60,6 @@ impl CloseReason {
         CloseReason::RestartIntensity,
         CloseReason::SessionPanic,
         CloseReason::MalformedFrame,
-        CloseReason::UnsupportedBinary,
         CloseReason::InvalidUtf8,
         CloseReason::MessageTooBig,
         CloseReason::ProtocolViolation,
@@ -84,7 +81,6 @@ impl CloseReason {
             CloseReason::RestartIntensity => "restart_intensity",
             CloseReason::SessionPanic => "session_panic",
             CloseReason::MalformedFrame => "malformed_frame",
-            CloseReason::UnsupportedBinary => "unsupported_binary",
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::MessageTooBig => "message_too_big",
             CloseReason::ProtocolViolation => "protocol_violation",
@@ -112,7 +108,6 @@ impl CloseReason {
             CloseReason::SlowConsumer => Some(CloseCode::Again),
             CloseReason::RestartIntensity | CloseReason::SessionPanic => Some(CloseCode::Error),
             CloseReason::MalformedFrame | CloseReason::InvalidUtf8 => Some(CloseCode::Invalid),
-            CloseReason::UnsupportedBinary => Some(CloseCode::Unsupported),
             CloseReason::MessageTooBig => Some(CloseCode::Size),
             CloseReason::ProtocolViolation => Some(CloseCode::Protocol),
             CloseReason::TokenExpired => Some(CloseCode::Library(4001)),
@@ -132,7 +127,6 @@ impl CloseReason {
             CloseReason::RestartIntensity => "too many channel crashes",
             CloseReason::SessionPanic => "internal error",
             CloseReason::MalformedFrame => "malformed frame",
-            CloseReason::UnsupportedBinary => "binary frames are not supported",
             CloseReason::InvalidUtf8 => "invalid UTF-8",
             CloseReason::MessageTooBig => "message too big",
             CloseReason::ProtocolViolation => "protocol violation",
@@ -360,8 +354,6 @@ pub enum MalformedKind {
     NotArray,
     WrongArity,
     BadField,
-    /// A binary frame on a text-only endpoint.
-    Binary,
     InvalidUtf8,
     /// Over `max_message_size` / `max_frame_size`.
     TooBig,
@@ -372,12 +364,11 @@ pub enum MalformedKind {
 }
 
 impl MalformedKind {
-    pub const ALL: [MalformedKind; 9] = [
+    pub const ALL: [MalformedKind; 8] = [
         MalformedKind::BadJson,
         MalformedKind::NotArray,
         MalformedKind::WrongArity,
         MalformedKind::BadField,
-        MalformedKind::Binary,
         MalformedKind::InvalidUtf8,
         MalformedKind::TooBig,
         MalformedKind::RefTooLong,
@@ -390,7 +381,6 @@ impl MalformedKind {
             MalformedKind::NotArray => "not_array",
             MalformedKind::WrongArity => "wrong_arity",
             MalformedKind::BadField => "bad_field",
-            MalformedKind::Binary => "binary",
             MalformedKind::InvalidUtf8 => "invalid_utf8",
             MalformedKind::TooBig => "too_big",
             MalformedKind::RefTooLong => "ref_too_long",
