@@ -265,12 +265,11 @@ impl Hooks {
             let mut attempt = 0u32;
             loop {
                 match self.attempt::<T>(ep, id, &body).await {
-                    Err(Failure::Retryable(r))
+                    Err(Failure::Retryable(_))
                         if ep.kind.is_repeatable() && attempt < self.retries =>
                     {
                         attempt += 1;
                         tokio::time::sleep(backoff(attempt)).await;
-                        let _ = r;
                     }
                     Err(Failure::Retryable(r)) | Err(Failure::Final(r)) => {
                         return Err(HookError::Unavailable(r))
