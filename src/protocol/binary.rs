@@ -97,23 +97,29 @@ pub fn check_broadcast(frame: &[u8], topic: &str) -> Option<()> {
     (got_topic == topic.as_bytes() && !super::limits::is_reserved_event(event)).then_some(())
 }
 
+/// A client's binary push, as phoenix.js encodes it (tests play the client).
+#[cfg(test)]
+pub(crate) fn encode_push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        0,
+        jr.len() as u8,
+        r.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+    ];
+    for s in [jr, r, topic, event] {
+        f.extend_from_slice(s.as_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![
-            0,
-            jr.len() as u8,
-            r.len() as u8,
-            topic.len() as u8,
-            event.len() as u8,
-        ];
-        for s in [jr, r, topic, event] {
-            f.extend_from_slice(s.as_bytes());
-        }
-        f.extend_from_slice(payload);
-        f
+        encode_push(jr, r, topic, event, payload)
     }
 
     #[test]

@@ -569,18 +569,9 @@ fn malformed_frames_close_with_1007_and_are_counted_by_kind() {
 
 /// A V2 binary push as phoenix.js encodes it.
 fn binary_push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> bytes::Bytes {
-    let mut f = vec![
-        0,
-        jr.len() as u8,
-        r.len() as u8,
-        topic.len() as u8,
-        event.len() as u8,
-    ];
-    for s in [jr, r, topic, event] {
-        f.extend_from_slice(s.as_bytes());
-    }
-    f.extend_from_slice(payload);
-    bytes::Bytes::from(f)
+    bytes::Bytes::from(crate::protocol::binary::encode_push(
+        jr, r, topic, event, payload,
+    ))
 }
 
 impl Conn {
