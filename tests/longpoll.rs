@@ -144,3 +144,27 @@ async fn a_session_holds_one_poll_at_a_time() {
     assert!(started.elapsed() < Duration::from_secs(2));
     held.abort();
 }
+
+#[tokio::test]
+async fn a_client_that_polled_and_then_vanished_is_gone_after_the_window() {
+    let s = TestServer::start_with(|c| {
+        c.longpoll_hold = Duration::from_millis(100);
+        c.longpoll_window = Duration::from_millis(500);
+    })
+    .await;
+    let (_, opened) = lp(&s, "GET", "", String::new()).await;
+    let q = format!("&token={}", opened["token"].as_str().unwrap());
+    // As phoenix.js does: a poll is out while a frame is POSTed (the session
+    // handles it mid-poll), the poll ends, and then the client is gone.
+    let held = tokio::spawn({
+        let url = format!("http://{}/socket/longpoll?vsn=2.0.0{q}", s.public);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let beat = "[null,\"1\",\"phoenix\",\"heartbeat\",{}]".to_owned();
+    assert_eq!(lp(&s, "POST", &q, beat).await.1["status"], 200);
+    assert!(held.await.unwrap().contains("\"status\":200"));
+    s.wait_metric("myriad_sessions_closed_total{reason=\"idle_timeout\"}", 1.0)
+        .await;
+    s.wait_metric("myriad_sessions_active", 0.0).await;
+}

@@ -47,6 +47,8 @@ pub struct Poller {
     polling: AtomicBool,
     end: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
+    /// A poll ended: the session's window timer starts again from now.
+    poll_done: tokio::sync::Notify,
 }
 
 impl Poller {
@@ -61,8 +63,9 @@ impl Poller {
     }
 
     pub fn poll_ended(&self) {
-        self.polling.store(false, Ordering::Relaxed);
         *self.last_poll.lock() = Instant::now();
+        self.polling.store(false, Ordering::Release);
+        self.poll_done.notify_one();
     }
 
     /// End the session (a poll found it closed or overflowed).
@@ -86,6 +89,7 @@ pub fn open(mailbox: Arc<Mailbox>, queue: usize) -> (Arc<Poller>, mpsc::Receiver
         polling: AtomicBool::new(false),
         end: CancellationToken::new(),
         reason: Mutex::new(None),
+        poll_done: tokio::sync::Notify::new(),
     });
     (poller, rx)
 }
@@ -142,9 +146,17 @@ pub async fn run<H: FrameHandler>(
                 let _ = batch.done.send(());
                 result
             }
+            // The idle deadline was computed while a poll was out: recompute.
+            _ = poller.poll_done.notified() => Ok(Expiry::Unchanged),
             Some(done) = recv_completion(&mut completions), if completions.is_some() => {
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_completion(done, &mut out)))
-                    .unwrap_or(Err(CloseReason::SessionPanic));
+                let r = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_completion(done, &mut out))) {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        guard.spec.metrics.session_panics.increment(1);
+                        tracing::error!(session = guard.spec.id, panic = %panic_message(&panic), "session panicked; closing");
+                        Err(CloseReason::SessionPanic)
+                    }
+                };
                 queue(&guard.spec.mailbox, &mut out, &guard);
                 r
             }
