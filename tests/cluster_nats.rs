@@ -210,3 +210,40 @@ async fn a_creds_file_logs_in_to_an_operator_mode_nats() {
     )
     .await;
 }
+
+/// NATS keeps no history: each node sequences what it delivers, so a
+/// broadcast on a history namespace still reaches the other nodes, and their
+/// clients see it with their node's own offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_broadcasts_cross_nodes_and_get_each_nodes_offset() {
+    let topic = "chat:nats-history";
+    let cluster = Cluster::nats(&["--client-rate", "0"]);
+    let [a, b] = cluster.connected().await;
+    let (clients, jr) = members_linked(&[&a, &b], topic).await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    for i in 0..5 {
+        on_a.push(&jr, topic, "m", json!({"i": i})).await;
+    }
+    let got = collect(&mut on_b, "m", 5).await;
+    let seq: Vec<i64> = got.iter().map(|v| v[4]["i"].as_i64().unwrap()).collect();
+    assert_eq!(seq, (0..5).collect::<Vec<_>>());
+    // B's own ring has them: a client recovering on B from B's first offset
+    // gets the four after it.
+    let (first, epoch) = got[0][1].as_str().unwrap().split_once(':').unwrap();
+    let mut late = b.client().await;
+    let (_, reply) = late
+        .join(
+            topic,
+            json!({"since": {"offset": first.parse::<u64>().unwrap(), "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(reply[4]["response"]["recovered"], true, "{reply}");
+    let replayed = collect(&mut late, "m", 4).await;
+    let seq: Vec<i64> = replayed
+        .iter()
+        .map(|v| v[4]["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seq, (1..5).collect::<Vec<_>>());
+}

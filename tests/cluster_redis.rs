@@ -999,3 +999,102 @@ async fn without_a_cluster_secret_a_forged_advertisement_redirects_nothing() {
     );
     assert_eq!(b.metric("myriad_longpoll_forwarded_total").await, Some(0.0));
 }
+
+/// What a client reads next: a JSON frame, or a binary frame's bytes.
+async fn next_frame(c: &mut Client) -> Result<Value, Vec<u8>> {
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match c.ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Binary(b))) => return Err(b.to_vec()),
+                Some(Ok(_)) => {}
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The next broadcast (binary, or a JSON one with `event`), skipping the rest.
+async fn next_broadcast(c: &mut Client, event: &str) -> Result<Value, Vec<u8>> {
+    loop {
+        match next_frame(c).await {
+            Ok(v) if v[3] != event => {}
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_pushes_on_history_topics_are_sequenced_stored_and_recovered_as_binary() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let cluster = Cluster::redis(&["--client-rate", "0", "--cluster-secret", CLUSTER_SECRET]);
+    let [a, b] = cluster.connected().await;
+    let topic = "chat:bin";
+    let (clients, jr) = members_linked(&[&a, &b], topic).await;
+    let Ok([mut on_a, mut on_b]) = <[Client; 2]>::try_from(clients) else {
+        unreachable!("one member per node")
+    };
+    let mut push = vec![0u8, jr.len() as u8, 1, topic.len() as u8, 4];
+    for s in [jr.as_str(), "9", topic, "file"] {
+        push.extend_from_slice(s.as_bytes());
+    }
+    push.extend_from_slice(&[0, 1, 255]);
+    let mut want = vec![2u8, topic.len() as u8, 4];
+    want.extend_from_slice(topic.as_bytes());
+    want.extend_from_slice(b"file");
+    want.extend_from_slice(&[0, 1, 255]);
+
+    on_a.push(&jr, topic, "m", json!({"i": 0})).await;
+    let (before, epoch) = offset_of(&next_broadcast(&mut on_b, "m").await.unwrap());
+    on_a.ws.send(Message::binary(push)).await.unwrap();
+    on_a.push(&jr, topic, "m", json!({"i": 1})).await;
+    // Every node delivers it as binary, in the cluster's order.
+    assert_eq!(next_broadcast(&mut on_b, "m").await, Err(want.clone()));
+    let after = next_broadcast(&mut on_b, "m").await.unwrap();
+    assert_eq!(
+        offset_of(&after),
+        (before + 2, epoch.clone()),
+        "it took one offset"
+    );
+
+    // Recovery on another node replays it as binary, between the JSON ones.
+    let mut c = b.client().await;
+    let r = c.next_ref();
+    c.send(json!([r, r, topic, "phx_join", {"since": {"offset": before, "epoch": epoch}}]))
+        .await;
+    let (reply, _) = c.recv_until(|v| v[3] == "phx_reply").await;
+    assert_eq!(reply[4]["response"]["recovered"], true, "{reply}");
+    let first = next_broadcast(&mut c, "m").await;
+    let second = next_broadcast(&mut c, "m").await.map(|v| v[4]["i"].clone());
+    assert_eq!(first, Err(want.clone()));
+    assert_eq!(second, Ok(json!(1)));
+    // A node started afterwards reads the stream back from Redis: the flag
+    // stored beside the frame (and signed) still says binary.
+    let late = cluster.node();
+    assert!(late.broker_connected(DEADLINE).await);
+    let mut ok = false;
+    for _ in 0..20 {
+        let mut c = late.client().await;
+        let r = c.next_ref();
+        c.send(json!([r, r, topic, "phx_join", {"since": {"offset": before, "epoch": epoch}}]))
+            .await;
+        let (reply, _) = c.recv_until(|v| v[3] == "phx_reply").await;
+        if reply[4]["response"]["recovered"] == true {
+            assert_eq!(next_broadcast(&mut c, "m").await, Err(want.clone()));
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "the late node recovered the stored history");
+    assert_eq!(
+        late.metric("myriad_broker_refused_total{reason=\"signature\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+}

@@ -231,3 +231,68 @@ async fn streams_are_rotated_after_sse_max_age() {
     s.wait_metric("myriad_sessions_closed_total{reason=\"rotated\"}", 1.0)
         .await;
 }
+
+/// A V2 binary push, as phoenix.js encodes it.
+fn binary_push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        0,
+        jr.len() as u8,
+        r.len() as u8,
+        topic.len() as u8,
+        event.len() as u8,
+    ];
+    for s in [jr, r, topic, event] {
+        f.extend_from_slice(s.as_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Send a binary push and read up to its broadcast (the pusher is a member).
+async fn push_binary(c: &mut Client, frame: Vec<u8>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    c.ws.send(Message::binary(frame)).await.unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        while !matches!(c.ws.next().await, Some(Ok(Message::Binary(_)))) {}
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn binary_broadcasts_are_events_with_their_position() {
+    let s = TestServer::start_with(|c| c.client_rate = 0).await;
+    let mut pusher = s.client().await;
+    let jr = pusher.join_ok("chat:sse-bin").await;
+    let mut r = Reader::open(&s, "topics=chat:sse-bin", None).await.unwrap();
+    assert_eq!(r.next().await.kind.as_deref(), Some("ready"));
+    let frame = binary_push(&jr, "90", "chat:sse-bin", "file", &[0, 1, 255]);
+    push_binary(&mut pusher, frame.clone()).await;
+    let bin = r.next().await;
+    assert_eq!(bin.data["event"], "file");
+    assert_eq!(bin.data["payload"], json!({"binary": "AAH/"}));
+    push(&mut pusher, &jr, "chat:sse-bin", 1).await;
+    let after_bin = r.next().await;
+    assert_eq!(after_bin.data["payload"], json!({"n": 1}));
+    drop(r);
+    // Resuming from the binary event's id gets what came after it, no more.
+    push(&mut pusher, &jr, "chat:sse-bin", 2).await;
+    let mut r = Reader::open(&s, "topics=chat:sse-bin", bin.id.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(r.next().await.kind.as_deref(), Some("ready"));
+    assert_eq!(r.next().await.data["payload"], json!({"n": 1}));
+    assert_eq!(r.next().await.data["payload"], json!({"n": 2}));
+    // And from just before it: the binary one is replayed too.
+    push_binary(&mut pusher, frame).await;
+    let before = r.next().await;
+    assert_eq!(before.data["payload"], json!({"binary": "AAH/"}));
+    drop(r);
+    let mut r = Reader::open(&s, "topics=chat:sse-bin", after_bin.id.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(r.next().await.kind.as_deref(), Some("ready"));
+    assert_eq!(r.next().await.data["payload"], json!({"n": 2}));
+    assert_eq!(r.next().await.data["payload"], json!({"binary": "AAH/"}));
+}

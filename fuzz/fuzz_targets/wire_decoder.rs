@@ -15,8 +15,7 @@ fuzz_target!(|data: &[u8]| {
             &signed,
             &msg.origin,
             "chat:a",
-            msg.exclude,
-            msg.stamp,
+            msg.history_meta(),
             msg.frame,
             msg.sig,
         );

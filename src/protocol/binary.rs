@@ -84,17 +84,62 @@ pub fn encode_broadcast(topic: &str, event: &str, payload: &[u8]) -> Option<Byte
     Some(out.freeze())
 }
 
-/// Whether `frame` is a binary broadcast on `topic` with an event a member
-/// may receive (what another node's binary publication must be).
-pub fn check_broadcast(frame: &[u8], topic: &str) -> Option<()> {
+/// A binary broadcast's topic, event and payload, borrowed from the frame;
+/// None when `frame` is not a well-formed broadcast.
+pub fn decode_broadcast(frame: &[u8]) -> Option<(&str, &str, &[u8])> {
     let (&kind, rest) = frame.split_first()?;
     if kind != BROADCAST {
         return None;
     }
     let (t, e) = (usize::from(*rest.first()?), usize::from(*rest.get(1)?));
-    let got_topic = frame.get(3..3 + t)?;
+    let topic = std::str::from_utf8(frame.get(3..3 + t)?).ok()?;
     let event = std::str::from_utf8(frame.get(3 + t..3 + t + e)?).ok()?;
-    (got_topic == topic.as_bytes() && !super::limits::is_reserved_event(event)).then_some(())
+    Some((topic, event, &frame[3 + t + e..]))
+}
+
+/// Whether `frame` is a binary broadcast on `topic` with an event a member
+/// may receive (what another node's binary publication must be).
+pub fn check_broadcast(frame: &[u8], topic: &str) -> Option<()> {
+    let (t, event, _) = decode_broadcast(frame)?;
+    (t == topic && !super::limits::is_reserved_event(event)).then_some(())
+}
+
+/// The JSON form of a binary payload, `{"binary":"<base64>"}`: how bytes
+/// travel where only text goes (a long-poll answer, an SSE event, a history
+/// store that sequences text frames).
+pub fn json_payload(payload: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut out = String::with_capacity(14 + payload.len().div_ceil(3) * 4);
+    out.push_str("{\"binary\":\"");
+    base64::engine::general_purpose::STANDARD.encode_string(payload, &mut out);
+    out.push_str("\"}");
+    out
+}
+
+/// The bytes of a `json_payload`; None when `raw` is not exactly one.
+pub fn from_json_payload(raw: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        binary: &'a str,
+    }
+    let p: Payload<'_> = serde_json::from_str(raw).ok()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(p.binary)
+        .ok()
+}
+
+/// A binary broadcast as the JSON broadcast text-only clients get:
+/// `[null,null,topic,event,{"binary":"<base64>"}]` (docs/protocol.md §2.2).
+pub fn as_text_broadcast(frame: &[u8]) -> Option<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    let (topic, event, payload) = decode_broadcast(frame)?;
+    Some(super::encode::broadcast(
+        topic,
+        event,
+        &json_payload(payload),
+    ))
 }
 
 /// A client's binary push, as phoenix.js encodes it (tests play the client).
@@ -120,6 +165,37 @@ mod tests {
 
     fn push(jr: &str, r: &str, topic: &str, event: &str, payload: &[u8]) -> Vec<u8> {
         encode_push(jr, r, topic, event, payload)
+    }
+
+    #[test]
+    fn a_broadcast_reads_back_and_renders_as_json() {
+        let f = encode_broadcast("room:a", "file", &[0, 255, 7]).unwrap();
+        assert_eq!(
+            decode_broadcast(&f),
+            Some(("room:a", "file", &[0u8, 255, 7][..]))
+        );
+        assert_eq!(check_broadcast(&f, "room:a"), Some(()));
+        assert_eq!(check_broadcast(&f, "room:b"), None);
+        assert_eq!(
+            as_text_broadcast(&f).unwrap().as_str(),
+            r#"[null,null,"room:a","file",{"binary":"AP8H"}]"#
+        );
+        assert_eq!(
+            from_json_payload(&json_payload(&[0, 255, 7])).unwrap(),
+            [0, 255, 7]
+        );
+        // Only exactly the JSON form reads back.
+        for raw in [
+            r#"{"binary":"AP8H","x":1}"#,
+            r#"{"binary":"**"}"#,
+            "[]",
+            r#"{"b":""}"#,
+        ] {
+            assert_eq!(from_json_payload(raw), None, "{raw}");
+        }
+        // A frame shorter than its header says.
+        assert_eq!(decode_broadcast(&[2, 9, 1, b'a']), None);
+        assert_eq!(decode_broadcast(&[0, 0, 0]), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use super::client_addr::client_addr;
 use super::upgrade::{admit, ask_backend, query_param, session_spec, UpgradeError};
 use super::AppState;
 use crate::protocol::limits::truncated;
-use crate::protocol::{vsn_supported, CloseReason, Endpoint, HttpRejection, MalformedKind};
+use crate::protocol::{binary, vsn_supported, CloseReason, Endpoint, HttpRejection, MalformedKind};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::session;
 use crate::session::longpoll::{self, Batch, Frame, Poller};
@@ -332,16 +332,22 @@ async fn poll(state: &AppState, poller: &Arc<Poller>, token: &str) -> Response {
             poller.end(reason);
             break answer(json!({"status": 410}));
         }
-        let messages: Vec<&str> = batch
+        // phoenix.js's long-poll takes strings only: a binary broadcast goes
+        // as its JSON form (docs/protocol.md §2.2).
+        let texts: Vec<Utf8Bytes> = batch
             .iter()
             .filter_map(|f| match f {
-                Outbound::Text(t) => Some(t.as_str()),
-                Outbound::Binary(_) => {
-                    state.metrics.mailbox_dropped.increment(1);
-                    None
+                Outbound::Text(t) => Some(t.clone()),
+                Outbound::Binary(b) => {
+                    let text = binary::as_text_broadcast(b);
+                    if text.is_none() {
+                        state.metrics.mailbox_dropped.increment(1);
+                    }
+                    text
                 }
             })
             .collect();
+        let messages: Vec<&str> = texts.iter().map(Utf8Bytes::as_str).collect();
         if !messages.is_empty() {
             break answer(json!({"status": 200, "token": token, "messages": messages}));
         }

@@ -6,8 +6,8 @@
 //! are queued in the mailbox, which polls drain (so the mailbox bounds hold
 //! for replies too). The session ends when no poll came for `window`, when
 //! a poll found it closed or overflowed (`Poller::end`), on drain, or at its
-//! expiry. Binary frames cannot reach a long-poll client (phoenix.js's
-//! long-poll transport takes strings only): they are dropped and counted.
+//! expiry. phoenix.js's long-poll transport takes strings only: the poll
+//! answer (`server::longpoll`) turns binary broadcasts into their JSON form.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +142,7 @@ pub async fn run<H: FrameHandler>(
                         }
                     }
                 }
-                queue(&guard.spec.mailbox, &mut out, &guard);
+                queue(&guard.spec.mailbox, &mut out);
                 let _ = batch.done.send(());
                 result
             }
@@ -157,7 +157,7 @@ pub async fn run<H: FrameHandler>(
                         Err(CloseReason::SessionPanic)
                     }
                 };
-                queue(&guard.spec.mailbox, &mut out, &guard);
+                queue(&guard.spec.mailbox, &mut out);
                 r
             }
             _ = tokio::time::sleep_until(expires_at.unwrap_or(far)) => {
@@ -187,15 +187,10 @@ pub async fn run<H: FrameHandler>(
     drop(handler);
 }
 
-/// What the handler produced goes where polls read: the mailbox (binary
-/// frames cannot be delivered over long-poll: dropped, counted).
-fn queue(mailbox: &Mailbox, out: &mut Vec<Outbound>, guard: &SessionGuard) {
+/// What the handler produced goes where polls read: the mailbox (the poll
+/// answer renders binary frames as JSON).
+fn queue(mailbox: &Mailbox, out: &mut Vec<Outbound>) {
     for frame in out.drain(..) {
-        match frame {
-            Outbound::Text(_) => {
-                mailbox.push(frame);
-            }
-            Outbound::Binary(_) => guard.spec.metrics.mailbox_dropped.increment(1),
-        }
+        mailbox.push(frame);
     }
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::{SessionGuard, SessionSpec};
 use crate::config::NamespaceConfig;
-use crate::protocol::{broadcast_fields, history_position, CloseReason};
+use crate::protocol::{binary, broadcast_fields, history_position, CloseReason};
 use crate::pubsub::mailbox::Outbound;
 use crate::pubsub::Node;
 
@@ -133,8 +133,12 @@ impl State {
     fn events(&mut self) -> Bytes {
         let mut out = Vec::new();
         while let Some(frame) = self.batch.pop_front() {
-            let Outbound::Text(text) = frame else {
-                continue;
+            let text = match frame {
+                Outbound::Text(text) => text,
+                Outbound::Binary(bin) => {
+                    self.binary_event(&mut out, &bin);
+                    continue;
+                }
             };
             // One parse per frame (the position is a prefix scan).
             let Some((topic, event_name, payload)) = broadcast_fields(text.as_str()) else {
@@ -148,6 +152,26 @@ impl State {
             event(&mut out, id.as_deref(), &data);
         }
         Bytes::from(out)
+    }
+}
+
+impl State {
+    /// A V2 binary broadcast, as its JSON form. Its position is not in the
+    /// frame: on a history topic it is the one after the cursor's (a reader
+    /// gets every broadcast of its topics, in order, or is cut).
+    fn binary_event(&mut self, out: &mut Vec<u8>, frame: &[u8]) {
+        let Some((topic, event_name, payload)) = binary::decode_broadcast(frame) else {
+            return;
+        };
+        let id = self.cursor.get(topic).cloned().map(|(offset, epoch)| {
+            self.cursor.set(topic, offset + 1, &epoch);
+            self.cursor.encode()
+        });
+        let json = binary::json_payload(payload);
+        let Ok(payload) = RawValue::from_string(json) else {
+            return;
+        };
+        event(out, id.as_deref(), &data_json(topic, event_name, &payload));
     }
 }
 

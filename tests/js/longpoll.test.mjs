@@ -105,6 +105,26 @@ test("a reconnecting long-poll client recovers exactly the broadcasts it missed"
   assert.deepEqual(seen, [1, 2, 3, 4]);
 });
 
+test("ArrayBuffer pushes over long-poll reach WebSocket members as binary, and come back as JSON", async () => {
+  const lp = connect({ transport: LongPoll });
+  const ws = connect();
+  const chLp = lp.channel("room:lp-binary", {});
+  const chWs = ws.channel("room:lp-binary", {});
+  const atLp = collect(chLp, "file");
+  const atWs = collect(chWs, "file");
+  await join(chLp);
+  await join(chWs);
+  const bytes = new Uint8Array([0, 1, 254, 255]);
+  // phoenix.js sends a long-poll ArrayBuffer push base64-encoded.
+  await push(chLp, "file", bytes.buffer);
+  await push(chWs, "file", new Uint8Array([7]).buffer);
+  await until("both binary broadcasts on both sides", () => atLp.length === 2 && atWs.length === 2);
+  assert.ok(atWs[0] instanceof ArrayBuffer);
+  assert.deepEqual([...new Uint8Array(atWs[0])], [...bytes]);
+  // phoenix.js's long-poll takes strings only: the JSON form.
+  assert.deepEqual(atLp, [{ binary: Buffer.from(bytes).toString("base64") }, { binary: "Bw==" }]);
+});
+
 test("with the WebSocket upgrade blocked, phoenix.js falls back to long-poll by itself", async () => {
   // A proxy that strips the upgrade: the WebSocket never opens.
   class BlockedWebSocket extends WebSocket {

@@ -66,6 +66,9 @@ pub enum Envelope {
         exclude: Option<SessionId>,
         /// Told the assigned offset (the HTTP API's answer).
         ack: Option<HistoryAck>,
+        /// The frame is the JSON form of a V2 binary broadcast: members get
+        /// it as binary (`protocol::binary`).
+        binary: bool,
     },
     /// Membership and presence replication, for the control channel.
     Control(wire::Control),
@@ -117,10 +120,11 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// Another node's V2 binary broadcast on `topic`.
     fn on_binary_publication(&self, _topic: &str, _frame: bytes::Bytes) {}
     /// A history frame the backend sequenced (every node gets every one, its
-    /// own included); `exclude` is set only on the node that published it.
-    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>);
+    /// own included); `exclude` is set only on the node that published it;
+    /// `binary`: the frame is the JSON form of a V2 binary broadcast.
+    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>, binary: bool);
     /// A stored history frame read back from the backend after (re)connecting.
-    fn on_stored_history(&self, topic: &str, frame: &str);
+    fn on_stored_history(&self, topic: &str, frame: &str, binary: bool);
     /// A control message from another node.
     fn on_control(&self, origin: &str, control: wire::Control);
     /// The link is (again) up: time to ask the others for their members.

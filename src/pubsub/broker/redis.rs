@@ -34,7 +34,7 @@ use crate::pubsub::mailbox::SessionId;
 /// Sequences one history publish atomically: the next offset, the topic's
 /// epoch, the frame with its ref slot, the stream entry (`XADD ... MAXLEN ~
 /// size`, what survives a node's death, with the origin, excluded session,
-/// stamp and signature a later reader checks) and the PUBLISH that delivers it to every
+/// stamp, signature and binary flag a later reader checks) and the PUBLISH that delivers it to every
 /// node in this one order, wrapped in the wire format's frame message.
 /// The three keys expire `history_ttl` after the topic's last publish, like
 /// the rings, so Redis does not keep every topic ever used. An offset that
@@ -45,7 +45,7 @@ local o = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
 local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11], 'q', ARGV[12])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11], 'q', ARGV[12], 'b', ARGV[13])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
 return o
@@ -162,12 +162,14 @@ async fn warm_history(
                     .and_then(|x| x.parse::<SessionId>().ok());
                 let sig = entry.get::<String>("s").filter(|s| !s.is_empty());
                 let stamp = entry.get::<String>("q").and_then(|q| wire::parse_stamp(&q));
+                let binary = entry.get::<String>("b").is_some_and(|b| b == "1");
                 let stored = StoredFrame {
                     frame: &frame,
                     origin: &origin,
                     exclude,
                     stamp,
                     sig: sig.as_deref(),
+                    binary,
                 };
                 state.receive_stored(handler, topic, &stored);
             }
@@ -230,12 +232,13 @@ async fn publish_batch(
                 ttl,
                 exclude,
                 ack,
+                binary,
             } => {
                 let mut call = sequence.prepare_invoke();
                 for key in names::redis_history_keys(&topic) {
                     call.key(key);
                 }
-                let signed = state.history_header(&topic, exclude, &frame);
+                let signed = state.history_header(&topic, exclude, &frame, binary);
                 call.arg(new_epoch())
                     .arg(size)
                     .arg(names::redis_history_channel(&topic))
@@ -247,7 +250,8 @@ async fn publish_batch(
                     .arg(&*state.node)
                     .arg(exclude.map_or_else(String::new, |id| id.to_string()))
                     .arg(signed.sig)
-                    .arg(signed.stamp);
+                    .arg(signed.stamp)
+                    .arg(if binary { "1" } else { "0" });
                 pipe.invoke_script(&call);
                 acks.push(ack);
                 published += 1;

@@ -12,19 +12,40 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::mailbox::Outbound;
 use crate::protocol::{encode, history_ref};
 
-/// One stored broadcast. The frame is the exact text subscribers got (shared).
+/// One stored broadcast. `frame` is its JSON text with the offset in the ref
+/// slot: the exact text subscribers got, or for a V2 binary broadcast its
+/// JSON form (`protocol::binary::json_payload`, what the API and SSE show),
+/// with `binary` the frame Phoenix members get and recover instead.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub offset: u64,
     pub frame: Utf8Bytes,
+    pub binary: Option<Bytes>,
     at: Instant,
+}
+
+impl Entry {
+    /// What a member is sent for this entry.
+    pub fn outbound(&self) -> Outbound {
+        match &self.binary {
+            Some(b) => Outbound::Binary(b.clone()),
+            None => Outbound::Text(self.frame.clone()),
+        }
+    }
+
+    /// Bytes it holds (both forms of a binary broadcast count).
+    fn size(&self) -> usize {
+        self.frame.len() + self.binary.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 /// A ring's bounds, fixed when the ring is created (from its namespace).
@@ -76,8 +97,8 @@ impl Ring {
     /// Drop the oldest entry; returns its size.
     fn pop_oldest(&mut self) -> Option<usize> {
         let e = self.entries.pop_front()?;
-        self.bytes -= e.frame.len();
-        Some(e.frame.len())
+        self.bytes -= e.size();
+        Some(e.size())
     }
 
     /// Drop entries older than the ring's ttl; returns the bytes freed.
@@ -109,7 +130,7 @@ pub struct Recovery {
     /// The topic's current position (newest offset and epoch).
     pub position: Position,
     /// Missed frames in offset order (empty unless recovered).
-    pub frames: Vec<Utf8Bytes>,
+    pub frames: Vec<Outbound>,
 }
 
 pub struct History {
@@ -241,15 +262,23 @@ impl History {
     /// Returns the offset. A topic without history, or one this node has no
     /// room to keep (`history_max_topics`, `history_max_bytes`), is delivered
     /// as a plain broadcast and gets None.
+    ///
+    /// `binary`: the V2 binary broadcast members get instead of the JSON
+    /// frame (`payload` is then its JSON form); it takes the next offset like
+    /// any other broadcast.
     pub fn publish(
         &self,
         topic: &str,
         event: &str,
         payload: &str,
-        deliver: impl FnOnce(Utf8Bytes),
+        binary: Option<Bytes>,
+        deliver: impl FnOnce(Outbound),
     ) -> Option<u64> {
         let Ok(Some(ring)) = self.ring(topic) else {
-            deliver(encode::broadcast(topic, event, payload));
+            deliver(match binary {
+                Some(b) => Outbound::Binary(b),
+                None => Outbound::Text(encode::broadcast(topic, event, payload)),
+            });
             return None;
         };
         let mut ring = ring.lock();
@@ -267,8 +296,8 @@ impl History {
             event,
             payload,
         ));
-        self.store(&mut ring, offset, frame.clone());
-        deliver(frame);
+        let entry = self.store(&mut ring, offset, frame, binary);
+        deliver(entry);
         Some(offset)
     }
 
@@ -282,14 +311,18 @@ impl History {
         offset: u64,
         epoch: &str,
         frame: Utf8Bytes,
-        deliver: impl FnOnce(Utf8Bytes),
+        binary: Option<Bytes>,
+        deliver: impl FnOnce(Outbound),
     ) -> bool {
         let ring = match self.ring(topic) {
             Ok(Some(ring)) => ring,
             Ok(None) => return false,
             // No room to keep it: still delivered (no repeat check possible).
             Err(NoRoom) => {
-                deliver(frame);
+                deliver(match binary {
+                    Some(b) => Outbound::Binary(b),
+                    None => Outbound::Text(frame),
+                });
                 return true;
             }
         };
@@ -305,8 +338,8 @@ impl History {
             return false;
         }
         ring.last = offset;
-        self.store(&mut ring, offset, frame.clone());
-        deliver(frame);
+        let entry = self.store(&mut ring, offset, frame, binary);
+        deliver(entry);
         true
     }
 
@@ -318,15 +351,34 @@ impl History {
         ring.last = 0;
     }
 
-    /// Store one frame within the ring's and the node's bounds.
-    fn store(&self, ring: &mut Ring, offset: u64, frame: Utf8Bytes) {
-        let now = Instant::now();
+    /// Store one frame within the ring's and the node's bounds; returns what
+    /// members get for it.
+    fn store(
+        &self,
+        ring: &mut Ring,
+        offset: u64,
+        frame: Utf8Bytes,
+        binary: Option<Bytes>,
+    ) -> Outbound {
+        let entry = Entry {
+            offset,
+            frame,
+            binary,
+            at: Instant::now(),
+        };
+        let out = entry.outbound();
+        self.keep(ring, entry);
+        out
+    }
+
+    fn keep(&self, ring: &mut Ring, entry: Entry) {
+        let now = entry.at;
         let pruned = ring.prune(now);
         self.freed(pruned);
         // Node-wide byte bound: make room from this topic's own oldest entries;
         // a topic with nothing left to give up stores nothing, and recovery past
         // this offset then answers recovered:false (never a silent gap).
-        let len = frame.len();
+        let len = entry.size();
         while self.bytes() + len > self.max_bytes {
             match ring.pop_oldest() {
                 Some(n) => self.freed(n),
@@ -334,11 +386,7 @@ impl History {
             }
         }
         if self.bytes() + len <= self.max_bytes {
-            ring.entries.push_back(Entry {
-                offset,
-                frame,
-                at: now,
-            });
+            ring.entries.push_back(entry);
             ring.bytes += len;
             self.bytes.fetch_add(len, Ordering::Relaxed);
         } else {
@@ -364,7 +412,7 @@ impl History {
         &self,
         topic: &str,
         since: Option<&Position>,
-        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
+        on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
         self.join_at(topic, since, false, on_join)
     }
@@ -374,7 +422,7 @@ impl History {
     pub fn join_with_stored(
         &self,
         topic: &str,
-        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
+        on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
         self.join_at(topic, None, true, on_join)
     }
@@ -384,7 +432,7 @@ impl History {
         topic: &str,
         since: Option<&Position>,
         replay_all: bool,
-        on_join: impl FnOnce(&[Utf8Bytes]) -> bool,
+        on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
         let Some(ring) = self.existing(topic) else {
             // Nothing published yet (or nothing kept): the position is the
@@ -410,10 +458,7 @@ impl History {
         };
         let (recovered, frames) = match since {
             // `replay_all`: a fresh client asks for whatever history is kept.
-            None if replay_all => (
-                false,
-                ring.entries.iter().map(|e| e.frame.clone()).collect(),
-            ),
+            None if replay_all => (false, ring.entries.iter().map(Entry::outbound).collect()),
             None => (false, Vec::new()),
             Some(since) => {
                 let first_kept = ring.entries.front().map_or(ring.last + 1, |e| e.offset);
@@ -424,7 +469,7 @@ impl History {
                     ring.entries
                         .iter()
                         .filter(|e| e.offset > since.offset)
-                        .map(|e| e.frame.clone())
+                        .map(Entry::outbound)
                         .collect()
                 } else {
                     Vec::new()

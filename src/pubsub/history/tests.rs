@@ -21,7 +21,7 @@ impl Default for History {
 fn publish(h: &History, n: usize) -> Vec<u64> {
     (0..n)
         .map(|i| {
-            h.publish("t", "e", &format!("{{\"i\":{i}}}"), |_| {})
+            h.publish("t", "e", &format!("{{\"i\":{i}}}"), None, |_| {})
                 .unwrap()
         })
         .collect()
@@ -31,8 +31,8 @@ fn publish(h: &History, n: usize) -> Vec<u64> {
 fn offsets_increase_and_the_ref_slot_carries_them() {
     let h = History::default();
     let mut seen = Vec::new();
-    h.publish("t", "e", "{}", |f| seen.push(f));
-    let v: serde_json::Value = serde_json::from_str(seen[0].as_str()).unwrap();
+    h.publish("t", "e", "{}", None, |f| seen.push(f));
+    let v: serde_json::Value = serde_json::from_str(seen[0].text().unwrap()).unwrap();
     let slot = v[1].as_str().unwrap();
     assert!(slot.starts_with("1:"));
     assert!(v[0].is_null());
@@ -55,7 +55,7 @@ fn recovery_replays_exactly_the_missed_offsets() {
         .frames
         .iter()
         .map(|f| {
-            serde_json::from_str::<serde_json::Value>(f.as_str()).unwrap()[1]
+            serde_json::from_str::<serde_json::Value>(f.text().unwrap()).unwrap()[1]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -123,12 +123,12 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
     let h = history(300);
     let frame_len = |h: &History| {
         let mut len = 0;
-        h.publish("a", "e", "{}", |f| len = f.len());
+        h.publish("a", "e", "{}", None, |f| len = f.len());
         len
     };
     let one = frame_len(&h);
     for _ in 0..50 {
-        h.publish("a", "e", "{}", |_| {});
+        h.publish("a", "e", "{}", None, |_| {});
         assert!(h.bytes() <= 300);
     }
     // The ring's own overhead counts in the budget too.
@@ -137,7 +137,7 @@ fn the_node_wide_byte_bound_holds_and_never_leaves_a_silent_gap() {
     let last_a = 51;
     // Topic a holds the whole budget: b stores nothing, and says so.
     let b_epoch = h.join("b", None, |_| true).position.epoch;
-    h.publish("b", "e", "{}", |_| {});
+    h.publish("b", "e", "{}", None, |_| {});
     assert!(h.bytes() <= 300);
     let r = h.join(
         "b",
@@ -171,9 +171,9 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     );
     // A node that starts listening at offset 5 keeps 5.. and cannot recover before.
     for o in 5..=8 {
-        assert!(h.append_sequenced("t", o, "E1", frame(o), |_| {}));
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| {}));
     }
-    assert!(!h.append_sequenced("t", 8, "E1", frame(8), |_| panic!("repeat delivered")));
+    assert!(!h.append_sequenced("t", 8, "E1", frame(8), None, |_| panic!("repeat delivered")));
     let since = |o: u64| Position {
         offset: o,
         epoch: "E1".into(),
@@ -183,12 +183,12 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     assert_eq!(r.frames.len(), 2);
     assert!(!h.join("t", Some(&since(2)), |_| true).recovered);
     // The cluster is away: a local publish forks to a new epoch.
-    h.publish("t", "m", "{}", |_| {});
+    h.publish("t", "m", "{}", None, |_| {});
     let r = h.join("t", Some(&since(8)), |_| true);
     assert!(!r.recovered, "offsets after a fork are not the cluster's");
     assert_ne!(r.position.epoch, "E1");
     // The cluster returns: its epoch takes over again.
-    assert!(h.append_sequenced("t", 9, "E1", frame(9), |_| {}));
+    assert!(h.append_sequenced("t", 9, "E1", frame(9), None, |_| {}));
     assert_eq!(h.join("t", None, |_| true).position.epoch, "E1");
 }
 
@@ -213,7 +213,7 @@ fn rings_are_made_on_first_publish_with_the_epoch_joins_were_told() {
     let told = r.position;
     // Already at the start: nothing missed.
     assert!(h.join("t", Some(&told), |_| true).recovered);
-    h.publish("t", "e", "{}", |_| {});
+    h.publish("t", "e", "{}", None, |_| {});
     assert_eq!(h.topic_count(), 1);
     let r = h.join("t", Some(&told), |_| true);
     assert!(
@@ -227,14 +227,17 @@ fn rings_are_made_on_first_publish_with_the_epoch_joins_were_told() {
 fn the_number_of_rings_is_bounded_and_overflow_is_never_a_silent_gap() {
     let h = History::new(usize::MAX, 2, |_| Some(RingLimits { size: 10, ttl: TTL }));
     for t in ["a", "b"] {
-        assert!(h.publish(t, "e", "{}", |_| {}).is_some());
+        assert!(h.publish(t, "e", "{}", None, |_| {}).is_some());
     }
     let told = h.join("c", None, |_| true).position;
     let mut delivered = None;
-    assert_eq!(h.publish("c", "e", "{}", |f| delivered = Some(f)), None);
+    assert_eq!(
+        h.publish("c", "e", "{}", None, |f| delivered = Some(f)),
+        None
+    );
     let delivered = delivered.unwrap();
     assert!(
-        delivered.as_str().starts_with("[null,null,"),
+        delivered.text().unwrap().starts_with("[null,null,"),
         "delivered, without an offset"
     );
     assert_eq!((h.topic_count(), h.refused()), (2, 1));

@@ -49,6 +49,14 @@ impl Outbound {
         self.len() == 0
     }
 
+    /// The frame's text, when it is a text frame.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Outbound::Text(t) => Some(t.as_str()),
+            Outbound::Binary(_) => None,
+        }
+    }
+
     pub fn into_message(self) -> Message {
         match self {
             Outbound::Text(t) => Message::Text(t),

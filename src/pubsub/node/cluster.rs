@@ -9,7 +9,9 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Node;
-use crate::protocol::{check_broadcast, encode, history_position, BrokerRefusal, SlotKind};
+use crate::protocol::{
+    binary, broadcast_fields, check_broadcast, encode, history_position, BrokerRefusal, SlotKind,
+};
 use crate::pubsub::broker::wire::{Control, Member};
 use crate::pubsub::broker::{BrokerHandler, Envelope};
 use crate::pubsub::mailbox::{Outbound, SessionId};
@@ -101,10 +103,25 @@ impl Node {
     }
 
     /// Store a cluster-sequenced frame in its ring and deliver it to local
-    /// members if it is new; false when the frame has no history ref slot.
-    fn append_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) -> bool {
+    /// members if it is new; false when the frame has no history ref slot
+    /// (or, `binary`, is not the JSON form of a binary broadcast).
+    fn append_sequenced(
+        &self,
+        topic: &str,
+        frame: &str,
+        exclude: Option<SessionId>,
+        binary: bool,
+    ) -> bool {
         let Some((offset, epoch)) = history_position(frame) else {
             return false;
+        };
+        let bin = if binary {
+            let Some(b) = binary_of_json(frame) else {
+                return false;
+            };
+            Some(b)
+        } else {
+            None
         };
         let frame = Utf8Bytes::from(frame.to_owned());
         // Namespaces can differ between nodes (a rolling config change): a topic
@@ -113,17 +130,38 @@ impl Node {
         match self.route(topic) {
             None => {}
             Some(route) if route.namespace.history_size == 0 => {
-                self.deliver(topic, &Outbound::Text(frame), exclude);
+                let out = match bin {
+                    Some(b) => Outbound::Binary(b),
+                    None => Outbound::Text(frame),
+                };
+                self.deliver(topic, &out, exclude);
             }
             Some(_) => {
                 self.history
-                    .append_sequenced(topic, offset, epoch, frame, |f| {
-                        self.deliver(topic, &Outbound::Text(f), exclude);
+                    .append_sequenced(topic, offset, epoch, frame, bin, |f| {
+                        self.deliver(topic, &f, exclude);
                     });
             }
         }
         true
     }
+
+    /// Whether this node sequences `topic`'s broadcasts itself: a history
+    /// topic on a broker that keeps no history (NATS), where every node
+    /// numbers and keeps what it delivers.
+    fn sequences_here(&self, topic: &str) -> bool {
+        !self.broker.sequences_history()
+            && self
+                .route(topic)
+                .is_some_and(|r| r.namespace.history_size > 0)
+    }
+}
+
+/// The V2 binary broadcast a sequenced JSON form stands for.
+fn binary_of_json(frame: &str) -> Option<bytes::Bytes> {
+    let (topic, event, payload) = broadcast_fields(frame)?;
+    let bytes = binary::from_json_payload(payload.get())?;
+    binary::encode_broadcast(&topic, &event, &bytes)
 }
 
 impl BrokerHandler for Node {
@@ -133,6 +171,15 @@ impl BrokerHandler for Node {
         if !self.topic_ok(topic) || !check_broadcast(frame.as_str(), topic, SlotKind::Null) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
+        }
+        if self.sequences_here(topic) {
+            if let Some((_, event, payload)) = broadcast_fields(frame.as_str()) {
+                self.history
+                    .publish(topic, &event, payload.get(), None, |out| {
+                        self.deliver(topic, &out, None);
+                    });
+                return;
+            }
         }
         self.deliver(topic, &Outbound::Text(frame), None);
     }
@@ -145,27 +192,38 @@ impl BrokerHandler for Node {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
+        if self.sequences_here(topic) {
+            if let Some((_, event, payload)) = binary::decode_broadcast(&frame) {
+                let json = binary::json_payload(payload);
+                let event = event.to_owned();
+                self.history
+                    .publish(topic, &event, &json, Some(frame.clone()), |out| {
+                        self.deliver(topic, &out, None);
+                    });
+                return;
+            }
+        }
         self.deliver(topic, &Outbound::Binary(frame), None);
     }
 
-    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>) {
+    fn on_sequenced(&self, topic: &str, frame: &str, exclude: Option<SessionId>, binary: bool) {
         // The history channel is pattern-subscribed: its topic names come
         // from the broker, and may be anything.
         if !self.topic_ok(topic) || !check_broadcast(frame, topic, SlotKind::History) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
-        if !self.append_sequenced(topic, frame, exclude) {
+        if !self.append_sequenced(topic, frame, exclude, binary) {
             self.metrics.broker_errors.increment(1);
         }
     }
 
-    fn on_stored_history(&self, topic: &str, frame: &str) {
+    fn on_stored_history(&self, topic: &str, frame: &str, binary: bool) {
         if !self.topic_ok(topic) || !check_broadcast(frame, topic, SlotKind::History) {
             self.metrics.broker_refused.increment(BrokerRefusal::Frame);
             return;
         }
-        if !self.append_sequenced(topic, frame, None) {
+        if !self.append_sequenced(topic, frame, None, binary) {
             self.metrics.broker_errors.increment(1);
         }
     }

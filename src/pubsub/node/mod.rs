@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::broker::wire::Control;
 use super::broker::{Broker, Envelope, HistoryAck};
@@ -28,7 +27,7 @@ use super::presence::Presence;
 use crate::config::webhooks::WebhookEvent;
 use crate::config::{Config, NamespaceConfig, Namespaces, Route};
 use crate::metrics::Metrics;
-use crate::protocol::{encode, RefSlotFrame};
+use crate::protocol::{binary, encode, RefSlotFrame};
 use crate::revocation::{Revocation, Revocations};
 use crate::webhooks::Webhooks;
 
@@ -294,9 +293,9 @@ impl Node {
             since,
             presence,
         } = req;
-        let on_join = |missed: &[Utf8Bytes]| {
+        let on_join = |missed: &[Outbound]| {
             self.subscribe(topic, session, Arc::clone(&mailbox));
-            let bytes = missed.iter().map(|f| f.len()).sum();
+            let bytes = missed.iter().map(Outbound::len).sum();
             if !mailbox.fits(missed.len(), bytes) {
                 // Replayed whole or not at all: the client is told
                 // recovered: false and fetches what it needs another way.
@@ -304,7 +303,7 @@ impl Node {
                 return false;
             }
             for frame in missed {
-                mailbox.push(Outbound::Text(frame.clone()));
+                mailbox.push(frame.clone());
             }
             true
         };
@@ -391,7 +390,7 @@ impl Node {
     /// `publish_acked`).
     pub fn publish(&self, p: Publication<'_>) -> Published {
         self.archive(&p);
-        if p.namespace.history_size > 0 && self.sequence_in_cluster(&p, None) {
+        if p.namespace.history_size > 0 && self.sequence_in_cluster(&p, None, false) {
             return Published::default();
         }
         self.publish_here(&p)
@@ -405,7 +404,7 @@ impl Node {
         self.archive(&p);
         if p.namespace.history_size > 0 {
             let (ack, offset) = tokio::sync::oneshot::channel();
-            if self.sequence_in_cluster(&p, Some(ack)) {
+            if self.sequence_in_cluster(&p, Some(ack), false) {
                 let offset = tokio::time::timeout(HISTORY_ACK_WAIT, offset)
                     .await
                     .ok()
@@ -421,8 +420,14 @@ impl Node {
 
     /// Hand a history publish to the cluster to be sequenced; false when the
     /// broker does not sequence, is down, or its queue is full (the node then
-    /// sequences locally and the ring forks its epoch).
-    fn sequence_in_cluster(&self, p: &Publication<'_>, ack: Option<HistoryAck>) -> bool {
+    /// sequences locally and the ring forks its epoch). `binary`: `p.payload`
+    /// is the JSON form of a V2 binary broadcast.
+    fn sequence_in_cluster(
+        &self,
+        p: &Publication<'_>,
+        ack: Option<HistoryAck>,
+        binary: bool,
+    ) -> bool {
         if !self.broker.sequences_history() || !self.broker.is_ready() {
             return false;
         }
@@ -434,6 +439,7 @@ impl Node {
                 ttl: p.namespace.history_ttl,
                 exclude: p.exclude,
                 ack,
+                binary,
             })
             .is_ok()
     }
@@ -450,48 +456,83 @@ impl Node {
         } = *p;
         let mut published = Published::default();
         if ns.history_size > 0 {
-            published.offset = self.history.publish(topic, event, payload, |frame| {
-                published.fanout = self.broadcast_frame(topic, frame, exclude);
+            published.offset = self.history.publish(topic, event, payload, None, |frame| {
+                published.fanout = self.broadcast_here(topic, &frame, exclude);
             });
         } else {
-            published.fanout =
-                self.broadcast_frame(topic, encode::broadcast(topic, event, payload), exclude);
+            let frame = encode::broadcast(topic, event, payload);
+            published.fanout = self.broadcast_here(topic, &Outbound::Text(frame.clone()), exclude);
+            self.to_peers(topic, Outbound::Text(frame));
+            return published;
         }
+        // The other nodes get it without this node's offset: a broker that
+        // does not sequence history leaves each node to sequence (and keep)
+        // what it delivers (`BrokerHandler::on_publication`).
+        self.to_peers(
+            topic,
+            Outbound::Text(encode::broadcast(topic, event, payload)),
+        );
         published
     }
 
-    /// A V2 binary broadcast (`protocol::binary`) on `topic`: local members,
-    /// then the other nodes. Never on history namespaces: the binary layout
-    /// has no place for an offset, so a client could not resume past it.
+    /// A V2 binary broadcast (`protocol::binary`) of `payload` as `event` on
+    /// `topic`: local members, then the other nodes. On a history namespace it
+    /// takes the next offset and is stored like a JSON broadcast (in its JSON
+    /// form beside the binary frame, docs/protocol.md §2.2). None when the
+    /// names do not fit the binary layout (255 bytes each).
     pub fn publish_binary(
         &self,
+        ns: &NamespaceConfig,
         topic: &str,
-        frame: bytes::Bytes,
+        event: &str,
+        payload: &[u8],
         exclude: Option<SessionId>,
-    ) -> FanOut {
-        self.metrics.broadcasts.increment(1);
-        let out = self.deliver(topic, &Outbound::Binary(frame.clone()), exclude);
-        if self.broker.node_id().is_some() {
-            let _ = self.broker.send(Envelope::BinaryPublication {
-                topic: Arc::from(topic),
-                frame,
-            });
+    ) -> Option<Published> {
+        let frame = binary::encode_broadcast(topic, event, payload)?;
+        let mut published = Published::default();
+        if ns.history_size == 0 {
+            published.fanout =
+                self.broadcast_here(topic, &Outbound::Binary(frame.clone()), exclude);
+            self.to_peers(topic, Outbound::Binary(frame));
+            return Some(published);
         }
-        out
+        let json = binary::json_payload(payload);
+        let p = Publication {
+            namespace: ns,
+            topic,
+            event,
+            payload: &json,
+            exclude,
+        };
+        if self.sequence_in_cluster(&p, None, true) {
+            return Some(published);
+        }
+        published.offset = self
+            .history
+            .publish(topic, event, &json, Some(frame.clone()), |out| {
+                published.fanout = self.broadcast_here(topic, &out, exclude);
+            });
+        self.to_peers(topic, Outbound::Binary(frame));
+        Some(published)
     }
 
-    /// A frame published on this node: local members first, then the other
-    /// nodes (a full broker queue drops only the remote copy, counted).
-    fn broadcast_frame(&self, topic: &str, frame: Utf8Bytes, exclude: Option<SessionId>) -> FanOut {
+    /// A broadcast published on this node, to its local members.
+    fn broadcast_here(&self, topic: &str, frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
         self.metrics.broadcasts.increment(1);
-        let out = self.deliver(topic, &Outbound::Text(frame.clone()), exclude);
-        if self.broker.node_id().is_some() {
-            let _ = self.broker.send(Envelope::Publication {
-                topic: Arc::from(topic),
-                frame,
-            });
+        self.deliver(topic, frame, exclude)
+    }
+
+    /// A broadcast published on this node, to the other nodes (a full broker
+    /// queue drops only the remote copy, counted).
+    fn to_peers(&self, topic: &str, frame: Outbound) {
+        if self.broker.node_id().is_none() {
+            return;
         }
-        out
+        let topic = Arc::from(topic);
+        let _ = self.broker.send(match frame {
+            Outbound::Text(frame) => Envelope::Publication { topic, frame },
+            Outbound::Binary(frame) => Envelope::BinaryPublication { topic, frame },
+        });
     }
 
     /// The one fan-out to local mailboxes, and its metrics.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::*;
 use crate::config::SlowConsumerPolicy;
@@ -187,7 +188,7 @@ fn a_sequencing_cluster_gets_history_publishes_and_they_land_when_sequenced() {
     };
     assert_eq!(*exclude, Some(1));
     // The backend fills the slot and every node (this one too) gets it back.
-    node.on_sequenced("chat:h", &frame.fill(1, "E"), Some(1));
+    node.on_sequenced("chat:h", &frame.fill(1, "E"), Some(1), false);
     assert!(frames(&a).is_empty(), "the excluded sender");
     assert_eq!(frames(&b)[0][1], "1:E");
     let (position, entries) = node.history("chat:h", None).unwrap();
@@ -196,7 +197,7 @@ fn a_sequencing_cluster_gets_history_publishes_and_they_land_when_sequenced() {
         (1, "E", 1)
     );
     // The same offset again (a repeat) is dropped.
-    node.on_sequenced("chat:h", &frame.fill(1, "E"), None);
+    node.on_sequenced("chat:h", &frame.fill(1, "E"), None, false);
     assert!(frames(&b).is_empty());
 }
 
@@ -309,11 +310,11 @@ fn sequenced_frames_for_topics_configured_differently_here() {
     let (node, _) = node_with(Arc::clone(&broker));
     let (room, _) = join(&node, "room:a", 1, "u1");
     // room:* keeps no history on this node: delivered, not stored.
-    node.on_sequenced("room:a", r#"[null,"1:E","room:a","m",{}]"#, None);
+    node.on_sequenced("room:a", r#"[null,"1:E","room:a","m",{}]"#, None, false);
     assert_eq!(frames(&room).len(), 1);
     assert!(node.history("room:a", None).is_none());
     // No namespace routes it here: not ours.
-    node.on_sequenced("nope:a", r#"[null,"1:E","nope:a","m",{}]"#, None);
+    node.on_sequenced("nope:a", r#"[null,"1:E","nope:a","m",{}]"#, None, false);
     assert_eq!(node.history_topic_count(), 0);
 }
 
@@ -399,8 +400,8 @@ fn topic_names_from_the_broker_are_bounded() {
     let (node, metrics) = node_with(Arc::clone(&broker));
     let long = format!("chat:{}", "x".repeat(1000));
     let frame = RefSlotFrame::new(&long, "m", "{}").fill(1, "E");
-    node.on_sequenced(&long, &frame, None);
-    node.on_stored_history(&long, &frame);
+    node.on_sequenced(&long, &frame, None, false);
+    node.on_stored_history(&long, &frame, false);
     assert_eq!(
         node.history_topic_count(),
         0,
@@ -410,4 +411,74 @@ fn topic_names_from_the_broker_are_bounded() {
     assert!(metrics
         .render()
         .contains("myriad_broker_refused_total{reason=\"frame\"} 2"));
+}
+
+#[test]
+fn without_a_sequencing_broker_each_node_numbers_and_keeps_what_it_delivers() {
+    let broker = Arc::new(Recording::default());
+    let (node, metrics) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:n", 1, "u1");
+    frames(&a);
+    broker.take();
+    // A local history publish goes out without this node's offset ...
+    let p = publish(&node, "chat:n", r#"{"i":1}"#, None);
+    assert_eq!(p.offset, Some(1));
+    let sent = broker.take();
+    let Some(Envelope::Publication { frame, .. }) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert!(frame.as_str().starts_with("[null,null,"), "{frame}");
+    // ... and another node's (plain) one takes the next offset here.
+    node.on_publication(
+        "chat:n",
+        Utf8Bytes::from(r#"[null,null,"chat:n","m",{"i":2}]"#),
+    );
+    let bin = binary::encode_broadcast("chat:n", "file", &[7, 8]).unwrap();
+    node.on_binary_publication("chat:n", bin.clone());
+    let (position, entries) = node.history("chat:n", None).unwrap();
+    assert_eq!(position.offset, 3);
+    assert_eq!(entries[1].offset, 2);
+    assert_eq!(entries[2].binary.as_ref(), Some(&bin));
+    assert!(entries[2].frame.as_str().contains(r#"{"binary":"Bwg="}"#));
+    let mut q = VecDeque::new();
+    a.drain(&mut q);
+    assert_eq!(q.len(), 3);
+    assert_eq!(q[1].text().map(|t| t.starts_with("[null,\"2:")), Some(true));
+    assert!(matches!(&q[2], Outbound::Binary(b) if *b == bin));
+    assert!(!metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"frame\"} 1"));
+}
+
+#[test]
+fn a_binary_publish_on_a_history_topic_is_sequenced_and_lands_as_binary() {
+    let broker = Arc::new(Recording {
+        sequences: true,
+        ..Recording::default()
+    });
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (a, _) = join(&node, "chat:b", 1, "u1");
+    frames(&a);
+    broker.take();
+    let ns = Arc::clone(&node.route("chat:b").unwrap().namespace);
+    let p = node
+        .publish_binary(&ns, "chat:b", "file", &[0, 255], None)
+        .unwrap();
+    assert_eq!(p.offset, None, "the cluster assigns it");
+    let sent = broker.take();
+    let Some(Envelope::History { frame, binary, .. }) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert!(*binary);
+    let filled = frame.fill(4, "E");
+    node.on_sequenced("chat:b", &filled, None, true);
+    let want = binary::encode_broadcast("chat:b", "file", &[0, 255]).unwrap();
+    let mut q = VecDeque::new();
+    a.drain(&mut q);
+    assert!(matches!(&q[0], Outbound::Binary(b) if *b == want), "{q:?}");
+    // A frame flagged binary that is not a binary payload's JSON form is refused.
+    node.on_sequenced("chat:b", r#"[null,"5:E","chat:b","m",{"x":1}]"#, None, true);
+    a.drain(&mut q);
+    assert_eq!(q.len(), 1, "nothing more delivered");
+    assert_eq!(node.history("chat:b", None).unwrap().0.offset, 4);
 }

@@ -3,15 +3,17 @@
 //! reserved events, an open channel with the right `join_ref`), then a binary
 //! broadcast to the members and a JSON `ok` reply to the pusher.
 //!
-//! Binary payloads never enter history (the binary layout has no place for
-//! an offset, so a client could not resume past one) and never go to hooks
-//! (their requests are JSON): such namespaces refuse them with a reason.
+//! On history namespaces a binary broadcast takes the next offset like a JSON
+//! one and is replayed as binary (its position is not in the frame: the
+//! layout has no ref slot; docs/protocol.md §2.2 says how a client counts).
+//! Binary payloads never go to hooks (their requests are JSON): hooked
+//! namespaces refuse them with a reason.
 
 use bytes::Bytes;
 
 use super::{ref_matches_str, PhoenixHandler};
 use crate::config::Publish;
-use crate::protocol::binary::{decode_push, encode_broadcast, BinaryPush};
+use crate::protocol::binary::{decode_push, BinaryPush};
 use crate::protocol::limits::is_reserved_event;
 use crate::protocol::{encode, ClientRefusal, CloseReason, MalformedKind, ReplyError};
 use crate::pubsub::mailbox::Outbound;
@@ -83,18 +85,25 @@ impl PhoenixHandler {
             return Ok(());
         }
         let hooked = ns.join_hook.is_some() || ns.publish_hook.is_some() || ns.rpc_hook.is_some();
-        if ns.history_size > 0 || hooked {
+        if hooked {
             self.binary_refused(out, &p, ClientRefusal::BinaryNotAccepted);
             return Ok(());
         }
         let exclude = ns.broadcast_from.then_some(self.session);
+        let ns = std::sync::Arc::clone(ns);
         // Names are bounded far below the layout's 255 bytes.
-        let Some(frame) = encode_broadcast(p.topic, p.event, p.payload) else {
+        let Some(published) = self
+            .node
+            .publish_binary(&ns, p.topic, p.event, p.payload, exclude)
+        else {
             self.binary_refused(out, &p, ClientRefusal::TopicTooLong);
             return Ok(());
         };
-        self.node.publish_binary(p.topic, frame, exclude);
-        Self::binary_reply(out, &p, p.join_ref, "ok", "{}");
+        // As for a JSON push: the offset when this node assigned it.
+        let response = published
+            .offset
+            .map_or_else(|| String::from("{}"), |o| format!("{{\"offset\":{o}}}"));
+        Self::binary_reply(out, &p, p.join_ref, "ok", &response);
         Ok(())
     }
 }

@@ -613,7 +613,7 @@ fn binary_pushes_are_broadcast_as_binary_and_replied_to() {
 }
 
 #[test]
-fn binary_pushes_follow_the_json_rules_and_stay_out_of_history() {
+fn binary_pushes_follow_the_json_rules() {
     let w = World::new(config());
     let mut c = w.anonymous(1);
     // Not joined.
@@ -631,16 +631,6 @@ fn binary_pushes_follow_the_json_rules_and_stay_out_of_history() {
         .send_binary(binary_push("9", "4", "room:x", "e", b""))
         .unwrap()
         .is_empty());
-    // chat:* keeps history: binary payloads cannot be resumed past, so no.
-    c.join("2", "chat:x");
-    let r = c
-        .send_binary(binary_push("2", "5", "chat:x", "e", b"x"))
-        .unwrap();
-    assert_eq!(
-        r[0][4]["response"]["reason"],
-        "binary payloads are not accepted on this topic"
-    );
-    assert!(w.metric("myriad_client_refusals_total{reason=\"binary_not_accepted\"} 1"));
     // Server-published namespaces refuse them like JSON pushes.
     c.join("3", "feed:x");
     let r = c
@@ -653,6 +643,45 @@ fn binary_pushes_follow_the_json_rules_and_stay_out_of_history() {
         c.send_binary(binary_push(&long, "7", "room:x", "e", b"")),
         Err(CloseReason::MalformedFrame)
     );
+}
+
+#[test]
+fn binary_pushes_take_history_offsets_and_are_recovered_as_binary() {
+    let w = World::new(config());
+    let mut c = w.anonymous(1);
+    c.join("1", "chat:x");
+    c.inbox();
+    // chat:* keeps history: the binary push takes offset 1, a JSON one 2.
+    let r = c
+        .send_binary(binary_push("1", "2", "chat:x", "file", &[0, 1, 255]))
+        .unwrap();
+    assert_eq!(r[0][4], json!({"status": "ok", "response": {"offset": 1}}));
+    let r = c.send(json!(["1", "3", "chat:x", "m", {"t": "after"}]));
+    assert_eq!(r[0][4]["response"]["offset"], 2);
+    // A client resuming from offset 0 gets both, the first as binary.
+    let mut late = w.anonymous(2);
+    // The pusher got both broadcasts too: binary, then JSON with offset 2.
+    let mut q = VecDeque::new();
+    c.mailbox.drain(&mut q);
+    assert!(matches!(q[0], Outbound::Binary(_)), "{q:?}");
+    let second: Value = serde_json::from_str(q[1].text().unwrap()).unwrap();
+    let slot = second[1].as_str().unwrap().to_owned();
+    let epoch = slot.split_once(':').unwrap().1.to_owned();
+    let reply = late
+        .send(json!(["5", "5", "chat:x", "phx_join", {"since": {"offset": 0, "epoch": epoch}}]));
+    assert_eq!(reply[0][4]["response"]["recovered"], true, "{reply:?}");
+    let mut q = VecDeque::new();
+    late.mailbox.drain(&mut q);
+    let frames: Vec<Outbound> = q.into_iter().collect();
+    let Outbound::Binary(bin) = &frames[0] else {
+        panic!("the binary broadcast replays as binary: {frames:?}")
+    };
+    assert_eq!(
+        crate::protocol::binary::decode_broadcast(bin),
+        Some(("chat:x", "file", &[0u8, 1, 255][..]))
+    );
+    let json: Value = serde_json::from_str(frames[1].text().unwrap()).unwrap();
+    assert_eq!(json[1], format!("2:{epoch}"));
 }
 
 #[test]

@@ -110,11 +110,17 @@ impl LinkState {
         topic: &str,
         exclude: Option<SessionId>,
         frame: &RefSlotFrame,
+        binary: bool,
     ) -> HistoryHeader {
-        let stamp = self.stamp();
-        let sig = wire::sign_history(&self.signer, &self.node, topic, exclude, stamp, frame);
+        let meta = wire::HistoryMeta {
+            exclude,
+            stamp: self.stamp(),
+            binary,
+        };
+        let stamp = meta.stamp;
+        let sig = wire::sign_history(&self.signer, &self.node, topic, meta, frame);
         HistoryHeader {
-            header: wire::frame_header(&self.node, exclude, stamp, sig.as_deref()),
+            header: wire::frame_header(&self.node, exclude, stamp, sig.as_deref(), binary),
             stamp: wire::stamp_text(stamp),
             sig: sig.unwrap_or_default(),
         }
@@ -161,8 +167,7 @@ impl LinkState {
                 &self.signer,
                 &msg.origin,
                 topic,
-                msg.exclude,
-                msg.stamp,
+                msg.history_meta(),
                 msg.frame,
                 msg.sig,
             )
@@ -176,7 +181,7 @@ impl LinkState {
                     self.metrics.broker_received.increment(1);
                 }
                 let exclude = if own { msg.exclude } else { None };
-                handler.on_sequenced(topic, msg.frame, exclude);
+                handler.on_sequenced(topic, msg.frame, exclude, msg.binary);
             }
             Err(err) => self.refused("history", &err),
         }
@@ -190,17 +195,21 @@ impl LinkState {
         topic: &str,
         stored: &StoredFrame<'_>,
     ) {
+        let meta = wire::HistoryMeta {
+            exclude: stored.exclude,
+            stamp: stored.stamp,
+            binary: stored.binary,
+        };
         let checked = wire::verify_history(
             &self.signer,
             stored.origin,
             topic,
-            stored.exclude,
-            stored.stamp,
+            meta,
             stored.frame,
             stored.sig,
         );
         match checked {
-            Ok(()) => handler.on_stored_history(topic, stored.frame),
+            Ok(()) => handler.on_stored_history(topic, stored.frame, stored.binary),
             Err(err) => self.refused("stored history", &err),
         }
     }
@@ -227,6 +236,8 @@ pub struct StoredFrame<'a> {
     pub exclude: Option<SessionId>,
     pub stamp: Option<Stamp>,
     pub sig: Option<&'a str>,
+    /// The frame is the JSON form of a V2 binary broadcast.
+    pub binary: bool,
 }
 
 /// What a history publish carries through the backend's script: the header

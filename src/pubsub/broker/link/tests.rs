@@ -14,10 +14,10 @@ impl BrokerHandler for Recorder {
             .lock()
             .push((topic.into(), frame.as_str().into()));
     }
-    fn on_sequenced(&self, _topic: &str, frame: &str, exclude: Option<u64>) {
+    fn on_sequenced(&self, _topic: &str, frame: &str, exclude: Option<u64>, _binary: bool) {
         self.sequenced.lock().push((frame.into(), exclude));
     }
-    fn on_stored_history(&self, _topic: &str, _frame: &str) {}
+    fn on_stored_history(&self, _topic: &str, _frame: &str, _binary: bool) {}
     fn on_control(&self, origin: &str, _control: wire::Control) {
         self.controls.lock().push(origin.into());
     }
@@ -160,7 +160,7 @@ fn only_the_origin_honours_the_excluded_session() {
     let state = &parts.state;
     let frame = "[null,\"1:e\",\"chat:a\",\"m\",{}]";
     let msg = |origin: &str| {
-        let mut b = wire::frame_header(origin, Some(7), None, None).into_bytes();
+        let mut b = wire::frame_header(origin, Some(7), None, None, false).into_bytes();
         b.extend_from_slice(frame.as_bytes());
         b.extend_from_slice(wire::FRAME_TRAILER.as_bytes());
         b
@@ -197,7 +197,7 @@ fn with_a_secret_a_captured_message_is_delivered_once() {
     assert_eq!(rec.controls.lock().len(), 1);
 
     let cut = RefSlotFrame::new("chat:a", "m", "{}");
-    let signed = a.history_header("chat:a", None, &cut);
+    let signed = a.history_header("chat:a", None, &cut, false);
     let mut live = signed.header.into_bytes();
     live.extend_from_slice(cut.fill(1, "ep").as_bytes());
     live.extend_from_slice(wire::FRAME_TRAILER.as_bytes());

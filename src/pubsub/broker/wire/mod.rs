@@ -144,6 +144,9 @@ struct FrameIn<'a> {
     seq: Option<u64>,
     #[serde(default)]
     ts: Option<u64>,
+    /// 1: a history frame members get as binary.
+    #[serde(default)]
+    b: u8,
     #[serde(borrow)]
     frame: &'a RawValue,
 }
@@ -161,6 +164,19 @@ pub struct InboundFrame<'a> {
     pub stamp: Option<Stamp>,
     /// The Phoenix frame, as the origin encoded it.
     pub frame: &'a str,
+    /// The frame is the JSON form of a V2 binary broadcast (history only).
+    pub binary: bool,
+}
+
+impl InboundFrame<'_> {
+    /// What its history signature covers besides the frame.
+    pub fn history_meta(&self) -> HistoryMeta {
+        HistoryMeta {
+            exclude: self.exclude,
+            stamp: self.stamp,
+            binary: self.binary,
+        }
+    }
 }
 
 fn check_version(v: u32) -> Result<(), WireError> {
@@ -204,11 +220,15 @@ fn check_origin(origin: &str) -> Result<(), WireError> {
 
 /// The opening of a frame message up to its `"frame":` value; the frame and
 /// `}` follow. The Redis script writes sequenced frames the same way.
+///
+/// `binary`: the frame is the JSON form of a V2 binary broadcast
+/// (`protocol::binary::json_payload`), which members get as binary (`"b":1`).
 pub fn frame_header(
     origin: &str,
     exclude: Option<SessionId>,
     stamp: Option<Stamp>,
     sig: Option<&str>,
+    binary: bool,
 ) -> String {
     use std::fmt::Write;
     let origin = serde_json::to_string(origin).unwrap_or_else(|_| String::from("\"\""));
@@ -217,6 +237,9 @@ pub fn frame_header(
         let _ = write!(out, "\"exclude\":{id},");
     }
     write_stamp(&mut out, stamp);
+    if binary {
+        out.push_str("\"b\":1,");
+    }
     if let Some(sig) = sig {
         // Hex: nothing to escape.
         let _ = write!(out, "\"sig\":\"{sig}\",");
@@ -229,29 +252,43 @@ fn exclude_text(exclude: Option<SessionId>) -> String {
     exclude.map_or_else(String::new, |id| id.to_string())
 }
 
+/// What a binary history frame's signature covers besides a JSON one's
+/// (nothing is added for JSON frames, so their signatures are unchanged).
+const BINARY_MARK: &[u8] = b"binary";
+
 /// The signature of a history publish, made by its origin before the backend
-/// fills the frame's ref slot: it covers the frame around the slot.
+/// fills the frame's ref slot: it covers the frame around the slot, and
+/// whether members get it as binary.
 pub fn sign_history(
     signer: &Signer,
     origin: &str,
     topic: &str,
-    exclude: Option<SessionId>,
-    stamp: Option<Stamp>,
+    meta: HistoryMeta,
     frame: &RefSlotFrame,
 ) -> Option<String> {
-    let ex = exclude_text(exclude);
-    let st = stamp_text(stamp);
-    signer.sign(
-        Domain::History,
-        &[
-            origin.as_bytes(),
-            topic.as_bytes(),
-            ex.as_bytes(),
-            st.as_bytes(),
-            frame.prefix.as_bytes(),
-            frame.suffix.as_bytes(),
-        ],
-    )
+    let ex = exclude_text(meta.exclude);
+    let st = stamp_text(meta.stamp);
+    let parts: [&[u8]; 7] = [
+        origin.as_bytes(),
+        topic.as_bytes(),
+        ex.as_bytes(),
+        st.as_bytes(),
+        frame.prefix.as_bytes(),
+        frame.suffix.as_bytes(),
+        BINARY_MARK,
+    ];
+    signer.sign(Domain::History, &parts[..if meta.binary { 7 } else { 6 }])
+}
+
+/// What travels beside a history frame, under its signature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryMeta {
+    /// The session the origin excluded (`broadcast_from`).
+    pub exclude: Option<SessionId>,
+    /// The origin's counter and clock (with `cluster_secret`).
+    pub stamp: Option<Stamp>,
+    /// The frame is the JSON form of a V2 binary broadcast.
+    pub binary: bool,
 }
 
 /// Check a sequenced frame (live, or read back from the backend's store)
@@ -260,8 +297,7 @@ pub fn verify_history(
     signer: &Signer,
     origin: &str,
     topic: &str,
-    exclude: Option<SessionId>,
-    stamp: Option<Stamp>,
+    meta: HistoryMeta,
     frame: &str,
     sig: Option<&str>,
 ) -> Result<(), WireError> {
@@ -271,17 +307,22 @@ pub fn verify_history(
     let Some(cut) = RefSlotFrame::unfill(frame) else {
         return Err(WireError::Frame);
     };
-    let ex = exclude_text(exclude);
-    let st = stamp_text(stamp);
-    let parts: [&[u8]; 6] = [
+    let ex = exclude_text(meta.exclude);
+    let st = stamp_text(meta.stamp);
+    let parts: [&[u8]; 7] = [
         origin.as_bytes(),
         topic.as_bytes(),
         ex.as_bytes(),
         st.as_bytes(),
         cut.prefix.as_bytes(),
         cut.suffix.as_bytes(),
+        BINARY_MARK,
     ];
-    if signer.verify(Domain::History, &parts, sig) {
+    if signer.verify(
+        Domain::History,
+        &parts[..if meta.binary { 7 } else { 6 }],
+        sig,
+    ) {
         Ok(())
     } else {
         Err(WireError::Signature)
@@ -310,7 +351,7 @@ pub fn encode_publication(
             frame.as_bytes(),
         ],
     );
-    let header = frame_header(origin, None, stamp, sig.as_deref());
+    let header = frame_header(origin, None, stamp, sig.as_deref(), false);
     let mut out = Vec::with_capacity(header.len() + frame.len() + 1);
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(frame.as_bytes());
@@ -334,6 +375,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<InboundFrame<'_>, WireError> {
         sig: msg.sig,
         stamp: stamp_of(msg.seq, msg.ts),
         frame,
+        binary: msg.b == 1,
     })
 }
 

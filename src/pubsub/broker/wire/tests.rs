@@ -14,7 +14,7 @@ fn publications_round_trip_with_the_frame_embedded_raw() {
 
 #[test]
 fn sequenced_frames_carry_the_excluded_session() {
-    let mut bytes = frame_header("n2", Some(42), None, None).into_bytes();
+    let mut bytes = frame_header("n2", Some(42), None, None, false).into_bytes();
     bytes.extend_from_slice(br#"[null,"3:e","t","m",{}]"#);
     bytes.extend_from_slice(FRAME_TRAILER.as_bytes());
     let read = decode_frame(&bytes).unwrap();
@@ -133,14 +133,28 @@ fn with_a_secret_every_kind_is_signed_and_forgeries_are_refused() {
 
     // History: signed around the slot by the origin, checked once filled.
     let cut = RefSlotFrame::new("chat:a", "m", "{}");
-    let sig = sign_history(&s, "n1", "chat:a", Some(3), stamp, &cut);
+    let meta = |exclude, stamp, binary| HistoryMeta {
+        exclude,
+        stamp,
+        binary,
+    };
+    let sig = sign_history(&s, "n1", "chat:a", meta(Some(3), stamp, false), &cut);
     let filled = cut.fill(17, "ep");
-    let check = |ex, st, f: &str| verify_history(&s, "n1", "chat:a", ex, st, f, sig.as_deref());
-    assert!(check(Some(3), stamp, &filled).is_ok());
-    assert!(check(None, stamp, &filled).is_err());
-    assert!(check(Some(3), Some(Stamp { seq: 8, ts: 1_000 }), &filled).is_err());
+    let check = |m, f: &str| verify_history(&s, "n1", "chat:a", m, f, sig.as_deref());
+    assert!(check(meta(Some(3), stamp, false), &filled).is_ok());
+    assert!(check(meta(None, stamp, false), &filled).is_err());
+    let other_stamp = Some(Stamp { seq: 8, ts: 1_000 });
+    assert!(check(meta(Some(3), other_stamp, false), &filled).is_err());
     let other = RefSlotFrame::new("chat:a", "m", "{\"x\":1}").fill(17, "ep");
-    assert!(check(Some(3), stamp, &other).is_err());
+    assert!(check(meta(Some(3), stamp, false), &other).is_err());
+    // Whether members get it as binary is signed too: flipping the flag
+    // (in the message or in the store) breaks the signature.
+    assert!(check(meta(Some(3), stamp, true), &filled).is_err());
+    let bin_sig = sign_history(&s, "n1", "chat:a", meta(Some(3), stamp, true), &cut);
+    assert_ne!(bin_sig, sig);
+    let bin_check = |m| verify_history(&s, "n1", "chat:a", m, &filled, bin_sig.as_deref());
+    assert!(bin_check(meta(Some(3), stamp, true)).is_ok());
+    assert!(bin_check(meta(Some(3), stamp, false)).is_err());
     // What the store keeps beside the frame reads back as the same stamp.
     assert_eq!(parse_stamp(&stamp_text(stamp)), stamp);
     assert_eq!(parse_stamp("x.1"), None);
