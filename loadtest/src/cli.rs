@@ -67,7 +67,7 @@ pub struct Common {
     /// Wire protocol of the server.
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Phoenix)]
     pub protocol: Protocol,
-    /// How subscribers read (fanout): WebSocket, Server-Sent Events from myriad's /sse, or Phoenix long-poll (plain http for both).
+    /// How clients connect (connect, fanout): WebSocket, Server-Sent Events from myriad's /sse, or Phoenix long-poll (http://, or https:// for a wss:// --url).
     #[arg(long, global = true, value_enum, default_value_t = Transport::Websocket)]
     pub transport: Transport,
     /// Connect token, sent as the `token` query parameter.
@@ -132,7 +132,7 @@ pub struct ConnectArgs {
     /// Connections to open.
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub connections: u64,
-    /// Join one of this many topics per connection (Phoenix; 0: connect only).
+    /// Join one of this many topics per connection (Phoenix; 0: connect only; SSE and long-poll readers always read one, at least 1).
     #[arg(long, default_value_t = 0)]
     pub topics: u64,
     /// Heartbeat interval while holding (Phoenix heartbeat / raw ping).

@@ -6,6 +6,7 @@
 //!
 //! - `cli`: subcommands (scenarios) and shared flags.
 //! - `client`: one connection: connect (source address), handshake, Phoenix / raw frames.
+//! - `http_reader`, `sse`, `longpoll`: subscribers over HTTP (`--transport sse|longpoll`).
 //! - `payload`: the load message's stamp (source, sequence, send time) and padding.
 //! - `accounting`: loss / duplicate / reorder detection on one stream.
 //! - `ramp`: `--rate` / `--ramp` schedules.
@@ -26,6 +27,7 @@ pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod http_reader;
 pub mod longpoll;
 pub mod payload;
 pub mod probe;

@@ -1,11 +1,10 @@
 //! Long-poll subscribers for `--transport longpoll` (myriad's and Phoenix's
 //! `/socket/longpoll`, as phoenix.js speaks it): open a session, POST the
-//! join, then poll; each poll's messages are V2 frames. Plain `http://`
-//! only; one HTTP client per source address (keep-alive: one connection per
-//! subscriber for its polls).
+//! join, then poll; each poll's messages are V2 frames. `https://` for a
+//! `wss://` target; clients come from `http_reader` (one per source address,
+//! keep-alive: a subscriber's polls reuse a pooled connection).
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,7 +12,6 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::client::Target;
-use crate::sse::Clients;
 
 pub struct LongPollReader {
     client: reqwest::Client,
@@ -33,15 +31,11 @@ struct Answer {
 
 /// The endpoint: the WebSocket URL's host, port and query, `/socket/longpoll`.
 pub fn url(target: &Target) -> Result<String, String> {
-    if target.url.scheme() != "ws" {
-        return Err(String::from(
-            "--transport longpoll speaks plain http:// only (a ws:// --url)",
-        ));
-    }
-    let host = target.url.host_str().ok_or("no host in --url")?;
-    let port = target.url.port().unwrap_or(80);
     let query = target.url.query().unwrap_or("vsn=2.0.0");
-    Ok(format!("http://{host}:{port}/socket/longpoll?{query}"))
+    Ok(format!(
+        "{}/socket/longpoll?{query}",
+        crate::http_reader::origin(target)?
+    ))
 }
 
 fn json_str(s: &str) -> String {
@@ -57,14 +51,12 @@ impl LongPollReader {
 
     /// Open a session and join `topic`; ready once the join was answered ok.
     pub async fn open(
-        clients: &mut Clients,
+        client: reqwest::Client,
         base: &str,
         topic: &str,
-        source: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<(LongPollReader, Duration), String> {
         let started = Instant::now();
-        let client = clients.client(source);
         let fut = async {
             let mut r = LongPollReader {
                 client,

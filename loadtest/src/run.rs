@@ -76,6 +76,16 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     if cli.common.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if cli.common.transport != crate::cli::Transport::Websocket {
+        // SSE is read-only and long-poll readers here only subscribe: the
+        // scenarios that push from clients need WebSockets.
+        if !matches!(cli.command, Command::Connect(_) | Command::Fanout(_)) {
+            bail!("--transport sse|longpoll drives the connect and fanout scenarios only");
+        }
+        if cli.common.protocol != crate::client::Protocol::Phoenix {
+            bail!("--transport sse|longpoll needs --protocol phoenix (myriad's /sse, Phoenix long-poll)");
+        }
+    }
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! Server-Sent Events readers for `--transport sse` (myriad's `/sse`): one
-//! streaming HTTP/1.1 GET per subscriber, events parsed as they arrive. Plain
-//! `http://` only (the WebSocket URL's host and port, `/sse?topics=T`);
-//! source addresses are honoured with one HTTP client per address.
+//! streaming HTTP/1.1 GET per subscriber, events parsed as they arrive, on
+//! the WebSocket URL's host and port (`/sse?topics=T`; `https://` for
+//! `wss://`). Clients come from `http_reader`.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,39 +17,13 @@ pub struct SseReader {
     buf: Vec<u8>,
 }
 
-/// HTTP clients, one per source address.
-#[derive(Default)]
-pub struct Clients(HashMap<Option<IpAddr>, reqwest::Client>);
-
-impl Clients {
-    pub fn client(&mut self, source: Option<IpAddr>) -> reqwest::Client {
-        self.get(source)
-    }
-
-    fn get(&mut self, source: Option<IpAddr>) -> reqwest::Client {
-        self.0
-            .entry(source)
-            .or_insert_with(|| {
-                reqwest::Client::builder()
-                    .local_address(source)
-                    .tcp_nodelay(true)
-                    .build()
-                    .unwrap_or_default()
-            })
-            .clone()
-    }
-}
-
-/// `/sse?topics=T` on the target's host and port.
+/// `/sse?topics=T` on the target's host and port (`https://` for `wss://`).
 pub fn url(target: &Target, topic: &str, token: Option<&str>) -> Result<String, String> {
-    if target.url.scheme() != "ws" {
-        return Err(String::from(
-            "--transport sse speaks plain http:// only (a ws:// --url)",
-        ));
-    }
-    let host = target.url.host_str().ok_or("no host in --url")?;
-    let port = target.url.port().unwrap_or(80);
-    let mut url = format!("http://{host}:{port}/sse?topics={}", urlencode(topic));
+    let mut url = format!(
+        "{}/sse?topics={}",
+        crate::http_reader::origin(target)?,
+        urlencode(topic)
+    );
     if let Some(t) = token {
         url.push_str(&format!("&token={}", urlencode(t)));
     }
@@ -72,13 +44,11 @@ fn urlencode(s: &str) -> String {
 impl SseReader {
     /// Open the stream; ready once the server's `ready` event arrived.
     pub async fn open(
-        clients: &mut Clients,
+        client: reqwest::Client,
         url: &str,
-        source: Option<IpAddr>,
         timeout: Duration,
     ) -> Result<(SseReader, Duration), String> {
         let started = Instant::now();
-        let client = clients.get(source);
         let fut = async {
             let resp = client
                 .get(url)

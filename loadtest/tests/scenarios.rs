@@ -512,6 +512,16 @@ fn bad_flags_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--msg-rate"));
+    // HTTP readers cannot push: scenarios whose clients push refuse them.
+    for scenario in ["chat", "churn", "slow"] {
+        let out = std::process::Command::new(BIN)
+            .args([scenario, "--url", "ws://127.0.0.1:1/", "--transport", "sse"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{scenario}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("connect and fanout scenarios only"), "{err}");
+    }
 }
 
 #[test]
@@ -826,4 +836,74 @@ async fn fanout_reaches_long_poll_subscribers() {
         metrics.contains("myriad_sessions_opened_total{endpoint=\"longpoll\"} 30"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_holds_sse_and_long_poll_readers() {
+    let s = myriad(|c| c.longpoll_hold = std::time::Duration::from_millis(300)).await;
+    for (transport, n) in [("sse", 120u64), ("longpoll", 40)] {
+        let count = n.to_string();
+        let (out, doc) = load(&[
+            "connect",
+            "--transport",
+            transport,
+            "--url",
+            &url(&s),
+            "-n",
+            &count,
+            "--topics",
+            "4",
+            "--duration",
+            "1500ms",
+            "--concurrency",
+            "16",
+        ])
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{transport}: {stdout}");
+        assert_eq!(fig(&doc, "connects_ok"), n, "{transport}");
+        assert_eq!(fig(&doc, "peak_connections"), n, "{transport}");
+        // Held past several long-poll holds without the server ending them.
+        assert_eq!(fig(&doc, "errors"), 0, "{transport}: {stdout}");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", s.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("myriad_sessions_opened_total{endpoint=\"sse\"} 120"));
+    assert!(metrics.contains("myriad_sessions_opened_total{endpoint=\"longpoll\"} 40"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_and_long_poll_readers_speak_https_to_a_wss_url() {
+    let s = myriad(|c| c.longpoll_hold = std::time::Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(dir.path());
+    let tls = tls_terminator(&cert, &key, s.public).await;
+    let wss = format!("wss://{tls}/socket/websocket");
+    let ca = ca.to_str().unwrap();
+    for transport in ["sse", "longpoll"] {
+        let topic = format!("room:https-{transport}");
+        let (out, doc) = load(&[
+            "fanout",
+            "--transport",
+            transport,
+            "--url",
+            &wss,
+            "--tls-ca",
+            ca,
+            "-n",
+            "20",
+            "-k",
+            "20",
+            "--publish-rate",
+            "200",
+            "--topic",
+            &topic,
+        ])
+        .await;
+        assert_delivered_all(&out, &doc, 20 * 20);
+    }
 }

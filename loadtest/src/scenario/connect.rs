@@ -1,18 +1,27 @@
 //! `connect`: ramp to N connections, hold them for --duration (heartbeating),
 //! close. Measures connect rate and handshake (and join) latency; any close the
-//! server initiates while holding is an error.
+//! server initiates while holding is an error. With `--transport sse|longpoll`
+//! the connections are HTTP readers of one of `--topics` topics each (an SSE
+//! stream held open, a long-poll session kept polling).
 
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{establish, Want, WorkerCtx};
-use crate::cli::ConnectArgs;
+use super::{establish, establish_http, Want, WorkerCtx};
+use crate::cli::{ConnectArgs, Transport};
 use crate::client::Inbound;
 use crate::payload::now_us;
 
-pub async fn worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
+pub async fn worker(args: &ConnectArgs, ctx: WorkerCtx) {
+    if ctx.common.transport != Transport::Websocket {
+        return http_worker(args, ctx).await;
+    }
+    websocket_worker(args, ctx).await;
+}
+
+async fn websocket_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
     let wants = ctx
         .share(args.connections)
         .into_iter()
@@ -67,6 +76,48 @@ pub async fn worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
                 }
             }
             conn.close().await;
+            rec.disconnected();
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Hold HTTP readers: each keeps reading (SSE keep-alives, long-poll polls)
+/// until the hold ends; a stream or session the server ends is an error.
+async fn http_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
+    let topics = args.topics.max(1);
+    let wants = ctx
+        .share(args.connections)
+        .into_iter()
+        .map(|index| (index, ctx.topic(index % topics)))
+        .collect();
+    let began = now_us();
+    let readers = establish_http(&ctx, wants).await;
+    let connected_at = now_us();
+    ctx.rec.with(0, |s| {
+        s.phase_start_us = began;
+        s.phase_end_us = connected_at;
+    });
+    ctx.control.ready_and_wait().await;
+    let hold_until = Instant::now() + ctx.common.duration;
+    let mut set = JoinSet::new();
+    for (index, mut reader) in readers {
+        let rec = Arc::clone(&ctx.rec);
+        set.spawn(async move {
+            loop {
+                match tokio::time::timeout_at(hold_until, reader.next_payload()).await {
+                    Err(_) => break,
+                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(None)) => {
+                        rec.error(index, String::from("server ended the stream"));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        rec.error(index, e);
+                        break;
+                    }
+                }
+            }
             rec.disconnected();
         });
     }

@@ -16,14 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{establish, Want, WorkerCtx, HEARTBEAT};
+use super::{establish, establish_http, Want, WorkerCtx, HEARTBEAT};
 use crate::accounting::{Arrival, StreamTracker};
 use crate::cli::{Common, FanoutArgs, PublishVia, SlowArgs, SlowMode, Transport};
 use crate::client::{self, Conn, Inbound, Protocol, Target};
-use crate::longpoll::{self, LongPollReader};
 use crate::payload::{self, now_us, Stamp};
 use crate::recorder::Recorder;
-use crate::sse::{self, SseReader};
 
 /// The publisher's stream id (subscribers are 1..).
 pub const PUBLISHER: u64 = 0;
@@ -99,62 +97,14 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
     while set.join_next().await.is_some() {}
 }
 
-/// A subscriber over plain HTTP: an SSE stream or a long-poll session.
-enum HttpReader {
-    Sse(SseReader),
-    LongPoll(LongPollReader),
-}
-
-impl HttpReader {
-    async fn open(
-        transport: Transport,
-        clients: &mut sse::Clients,
-        ctx: &WorkerCtx,
-        index: u64,
-        topic: &str,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<(HttpReader, Duration), String> {
-        let target = ctx.target(index);
-        let timeout = ctx.common.connect_timeout;
-        if transport == Transport::Longpoll {
-            let url = longpoll::url(target)?;
-            let (r, took) = LongPollReader::open(clients, &url, topic, source, timeout).await?;
-            return Ok((HttpReader::LongPoll(r), took));
-        }
-        let url = sse::url(target, topic, ctx.common.token.as_deref())?;
-        let (r, took) = SseReader::open(clients, &url, source, timeout).await?;
-        Ok((HttpReader::Sse(r), took))
-    }
-
-    async fn next_payload(&mut self) -> Result<Option<String>, String> {
-        match self {
-            HttpReader::Sse(r) => r.next_payload().await,
-            HttpReader::LongPoll(r) => r.next_payload().await,
-        }
-    }
-}
-
 /// `--transport sse|longpoll`: every subscriber of this worker reads over HTTP.
 async fn http_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
-    let mut clients = sse::Clients::default();
-    let schedule = ctx.schedule();
-    let began = Instant::now();
-    let mut readers = Vec::new();
-    // Opened one after another on the schedule: an SSE open is one request.
-    for (ordinal, index) in ctx.share(args.subscribers).into_iter().enumerate() {
-        tokio::time::sleep_until(began + schedule.due(index).min(Duration::from_secs(86_400)))
-            .await;
-        let source = ctx.source(ordinal as u64);
-        let transport = ctx.common.transport;
-        match HttpReader::open(transport, &mut clients, &ctx, index, topic, source).await {
-            Ok((reader, took)) => {
-                ctx.rec.connected(index, took);
-                ctx.rec.joined(index, took);
-                readers.push((index, reader));
-            }
-            Err(e) => ctx.rec.connect_error(index, e),
-        }
-    }
+    let wants = ctx
+        .share(args.subscribers)
+        .into_iter()
+        .map(|index| (index, topic.to_owned()))
+        .collect();
+    let readers = establish_http(&ctx, wants).await;
     ctx.rec
         .with(0, |s| s.expected += args.messages * readers.len() as u64);
     ctx.control.ready_and_wait().await;

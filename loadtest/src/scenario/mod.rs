@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::cli::{Command, Common};
 use crate::client::{self, Conn, Target};
 use crate::control::Control;
+use crate::http_reader::{Clients, HttpReader};
 use crate::ramp::Schedule;
 use crate::recorder::Recorder;
 
@@ -118,6 +119,61 @@ pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
                 }
             }
             Some((want.index, conn))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(done) = set.join_next().await {
+        if let Ok(Some(pair)) = done {
+            out.push(pair);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// `establish` for `--transport sse|longpoll`: open a reader of each wanted
+/// topic on the same schedule and under the same --concurrency cap (an open
+/// is one request for SSE, three for long-poll). Failures are recorded.
+pub async fn establish_http(ctx: &WorkerCtx, wants: Vec<(u64, String)>) -> Vec<(u64, HttpReader)> {
+    let schedule = ctx.schedule();
+    let began = Instant::now();
+    let permits = Arc::new(Semaphore::new(ctx.common.concurrency.max(1)));
+    let clients = Arc::new(Clients::default());
+    let mut set = JoinSet::new();
+    for (ordinal, (index, topic)) in wants.into_iter().enumerate() {
+        let due = began + schedule.due(index).min(Duration::from_secs(86_400));
+        let permits = Arc::clone(&permits);
+        let clients = Arc::clone(&clients);
+        let target = ctx.target(index).clone();
+        let source = ctx.source(ordinal as u64);
+        let rec = Arc::clone(&ctx.rec);
+        let timeout = ctx.common.connect_timeout;
+        let transport = ctx.common.transport;
+        let token = ctx.common.token.clone();
+        set.spawn(async move {
+            tokio::time::sleep_until(due).await;
+            let _permit = permits.acquire().await.ok()?;
+            let opened = HttpReader::open(
+                transport,
+                &clients,
+                &target,
+                &topic,
+                token.as_deref(),
+                source,
+                timeout,
+            )
+            .await;
+            match opened {
+                Ok((reader, took)) => {
+                    rec.connected(index, took);
+                    rec.joined(index, took);
+                    Some((index, reader))
+                }
+                Err(e) => {
+                    rec.connect_error(index, e);
+                    None
+                }
+            }
         });
     }
     let mut out = Vec::new();
