@@ -81,6 +81,10 @@ pub struct Stats {
     /// When the measured phase ran (µs since the Unix epoch), for rates.
     pub phase_start_us: u64,
     pub phase_end_us: u64,
+    /// When the connect phase ran (µs since the Unix epoch; 0 when the
+    /// scenario has none): the connect rate's window.
+    pub connect_start_us: u64,
+    pub connect_end_us: u64,
 }
 
 impl Default for Stats {
@@ -108,6 +112,8 @@ impl Default for Stats {
             series: Vec::new(),
             phase_start_us: 0,
             phase_end_us: 0,
+            connect_start_us: 0,
+            connect_end_us: 0,
         }
     }
 }
@@ -131,6 +137,17 @@ impl Stats {
     /// The measured phase's length; zero when it never ran.
     pub fn phase(&self) -> Duration {
         Duration::from_micros(self.phase_end_us.saturating_sub(self.phase_start_us))
+    }
+
+    /// The connect phase's length; zero when the scenario has none.
+    pub fn connect_phase(&self) -> Duration {
+        Duration::from_micros(self.connect_end_us.saturating_sub(self.connect_start_us))
+    }
+
+    /// Widen the connect window to `[start, end]` (µs since the Unix epoch).
+    pub fn connect_window(&mut self, start: u64, end: u64) {
+        self.connect_start_us = earliest(self.connect_start_us, start);
+        self.connect_end_us = self.connect_end_us.max(end);
     }
 
     /// Fold another worker's stats into these.
@@ -168,12 +185,18 @@ impl Stats {
             mine.delivered += s.delivered;
             add(&mut mine.latency, &s.latency);
         }
-        self.phase_start_us = match (self.phase_start_us, other.phase_start_us) {
-            (0, b) => b,
-            (a, 0) => a,
-            (a, b) => a.min(b),
-        };
+        self.phase_start_us = earliest(self.phase_start_us, other.phase_start_us);
         self.phase_end_us = self.phase_end_us.max(other.phase_end_us);
+        self.connect_window(other.connect_start_us, other.connect_end_us);
+    }
+}
+
+/// The earlier of two start times, 0 meaning "not set".
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
     }
 }
 
@@ -229,6 +252,10 @@ pub struct StatsWire {
     pub series: Vec<SecondWire>,
     pub phase_start_us: u64,
     pub phase_end_us: u64,
+    #[serde(default)]
+    pub connect_start_us: u64,
+    #[serde(default)]
+    pub connect_end_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -273,6 +300,8 @@ impl From<&Stats> for StatsWire {
                 .collect(),
             phase_start_us: s.phase_start_us,
             phase_end_us: s.phase_end_us,
+            connect_start_us: s.connect_start_us,
+            connect_end_us: s.connect_end_us,
         }
     }
 }
@@ -313,6 +342,8 @@ impl TryFrom<&StatsWire> for Stats {
             series,
             phase_start_us: w.phase_start_us,
             phase_end_us: w.phase_end_us,
+            connect_start_us: w.connect_start_us,
+            connect_end_us: w.connect_end_us,
         })
     }
 }

@@ -111,7 +111,12 @@ impl Report {
             connects_ok: s.connects_ok,
             connect_errors: s.connect_errors,
             peak_connections: s.peak_connections,
-            connect_per_sec: per_sec(s.connects_ok),
+            // Over the connect phase where the scenario had one (fanout's
+            // phase is its deliveries).
+            connect_per_sec: match s.connect_phase().as_secs_f64() {
+                w if w > 0.0 => s.connects_ok as f64 / w,
+                _ => per_sec(s.connects_ok),
+            },
             joins_ok: s.joins_ok,
             cycles: s.cycles,
             sent: s.sent,
@@ -194,6 +199,24 @@ mod tests {
             metrics: None,
             violations: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_connect_rate_is_over_the_connect_phase_when_there_was_one() {
+        let mut r = sample_report();
+        // 10 connections over the 2 s phase ...
+        assert_eq!(r.figures().connect_per_sec, 5.0);
+        // ... but over their own 0.5 s window when the scenario recorded one
+        // (two workers' windows merge into their union).
+        let mut other = Stats::default();
+        other.connect_window(1_200_000, 1_500_000);
+        r.stats.connect_window(1_000_000, 1_100_000);
+        r.stats.merge(&other);
+        assert_eq!(
+            r.stats.connect_phase(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(r.figures().connect_per_sec, 20.0);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub struct Want {
 /// Open (and join) every wanted connection on the schedule; returns those
 /// that made it, with their index. Failures are recorded, not returned.
 pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
+    let window = ConnectWindow::open();
     let schedule = ctx.schedule();
     let began = Instant::now();
     let permits = Arc::new(Semaphore::new(ctx.common.concurrency.max(1)));
@@ -128,13 +129,29 @@ pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
         }
     }
     out.sort_by_key(|(i, _)| *i);
+    window.close(ctx);
     out
+}
+
+/// The connect phase's start, recorded with its end when it is over.
+struct ConnectWindow(u64);
+
+impl ConnectWindow {
+    fn open() -> ConnectWindow {
+        ConnectWindow(crate::payload::now_us())
+    }
+
+    fn close(self, ctx: &WorkerCtx) {
+        let end = crate::payload::now_us();
+        ctx.rec.with(0, |s| s.connect_window(self.0, end));
+    }
 }
 
 /// `establish` for `--transport sse|longpoll`: open a reader of each wanted
 /// topic on the same schedule and under the same --concurrency cap (an open
 /// is one request for SSE, three for long-poll). Failures are recorded.
 pub async fn establish_http(ctx: &WorkerCtx, wants: Vec<(u64, String)>) -> Vec<(u64, HttpReader)> {
+    let window = ConnectWindow::open();
     let schedule = ctx.schedule();
     let began = Instant::now();
     let permits = Arc::new(Semaphore::new(ctx.common.concurrency.max(1)));
@@ -183,6 +200,7 @@ pub async fn establish_http(ctx: &WorkerCtx, wants: Vec<(u64, String)>) -> Vec<(
         }
     }
     out.sort_by_key(|(i, _)| *i);
+    window.close(ctx);
     out
 }
 
