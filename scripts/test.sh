@@ -31,6 +31,8 @@ apt_install() {
 step "dependencies"
 command -v promtool >/dev/null || apt_install prometheus
 command -v prlimit >/dev/null || apt_install util-linux
+# `ss` reads a listening socket's backlog (the listen_backlog tests).
+command -v ss >/dev/null || apt_install iproute2
 command -v openssl >/dev/null || apt_install openssl
 # Cluster tests start their own redis-server / nats-server on free loopback ports
 # (and stop them); the Debian services the packages enable are not used.

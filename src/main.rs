@@ -141,6 +141,7 @@ fn check_keys(config: Config) -> Result<Config, String> {
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    myriad::server::fd_limit::raise_and_check(&config);
     let listeners = Listeners::bind(&config).await?;
     tracing::info!(
         public = %listeners.public_addr().map(|a| a.to_string()).unwrap_or_default(),

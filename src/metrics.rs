@@ -120,6 +120,11 @@ pub const HISTORY_BYTES: &str = "myriad_history_bytes";
 pub const DRAINING: &str = "myriad_draining";
 pub const PROCESS_RSS: &str = "myriad_process_resident_memory_bytes";
 pub const PROCESS_FDS: &str = "myriad_process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "myriad_process_max_fds";
+pub const LISTEN_BACKLOG: &str = "myriad_listen_backlog";
+pub const LISTEN_OVERFLOWS: &str = "myriad_listen_overflows_total";
+pub const DRAIN_WAVES: &str = "myriad_drain_waves_total";
+pub const DRAIN_CLOSED: &str = "myriad_drain_sessions_closed_total";
 pub const RUNTIME_ALIVE_TASKS: &str = "myriad_runtime_alive_tasks";
 pub const RUNTIME_GLOBAL_QUEUE: &str = "myriad_runtime_global_queue_depth";
 
@@ -239,6 +244,13 @@ pub struct Metrics {
     pub draining: Gauge,
     pub process_rss: Gauge,
     pub process_fds: Gauge,
+    pub process_max_fds: Gauge,
+    pub listen_backlog: Gauge,
+    pub listen_overflows: Counter,
+    /// The kernel's ListenOverflows when the listener started.
+    listen_overflows_base: std::sync::OnceLock<u64>,
+    pub drain_waves: Counter,
+    pub drain_closed: Counter,
     pub runtime_alive_tasks: Gauge,
     pub runtime_global_queue: Gauge,
     pub broker_connected: Gauge,
@@ -639,6 +651,32 @@ impl Metrics {
                 Some(Unit::Bytes),
             ),
             process_fds: gauge(PROCESS_FDS, "Open file descriptors of the process.", None),
+            process_max_fds: gauge(
+                PROCESS_MAX_FDS,
+                "The process's open-file limit (soft RLIMIT_NOFILE, raised to the hard limit at start).",
+                None,
+            ),
+            listen_backlog: gauge(
+                LISTEN_BACKLOG,
+                "The public listener's accept queue: listen_backlog, capped by net.core.somaxconn.",
+                None,
+            ),
+            listen_overflows: counter(
+                LISTEN_OVERFLOWS,
+                "Connections the kernel dropped because an accept queue was full (TcpExt ListenOverflows of this network namespace, counted since start).",
+                None,
+            ),
+            listen_overflows_base: std::sync::OnceLock::new(),
+            drain_waves: counter(
+                DRAIN_WAVES,
+                "Waves of sessions asked to close while draining.",
+                None,
+            ),
+            drain_closed: counter(
+                DRAIN_CLOSED,
+                "Sessions asked to close by a drain wave.",
+                None,
+            ),
             runtime_alive_tasks: gauge(RUNTIME_ALIVE_TASKS, "Tokio tasks currently alive.", None),
             runtime_global_queue: gauge(
                 RUNTIME_GLOBAL_QUEUE,
@@ -657,6 +695,14 @@ impl Metrics {
         self.join_refusals.increment(reason);
     }
 
+    /// Count the kernel's accept-queue overflows from now on (the kernel's
+    /// figure is since the network namespace began).
+    pub fn count_listen_overflows_from_now(&self) {
+        if let Some(now) = process::listen_overflows() {
+            let _ = self.listen_overflows_base.set(now);
+        }
+    }
+
     /// Refresh the sampled gauges (process and runtime) and render the text format.
     pub fn render(&self) -> String {
         if let Some(rss) = process::resident_bytes() {
@@ -664,6 +710,15 @@ impl Metrics {
         }
         if let Some(fds) = process::open_fds() {
             self.process_fds.set(fds as f64);
+        }
+        if let Some(max) = process::max_fds() {
+            self.process_max_fds.set(max as f64);
+        }
+        if let (Some(&base), Some(now)) = (
+            self.listen_overflows_base.get(),
+            process::listen_overflows(),
+        ) {
+            self.listen_overflows.absolute(now.saturating_sub(base));
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let m = rt.metrics();

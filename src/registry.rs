@@ -52,6 +52,20 @@ impl Registry {
         self.sessions.contains_key(&id)
     }
 
+    /// Every session's id, in no particular order (a snapshot).
+    pub fn ids(&self) -> Vec<SessionId> {
+        self.sessions.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Ask the sessions `ids` (those still here) to close with `reason`;
+    /// returns how many were asked.
+    pub fn request_close(&self, ids: &[SessionId], reason: CloseReason) -> usize {
+        ids.iter()
+            .filter_map(|id| self.sessions.get(id))
+            .map(|entry| entry.mailbox.request_close(reason))
+            .count()
+    }
+
     /// Ask every session of `user` to close with `reason`; returns how many.
     /// A scan of all sessions: an admin operation, not a hot path.
     pub fn close_user(&self, user: &str, reason: CloseReason) -> usize {

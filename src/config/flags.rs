@@ -58,6 +58,11 @@ pub struct ServeFlags {
     )]
     pub idle_timeout: Option<Duration>,
 
+    /// Public listener's accept queue (listen backlog), capped by the kernel's net.core.somaxconn [default: 4096]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_backlog: Option<u32>,
+
     /// On SIGTERM/SIGINT, wait at most this long for sessions to close [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(
@@ -65,6 +70,19 @@ pub struct ServeFlags {
         serialize_with = "ser_duration"
     )]
     pub drain_timeout: Option<Duration>,
+
+    /// Drain closes sessions in waves of at most this many (0: all at once) [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_batch_size: Option<usize>,
+
+    /// Time between drain waves, ±25 % jitter, fitted into drain_timeout [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub drain_batch_interval: Option<Duration>,
 
     /// How long an API disconnect refuses the user's older tokens, on every node [default: 1day]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

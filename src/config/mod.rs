@@ -82,9 +82,20 @@ pub struct Config {
     /// Close a session that sends nothing for this long. Default 60s; 0 disables.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The public listener's accept queue (`listen(2)` backlog); the kernel
+    /// caps it at `net.core.somaxconn`. Default 4096; 0 is invalid.
+    pub listen_backlog: u32,
     /// On SIGTERM/SIGINT, wait at most this long for sessions to close. Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Drain closes sessions in waves of at most this many, so their clients
+    /// reconnect to the other nodes spread over time. Default 10000; 0 closes
+    /// every session at once.
+    pub drain_batch_size: usize,
+    /// Time between drain waves (±25 % jitter), shortened so every wave
+    /// starts within the first three quarters of `drain_timeout`. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub drain_batch_interval: Duration,
     /// How long a disconnect through the API keeps refusing the user's older
     /// tokens (on every node): set it to your longest token lifetime. Default
     /// 24h; 0 is invalid.
@@ -327,7 +338,10 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            listen_backlog: 4096,
             drain_timeout: Duration::from_secs(10),
+            drain_batch_size: 10_000,
+            drain_batch_interval: Duration::from_secs(1),
             revocation_ttl: Duration::from_secs(24 * 3600),
             close_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(10),

@@ -19,6 +19,7 @@ impl Config {
             Ok(())
         }
         at_least_one("mailbox_capacity", self.mailbox_capacity)?;
+        at_least_one("listen_backlog", self.listen_backlog as usize)?;
         at_least_one("broker_queue", self.broker_queue)?;
         if self.cluster_heartbeat.is_zero() || self.cluster_node_timeout <= self.cluster_heartbeat {
             return Err(ConfigError::Invalid {

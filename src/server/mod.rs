@@ -13,7 +13,9 @@ mod api_throttle;
 mod chat;
 pub mod client_addr;
 mod connect_hook;
+pub mod fd_limit;
 mod jwks_refresher;
+mod listener;
 mod longpoll;
 pub mod protect;
 mod proxy_protocol;
@@ -233,6 +235,8 @@ impl AppState {
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
+    /// The public accept queue: `listen_backlog` capped by the kernel.
+    pub backlog: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,14 +264,22 @@ pub enum ServerError {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
-        let public =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "public",
-                    addr: config.listen,
-                    source,
-                })?;
+        let public = listener::bind(config.listen, config.listen_backlog).map_err(|source| {
+            ServerError::Bind {
+                what: "public",
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let somaxconn = crate::process::somaxconn();
+        let backlog = listener::effective_backlog(config.listen_backlog, somaxconn);
+        if backlog < config.listen_backlog {
+            tracing::warn!(
+                listen_backlog = config.listen_backlog,
+                somaxconn = backlog,
+                "the kernel caps the accept queue below listen_backlog: raise net.core.somaxconn (deploy/README.md)"
+            );
+        }
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -275,7 +287,11 @@ impl Listeners {
                 addr: config.admin_listen,
                 source,
             })?;
-        Ok(Listeners { public, admin })
+        Ok(Listeners {
+            public,
+            admin,
+            backlog,
+        })
     }
 
     pub fn public_addr(&self) -> Option<SocketAddr> {
@@ -314,6 +330,11 @@ pub async fn run(
     let config = Arc::clone(&state.config);
     let stop_accepting = CancellationToken::new();
     let stop_admin = CancellationToken::new();
+    state
+        .metrics
+        .listen_backlog
+        .set(f64::from(listeners.backlog));
+    state.metrics.count_listen_overflows_from_now();
     // Where the other nodes send long-poll requests for this node's sessions.
     let scheme = if config.tls_cert_file.is_some() {
         "https"
@@ -415,7 +436,12 @@ pub async fn run(
     );
     state.metrics.draining.set(1.0);
     stop_accepting.cancel();
-    let graceful = state.supervisor.drain(config.drain_timeout).await;
+    let plan = crate::supervisor::DrainPlan {
+        timeout: config.drain_timeout,
+        batch_size: config.drain_batch_size,
+        batch_interval: config.drain_batch_interval,
+    };
+    let graceful = state.supervisor.drain(&state.registry, plan).await;
     if graceful {
         tracing::info!("all sessions closed");
     } else {

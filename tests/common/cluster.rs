@@ -286,11 +286,26 @@ pub struct Node {
     child: Child,
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The node's WARN and ERROR log lines so far.
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Node {
     pub fn spawn(extra: &[&str]) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_myriad"));
+        Node::spawn_via(&[], extra)
+    }
+
+    /// `spawn` under a wrapper command (`prlimit --nofile=.. --`, say).
+    pub fn spawn_via(wrapper: &[&str], extra: &[&str]) -> Node {
+        let bin = env!("CARGO_BIN_EXE_myriad");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
         without_myriad_env(&mut cmd)
             .args(super::SERVE_ON_FREE_PORTS)
             .args(extra)
@@ -300,6 +315,8 @@ impl Node {
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&warnings);
         // Read the listening line, then keep draining so the pipe never fills.
         std::thread::spawn(move || {
             let mut sent = false;
@@ -310,6 +327,9 @@ impl Node {
                 } else if line.contains("WARN") || line.contains("ERROR") {
                     // Shown with a failing test's output (the harness captures it).
                     eprintln!("node: {line}");
+                    if let Ok(mut w) = kept.lock() {
+                        w.push(line);
+                    }
                 }
             }
         });
@@ -330,7 +350,22 @@ impl Node {
             public: addr("public="),
             admin: addr("admin="),
             child,
+            warnings,
         }
+    }
+
+    /// The node's WARN and ERROR log lines so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Send the node SIGTERM (it drains).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub fn ws_url(&self) -> String {
