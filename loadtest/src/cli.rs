@@ -45,6 +45,8 @@ pub enum Command {
     Churn(ChurnArgs),
     /// Fan-out where a share of subscribers read slowly or stop reading: shows the slow-consumer policy protecting the rest.
     Slow(SlowArgs),
+    /// A reconnect storm: N subscribers of a history topic across several nodes (--url A,B,C) while a publisher publishes; one node gets SIGTERM or SIGKILL; its clients reconnect to the others on phoenix.js's schedule and rejoin with `since`. Reports how long until they are back, 503s, accept-queue overflows and messages lost across the move.
+    Storm(StormArgs),
     /// A minimal tokio-tungstenite broadcast server (every text frame goes to every connection): the baseline for --protocol raw.
     BaselineServer(BaselineArgs),
     /// A stub application backend that allows every myriad hook after --delay and acknowledges webhooks: run scenarios against a hooked myriad to measure what hooks cost.
@@ -225,6 +227,40 @@ pub struct ChurnArgs {
     /// Cycles started when neither --rate nor --ramp is given: this many per second.
     #[arg(long, default_value_t = 50.0)]
     pub default_rate: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StormArgs {
+    /// Subscribers, publisher and messages (-n, -k, --publish-rate, --topic [default: chat:storm, a history namespace]).
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Which --url's node is stopped (0-based); the publisher uses another.
+    #[arg(long, default_value_t = 0)]
+    pub victim: usize,
+    /// PID of the victim node's process (it gets the signal).
+    #[arg(long)]
+    pub victim_pid: u32,
+    /// How the victim is stopped: term drains it (waves), kill is a crash.
+    #[arg(long, value_enum, default_value_t = StormSignal::Term)]
+    pub signal: StormSignal,
+    /// When the victim is stopped, after the publisher starts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub signal_after: Duration,
+    /// Reconnect delays in ms, the last repeating [default: phoenix.js's: 10,50,100,150,200,250,500,1000,2000,5000].
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,50,100,150,200,250,500,1000,2000,5000"
+    )]
+    pub reconnect_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum StormSignal {
+    /// SIGTERM: the node drains.
+    Term,
+    /// SIGKILL: the node vanishes.
+    Kill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -28,6 +28,7 @@ fn scenario_name(command: &Command) -> &'static str {
         Command::Chat(_) => "chat",
         Command::Fanout(_) => "fanout",
         Command::Slow(_) => "slow",
+        Command::Storm(_) => "storm",
         Command::Churn(_) => "churn",
         Command::BaselineServer(_) => "baseline-server",
         Command::Backend(_) => "backend",
@@ -71,6 +72,29 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             bail!("--slow-share must be within 0..1")
         }
         Command::Churn(a) if a.rooms == 0 => bail!("--rooms must be at least 1"),
+        Command::Storm(a) => {
+            let urls = cli
+                .common
+                .url
+                .split(',')
+                .filter(|u| !u.trim().is_empty())
+                .count();
+            if urls < 2 {
+                bail!("storm needs at least two nodes in --url (one is stopped, the others take its clients)");
+            }
+            if a.victim >= urls {
+                bail!(
+                    "--victim {} but --url lists {urls} nodes (0-based)",
+                    a.victim
+                );
+            }
+            if a.reconnect_ms.is_empty() {
+                bail!("--reconnect-ms needs at least one delay");
+            }
+            if cli.common.protocol != crate::client::Protocol::Phoenix {
+                bail!("storm needs --protocol phoenix (it rejoins with `since`)");
+            }
+        }
         _ => {}
     }
     if cli.common.concurrency == 0 {
@@ -80,6 +104,7 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
         // SSE is read-only and long-poll readers here only subscribe: the
         // scenarios that push from clients need WebSockets.
         if !matches!(cli.command, Command::Connect(_) | Command::Fanout(_)) {
+            // (storm included: its clients rejoin over WebSockets)
             bail!("--transport sse|longpoll drives the connect and fanout scenarios only");
         }
         if cli.common.protocol != crate::client::Protocol::Phoenix {
@@ -182,6 +207,27 @@ fn progress_line(s: LiveSnapshot, delivered_rate: f64) -> String {
     )
 }
 
+/// Stop the storm's victim node `signal_after` after the start.
+async fn storm_signal(a: crate::cli::StormArgs) -> anyhow::Result<()> {
+    tokio::time::sleep(a.signal_after).await;
+    let sig = match a.signal {
+        crate::cli::StormSignal::Term => "-TERM",
+        crate::cli::StormSignal::Kill => "-KILL",
+    };
+    let status = tokio::process::Command::new("kill")
+        .args([sig, &a.victim_pid.to_string()])
+        .status()
+        .await
+        .context("running kill")?;
+    if !status.success() {
+        bail!(
+            "kill {sig} {} failed (is --victim-pid right?)",
+            a.victim_pid
+        );
+    }
+    Ok(())
+}
+
 /// Run a scenario from the parent's side and build its report.
 pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
     check(&cli)?;
@@ -189,7 +235,14 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
     let c = &cli.common;
     let targets = targets(&cli)?;
     let target = &targets[0];
-    let is_fanout = matches!(cli.command, Command::Fanout(_) | Command::Slow(_));
+    let storm_fanout = match &cli.command {
+        Command::Storm(a) => Some(crate::scenario::storm::fanout_args(a)),
+        _ => None,
+    };
+    let is_fanout = matches!(
+        cli.command,
+        Command::Fanout(_) | Command::Slow(_) | Command::Storm(_)
+    );
     let limit = workers::open_file_limit();
     let sockets = scenario::sockets_needed(&cli.command) + u64::from(is_fanout);
     let count = workers::workers_needed(sockets, c.workers, limit)?;
@@ -242,8 +295,15 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
         let publisher = match &cli.command {
             Command::Fanout(a) => Some((Publisher::connect(c, a, target).await?, a)),
             Command::Slow(a) => Some((Publisher::connect(c, &a.fanout, target).await?, &a.fanout)),
+            Command::Storm(a) => {
+                // Through a node that stays up.
+                let through = &targets[usize::from(a.victim == 0)];
+                let args = storm_fanout.as_ref().unwrap_or(&a.fanout);
+                Some((Publisher::connect(c, args, through).await?, args))
+            }
             _ => None,
         };
+        let overflows_before = crate::probe::listen_overflows();
         for (i, h) in handles.iter_mut().enumerate() {
             (&mut h.ready)
                 .await
@@ -258,9 +318,19 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
         for h in handles.iter_mut() {
             h.start().await;
         }
+        let signal = match &cli.command {
+            Command::Storm(a) => Some(tokio::spawn(storm_signal(a.clone()))),
+            _ => None,
+        };
         if let Some((publisher, args)) = publisher {
             let give_up = tokio::time::Instant::now() + c.duration;
             publisher.run(args, &parent_rec, give_up).await;
+        }
+        if let Some(signal) = signal {
+            signal.await.context("storm signal task")??;
+        }
+        if let (Some(before), Some(after)) = (overflows_before, crate::probe::listen_overflows()) {
+            parent_rec.with(0, |s| s.listen_overflows = after.saturating_sub(before));
         }
         let mut merged = Stats::default();
         for (i, h) in handles.iter_mut().enumerate() {

@@ -74,6 +74,16 @@ pub struct Stats {
     pub peak_connections: u64,
     pub handshake: Histogram<u64>,
     pub join: Histogram<u64>,
+    /// Storm: how long each moved client took to be back (lost its node →
+    /// rejoined on another), µs.
+    pub reconnect: Histogram<u64>,
+    /// Storm: clients whose node went away under them.
+    pub moved: u64,
+    /// Storm: handshakes refused with 503 while reconnecting (admission).
+    pub refused_503: u64,
+    /// Connections the kernel dropped on full accept queues during the run
+    /// (TcpExt ListenOverflows of this machine's network namespace).
+    pub listen_overflows: u64,
     pub latency: Histogram<u64>,
     /// Per published message (fanout): publish to the last subscriber's receipt, µs.
     pub last_delivery: BTreeMap<u64, u64>,
@@ -107,6 +117,10 @@ impl Default for Stats {
             peak_connections: 0,
             handshake: histogram(),
             join: histogram(),
+            reconnect: histogram(),
+            moved: 0,
+            refused_503: 0,
+            listen_overflows: 0,
             latency: histogram(),
             last_delivery: BTreeMap::new(),
             series: Vec::new(),
@@ -173,6 +187,10 @@ impl Stats {
         self.peak_connections += other.peak_connections;
         add(&mut self.handshake, &other.handshake);
         add(&mut self.join, &other.join);
+        add(&mut self.reconnect, &other.reconnect);
+        self.moved += other.moved;
+        self.refused_503 += other.refused_503;
+        self.listen_overflows += other.listen_overflows;
         add(&mut self.latency, &other.latency);
         for (msg, us) in &other.last_delivery {
             let slot = self.last_delivery.entry(*msg).or_default();
@@ -247,6 +265,14 @@ pub struct StatsWire {
     pub peak_connections: u64,
     pub handshake_hist: String,
     pub join_hist: String,
+    #[serde(default)]
+    pub reconnect_hist: String,
+    #[serde(default)]
+    pub moved: u64,
+    #[serde(default)]
+    pub refused_503: u64,
+    #[serde(default)]
+    pub listen_overflows: u64,
     pub latency_hist: String,
     pub last_delivery: BTreeMap<u64, u64>,
     pub series: Vec<SecondWire>,
@@ -286,6 +312,10 @@ impl From<&Stats> for StatsWire {
             peak_connections: s.peak_connections,
             handshake_hist: histogram_to_base64(&s.handshake),
             join_hist: histogram_to_base64(&s.join),
+            reconnect_hist: histogram_to_base64(&s.reconnect),
+            moved: s.moved,
+            refused_503: s.refused_503,
+            listen_overflows: s.listen_overflows,
             latency_hist: histogram_to_base64(&s.latency),
             last_delivery: s.last_delivery.clone(),
             series: s
@@ -337,6 +367,14 @@ impl TryFrom<&StatsWire> for Stats {
             peak_connections: w.peak_connections,
             handshake: histogram_from_base64(&w.handshake_hist)?,
             join: histogram_from_base64(&w.join_hist)?,
+            reconnect: if w.reconnect_hist.is_empty() {
+                histogram()
+            } else {
+                histogram_from_base64(&w.reconnect_hist)?
+            },
+            moved: w.moved,
+            refused_503: w.refused_503,
+            listen_overflows: w.listen_overflows,
             latency: histogram_from_base64(&w.latency_hist)?,
             last_delivery: w.last_delivery.clone(),
             series,

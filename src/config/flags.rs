@@ -459,6 +459,14 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_queue: Option<usize>,
 
+    /// How long the broker may take to accept a connection or answer a command before the link reconnects [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub broker_timeout: Option<Duration>,
+
     /// How often a node heartbeats to the others over the broker [default: 1s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

@@ -302,6 +302,11 @@ pub struct Config {
     /// Publishes waiting to go to the broker; beyond it they are dropped
     /// (local delivery is unaffected) and counted. Default 65536.
     pub broker_queue: usize,
+    /// How long the broker may take to accept a connection or answer a
+    /// command before the link is declared down and reconnects. Default 5s;
+    /// 0 is invalid.
+    #[serde(with = "humantime_serde")]
+    pub broker_timeout: Duration,
     /// How often a node tells the others it is alive (cluster brokers). Default 1s.
     #[serde(with = "humantime_serde")]
     pub cluster_heartbeat: Duration,
@@ -404,6 +409,7 @@ impl Default for Config {
             broker_nats_nkey: None,
             broker_required: false,
             broker_queue: 65_536,
+            broker_timeout: Duration::from_secs(5),
             cluster_heartbeat: Duration::from_secs(1),
             cluster_node_timeout: Duration::from_secs(5),
             cluster_secret: None,

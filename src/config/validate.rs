@@ -21,6 +21,12 @@ impl Config {
         at_least_one("mailbox_capacity", self.mailbox_capacity)?;
         at_least_one("listen_backlog", self.listen_backlog as usize)?;
         at_least_one("broker_queue", self.broker_queue)?;
+        if self.broker_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "broker_timeout",
+                why: String::from("must be above zero"),
+            });
+        }
         if self.cluster_heartbeat.is_zero() || self.cluster_node_timeout <= self.cluster_heartbeat {
             return Err(ConfigError::Invalid {
                 key: "cluster_node_timeout",

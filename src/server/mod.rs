@@ -129,6 +129,7 @@ fn node_for(
             // misses a few heartbeats is not dropped from its channels.
             occupancy: channel_webhooks
                 .then_some((config.cluster_node_timeout * 3).max(Duration::from_secs(30))),
+            timeout: config.broker_timeout,
         },
     );
     let broker: Arc<dyn Broker> = Arc::new(broker);

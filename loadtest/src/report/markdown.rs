@@ -72,6 +72,9 @@ pub fn render(r: &Report) -> String {
     );
     md.push_str(&row("handshake", &f.handshake));
     md.push_str(&row("join", &f.join));
+    if f.moved > 0 {
+        md.push_str(&row("moved → back on another node", &f.reconnect));
+    }
     md.push_str(&row("end-to-end", &f.latency));
     md.push_str(&row("publish → last delivery", &f.publish_to_last_delivery));
     if !r.stats.errors.is_empty() {

@@ -67,6 +67,11 @@ pub struct Figures {
     pub phase_secs: f64,
     pub handshake: Percentiles,
     pub join: Percentiles,
+    /// Storm: lost its node → rejoined elsewhere, per moved client.
+    pub reconnect: Percentiles,
+    pub moved: u64,
+    pub refused_503: u64,
+    pub listen_overflows: u64,
     pub latency: Percentiles,
     /// Fan-out: per message, publish to last subscriber's delivery.
     pub publish_to_last_delivery: Percentiles,
@@ -132,6 +137,10 @@ impl Report {
             phase_secs: secs,
             handshake: Percentiles::of(&s.handshake),
             join: Percentiles::of(&s.join),
+            reconnect: Percentiles::of(&s.reconnect),
+            moved: s.moved,
+            refused_503: s.refused_503,
+            listen_overflows: s.listen_overflows,
             latency: Percentiles::of(&s.latency),
             publish_to_last_delivery: Percentiles::of(&self.last_delivery_histogram()),
             server_rss_per_connection_kib: self

@@ -56,6 +56,14 @@ pub fn render(r: &Report) -> String {
     if f.join.count > 0 {
         out.push_str(&pct_line("join", &f.join));
     }
+    if f.moved > 0 {
+        let _ = writeln!(
+            out,
+            "  moved clients              {} lost their node, {} back, {} handshakes refused with 503, {} accept-queue overflows",
+            f.moved, f.reconnect.count, f.refused_503, f.listen_overflows
+        );
+        out.push_str(&pct_line("back on another node", &f.reconnect));
+    }
     if f.latency.count > 0 {
         out.push_str(&pct_line("end-to-end latency", &f.latency));
     }

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
+pub mod storm;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -212,6 +213,7 @@ pub async fn run_worker(command: &Command, ctx: WorkerCtx) {
         Command::Fanout(a) => fanout::worker(a, None, ctx).await,
         Command::Slow(a) => fanout::worker(&a.fanout, Some(a), ctx).await,
         Command::Churn(a) => churn::worker(a, ctx).await,
+        Command::Storm(a) => storm::worker(a, ctx).await,
         Command::BaselineServer(_) | Command::Backend(_) => {}
     }
 }
@@ -223,6 +225,7 @@ pub fn sockets_needed(command: &Command) -> u64 {
         Command::Chat(a) => a.rooms * a.members,
         Command::Fanout(a) => a.subscribers,
         Command::Slow(a) => a.fanout.subscribers,
+        Command::Storm(a) => a.fanout.subscribers,
         // Cycles are short; the concurrency cap bounds them.
         Command::Churn(_) => 0,
         Command::BaselineServer(_) | Command::Backend(_) => 0,

@@ -60,7 +60,9 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let mut backoff = Backoff::default();
     let (credentials, address) = split_credentials(&url);
     let client = loop {
-        let options = match options(&credentials, &address, &security) {
+        let options = match options(&credentials, &address, &security)
+            .map(|o| o.connection_timeout(parts.state.timeout))
+        {
             Ok(o) => o,
             Err(err) => {
                 // The creds file was checked at start; a failure here is a bug.

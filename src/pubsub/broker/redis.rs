@@ -303,7 +303,16 @@ async fn reconcile_occupancy(
 /// One connected period; returns Err when a connection fails, Ok when the
 /// node is gone (its queue closed).
 async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
-    let mut publisher = client.get_multiplexed_async_connection().await?;
+    // redis-rs answers "timed out" after 500 ms by default: a node busy with
+    // a reconnect storm (or a Redis busy with a big pipeline) would then tear
+    // the link down and fork its history epochs over a slow answer.
+    let timeout = Some(parts.state.timeout);
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(timeout)
+        .set_connection_timeout(timeout);
+    let mut publisher = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
     let sequence = redis::Script::new(SEQUENCE);

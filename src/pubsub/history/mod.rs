@@ -72,6 +72,10 @@ struct Ring {
     /// Offsets and epoch come from the cluster broker (Redis sequences every
     /// node's publishes); a node-local publish must fork first.
     cluster: bool,
+    /// The newest cluster-sequenced offset this node delivered, and its
+    /// epoch: kept across a local fork, so frames read back from the
+    /// cluster after an outage are stored but not delivered twice.
+    cluster_seen: Option<(String, u64)>,
     /// Bytes of the stored frames (counted in `History::bytes` too).
     bytes: usize,
     /// Offset of the newest broadcast; 0 before the first.
@@ -87,6 +91,7 @@ impl Ring {
             overhead,
             epoch,
             cluster: false,
+            cluster_seen: None,
             bytes: 0,
             last: 0,
             entries: VecDeque::new(),
@@ -305,6 +310,9 @@ impl History {
     /// store it and hand it to `deliver` under the topic's lock. A new epoch
     /// starts the ring over; an offset at or below the ring's last is a repeat
     /// and is dropped, as is a frame for a topic without history (returns false).
+    /// After a local fork (an outage), frames of the cluster's epoch this
+    /// node delivered before the outage are stored again but not delivered:
+    /// members already have them (only what was sequenced while away is new).
     pub fn append_sequenced(
         &self,
         topic: &str,
@@ -338,8 +346,15 @@ impl History {
             return false;
         }
         ring.last = offset;
+        let delivered_before = ring
+            .cluster_seen
+            .as_ref()
+            .is_some_and(|(e, seen)| e == epoch && offset <= *seen);
         let entry = self.store(&mut ring, offset, frame, binary);
-        deliver(entry);
+        if !delivered_before {
+            ring.cluster_seen = Some((epoch.to_owned(), offset));
+            deliver(entry);
+        }
         true
     }
 

@@ -187,9 +187,21 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     let r = h.join("t", Some(&since(8)), |_| true);
     assert!(!r.recovered, "offsets after a fork are not the cluster's");
     assert_ne!(r.position.epoch, "E1");
-    // The cluster returns: its epoch takes over again.
-    assert!(h.append_sequenced("t", 9, "E1", frame(9), None, |_| {}));
+    // The cluster returns: its epoch takes over again. The node reads the
+    // stream back (6..=9): what it delivered before the outage (..=8) is
+    // stored again but not delivered twice; 9, sequenced while away, is new.
+    let mut delivered = Vec::new();
+    for o in 6..=9 {
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| delivered.push(o)));
+    }
+    assert_eq!(delivered, [9]);
     assert_eq!(h.join("t", None, |_| true).position.epoch, "E1");
+    let r = h.join("t", Some(&since(6)), |_| true);
+    assert!(r.recovered);
+    assert_eq!(r.frames.len(), 3, "7, 8 and 9 are kept for recovery");
+    // A new cluster epoch (its keys expired) is all new.
+    assert!(h.append_sequenced("t", 1, "E2", frame(1), None, |_| delivered.push(100)));
+    assert_eq!(delivered, [9, 100]);
 }
 
 #[test]

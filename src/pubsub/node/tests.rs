@@ -289,6 +289,7 @@ fn a_full_broker_queue_drops_the_remote_copy_not_the_local_delivery() {
             secret: None,
             replay_window: std::time::Duration::from_secs(60),
             occupancy: None,
+            timeout: std::time::Duration::from_secs(5),
         },
     );
     let node = Node::new(&Config::default(), Arc::clone(&metrics), Arc::new(broker));

@@ -40,6 +40,9 @@ pub struct LinkState {
     connected: AtomicBool,
     /// Cluster-wide occupancy (Redis, with channel webhooks on).
     pub occupancy: Option<super::occupancy::Occupancy>,
+    /// How long the backend may take to accept a connection or answer a
+    /// command before the link is declared down (`broker_timeout`).
+    pub timeout: Duration,
     /// Topics whose local membership changed since the link task last looked.
     changed: Mutex<HashSet<Arc<str>>>,
 }
@@ -264,6 +267,8 @@ pub struct LinkOptions<'a> {
     /// Track channel occupancy cluster-wide (Redis only), a node counting as
     /// alive this long after its last heartbeat; None: off.
     pub occupancy: Option<Duration>,
+    /// `broker_timeout`.
+    pub timeout: Duration,
 }
 
 /// The node's side of a cross-node broker.
@@ -317,6 +322,7 @@ impl ClusterBroker {
             secret,
             replay_window,
             occupancy,
+            timeout,
         } = options;
         let state = Arc::new(LinkState {
             node: Arc::from(node_id()),
@@ -329,6 +335,7 @@ impl ClusterBroker {
                 .map(super::occupancy::Occupancy::new),
             connected: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
+            timeout,
         });
         state.metrics.broker_connected.set(0.0);
         let (out_tx, out_rx) = mpsc::channel(queue.max(1));

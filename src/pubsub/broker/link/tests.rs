@@ -50,6 +50,7 @@ fn options(queue: usize, secret: Option<&str>) -> LinkOptions<'_> {
         secret,
         replay_window: WINDOW,
         occupancy: None,
+        timeout: std::time::Duration::from_secs(5),
     }
 }
 
