@@ -296,8 +296,11 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
             Command::Fanout(a) => Some((Publisher::connect(c, a, target).await?, a)),
             Command::Slow(a) => Some((Publisher::connect(c, &a.fanout, target).await?, &a.fanout)),
             Command::Storm(a) => {
-                // Through a node that stays up.
-                let through = &targets[usize::from(a.victim == 0)];
+                // Through a node that stays up (another URL than the victim's).
+                let victim_url = &targets[a.victim].url;
+                let Some(through) = targets.iter().find(|t| t.url != *victim_url) else {
+                    bail!("storm: every --url is the victim's; list the other nodes too");
+                };
                 let args = storm_fanout.as_ref().unwrap_or(&a.fanout);
                 Some((Publisher::connect(c, args, through).await?, args))
             }

@@ -3,9 +3,11 @@
 //! ref slot of each broadcast) while the parent publishes through a node
 //! that stays up; the parent stops the victim node (SIGTERM: it drains in
 //! waves; SIGKILL: it vanishes). Its clients reconnect to the other nodes on
-//! phoenix.js's schedule (what a load balancer would do: the victim no
-//! longer accepts) and rejoin with `since`, so recovery replays what they
-//! missed. Every subscriber must end with every message once, in order.
+//! phoenix.js's schedule (what a load balancer does once the victim fails its
+//! readiness: only nodes at other URLs are tried, in turn) and rejoin with
+//! `since`, so recovery replays what they missed. Every subscriber must end
+//! with every message once, in order. Listing the victim's URL several
+//! times in `--url` puts that share of the clients on it.
 //!
 //! Recorded per moved client: time from the signal until it is joined again
 //! (`Stats::reconnect`), 503s met on the way (admission shedding the herd).
@@ -43,6 +45,8 @@ struct Shared {
     topic: String,
     messages: u64,
     targets: Vec<Target>,
+    /// Where a moved client may go: the targets not at the victim's URL.
+    elsewhere: Vec<usize>,
     schedule: Vec<Duration>,
     timeout: Duration,
     give_up: Instant,
@@ -71,6 +75,7 @@ pub async fn worker(args: &StormArgs, mut ctx: WorkerCtx) {
         topic,
         messages: f.messages,
         targets: ctx.targets.clone(),
+        elsewhere: elsewhere(&ctx.targets, args.victim),
         schedule: args
             .reconnect_ms
             .iter()
@@ -95,7 +100,7 @@ pub async fn worker(args: &StormArgs, mut ctx: WorkerCtx) {
 async fn client(
     mut conn: Conn,
     index: u64,
-    mut home: usize,
+    home: usize,
     source: Option<std::net::IpAddr>,
     sh: &Shared,
 ) {
@@ -116,10 +121,7 @@ async fn client(
             sh.rec.with(index, |s| s.moved += 1);
         }
         match stream.come_back(index, home, source, sh).await {
-            Some((c, at)) => {
-                conn = c;
-                home = at;
-            }
+            Some(c) => conn = c,
             None => {
                 sh.rec
                     .error(index, String::from("never back on another node"));
@@ -247,17 +249,17 @@ impl Stream {
         }
     }
 
-    /// Reconnect on the schedule to the other nodes in turn (the way a
-    /// balancer routes around a node that stopped accepting) and rejoin from
-    /// the position; None when the run's time ran out first.
+    /// Reconnect on the schedule to the nodes at other URLs than the
+    /// victim's, in turn (starting from one spread by the client's index),
+    /// and rejoin from the position; None when the run's time ran out first.
     async fn come_back(
         &mut self,
         index: u64,
         home: usize,
         source: Option<std::net::IpAddr>,
         sh: &Shared,
-    ) -> Option<(Conn, usize)> {
-        let n = sh.targets.len();
+    ) -> Option<Conn> {
+        let n = sh.elsewhere.len().max(1);
         let last = sh.schedule.len().saturating_sub(1);
         for attempt in 0usize.. {
             let delay = sh
@@ -269,11 +271,11 @@ impl Stream {
                 return None;
             }
             tokio::time::sleep(delay).await;
-            let at = if n > 1 {
-                (home + 1 + attempt % (n - 1)) % n
-            } else {
-                home
-            };
+            let at = sh
+                .elsewhere
+                .get((index as usize + attempt) % n)
+                .copied()
+                .unwrap_or(home);
             let mut conn = match client::connect(&sh.targets[at], source, None).await {
                 Ok((conn, took)) => {
                     sh.rec.connected(index, took);
@@ -291,7 +293,7 @@ impl Stream {
                 sh.rec.with(index, |s| {
                     crate::stats::record(&mut s.reconnect, back.as_micros() as u64);
                 });
-                return Some((conn, at));
+                return Some(conn);
             }
             sh.rec.disconnected();
         }
@@ -332,6 +334,22 @@ impl Stream {
         tokio::time::timeout(sh.timeout, wait)
             .await
             .unwrap_or(false)
+    }
+}
+
+/// The targets at another URL than the victim's (all of them when every
+/// target is the victim's: a misconfiguration the run then shows as failures).
+fn elsewhere(targets: &[Target], victim: usize) -> Vec<usize> {
+    let Some(v) = targets.get(victim) else {
+        return (0..targets.len()).collect();
+    };
+    let out: Vec<usize> = (0..targets.len())
+        .filter(|&i| targets[i].url != v.url)
+        .collect();
+    if out.is_empty() {
+        (0..targets.len()).collect()
+    } else {
+        out
     }
 }
 

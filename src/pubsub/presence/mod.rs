@@ -228,8 +228,16 @@ impl Presence {
 impl Presence {
     /// Every member tracked on this node, for a cluster state sync.
     pub fn local_members(&self) -> Vec<RemoteMember> {
+        self.local_members_of(None)
+    }
+
+    /// The members tracked on this node in `topics` (every topic: None).
+    pub fn local_members_of(&self, topics: Option<&[String]>) -> Vec<RemoteMember> {
         let mut out = Vec::new();
         for entry in self.topics.iter() {
+            if topics.is_some_and(|ts| !ts.iter().any(|t| **t == **entry.key())) {
+                continue;
+            }
             let t = entry.value().lock();
             out.extend(t.tracked.values().map(|tr| RemoteMember {
                 topic: entry.key().to_string(),
@@ -238,6 +246,47 @@ impl Presence {
             }));
         }
         out
+    }
+
+    /// Per topic with members here: an order-independent hash of them and
+    /// their count (what peers compare their replica of this node against).
+    pub fn local_digest(&self) -> Vec<(String, u64, u32)> {
+        let mut out = Vec::new();
+        for entry in self.topics.iter() {
+            let t = entry.value().lock();
+            if t.tracked.is_empty() {
+                continue;
+            }
+            let hash = t
+                .tracked
+                .values()
+                .map(|tr| member_hash(&tr.key, &tr.meta))
+                .fold(0u64, u64::wrapping_add);
+            out.push((entry.key().to_string(), hash, t.tracked.len() as u32));
+        }
+        out
+    }
+
+    /// The same digest of what `node` reported on `topic` here.
+    pub fn remote_digest(&self, node: &str, topic: &str) -> (u64, u32) {
+        let remote = self.remote.lock();
+        let members = remote.get(node).and_then(|n| n.get(topic));
+        members.map_or((0, 0), |ms| {
+            let hash = ms
+                .iter()
+                .map(|m| member_hash(&m.key, &m.meta))
+                .fold(0u64, u64::wrapping_add);
+            (hash, ms.len() as u32)
+        })
+    }
+
+    /// The topics `node` reported members on.
+    pub fn remote_topics(&self, node: &str) -> Vec<String> {
+        self.remote
+            .lock()
+            .get(node)
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Apply a presence diff (Phoenix shape) that `node` broadcast. Its
@@ -287,24 +336,57 @@ impl Presence {
         members: Vec<RemoteMember>,
         max_members: usize,
     ) -> Vec<(String, String)> {
+        self.replace_remote_topics(node, None, members, max_members)
+    }
+
+    /// `replace_remote` for `topics` only (every topic: None): what `node`
+    /// reported on other topics stays. One diff per changed topic.
+    pub fn replace_remote_topics(
+        &self,
+        node: &str,
+        topics: Option<&[String]>,
+        members: Vec<RemoteMember>,
+        max_members: usize,
+    ) -> Vec<(String, String)> {
         let mut new = NodeMembers::new();
         for m in members {
+            if topics.is_some_and(|ts| !ts.contains(&m.topic)) {
+                continue;
+            }
             let topic = new.entry(m.topic.clone()).or_default();
             if topic.len() < max_members {
                 topic.push(m);
             }
         }
         let mut remote = self.remote.lock();
-        let old = remote.remove(node).unwrap_or_default();
-        let mut diffs = Vec::new();
+        let node_members = remote.entry(node.to_owned()).or_default();
+        let old: NodeMembers = match topics {
+            None => std::mem::take(node_members),
+            Some(ts) => ts
+                .iter()
+                .filter_map(|t| node_members.remove_entry(t))
+                .collect(),
+        };
+        let mut diffs: BTreeMap<String, (Map<String, Value>, Map<String, Value>)> = BTreeMap::new();
         for m in missing_from(&old, &new) {
-            diffs.push((m.topic.clone(), diff_json(None, Some((&m.key, &m.meta)))));
+            push_meta(&mut diffs.entry(m.topic.clone()).or_default().1, &m.key, &m.meta);
         }
         for m in missing_from(&new, &old) {
-            diffs.push((m.topic.clone(), diff_json(Some((&m.key, &m.meta)), None)));
+            push_meta(&mut diffs.entry(m.topic.clone()).or_default().0, &m.key, &m.meta);
         }
-        remote.insert(node.to_owned(), new);
+        node_members.extend(new);
+        if node_members.is_empty() {
+            remote.remove(node);
+        }
         diffs
+            .into_iter()
+            .map(|(topic, (joins, leaves))| {
+                let mut diff = Map::new();
+                diff.insert(String::from("joins"), Value::Object(joins));
+                diff.insert(String::from("leaves"), Value::Object(leaves));
+                (topic, Value::Object(diff).to_string())
+            })
+            .collect()
     }
 
     /// Forget a node that stopped answering; returns the leave diffs to
@@ -364,6 +446,32 @@ fn diff_side<'a>(diff: &'a Value, side: &str) -> impl Iterator<Item = (&'a Strin
                 .flatten()
                 .map(move |meta| (key, meta))
         })
+}
+
+/// Add `meta` under `key` to one side of a diff (`{key: {"metas": [..]}}`).
+fn push_meta(side: &mut Map<String, Value>, key: &str, meta: &Value) {
+    let entry = side
+        .entry(key.to_owned())
+        .or_insert_with(|| serde_json::json!({"metas": []}));
+    if let Some(metas) = entry.get_mut("metas").and_then(Value::as_array_mut) {
+        metas.push(meta.clone());
+    }
+}
+
+/// One member's share of a digest: the first 8 bytes of SHA-256 over its key
+/// and `phx_ref` (the whole meta when it has none), the same on every node
+/// and version; a topic's digest is the wrapping sum, so order does not matter.
+fn member_hash(key: &str, meta: &Value) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update([0]);
+    match meta.get("phx_ref").and_then(Value::as_str) {
+        Some(r) => h.update(r.as_bytes()),
+        None => h.update(meta.to_string().as_bytes()),
+    }
+    let d = h.finalize();
+    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 fn diff_json(join: Option<(&str, &Value)>, leave: Option<(&str, &Value)>) -> String {
