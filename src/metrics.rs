@@ -124,6 +124,9 @@ pub const PROCESS_MAX_FDS: &str = "myriad_process_max_fds";
 pub const LISTEN_BACKLOG: &str = "myriad_listen_backlog";
 pub const LISTEN_OVERFLOWS: &str = "myriad_listen_overflows_total";
 pub const DRAIN_WAVES: &str = "myriad_drain_waves_total";
+pub const PRESENCE_SYNC_PARTS: &str = "myriad_presence_sync_parts_sent_total";
+pub const PRESENCE_SYNC_QUEUE: &str = "myriad_presence_sync_queue_bytes";
+pub const PRESENCE_DIGEST_MISMATCHES: &str = "myriad_presence_digest_mismatches_total";
 pub const DRAIN_CLOSED: &str = "myriad_drain_sessions_closed_total";
 pub const RUNTIME_ALIVE_TASKS: &str = "myriad_runtime_alive_tasks";
 pub const RUNTIME_GLOBAL_QUEUE: &str = "myriad_runtime_global_queue_depth";
@@ -250,6 +253,9 @@ pub struct Metrics {
     /// The kernel's ListenOverflows when the listener started.
     listen_overflows_base: std::sync::OnceLock<u64>,
     pub drain_waves: Counter,
+    pub presence_sync_parts: Counter,
+    pub presence_sync_queue: Gauge,
+    pub presence_digest_mismatches: Counter,
     pub drain_closed: Counter,
     pub runtime_alive_tasks: Gauge,
     pub runtime_global_queue: Gauge,
@@ -667,6 +673,21 @@ impl Metrics {
                 None,
             ),
             listen_overflows_base: std::sync::OnceLock::new(),
+            presence_sync_parts: counter(
+                PRESENCE_SYNC_PARTS,
+                "Presence state messages (parts of at most presence_sync_chunk_bytes) sent to other nodes.",
+                None,
+            ),
+            presence_sync_queue: gauge(
+                PRESENCE_SYNC_QUEUE,
+                "Bytes of presence state parts waiting for the presence_sync_rate budget.",
+                Some(Unit::Bytes),
+            ),
+            presence_digest_mismatches: counter(
+                PRESENCE_DIGEST_MISMATCHES,
+                "Topics whose replica of another node disagreed with that node's digest (asked for again).",
+                None,
+            ),
             drain_waves: counter(
                 DRAIN_WAVES,
                 "Waves of sessions asked to close while draining.",

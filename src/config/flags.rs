@@ -256,6 +256,24 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_max_members: Option<usize>,
 
+    /// The most one cluster presence state message carries; larger states go in parts [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_sync_chunk_bytes: Option<usize>,
+
+    /// Bytes of presence state parts a node sends per second [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_sync_rate: Option<usize>,
+
+    /// How often a node publishes presence digests for anti-entropy (0: never) [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub presence_digest_interval: Option<Duration>,
+
     /// In-flight HTTP API / admin requests; more get 503 at once [default: 256]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

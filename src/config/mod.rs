@@ -263,6 +263,18 @@ pub struct Config {
     /// Sessions tracked per topic on this node. Default 10000; 0 is invalid.
     /// Past it joins still succeed but are not listed in presence (counted).
     pub presence_max_members: usize,
+    /// The most one cluster presence state message carries; a larger state
+    /// travels in parts (NATS refuses payloads over 1 MiB by default).
+    /// Default 262144; at least 4096.
+    pub presence_sync_chunk_bytes: usize,
+    /// Bytes of presence state parts a node sends per second (a 100 000-member
+    /// state is megabytes). Default 8388608; 0 is invalid.
+    pub presence_sync_rate: usize,
+    /// How often a node publishes per-topic digests of its members, so peers
+    /// whose replica disagrees (a lost diff) ask for those topics again.
+    /// Default 10s; 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub presence_digest_interval: Duration,
     /// In-flight HTTP API / admin requests per listener; more get 503 at once. Default 256.
     pub http_concurrency_limit: usize,
     /// Connections the admin listener serves at once; more are closed at once
@@ -383,6 +395,9 @@ impl Default for Config {
             max_payload_depth: 64,
             presence_max_meta_bytes: 1024,
             presence_max_members: 10_000,
+            presence_sync_chunk_bytes: 256 * 1024,
+            presence_sync_rate: 8 * 1024 * 1024,
+            presence_digest_interval: Duration::from_secs(10),
             http_concurrency_limit: 256,
             admin_max_connections: 64,
             http_timeout: Duration::from_secs(10),

@@ -20,6 +20,13 @@ impl Config {
         }
         at_least_one("mailbox_capacity", self.mailbox_capacity)?;
         at_least_one("listen_backlog", self.listen_backlog as usize)?;
+        at_least_one("presence_sync_rate", self.presence_sync_rate)?;
+        if self.presence_sync_chunk_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                key: "presence_sync_chunk_bytes",
+                why: String::from("must be at least 4096"),
+            });
+        }
         at_least_one("broker_queue", self.broker_queue)?;
         if self.broker_timeout.is_zero() {
             return Err(ConfigError::Invalid {

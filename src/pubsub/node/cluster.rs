@@ -12,11 +12,11 @@ use super::Node;
 use crate::protocol::{
     binary, broadcast_fields, check_broadcast, encode, history_position, BrokerRefusal, SlotKind,
 };
-use crate::pubsub::broker::wire::{Control, Member};
+use crate::pubsub::broker::wire::Control;
 use crate::pubsub::broker::{BrokerHandler, Envelope};
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::pubsub::membership::Heard;
-use crate::pubsub::presence::{filter_diff, RemoteMember};
+use crate::pubsub::presence::filter_diff;
 use crate::revocation::{unix_now, Revocation};
 
 /// Longest user id (presence key, revoked user) another node may name.
@@ -32,7 +32,7 @@ const MAX_ADVERTISED_URL: usize = 256;
 impl Node {
     /// A presence change other nodes' members caused (sync or a dead node):
     /// local members only, their nodes told their own.
-    fn deliver_presence_diff(&self, topic: &str, diff: &str) {
+    pub(super) fn deliver_presence_diff(&self, topic: &str, diff: &str) {
         let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
         self.deliver(topic, &frame, None);
     }
@@ -51,6 +51,11 @@ impl Node {
             if n % ADVERTISE_EVERY == 0 {
                 self.advertise();
             }
+            let every = self.sync.digest_every();
+            if every > 0 && n % every == every - 1 {
+                self.send_digest();
+            }
+            self.pump_sync();
         }
         for node in self.membership.sweep() {
             self.peer_urls.lock().remove(&node);
@@ -82,14 +87,14 @@ impl Node {
 
     /// A topic name from the broker within what a local client may use
     /// (`max_topic_length`): none longer becomes a ring, a map key or a log line.
-    fn topic_ok(&self, topic: &str) -> bool {
+    pub(super) fn topic_ok(&self, topic: &str) -> bool {
         topic.len() <= self.remote.topic
     }
 
     /// Whether another node's member may enter the replica (and so reach
     /// local clients): a topic with presence here, within the bounds a local
     /// join has.
-    fn admissible_member(&self, topic: &str, key: &str, meta: &Value) -> bool {
+    pub(super) fn admissible_member(&self, topic: &str, key: &str, meta: &Value) -> bool {
         self.topic_ok(topic)
             && self.route(topic).is_some_and(|r| r.namespace.presence)
             && !key.is_empty()
@@ -98,7 +103,7 @@ impl Node {
             && meta.to_string().len() <= self.remote.meta + META_OVERHEAD
     }
 
-    fn send_control(&self, control: Control) {
+    pub(super) fn send_control(&self, control: Control) {
         let _ = self.broker.send(Envelope::Control(control));
     }
 
@@ -254,38 +259,16 @@ impl BrokerHandler for Node {
                     .broker_refused
                     .increment(BrokerRefusal::SyncRate);
             }
-            Control::SyncRequest => {
-                let members = self
-                    .presence
-                    .local_members()
-                    .into_iter()
-                    .map(|m| Member {
-                        topic: m.topic,
-                        key: m.key,
-                        meta: m.meta,
-                    })
-                    .collect();
-                self.send_control(Control::State { members });
-            }
-            Control::State { members } => {
-                let sent = members.len();
-                let members: Vec<RemoteMember> = members
-                    .into_iter()
-                    .filter(|m| self.admissible_member(&m.topic, &m.key, &m.meta))
-                    .map(|m| RemoteMember {
-                        topic: m.topic,
-                        key: m.key,
-                        meta: m.meta,
-                    })
-                    .collect();
-                if members.len() < sent {
-                    self.metrics.broker_refused.increment(BrokerRefusal::Frame);
-                }
-                let max = self.presence_max_members;
-                for (topic, diff) in self.presence.replace_remote(origin, members, max) {
-                    self.deliver_presence_diff(&topic, &diff);
-                }
-            }
+            Control::SyncRequest => self.send_state(None),
+            Control::State {
+                members,
+                topics,
+                id,
+                part,
+                parts,
+            } => self.receive_state(origin, members, topics, (id, part, parts)),
+            Control::Digest { topics, complete } => self.receive_digest(origin, topics, complete),
+            Control::TopicSync { to, topics } => self.receive_topic_sync(origin, &to, topics),
             Control::Advertise { url } => {
                 // Without cluster_secret anyone on the broker could name a
                 // URL and receive clients' long-poll tokens (and have this

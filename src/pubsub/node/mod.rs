@@ -93,6 +93,7 @@ pub struct JoinOutcome {
 }
 
 mod cluster;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -139,10 +140,23 @@ pub struct Node {
     peer_urls: parking_lot::Mutex<std::collections::HashMap<String, String>>,
     /// Heartbeats since the last advertisement.
     ticks: std::sync::atomic::AtomicU32,
+    /// Presence state in parts, paced, and anti-entropy digests.
+    sync: sync::Sync,
     /// Whether other nodes' messages are authenticated (`cluster_secret`):
     /// only then is an advertised URL trusted (requests carrying client
     /// tokens are forwarded to it).
     authenticated_peers: bool,
+}
+
+/// Heartbeats between presence digests (0: never).
+fn digest_every(config: &Config) -> u32 {
+    if config.presence_digest_interval.is_zero() {
+        return 0;
+    }
+    let beat = config.cluster_heartbeat.as_secs_f64().max(0.001);
+    (config.presence_digest_interval.as_secs_f64() / beat)
+        .round()
+        .clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 impl Node {
@@ -184,6 +198,11 @@ impl Node {
             peer_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
             ticks: std::sync::atomic::AtomicU32::new(0),
             authenticated_peers: config.cluster_secret.is_some(),
+            sync: sync::Sync::new(sync::SyncLimits {
+                chunk_bytes: config.presence_sync_chunk_bytes,
+                rate: config.presence_sync_rate,
+                digest_every: digest_every(config),
+            }),
         }
     }
 

@@ -105,6 +105,10 @@ fn bob_on_n2() -> Control {
             key: "bob".into(),
             meta: json!({"phx_ref": "r1"}),
         }],
+        topics: None,
+        id: 0,
+        part: 0,
+        parts: 1,
     }
 }
 
@@ -247,7 +251,7 @@ fn presence_changes_are_replicated_and_a_state_sync_delivers_what_is_missing() {
     // Asked for its members, it answers with its own (not the replica).
     node.on_control("n2", Control::SyncRequest);
     let sent = broker.take();
-    let Some(Envelope::Control(Control::State { members })) = sent.first() else {
+    let Some(Envelope::Control(Control::State { members, .. })) = sent.first() else {
         panic!("{sent:?}")
     };
     assert_eq!(members.len(), 1);
@@ -341,6 +345,10 @@ fn a_peer_cannot_push_oversized_or_foreign_presence_to_local_clients() {
                 member("chat:p", &"k".repeat(2000), json!({})),
                 member("chat:p", "notobject", json!("meta")),
             ],
+            topics: None,
+            id: 0,
+            part: 0,
+            parts: 1,
         },
     );
     let state: Value = serde_json::from_str(&node.presence_state("chat:p")).unwrap();
@@ -482,4 +490,284 @@ fn a_binary_publish_on_a_history_topic_is_sequenced_and_lands_as_binary() {
     a.drain(&mut q);
     assert_eq!(q.len(), 1, "nothing more delivered");
     assert_eq!(node.history("chat:b", None).unwrap().0.offset, 4);
+}
+
+/// A broker that hands control messages, encoded on the wire, to the test
+/// (which delivers them to the other nodes); diffs can be dropped on purpose.
+struct Loop {
+    id: String,
+    out: Mutex<Vec<Vec<u8>>>,
+    drop_diffs: AtomicBool,
+}
+
+impl Broker for Loop {
+    fn send(&self, envelope: Envelope) -> Result<(), SendError> {
+        use crate::pubsub::broker::{sign::Signer, wire};
+        if let Envelope::Control(c) = envelope {
+            if matches!(c, Control::Diff { .. }) && self.drop_diffs.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let bytes = wire::encode_control(&Signer::new(None), &self.id, None, &c);
+            self.out.lock().push(bytes);
+        }
+        Ok(())
+    }
+    fn subscribe_topic(&self, _topic: &str) {}
+    fn unsubscribe_topic(&self, _topic: &str) {}
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+
+struct Cluster {
+    nodes: Vec<(Arc<Node>, Arc<Loop>)>,
+    /// The largest control message seen on the wire, and how many states.
+    largest: usize,
+    states: usize,
+}
+
+impl Cluster {
+    fn new(n: usize, tweak: impl Fn(&mut Config)) -> Cluster {
+        let nodes = (0..n)
+            .map(|i| {
+                let mut config = Config {
+                    cluster_heartbeat: Duration::from_millis(100),
+                    cluster_node_timeout: Duration::from_secs(60),
+                    ..Config::default()
+                };
+                tweak(&mut config);
+                let broker = Arc::new(Loop {
+                    id: format!("n{i}"),
+                    out: Mutex::new(Vec::new()),
+                    drop_diffs: AtomicBool::new(false),
+                });
+                let node = Node::new(
+                    &config,
+                    Metrics::new(),
+                    Arc::clone(&broker) as Arc<dyn Broker>,
+                );
+                (Arc::new(node), broker)
+            })
+            .collect();
+        Cluster {
+            nodes,
+            largest: 0,
+            states: 0,
+        }
+    }
+
+    /// Deliver every queued message to the other nodes (and what they send
+    /// in answer), pumping paced state parts, until nothing moves.
+    fn settle(&mut self) {
+        use crate::pubsub::broker::{sign::Signer, wire};
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                self.nodes[i].0.pump_sync();
+                let msgs = std::mem::take(&mut *self.nodes[i].1.out.lock());
+                for bytes in msgs {
+                    moved = true;
+                    self.largest = self.largest.max(bytes.len());
+                    let msg = wire::decode_control(&Signer::new(None), &bytes).unwrap();
+                    if matches!(msg.control, Control::State { .. }) {
+                        self.states += 1;
+                    }
+                    for (j, (node, _)) in self.nodes.iter().enumerate() {
+                        if j != i {
+                            node.on_control(&msg.origin, msg.control.clone());
+                        }
+                    }
+                }
+            }
+            let queued = self.nodes.iter().any(|(n, _)| n.sync.queued_bytes() > 0);
+            if !moved && !queued {
+                return;
+            }
+            if !moved {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    /// Whether every node's replica of every other node matches that node's
+    /// own digest of `topic`.
+    fn agrees(&self, topic: &str) -> bool {
+        self.nodes.iter().all(|(origin, b)| {
+            let own = origin
+                .presence
+                .local_digest()
+                .into_iter()
+                .find(|d| d.0 == topic)
+                .map_or((0, 0), |d| (d.1, d.2));
+            self.nodes
+                .iter()
+                .filter(|(n, _)| !Arc::ptr_eq(n, origin))
+                .all(|(n, _)| n.presence.remote_digest(&b.id, topic) == own)
+        })
+    }
+}
+
+fn track_many(node: &Node, topic: &str, from: u64, n: u64) {
+    for s in from..from + n {
+        let mut meta = Map::new();
+        meta.insert("device".into(), json!("phone"));
+        node.presence
+            .track_silently(topic, s, &format!("user-{s}"), meta);
+    }
+}
+
+#[test]
+fn a_100k_member_topic_syncs_across_three_nodes_in_bounded_parts() {
+    let mut c = Cluster::new(3, |cfg| {
+        cfg.presence_max_members = 200_000;
+        cfg.presence_sync_rate = 64 << 20;
+    });
+    for (i, (node, _)) in c.nodes.iter().enumerate() {
+        let i = i as u64;
+        track_many(
+            node,
+            "chat:big",
+            i * 40_000,
+            if i == 2 { 20_000 } else { 40_000 },
+        );
+    }
+    for (node, _) in &c.nodes {
+        node.send_control(Control::SyncRequest);
+    }
+    c.settle();
+    assert!(c.agrees("chat:big"), "every replica matches its node");
+    let total: u32 = c.nodes[0].0.presence.remote_digest("n1", "chat:big").1
+        + c.nodes[0].0.presence.remote_digest("n2", "chat:big").1
+        + c.nodes[0].0.presence.local_digest()[0].2;
+    assert_eq!(total, 100_000);
+    // No message past the chunk size (NATS's default max payload is 1 MiB).
+    let chunk = Config::default().presence_sync_chunk_bytes;
+    assert!(
+        c.largest <= chunk,
+        "largest control message {} > {chunk}",
+        c.largest
+    );
+    assert!(c.states > 30, "the states travelled in parts: {}", c.states);
+    let parts = c.nodes[0].0.metrics.render();
+    assert!(
+        parts.contains("myriad_presence_sync_parts_sent_total"),
+        "{parts}"
+    );
+}
+
+#[test]
+fn state_parts_are_paced_at_presence_sync_rate() {
+    let mut c = Cluster::new(2, |cfg| {
+        cfg.presence_sync_rate = 64 * 1024;
+        cfg.presence_sync_chunk_bytes = 16 * 1024;
+    });
+    track_many(&c.nodes[0].0, "chat:paced", 0, 5_000);
+    c.nodes[0].0.send_state(None);
+    // One second's budget went at once; the rest waits.
+    let queued = c.nodes[0].0.sync.queued_bytes();
+    assert!(queued > 64 * 1024, "queued {queued}");
+    assert!(c.nodes[0]
+        .0
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l.starts_with("myriad_presence_sync_queue_bytes ") && !l.ends_with(" 0")));
+    let started = std::time::Instant::now();
+    c.settle();
+    assert!(c.agrees("chat:paced"));
+    // ~500 KiB at 64 KiB/s, one second of it up front.
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_partial_state_is_not_applied_and_a_newer_one_replaces_it() {
+    let (c, _) = (Cluster::new(1, |_| {}), ());
+    let node = &c.nodes[0].0;
+    let m = |k: &str| crate::pubsub::broker::wire::Member {
+        topic: "chat:x".into(),
+        key: k.into(),
+        meta: json!({"phx_ref": k}),
+    };
+    let part = |id, part, parts, key: &str| Control::State {
+        members: vec![m(key)],
+        topics: None,
+        id,
+        part,
+        parts,
+    };
+    node.on_control("n9", part(7, 0, 2, "a"));
+    assert_eq!(
+        node.presence.remote_digest("n9", "chat:x").1,
+        0,
+        "half a state"
+    );
+    // A newer answer starts over; the old half is forgotten.
+    node.on_control("n9", part(8, 1, 2, "c"));
+    node.on_control("n9", part(8, 0, 2, "b"));
+    assert_eq!(node.presence.remote_digest("n9", "chat:x").1, 2);
+    // Nonsense part numbers are refused.
+    node.on_control("n9", part(9, 5, 2, "z"));
+    node.on_control("n9", part(9, 0, 0, "z"));
+    assert!(node
+        .metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"frame\"} 2"));
+}
+
+#[test]
+fn lost_diffs_are_repaired_by_the_next_digest() {
+    let mut c = Cluster::new(3, |_| {});
+    for (i, (node, _)) in c.nodes.iter().enumerate() {
+        track_many(node, "chat:ae", i as u64 * 1000, 100);
+    }
+    for (node, _) in &c.nodes {
+        node.send_control(Control::SyncRequest);
+    }
+    c.settle();
+    assert!(c.agrees("chat:ae"));
+    // Node 0's diffs are lost on the way: ten leave, five join, one topic
+    // empties completely.
+    c.nodes[0].1.drop_diffs.store(true, Ordering::Relaxed);
+    track_many(&c.nodes[0].0, "chat:gone", 5000, 3);
+    // (Answers are limited to one per peer per heartbeat: wait one out.)
+    std::thread::sleep(Duration::from_millis(150));
+    c.nodes[1].0.send_control(Control::SyncRequest);
+    c.settle();
+    assert_eq!(c.nodes[1].0.presence.remote_digest("n0", "chat:gone").1, 3);
+    for s in 0..10 {
+        c.nodes[0].0.presence.untrack("chat:ae", s, |_| {});
+        c.nodes[0].0.presence.untrack("chat:gone", 5000 + s, |_| {});
+    }
+    track_many(&c.nodes[0].0, "chat:ae", 2000, 5);
+    c.settle();
+    assert!(!c.agrees("chat:ae"), "the replicas are stale");
+    // One digest round repairs them.
+    std::thread::sleep(Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    c.nodes[0].0.send_digest();
+    c.settle();
+    assert!(c.agrees("chat:ae"));
+    assert!(c.agrees("chat:gone"));
+    assert_eq!(
+        c.nodes[1].0.presence.remote_digest("n0", "chat:gone"),
+        (0, 0)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let text = c.nodes[1].0.metrics.render();
+    assert!(
+        text.contains("myriad_presence_digest_mismatches_total 2"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("mismatch"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

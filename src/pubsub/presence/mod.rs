@@ -85,6 +85,9 @@ pub struct Presence {
     remote: Mutex<HashMap<String, NodeMembers>>,
 }
 
+/// A diff being built: (joins, leaves), each `{key: {"metas": [..]}}`.
+type DiffSides = (Map<String, Value>, Map<String, Value>);
+
 /// One node's reported members, by topic.
 type NodeMembers = HashMap<String, Vec<RemoteMember>>;
 
@@ -163,6 +166,32 @@ impl Presence {
         joined(self.state_of(topic, &t));
         deliver(diff);
         true
+    }
+
+    /// `track` without building the joiner's state or the diff: tests that
+    /// fill a topic with 100 000 members (each `track` renders the state).
+    #[cfg(test)]
+    pub fn track_silently(
+        &self,
+        topic: &str,
+        session: SessionId,
+        key: &str,
+        meta: Map<String, Value>,
+    ) {
+        let t = self.topic(topic);
+        let mut t = t.lock();
+        let mut meta = meta;
+        meta.insert(
+            String::from("phx_ref"),
+            Value::String(self.new_ref(session)),
+        );
+        t.tracked.insert(
+            session,
+            Tracked {
+                key: key.to_owned(),
+                meta: Value::Object(meta),
+            },
+        );
     }
 
     /// Remove `session` from `topic`; `deliver` gets the leave diff. No-op when
@@ -367,12 +396,20 @@ impl Presence {
                 .filter_map(|t| node_members.remove_entry(t))
                 .collect(),
         };
-        let mut diffs: BTreeMap<String, (Map<String, Value>, Map<String, Value>)> = BTreeMap::new();
+        let mut diffs: BTreeMap<String, DiffSides> = BTreeMap::new();
         for m in missing_from(&old, &new) {
-            push_meta(&mut diffs.entry(m.topic.clone()).or_default().1, &m.key, &m.meta);
+            push_meta(
+                &mut diffs.entry(m.topic.clone()).or_default().1,
+                &m.key,
+                &m.meta,
+            );
         }
         for m in missing_from(&new, &old) {
-            push_meta(&mut diffs.entry(m.topic.clone()).or_default().0, &m.key, &m.meta);
+            push_meta(
+                &mut diffs.entry(m.topic.clone()).or_default().0,
+                &m.key,
+                &m.meta,
+            );
         }
         node_members.extend(new);
         if node_members.is_empty() {

@@ -180,7 +180,11 @@ fn another_nodes_members_are_capped_per_topic_and_diffs_rebuilt() {
             meta: serde_json::json!({"phx_ref": i.to_string()}),
         })
         .collect();
-    assert_eq!(p.replace_remote("n2", many, 3).len(), 3);
+    // One diff for the topic, with the three members kept.
+    let diffs = p.replace_remote("n2", many, 3);
+    assert_eq!(diffs.len(), 1);
+    let diff: Value = serde_json::from_str(&diffs[0].1).unwrap();
+    assert_eq!(diff["joins"].as_object().unwrap().len(), 3);
     // Only Phoenix's shape survives, and only entries the filter keeps.
     let dirty = serde_json::json!({
         "joins": {"ok": {"metas": [{"phx_ref": "1"}]}, "big": {"metas": [{"x": "y".repeat(99)}]}},
@@ -193,4 +197,56 @@ fn another_nodes_members_are_capped_per_topic_and_diffs_rebuilt() {
         serde_json::json!({"joins": {"ok": {"metas": [{"phx_ref": "1"}]}}, "leaves": {}})
     );
     assert!(filter_diff(&dirty, |_, _| false).is_none());
+}
+
+#[test]
+fn digests_agree_with_a_faithful_replica_and_topic_replaces_leave_other_topics() {
+    let local = Presence::new();
+    for (i, topic) in ["a", "a", "b"].iter().enumerate() {
+        local.track(
+            topic,
+            i as u64 + 1,
+            &format!("u{i}"),
+            Map::new(),
+            100,
+            |_| {},
+            |_| {},
+        );
+    }
+    let mut digest = local.local_digest();
+    digest.sort();
+    assert_eq!(
+        digest
+            .iter()
+            .map(|d| (d.0.as_str(), d.2))
+            .collect::<Vec<_>>(),
+        [("a", 2), ("b", 1)]
+    );
+    // A peer's replica built from a state sync digests the same.
+    let peer = Presence::new();
+    peer.replace_remote("n1", local.local_members(), 100);
+    for (topic, hash, count) in &digest {
+        assert_eq!(peer.remote_digest("n1", topic), (*hash, *count));
+    }
+    // A lost leave on "a": the replica disagrees on "a" only.
+    local.untrack("a", 1, |_| {});
+    let fresh = local.local_digest();
+    let a = fresh.iter().find(|d| d.0 == "a").unwrap();
+    assert_ne!(peer.remote_digest("n1", "a"), (a.1, a.2));
+    // Replacing just "a" repairs it (one diff: the leave), "b" untouched.
+    let only_a = vec![String::from("a")];
+    let diffs = peer.replace_remote_topics(
+        "n1",
+        Some(&only_a),
+        local.local_members_of(Some(&only_a)),
+        100,
+    );
+    assert_eq!(diffs.len(), 1);
+    let diff: Value = serde_json::from_str(&diffs[0].1).unwrap();
+    assert_eq!(diff["leaves"].as_object().unwrap().len(), 1);
+    assert_eq!(peer.remote_digest("n1", "a"), (a.1, a.2));
+    assert_eq!(peer.remote_digest("n1", "b").1, 1);
+    let mut topics = peer.remote_topics("n1");
+    topics.sort();
+    assert_eq!(topics, ["a", "b"]);
 }

@@ -73,6 +73,18 @@ pub struct Member {
     pub meta: serde_json::Value,
 }
 
+/// One topic in a presence digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDigest {
+    pub topic: String,
+    pub hash: u64,
+    pub count: u32,
+}
+
+fn one_part() -> u32 {
+    1
+}
+
 /// Membership and presence replication between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
@@ -82,8 +94,28 @@ pub enum Control {
     /// "Everyone, send me your members" (after connecting, or on meeting a
     /// node this one had not heard from).
     SyncRequest,
-    /// Every member this node tracks (the answer to a sync request).
-    State { members: Vec<Member> },
+    /// Members this node tracks (the answer to a sync request): every topic,
+    /// or only `topics`. A large state travels in `parts` messages of one
+    /// answer `id`, applied once all arrived (`pubsub::node::sync`).
+    State {
+        members: Vec<Member>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topics: Option<Vec<String>>,
+        #[serde(default)]
+        id: u64,
+        #[serde(default)]
+        part: u32,
+        #[serde(default = "one_part")]
+        parts: u32,
+    },
+    /// Per topic with members on this node: a hash of them and their count
+    /// (anti-entropy). `complete`: every such topic is listed here.
+    Digest {
+        topics: Vec<TopicDigest>,
+        complete: bool,
+    },
+    /// "Node `to`, send me your members of `topics` again" (a digest disagreed).
+    TopicSync { to: String, topics: Vec<String> },
     /// One presence change on `topic` (a `presence_diff` payload).
     Diff { topic: String, diff: Box<RawValue> },
     /// `user`'s tokens issued at or before `before` are refused until `until`
@@ -116,13 +148,15 @@ struct ControlIn<'a> {
 }
 
 /// The kinds this node reads; any other is a newer node's (ignored).
-const KNOWN_KINDS: [&str; 6] = [
+const KNOWN_KINDS: [&str; 8] = [
     "heartbeat",
     "sync_request",
     "state",
     "diff",
     "revoke",
     "advertise",
+    "digest",
+    "topic_sync",
 ];
 
 #[derive(Deserialize)]

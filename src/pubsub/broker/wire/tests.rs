@@ -57,6 +57,10 @@ fn control_messages_round_trip_and_unknown_kinds_are_tolerated() {
                 key: "u".into(),
                 meta: serde_json::json!({"phx_ref": "r"}),
             }],
+            topics: None,
+            id: 0,
+            part: 0,
+            parts: 1,
         },
         Control::Diff {
             topic: "chat:1".into(),
