@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 pub use cidr::Cidr;
 pub use flags::ServeFlags;
 pub use namespace::{
-    ChannelKind, NamespaceConfig, Namespaces, Pattern, Publish, Route, MAX_HISTORY_SIZE,
+    ChannelKind, NamespaceConfig, Namespaces, Pattern, PresenceMode, Publish, Route,
+    MAX_HISTORY_SIZE,
 };
 
 /// What happens to a subscriber whose mailbox is full.

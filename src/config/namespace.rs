@@ -36,6 +36,9 @@ pub struct NamespaceConfig {
     /// Track members (Phoenix Presence wire format). Default false.
     #[serde(default)]
     pub presence: bool,
+    /// `full` (default) or `count`: what joiners get (see `PresenceMode`).
+    #[serde(default)]
+    pub presence_mode: PresenceMode,
     /// Broadcasts kept per topic for recovery; 0 (default) keeps no history.
     #[serde(default)]
     pub history_size: usize,
@@ -62,6 +65,19 @@ pub struct NamespaceConfig {
     pub rpc_events: Vec<String>,
 }
 
+/// What a joiner of a presence namespace is told about who is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceMode {
+    /// Phoenix's `presence_state`: every member with their metas.
+    #[default]
+    Full,
+    /// An empty `presence_state` and a `presence_count` push (sessions
+    /// present), then `presence_diff`s as usual: for topics too large to send
+    /// to every joiner (docs/protocol.md, "Presence").
+    Count,
+}
+
 fn default_publish() -> Publish {
     Publish::Members
 }
@@ -79,6 +95,7 @@ impl NamespaceConfig {
             pattern: pattern.to_owned(),
             publish: Publish::Members,
             presence: false,
+            presence_mode: PresenceMode::Full,
             history_size: 0,
             history_ttl: default_history_ttl(),
             broadcast_from: false,

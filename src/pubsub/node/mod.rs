@@ -23,9 +23,9 @@ use super::history::{Entry, History, Position, Recovery, RingLimits};
 use super::hub::{FanOut, Hub};
 use super::mailbox::{Mailbox, Outbound, SessionId};
 use super::membership::{ClusterTiming, Membership};
-use super::presence::Presence;
+use super::presence::{Joined, Presence, Snapshot};
 use crate::config::webhooks::WebhookEvent;
-use crate::config::{Config, NamespaceConfig, Namespaces, Route};
+use crate::config::{Config, NamespaceConfig, Namespaces, PresenceMode, Route};
 use crate::metrics::Metrics;
 use crate::protocol::{binary, encode, RefSlotFrame};
 use crate::revocation::{Revocation, Revocations};
@@ -343,15 +343,29 @@ impl Node {
             .and(presence.as_ref())
             .map(|(key, _)| key.to_string());
         let tracked = match presence {
-            Some((key, meta)) if ns.presence => Some(self.presence.track(
+            Some((key, meta)) if ns.presence => Some(self.presence.track_as(
                 topic,
                 session,
-                key,
-                meta,
+                (key, meta),
                 self.presence_max_members,
-                |state| {
-                    let push = encode::push(join_ref, topic, "presence_state", &state);
-                    mailbox.push(Outbound::Text(push.into()));
+                match ns.presence_mode {
+                    PresenceMode::Full => Snapshot::Full,
+                    PresenceMode::Count => Snapshot::Count,
+                },
+                |joined| match joined {
+                    Joined::State(state) => {
+                        let push = encode::push(join_ref, topic, "presence_state", &state);
+                        mailbox.push(Outbound::Text(push.into()));
+                    }
+                    // Phoenix's Presence starts from an empty state and
+                    // follows the diffs; the count says how many are there.
+                    Joined::Count(n) => {
+                        let empty = encode::push(join_ref, topic, "presence_state", "{}");
+                        mailbox.push(Outbound::Text(empty.into()));
+                        let count = format!("{{\"count\":{n}}}");
+                        let push = encode::push(join_ref, topic, "presence_count", &count);
+                        mailbox.push(Outbound::Text(push.into()));
+                    }
                 },
                 |diff| self.presence_changed(topic, &diff),
             )),

@@ -771,3 +771,49 @@ fn lost_diffs_are_repaired_by_the_next_digest() {
             .join("\n")
     );
 }
+
+#[test]
+fn count_mode_joiners_get_an_empty_state_and_the_count_across_nodes() {
+    use crate::config::{NamespaceConfig, PresenceMode};
+    let config = Config {
+        namespaces: vec![NamespaceConfig {
+            presence: true,
+            presence_mode: PresenceMode::Count,
+            ..NamespaceConfig::new("big:*")
+        }],
+        ..Config::default()
+    };
+    let broker = Arc::new(Recording::default());
+    let node = Node::new(&config, Metrics::new(), broker);
+    // Two members another node reported, one here.
+    track_many(&node, "big:x", 1, 1);
+    node.on_control(
+        "n2",
+        Control::State {
+            members: (0..2)
+                .map(|i| crate::pubsub::broker::wire::Member {
+                    topic: "big:x".into(),
+                    key: format!("remote-{i}"),
+                    meta: json!({"phx_ref": format!("r{i}")}),
+                })
+                .collect(),
+            topics: None,
+            id: 1,
+            part: 0,
+            parts: 1,
+        },
+    );
+    let (m, _) = join(&node, "big:x", 9, "me");
+    let got = frames(&m);
+    assert_eq!(got[0][3], "presence_state");
+    assert_eq!(got[0][4], json!({}));
+    assert_eq!(got[1][3], "presence_count");
+    assert_eq!(
+        got[1][4],
+        json!({"count": 4}),
+        "1 here + 2 reported + the joiner"
+    );
+    // Then the usual diff (the joiner's own join).
+    assert_eq!(got[2][3], "presence_diff");
+    assert!(got[2][4]["joins"]["me"].is_object());
+}

@@ -36,6 +36,20 @@ struct TopicPresence {
     tracked: BTreeMap<SessionId, Tracked>,
 }
 
+/// What a joiner is told about who is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    Full,
+    Count,
+}
+
+/// The joiner's view: the `presence_state` payload, or the session count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    State(String),
+    Count(usize),
+}
+
 /// A member another node reported.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteMember {
@@ -143,10 +157,42 @@ impl Presence {
         joined: impl FnOnce(String),
         deliver: impl FnOnce(String),
     ) -> bool {
+        self.track_as(
+            topic,
+            session,
+            (key, meta),
+            max_members,
+            Snapshot::Full,
+            |s| {
+                if let Joined::State(state) = s {
+                    joined(state);
+                }
+            },
+            deliver,
+        )
+    }
+
+    /// `track`, telling the joiner what `snapshot` asks for: the whole state,
+    /// or only how many sessions are present (no O(members) rendering).
+    #[allow(clippy::too_many_arguments)]
+    pub fn track_as(
+        &self,
+        topic: &str,
+        session: SessionId,
+        (key, meta): (&str, Map<String, Value>),
+        max_members: usize,
+        snapshot: Snapshot,
+        joined: impl FnOnce(Joined),
+        deliver: impl FnOnce(String),
+    ) -> bool {
+        let snap = |p: &Presence, t: &TopicPresence| match snapshot {
+            Snapshot::Full => Joined::State(p.state_of(topic, t)),
+            Snapshot::Count => Joined::Count(p.count_of(topic, t)),
+        };
         let t = self.topic(topic);
         let mut t = t.lock();
         if t.tracked.len() >= max_members && !t.tracked.contains_key(&session) {
-            joined(self.state_of(topic, &t));
+            joined(snap(self, &t));
             return false;
         }
         let mut meta = meta;
@@ -163,7 +209,7 @@ impl Presence {
                 meta,
             },
         );
-        joined(self.state_of(topic, &t));
+        joined(snap(self, &t));
         deliver(diff);
         true
     }
@@ -224,6 +270,18 @@ impl Presence {
             Some(t) => self.state_of(topic, &t.lock()),
             None => self.state_of(topic, &TopicPresence::default()),
         }
+    }
+
+    /// Sessions present on `topic` (here and as other nodes reported), with
+    /// the topic's lock held: O(nodes), not O(members).
+    fn count_of(&self, topic: &str, t: &TopicPresence) -> usize {
+        let remote = self.remote.lock();
+        t.tracked.len()
+            + remote
+                .values()
+                .filter_map(|n| n.get(topic))
+                .map(Vec::len)
+                .sum::<usize>()
     }
 
     /// `state` with the topic's lock already held.
