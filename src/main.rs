@@ -77,6 +77,12 @@ fn main() -> ExitCode {
             for warning in config.warnings() {
                 tracing::warn!("configuration: {warning}");
             }
+            let vars = std::env::vars_os().filter_map(|(k, v)| {
+                Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))
+            });
+            for warning in myriad::config::keys::unknown_env(vars) {
+                tracing::warn!("configuration: {warning}");
+            }
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

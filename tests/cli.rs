@@ -59,6 +59,51 @@ fn config_check_names_the_bad_key_and_why() {
 }
 
 #[test]
+fn a_misspelled_file_key_gets_the_closest_real_one_not_the_whole_list() {
+    let out = config_check("typo.toml", "idle_timout = \"30s\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown key `idle_timout`; did you mean `idle_timeout`?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("max_connections"),
+        "no list of every key: {err}"
+    );
+}
+
+#[test]
+fn unknown_myriad_env_variables_are_warnings_and_the_node_starts() {
+    let mut child = myriad()
+        .args(common::SERVE_ON_FREE_PORTS)
+        .env("MYRIAD_BIN", "/usr/local/bin/myriad")
+        .env("MYRIAD_IDLE_TIMOUT", "30s")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let done = line.contains("myriad listening");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("myriad listening"), "{text}");
+    assert!(
+        text.contains("MYRIAD_BIN is not a setting and is ignored"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean MYRIAD_IDLE_TIMEOUT?"), "{text}");
+}
+
+#[test]
 fn config_check_refuses_a_broker_url_for_another_broker_and_unreadable_keys() {
     for (text, key) in [
         (

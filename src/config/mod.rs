@@ -8,6 +8,7 @@
 mod cidr;
 mod flags;
 pub mod hooks;
+pub mod keys;
 pub mod namespace;
 mod validate;
 pub mod webhooks;
@@ -472,7 +473,19 @@ impl From<figment::Error> for ConfigError {
                         None => format!(" (from {})", m.name),
                     })
                     .unwrap_or_default();
-                format!("key `{key}`: {}{source}", e.kind)
+                let what = match &e.kind {
+                    // Not the list of every key: the closest one.
+                    figment::error::Kind::UnknownField(name, expected) => {
+                        match keys::closest(name, expected.iter().copied()) {
+                            Some(k) => format!("unknown key `{name}`; did you mean `{k}`?"),
+                            None => format!(
+                                "unknown key `{name}` (README, \"Configuration\", lists them)"
+                            ),
+                        }
+                    }
+                    kind => kind.to_string(),
+                };
+                format!("key `{key}`: {what}{source}")
             })
             .collect();
         ConfigError::Load(lines.join("; "))
@@ -492,8 +505,13 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
+        // Unknown MYRIAD_* variables are other tools' (warned about in main).
+        let known = keys::known();
         fig = fig
-            .merge(Env::prefixed("MYRIAD_"))
+            .merge(
+                Env::prefixed(keys::ENV_PREFIX)
+                    .filter(move |k| keys::is_known_env(&k.as_str().to_ascii_lowercase(), &known)),
+            )
             .merge(Serialized::defaults(flags));
         let config: Config = fig.extract()?;
         config.validate()?;
