@@ -51,12 +51,15 @@ redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
 return o
 "#;
 
+/// A history epoch the script uses when a topic starts over: random (two
+/// nodes starting a topic in the same nanosecond must not share one).
 fn new_epoch() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!("{nanos:x}")
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    format!("{random:x}")
 }
 
 /// A client for `url`: rediss:// checks the server's certificate against

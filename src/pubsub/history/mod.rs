@@ -171,11 +171,14 @@ impl History {
         max_topics: usize,
         limits_of: impl Fn(&str) -> Option<RingLimits> + Send + Sync + 'static,
     ) -> History {
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()).rotate_left(32);
+        // From the OS's random source: containers started together share
+        // their PID (1) and nearly their clock.
+        let boot = getrandom::u64().unwrap_or_else(|_| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32)
+        });
         History {
             rings: DashMap::new(),
             epoch_counter: AtomicU64::new(0),
@@ -219,13 +222,15 @@ impl History {
     }
 
     fn new_epoch(&self) -> String {
-        // Unique per ring lifetime in this process and across restarts.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        // Unique per ring lifetime in this process and across restarts and
+        // nodes: random, with a counter for the (unlikely) failing source.
+        let random = getrandom::u64().unwrap_or_else(|_| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
         let n = self.epoch_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:x}", nanos ^ n.rotate_left(48))
+        format!("{:x}", random ^ n.rotate_left(48))
     }
 
     /// The topic's ring if it has one (joins and reads never create one).

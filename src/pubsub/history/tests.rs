@@ -262,3 +262,10 @@ fn the_number_of_rings_is_bounded_and_overflow_is_never_a_silent_gap() {
     h.sweep_at(Instant::now() + TTL);
     assert_eq!((h.topic_count(), h.bytes()), (0, 0));
 }
+
+#[test]
+fn two_histories_started_together_name_different_epochs() {
+    let (a, b) = (History::default(), History::default());
+    assert_ne!(a.pending_epoch("t"), b.pending_epoch("t"));
+    assert_ne!(a.new_epoch(), b.new_epoch());
+}

@@ -105,8 +105,6 @@ type DiffSides = (Map<String, Value>, Map<String, Value>);
 /// One node's reported members, by topic.
 type NodeMembers = HashMap<String, Vec<RemoteMember>>;
 
-const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 impl Presence {
     pub fn new() -> Presence {
         Presence::default()
@@ -123,14 +121,8 @@ impl Presence {
         bytes[..8].copy_from_slice(&nanos.to_be_bytes());
         bytes[8..10].copy_from_slice(&(session as u16).to_be_bytes());
         bytes[10..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        let mut out = String::with_capacity(16);
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
-            for shift in [18, 12, 6, 0] {
-                out.push(B64URL[((n >> shift) & 63) as usize] as char);
-            }
-        }
-        out
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     }
 
     fn topic(&self, topic: &str) -> Arc<Mutex<TopicPresence>> {

@@ -414,12 +414,20 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// This process's id among the nodes: 48 bits from the OS's random source
+/// (PID and start time are the same for every container started together:
+/// PID 1, one second), with the PID for the humans reading logs.
 fn node_id() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    format!(
+        "{:x}-{:012x}",
+        std::process::id(),
+        random & 0xffff_ffff_ffff
+    )
 }
 
 /// While the backend is down, envelopes for other nodes cannot go anywhere:

@@ -230,3 +230,14 @@ fn with_a_secret_an_unstamped_or_stale_message_is_refused() {
         .render()
         .contains("myriad_broker_refused_total{reason=\"replay\"} 2"));
 }
+
+#[test]
+fn node_ids_come_from_the_random_source() {
+    // Two processes started together (same PID 1 in every container, same
+    // clock second) must not share an id.
+    let (a, b) = (super::node_id(), super::node_id());
+    assert_ne!(a, b);
+    let (pid, random) = a.split_once('-').unwrap();
+    assert_eq!(pid, format!("{:x}", std::process::id()));
+    assert_eq!(random.len(), 12);
+}
