@@ -209,6 +209,54 @@ impl<L: LabelSet> Family<L> {
     }
 }
 
+/// Sessions opened and closed (by reason) since the last `take`: what the
+/// periodic info summary reports, so a reconnect storm is one log line per
+/// interval instead of two per session (those are debug).
+pub struct SessionTally {
+    opened: std::sync::atomic::AtomicU64,
+    closed: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for SessionTally {
+    fn default() -> SessionTally {
+        SessionTally {
+            opened: std::sync::atomic::AtomicU64::new(0),
+            closed: CloseReason::ALL
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl SessionTally {
+    pub fn opened(&self) {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        if let Some(c) = self.closed.get(reason.index()) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Opened, and closed by reason (only reasons seen), since the last take.
+    pub fn take(&self) -> (u64, Vec<(&'static str, u64)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let opened = self.opened.swap(0, Relaxed);
+        let closed = CloseReason::ALL
+            .iter()
+            .zip(&self.closed)
+            .filter_map(|(r, c)| match c.swap(0, Relaxed) {
+                0 => None,
+                n => Some((r.label(), n)),
+            })
+            .collect();
+        (opened, closed)
+    }
+}
+
 /// Cached metric handles for one server.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -216,6 +264,8 @@ pub struct Metrics {
     pub sessions_active: Gauge,
     pub sessions_opened: Family<Endpoint>,
     pub sessions_closed: Family<CloseReason>,
+    /// Since the last session summary log line.
+    pub session_tally: SessionTally,
     pub handshakes_rejected: Family<HandshakeRejection>,
     pub accept_errors_fd: Counter,
     pub shed: Family<Shed>,
@@ -488,6 +538,7 @@ impl Metrics {
             sessions_active: gauge(SESSIONS_ACTIVE, "WebSocket sessions currently open.", None),
             sessions_opened: Family::register(|l| labelled(SESSIONS_OPENED, "endpoint", l)),
             sessions_closed: Family::register(|l| labelled(SESSIONS_CLOSED, "reason", l)),
+            session_tally: SessionTally::default(),
             handshakes_rejected: Family::register(|l| labelled(HANDSHAKES_REJECTED, "reason", l)),
             accept_errors_fd: labelled(ACCEPT_ERRORS, "kind", "fd_exhausted"),
             shed: Family::register(|l| labelled(SHED, "reason", l)),

@@ -251,3 +251,62 @@ fn config_check_warns_about_anonymous_access_beside_a_key() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_summed_up_at_info_and_logged_one_by_one_at_debug() {
+    let mut child = myriad()
+        .args(common::SERVE_ON_FREE_PORTS)
+        .args(["--session-log-interval", "300ms"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let listening = rx.iter().find(|l| l.contains("myriad listening")).unwrap();
+    let at = listening.find("public=").unwrap() + "public=".len();
+    let public = listening[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('"');
+    for _ in 0..3 {
+        let mut c =
+            common::Client::connect(&format!("ws://{public}/socket/websocket?vsn=2.0.0")).await;
+        c.join_ok("room:log").await;
+        drop(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    let summary = loop {
+        assert!(Instant::now() < deadline, "no summary line: {lines:?}");
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        lines.push(line.clone());
+        if line.contains(" sessions ") && line.contains("opened=3") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(summary.contains("INFO"), "{summary}");
+    assert!(
+        summary.contains("connection_lost=3") || summary.contains("closed=3"),
+        "{summary}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("session opened") || l.contains("session closed")),
+        "per-session lines are debug: {lines:?}"
+    );
+}

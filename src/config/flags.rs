@@ -63,6 +63,14 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_backlog: Option<u32>,
 
+    /// How often one info line sums up sessions opened and closed by reason; 0: never [default: 1m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub session_log_interval: Option<Duration>,
+
     /// On SIGTERM/SIGINT, wait at most this long for sessions to close [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

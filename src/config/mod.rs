@@ -87,6 +87,10 @@ pub struct Config {
     /// The public listener's accept queue (`listen(2)` backlog); the kernel
     /// caps it at `net.core.somaxconn`. Default 4096; 0 is invalid.
     pub listen_backlog: u32,
+    /// How often one info line sums up the sessions opened and closed (by
+    /// reason); each session's own lines are debug. Default 60s; 0: never.
+    #[serde(with = "humantime_serde")]
+    pub session_log_interval: Duration,
     /// On SIGTERM/SIGINT, wait at most this long for sessions to close. Default 10s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -358,6 +362,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             listen_backlog: 4096,
+            session_log_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             drain_batch_size: 10_000,
             drain_batch_interval: Duration::from_secs(1),

@@ -159,6 +159,22 @@ fn node_for(
     Ok(node)
 }
 
+/// One info line for the sessions opened and closed since the last one
+/// (nothing when nothing happened).
+fn log_session_summary(metrics: &Metrics, every: Duration) {
+    let (opened, closed) = metrics.session_tally.take();
+    if opened == 0 && closed.is_empty() {
+        return;
+    }
+    let total: u64 = closed.iter().map(|(_, n)| n).sum();
+    let by_reason = closed
+        .iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    tracing::info!(opened, closed = total, reasons = %by_reason, over = ?every, "sessions");
+}
+
 /// An id for this process when it has no cluster node id (request ids must
 /// not repeat across restarts: backends deduplicate by them).
 fn process_tag() -> String {
@@ -336,6 +352,20 @@ pub async fn run(
         .listen_backlog
         .set(f64::from(listeners.backlog));
     state.metrics.count_listen_overflows_from_now();
+    if !config.session_log_interval.is_zero() {
+        let metrics = Arc::clone(&state.metrics);
+        let every = config.session_log_interval;
+        let stop = state.background.stop.clone();
+        state.background.tracker.spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => log_session_summary(&metrics, every),
+                }
+            }
+        });
+    }
     // Where the other nodes send long-poll requests for this node's sessions.
     let scheme = if config.tls_cert_file.is_some() {
         "https"

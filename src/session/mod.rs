@@ -148,7 +148,10 @@ impl SessionGuard {
                 mailbox: Arc::clone(&spec.mailbox),
             },
         );
-        tracing::info!(session = spec.id, peer = %spec.peer, endpoint = spec.endpoint.label(), "session opened");
+        // Debug: a reconnect storm would be two info lines per session; the
+        // summary (`session_log_interval`) says how many at info.
+        tracing::debug!(session = spec.id, peer = %spec.peer, endpoint = spec.endpoint.label(), "session opened");
+        spec.metrics.session_tally.opened();
         if let Some(w) = &spec.webhooks {
             w.emit(WebhookEvent::SessionOpened, || {
                 serde_json::json!({
@@ -201,7 +204,8 @@ impl Drop for SessionGuard {
             });
         }
         spec.metrics.sessions_active.decrement(1.0);
-        tracing::info!(
+        spec.metrics.session_tally.closed(reason);
+        tracing::debug!(
             session = spec.id,
             peer = %spec.peer,
             endpoint = spec.endpoint.label(),
