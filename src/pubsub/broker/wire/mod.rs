@@ -300,6 +300,20 @@ pub fn sign_history(
     meta: HistoryMeta,
     frame: &RefSlotFrame,
 ) -> Option<String> {
+    with_history_parts(origin, topic, meta, frame, |parts| {
+        signer.sign(Domain::History, parts)
+    })
+}
+
+/// What a history signature covers, handed to `f`: origin, topic, excluded
+/// session, stamp, the frame around its slot, and the binary mark when set.
+fn with_history_parts<R>(
+    origin: &str,
+    topic: &str,
+    meta: HistoryMeta,
+    frame: &RefSlotFrame,
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
     let ex = exclude_text(meta.exclude);
     let st = stamp_text(meta.stamp);
     let parts: [&[u8]; 7] = [
@@ -311,7 +325,7 @@ pub fn sign_history(
         frame.suffix.as_bytes(),
         BINARY_MARK,
     ];
-    signer.sign(Domain::History, &parts[..if meta.binary { 7 } else { 6 }])
+    f(&parts[..if meta.binary { 7 } else { 6 }])
 }
 
 /// What travels beside a history frame, under its signature.
@@ -341,22 +355,9 @@ pub fn verify_history(
     let Some(cut) = RefSlotFrame::unfill(frame) else {
         return Err(WireError::Frame);
     };
-    let ex = exclude_text(meta.exclude);
-    let st = stamp_text(meta.stamp);
-    let parts: [&[u8]; 7] = [
-        origin.as_bytes(),
-        topic.as_bytes(),
-        ex.as_bytes(),
-        st.as_bytes(),
-        cut.prefix.as_bytes(),
-        cut.suffix.as_bytes(),
-        BINARY_MARK,
-    ];
-    if signer.verify(
-        Domain::History,
-        &parts[..if meta.binary { 7 } else { 6 }],
-        sig,
-    ) {
+    if with_history_parts(origin, topic, meta, &cut, |parts| {
+        signer.verify(Domain::History, parts, sig)
+    }) {
         Ok(())
     } else {
         Err(WireError::Signature)
