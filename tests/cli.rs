@@ -254,6 +254,14 @@ fn config_check_warns_about_anonymous_access_beside_a_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_summed_up_at_info_and_logged_one_by_one_at_debug() {
+    /// Kills the server even when an assertion fails first.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = myriad()
         .args(common::SERVE_ON_FREE_PORTS)
         .args(["--session-log-interval", "300ms"])
@@ -263,6 +271,7 @@ async fn sessions_are_summed_up_at_info_and_logged_one_by_one_at_debug() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let _server = Killed(child);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -296,8 +305,6 @@ async fn sessions_are_summed_up_at_info_and_logged_one_by_one_at_debug() {
             break line;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(summary.contains("INFO"), "{summary}");
     assert!(
         summary.contains("connection_lost=3") || summary.contains("closed=3"),
