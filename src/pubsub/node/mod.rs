@@ -500,11 +500,14 @@ impl Node {
         }
         // The other nodes get it without this node's offset: a broker that
         // does not sequence history leaves each node to sequence (and keep)
-        // what it delivers (`BrokerHandler::on_publication`).
-        self.to_peers(
-            topic,
-            Outbound::Text(encode::broadcast(topic, event, payload)),
-        );
+        // what it delivers (`BrokerHandler::on_publication`). A single node
+        // encodes nothing more.
+        if self.broker.node_id().is_some() {
+            self.to_peers(
+                topic,
+                Outbound::Text(encode::broadcast(topic, event, payload)),
+            );
+        }
         published
     }
 

@@ -10,7 +10,7 @@
 //! Owns the outbox of parts and the states being reassembled. Never awaits:
 //! parts leave through the broker queue like every control message.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,10 +55,16 @@ struct Outbox {
 struct Pending {
     id: u64,
     topics: Option<Vec<String>>,
-    parts: Vec<Option<Vec<Member>>>,
-    missing: u32,
+    /// How many parts the answer has; only those that arrived are held (a
+    /// peer naming 65 536 parts costs nothing until it sends them).
+    parts: u32,
+    got: BTreeMap<u32, Vec<Member>>,
     started: Instant,
 }
+
+/// Re-syncs of some topics wait behind at most this many seconds' worth of
+/// `presence_sync_rate`; past it one is dropped (the next digest asks again).
+const QUEUED_SECONDS: usize = 4;
 
 impl Sync {
     pub fn new(limits: SyncLimits) -> Sync {
@@ -77,6 +83,15 @@ impl Sync {
 
     pub fn digest_every(&self) -> u32 {
         self.limits.digest_every
+    }
+
+    /// The answer being reassembled from `origin`: parts named, parts held.
+    #[cfg(test)]
+    pub fn pending(&self, origin: &str) -> Option<(u32, usize)> {
+        self.inbox
+            .lock()
+            .get(origin)
+            .map(|p| (p.parts, p.got.len()))
     }
 
     /// Bytes of state parts waiting for the rate budget.
@@ -132,6 +147,23 @@ impl Node {
         let total = u32::try_from(parts.len()).unwrap_or(u32::MAX);
         {
             let mut out = self.sync.outbox.lock();
+            if topics.is_none() {
+                // Every node receives every answer: a full state still
+                // queued is superseded by this one (receivers drop an
+                // unfinished answer when a newer id arrives).
+                let before = out.queued_bytes;
+                out.queue
+                    .retain(|(c, _)| !matches!(c, Control::State { topics: None, .. }));
+                out.queued_bytes = out.queue.iter().map(|(_, b)| b).sum();
+                if out.queued_bytes < before {
+                    tracing::debug!("a newer full presence state supersedes the queued one");
+                }
+            } else if out.queued_bytes > QUEUED_SECONDS * self.sync.limits.rate {
+                self.metrics
+                    .broker_refused
+                    .increment(BrokerRefusal::SyncRate);
+                return;
+            }
             for (i, (members, bytes)) in parts.into_iter().enumerate() {
                 let control = Control::State {
                     members,
@@ -196,25 +228,21 @@ impl Node {
             let fresh = || Pending {
                 id,
                 topics: topics.clone(),
-                parts: (0..parts).map(|_| None).collect(),
-                missing: parts,
+                parts,
+                got: BTreeMap::new(),
                 started: now,
             };
             let p = inbox.entry(origin.to_owned()).or_insert_with(fresh);
-            if p.id != id || p.parts.len() != parts as usize {
+            if p.id != id || p.parts != parts {
                 // A newer answer replaces one still arriving.
                 *p = fresh();
             }
-            let slot = &mut p.parts[part as usize];
-            if slot.is_none() {
-                *slot = Some(members);
-                p.missing -= 1;
-            }
-            if p.missing > 0 {
+            p.got.entry(part).or_insert(members);
+            if p.got.len() < parts as usize {
                 return;
             }
             inbox.remove(origin).map(|p| {
-                let members = p.parts.into_iter().flatten().flatten().collect();
+                let members = p.got.into_values().flatten().collect();
                 (p.topics, members)
             })
         };

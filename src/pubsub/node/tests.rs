@@ -817,3 +817,45 @@ fn count_mode_joiners_get_an_empty_state_and_the_count_across_nodes() {
     assert_eq!(got[2][3], "presence_diff");
     assert!(got[2][4]["joins"]["me"].is_object());
 }
+
+#[test]
+fn a_peer_naming_many_parts_costs_only_the_parts_it_sends() {
+    let c = Cluster::new(1, |_| {});
+    let node = &c.nodes[0].0;
+    node.on_control(
+        "n9",
+        Control::State {
+            members: Vec::new(),
+            topics: None,
+            id: 1,
+            part: 7,
+            parts: 65_536,
+        },
+    );
+    assert_eq!(node.sync.pending("n9"), Some((65_536, 1)));
+}
+
+#[test]
+fn a_newer_full_state_supersedes_the_queued_one_and_resyncs_are_bounded() {
+    let c = Cluster::new(2, |cfg| {
+        cfg.presence_sync_rate = 16 * 1024;
+        cfg.presence_sync_chunk_bytes = 4096;
+    });
+    let node = &c.nodes[0].0;
+    track_many(node, "chat:q", 0, 3_000);
+    node.send_state(None);
+    let once = node.sync.queued_bytes();
+    assert!(once > 0);
+    // Every peer asking again does not queue the state again: at most one
+    // whole state waits (the first sent a second's budget, 16 KiB, at once).
+    node.send_state(None);
+    node.send_state(None);
+    let again = node.sync.queued_bytes();
+    assert!(again <= once + 16 * 1024 + 4096, "{again} vs {once}");
+    // Past four seconds of rate queued, a topic re-sync waits for the next digest.
+    node.send_state(Some(vec![String::from("chat:q")]));
+    assert!(node
+        .metrics
+        .render()
+        .contains("myriad_broker_refused_total{reason=\"sync_rate\"} 1"));
+}
