@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use super::{establish, establish_http, Want, WorkerCtx};
 use crate::cli::{ConnectArgs, Transport};
 use crate::client::Inbound;
-use crate::payload::now_us;
 
 pub async fn worker(args: &ConnectArgs, ctx: WorkerCtx) {
     if ctx.common.transport != Transport::Websocket {
@@ -31,13 +30,8 @@ async fn websocket_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
             recv_buffer: None,
         })
         .collect();
-    let began = now_us();
     let conns = establish(&ctx, wants).await;
-    let connected_at = now_us();
-    ctx.rec.with(0, |s| {
-        s.phase_start_us = began;
-        s.phase_end_us = connected_at;
-    });
+    measured_phase_is_the_connect_phase(&ctx);
     ctx.control.ready_and_wait().await;
     let hold_until = Instant::now() + ctx.common.duration;
     let mut set = JoinSet::new();
@@ -82,6 +76,14 @@ async fn websocket_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
     while set.join_next().await.is_some() {}
 }
 
+/// `connect` measures the connect phase itself (establish recorded it).
+fn measured_phase_is_the_connect_phase(ctx: &WorkerCtx) {
+    ctx.rec.with(0, |s| {
+        s.phase_start_us = s.connect_start_us;
+        s.phase_end_us = s.connect_end_us;
+    });
+}
+
 /// Hold HTTP readers: each keeps reading (SSE keep-alives, long-poll polls)
 /// until the hold ends; a stream or session the server ends is an error.
 async fn http_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
@@ -91,13 +93,8 @@ async fn http_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
         .into_iter()
         .map(|index| (index, ctx.topic(index % topics)))
         .collect();
-    let began = now_us();
     let readers = establish_http(&ctx, wants).await;
-    let connected_at = now_us();
-    ctx.rec.with(0, |s| {
-        s.phase_start_us = began;
-        s.phase_end_us = connected_at;
-    });
+    measured_phase_is_the_connect_phase(&ctx);
     ctx.control.ready_and_wait().await;
     let hold_until = Instant::now() + ctx.common.duration;
     let mut set = JoinSet::new();
