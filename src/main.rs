@@ -36,11 +36,17 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
-    /// Validate a TOML configuration file; names the bad key and why.
+    /// Validate a configuration: defaults < FILE < MYRIAD_* environment, as
+    /// `serve` would load it. Reports every problem (each naming its key),
+    /// warns about MYRIAD_* variables that are no setting, and tries to reach
+    /// the broker.
     Check {
-        /// The file to check.
-        file: PathBuf,
+        /// The TOML file to check (none: defaults and environment only).
+        file: Option<PathBuf>,
     },
+    /// Print the configuration `serve` would run with (same flags), each key
+    /// annotated with where its value came from; secrets redacted.
+    Print(Box<ServeFlags>),
 }
 
 fn main() -> ExitCode {
@@ -48,28 +54,30 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::check_file(&file)
-            .map_err(|e| e.to_string())
-            .and_then(check_keys)
-        {
-            Ok(config) => {
-                for warning in config.warnings() {
-                    eprintln!("{}: warning: {warning}", file.display());
-                }
-                println!("{}: ok", file.display());
+        } => config_check(file.as_deref()),
+        Command::Config {
+            command: ConfigCommand::Print(flags),
+        } => match Config::explain(flags.config.as_deref(), &flags) {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("{}: {err}", file.display());
+                for line in err.each() {
+                    eprintln!("myriad: configuration error: {line}");
+                }
                 ExitCode::from(2)
             }
         },
         Command::Serve(flags) => {
-            let loaded = Config::load(flags.config.as_deref(), &flags).map_err(|e| e.to_string());
+            let loaded =
+                Config::load(flags.config.as_deref(), &flags).map_err(|e| e.each().join("\n"));
             let config = match loaded.and_then(check_keys) {
                 Ok(config) => config,
                 Err(err) => {
-                    eprintln!("myriad: configuration error: {err}");
+                    for line in err.lines() {
+                        eprintln!("myriad: configuration error: {line}");
+                    }
                     return ExitCode::from(2);
                 }
             };
@@ -120,6 +128,56 @@ fn init_logging(format: LogFormat) {
             .unwrap_or_default();
         tracing::error!(location = %location, "panic: {message}");
     }));
+}
+
+/// `myriad config check [FILE]`: every problem on its own line (exit 2 when
+/// there is one), warnings for settings that are valid but suspicious, for
+/// unknown MYRIAD_* variables and for a broker that does not answer.
+fn config_check(file: Option<&std::path::Path>) -> ExitCode {
+    let name = file.map_or_else(
+        || String::from("configuration"),
+        |f| f.display().to_string(),
+    );
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
+    for warning in myriad::config::keys::unknown_env(vars) {
+        eprintln!("{name}: warning: {warning}");
+    }
+    // Load without validating, so every check runs and reports.
+    let config = match Config::load_unchecked(file) {
+        Ok(config) => config,
+        Err(err) => {
+            for line in err.each() {
+                eprintln!("{name}: error: {line}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let mut errors: Vec<String> = config.problems().iter().map(|e| e.to_string()).collect();
+    if errors.is_empty() {
+        if let Err(why) = check_keys(config.clone()) {
+            errors.push(why);
+        }
+    }
+    for warning in config.warnings() {
+        eprintln!("{name}: warning: {warning}");
+    }
+    if let Ok(Some(url)) = config.resolved_broker_url() {
+        if let Err(why) =
+            myriad::pubsub::broker::reach::probe(&url, std::time::Duration::from_secs(2))
+        {
+            eprintln!("{name}: warning: broker {why}");
+        }
+    }
+    if errors.is_empty() {
+        println!("{name}: ok");
+        return ExitCode::SUCCESS;
+    }
+    for line in &errors {
+        eprintln!("{name}: error: {line}");
+    }
+    eprintln!("{name}: {} problem(s)", errors.len());
+    ExitCode::from(2)
 }
 
 /// The connect-token keys and the broker's TLS and login files must load

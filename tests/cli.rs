@@ -317,3 +317,84 @@ async fn sessions_are_summed_up_at_info_and_logged_one_by_one_at_debug() {
         "per-session lines are debug: {lines:?}"
     );
 }
+
+#[test]
+fn config_check_reports_every_problem_including_the_environment_s() {
+    let path = write_config(
+        "many.toml",
+        "mailbox_capacity = 0\nmax_seconds = 0\nmailbox_max_bytes = \"4MiB\"\n",
+    );
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .env("MYRIAD_MAX_TOPIC_LENGTH", "0")
+        .env("MYRIAD_TOOL_VERSION", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["mailbox_capacity", "max_seconds", "max_topic_length"] {
+        assert!(
+            err.lines().any(|l| l.contains("error:") && l.contains(key)),
+            "{key}: {err}"
+        );
+    }
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("MYRIAD_TOOL_VERSION"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_warns_when_the_broker_does_not_answer() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let path = write_config(
+        "unreachable.toml",
+        &format!("broker = \"redis\"\nbroker_url = \"redis://:pw@127.0.0.1:{port}\"\n"),
+    );
+    let out = myriad()
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a down broker is no configuration error: {out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: broker") && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert!(!err.contains(":pw@"), "{err}");
+}
+
+#[test]
+fn config_print_annotates_sources_and_hides_secrets() {
+    let path = write_config("print.toml", "mailbox_max_bytes = \"8MiB\"\n");
+    let out = myriad()
+        .args(["config", "print", "--config"])
+        .arg(&path)
+        .args(["--max-frame-size", "32KiB"])
+        .env("MYRIAD_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mailbox_max_bytes = 8388608  # file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("max_frame_size = 32768  # flag --max-frame-size"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jwt_secret = \"<redacted>\"  # env MYRIAD_JWT_SECRET"),
+        "{text}"
+    );
+    assert!(!text.contains("0123456789abcdef"), "{text}");
+}

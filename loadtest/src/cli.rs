@@ -208,6 +208,12 @@ pub struct FanoutArgs {
     /// After the last publish, wait at most this long for deliveries.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub grace: Duration,
+    /// fanout: also put every subscriber in a small chat room of this many members (PREFIX + "side-" + index / size; 0: none), joined after the big topic, so broadcast and chat traffic share the run.
+    #[arg(long, default_value_t = 0)]
+    pub side_room_size: u64,
+    /// fanout: messages per second each subscriber pushes into its side room while it waits for the broadcasts.
+    #[arg(long, default_value_t = 0.1)]
+    pub side_rate: f64,
 }
 
 #[derive(Args, Debug, Clone)]

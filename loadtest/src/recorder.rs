@@ -110,6 +110,21 @@ impl Recorder {
         });
     }
 
+    /// A side-room chat push left (fan-out with --side-room-size).
+    pub fn side_sent(&self, key: u64) {
+        self.with(key, |s| s.side_sent += 1);
+    }
+
+    /// A side-room chat message arrived; it stays out of the fan-out's
+    /// delivery counts, latency and series.
+    pub fn side_delivered(&self, key: u64, sent_us: u64) {
+        let latency = now_us().saturating_sub(sent_us);
+        self.with(key, |s| {
+            s.side_delivered += 1;
+            record(&mut s.side_latency, latency);
+        });
+    }
+
     /// Once a second: connection gauge into the series, p99 so far into the
     /// live counters.
     pub fn sample(&self) {

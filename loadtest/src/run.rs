@@ -72,7 +72,23 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
             bail!("--slow-share must be within 0..1")
         }
         Command::Churn(a) if a.rooms == 0 => bail!("--rooms must be at least 1"),
+        Command::Fanout(a) if a.side_room_size > 0 => {
+            if !(a.side_rate > 0.0 && a.side_rate.is_finite()) {
+                bail!("--side-rate must be > 0");
+            }
+            if cli.common.protocol != crate::client::Protocol::Phoenix
+                || cli.common.transport != crate::cli::Transport::Websocket
+            {
+                bail!("--side-room-size needs Phoenix over WebSockets (members push into their rooms)");
+            }
+        }
+        Command::Slow(a) if a.fanout.side_room_size > 0 => {
+            bail!("--side-room-size is a fanout option")
+        }
         Command::Storm(a) => {
+            if a.fanout.side_room_size > 0 {
+                bail!("--side-room-size is a fanout option");
+            }
             let urls = cli
                 .common
                 .url

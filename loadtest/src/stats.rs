@@ -84,6 +84,12 @@ pub struct Stats {
     /// Connections the kernel dropped on full accept queues during the run
     /// (TcpExt ListenOverflows of this machine's network namespace).
     pub listen_overflows: u64,
+    /// Fan-out with side rooms: chat pushes sent into the small rooms, and
+    /// first-time receipts of them (the fan-out figures exclude both).
+    pub side_sent: u64,
+    pub side_delivered: u64,
+    /// Side-room push to receipt, µs.
+    pub side_latency: Histogram<u64>,
     pub latency: Histogram<u64>,
     /// Per published message (fanout): publish to the last subscriber's receipt, µs.
     pub last_delivery: BTreeMap<u64, u64>,
@@ -121,6 +127,9 @@ impl Default for Stats {
             moved: 0,
             refused_503: 0,
             listen_overflows: 0,
+            side_sent: 0,
+            side_delivered: 0,
+            side_latency: histogram(),
             latency: histogram(),
             last_delivery: BTreeMap::new(),
             series: Vec::new(),
@@ -191,6 +200,9 @@ impl Stats {
         self.moved += other.moved;
         self.refused_503 += other.refused_503;
         self.listen_overflows += other.listen_overflows;
+        self.side_sent += other.side_sent;
+        self.side_delivered += other.side_delivered;
+        add(&mut self.side_latency, &other.side_latency);
         add(&mut self.latency, &other.latency);
         for (msg, us) in &other.last_delivery {
             let slot = self.last_delivery.entry(*msg).or_default();
@@ -273,6 +285,12 @@ pub struct StatsWire {
     pub refused_503: u64,
     #[serde(default)]
     pub listen_overflows: u64,
+    #[serde(default)]
+    pub side_sent: u64,
+    #[serde(default)]
+    pub side_delivered: u64,
+    #[serde(default)]
+    pub side_latency_hist: String,
     pub latency_hist: String,
     pub last_delivery: BTreeMap<u64, u64>,
     pub series: Vec<SecondWire>,
@@ -316,6 +334,9 @@ impl From<&Stats> for StatsWire {
             moved: s.moved,
             refused_503: s.refused_503,
             listen_overflows: s.listen_overflows,
+            side_sent: s.side_sent,
+            side_delivered: s.side_delivered,
+            side_latency_hist: histogram_to_base64(&s.side_latency),
             latency_hist: histogram_to_base64(&s.latency),
             last_delivery: s.last_delivery.clone(),
             series: s
@@ -375,6 +396,13 @@ impl TryFrom<&StatsWire> for Stats {
             moved: w.moved,
             refused_503: w.refused_503,
             listen_overflows: w.listen_overflows,
+            side_sent: w.side_sent,
+            side_delivered: w.side_delivered,
+            side_latency: if w.side_latency_hist.is_empty() {
+                histogram()
+            } else {
+                histogram_from_base64(&w.side_latency_hist)?
+            },
             latency: histogram_from_base64(&w.latency_hist)?,
             last_delivery: w.last_delivery.clone(),
             series,

@@ -241,6 +241,43 @@ async fn fanout_via_push_and_via_api_reaches_every_subscriber_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_side_rooms_keeps_chat_out_of_the_broadcast_figures() {
+    let s = myriad(|_| {}).await;
+    let (out, doc) = load(&[
+        "fanout",
+        "--url",
+        &url(&s),
+        "-n",
+        "40",
+        "-k",
+        "30",
+        "--publish-rate",
+        "20",
+        "--side-room-size",
+        "4",
+        "--side-rate",
+        "10",
+        "--topic",
+        "room:fan-side",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // The broadcast figures count only the publisher's messages ...
+    assert_eq!(fig(&doc, "delivered"), 30 * 40);
+    assert_eq!(fig(&doc, "lost"), 0);
+    assert_eq!(fig(&doc, "duplicated"), 0);
+    // ... while every member chatted in its room of four, and each push
+    // reached the room (four receivers, the pusher included).
+    let (sent, got) = (fig(&doc, "side_sent"), fig(&doc, "side_delivered"));
+    assert!(sent >= 40, "every member pushed at least once: {sent}");
+    assert!(got >= sent, "pushes reached their rooms: {got} of {sent}");
+    assert_eq!(doc["figures"]["side_latency"]["count"], got);
+    assert_eq!(doc["figures"]["joins_ok"], 80, "two joins per subscriber");
+    assert!(stdout.contains("side rooms"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_get_their_own_messages_back() {
     let s = myriad(|_| {}).await;
     let (out, doc) = load(&[
@@ -512,6 +549,19 @@ fn bad_flags_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--msg-rate"));
+    let out = std::process::Command::new(BIN)
+        .args([
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:1/",
+            "--side-room-size",
+            "4",
+        ])
+        .args(["--protocol", "raw"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--side-room-size"));
     // HTTP readers cannot push: scenarios whose clients push refuse them.
     for scenario in ["chat", "churn", "slow"] {
         let out = std::process::Command::new(BIN)

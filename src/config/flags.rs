@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::{BrokerKind, LogFormat, SlowConsumerPolicy};
+use super::{units, BrokerKind, LogFormat, SlowConsumerPolicy};
 
 fn ser_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
@@ -132,37 +132,37 @@ pub struct ServeFlags {
     pub mailbox_capacity: Option<usize>,
 
     /// Outbound mailbox bound in bytes [default: 4194304]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox_max_bytes: Option<usize>,
 
     /// What a full mailbox does: close 1013 or drop the oldest [default: disconnect]
-    #[arg(long, value_name = "POLICY")]
+    #[arg(long, value_name = "POLICY", value_parser = units::parse_enum::<SlowConsumerPolicy>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_consumer: Option<SlowConsumerPolicy>,
 
     /// Largest inbound WebSocket message in bytes; larger closes with 1009 [default: 65536]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_size: Option<usize>,
 
     /// Largest inbound WebSocket frame in bytes; larger closes with 1009 [default: 65536]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_frame_size: Option<usize>,
 
     /// tungstenite's per-connection read buffer in bytes; the socket is read in 8 KiB chunks regardless [default: 256]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_buffer_size: Option<usize>,
 
     /// Outbound bytes gathered before a socket write; 0 writes each frame [default: 8192]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_buffer_size: Option<usize>,
 
     /// Kernel send buffer (SO_SNDBUF) per socket; 0 lets the kernel auto-tune [default: 0]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_send_buffer: Option<usize>,
 
@@ -207,7 +207,7 @@ pub struct ServeFlags {
     pub accept_burst_per_ip: Option<u32>,
 
     /// Process RSS in bytes above which new sessions get 503 and /readyz 503; 0 = off [default: 0]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_high_watermark: Option<u64>,
 
@@ -255,7 +255,7 @@ pub struct ServeFlags {
     pub max_payload_depth: Option<usize>,
 
     /// Largest presence meta a join may carry, bytes [default: 1024]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_max_meta_bytes: Option<usize>,
 
@@ -265,12 +265,12 @@ pub struct ServeFlags {
     pub presence_max_members: Option<usize>,
 
     /// The most one cluster presence state message carries; larger states go in parts [default: 262144]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_sync_chunk_bytes: Option<usize>,
 
     /// Bytes of presence state parts a node sends per second [default: 8388608]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_sync_rate: Option<usize>,
 
@@ -301,7 +301,7 @@ pub struct ServeFlags {
     pub http_timeout: Option<Duration>,
 
     /// History kept on this node across all topics, in bytes [default: 67108864]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_max_bytes: Option<usize>,
 
@@ -321,7 +321,7 @@ pub struct ServeFlags {
     pub anonymous_topics: Option<Vec<String>>,
 
     /// JWT algorithm for connect tokens [default: HS256]
-    #[arg(long, value_name = "ALG")]
+    #[arg(long, value_name = "ALG", value_parser = units::parse_enum::<super::JwtAlgorithm>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_algorithm: Option<super::JwtAlgorithm>,
 
@@ -372,7 +372,7 @@ pub struct ServeFlags {
     pub sse_max_age: Option<Duration>,
 
     /// Largest long-poll POST body in bytes (each frame also within --max-message-size) [default: 1048576]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes_usize)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub longpoll_max_body: Option<usize>,
 
@@ -441,7 +441,7 @@ pub struct ServeFlags {
     pub api_keys: Option<Vec<String>>,
 
     /// Cluster broker: local, redis or nats [default: local]
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", value_parser = units::parse_enum::<BrokerKind>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerKind>,
 
@@ -523,7 +523,7 @@ pub struct ServeFlags {
     pub cluster_replay_window: Option<Duration>,
 
     /// Log format; filter with RUST_LOG [default: text]
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = units::parse_enum::<LogFormat>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }

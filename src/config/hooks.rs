@@ -62,6 +62,7 @@ pub struct HooksConfig {
     /// case), e.g. `["cookie"]`. Default none.
     pub forward_headers: Vec<String>,
     /// Largest backend answer read. Default 64 KiB.
+    #[serde(deserialize_with = "super::units::de_bytes_usize")]
     pub max_response_bytes: usize,
     /// When the refresh hook cannot be reached, the connection lives on this
     /// long and asks again (a backend outage does not disconnect users; a

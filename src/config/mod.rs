@@ -10,6 +10,8 @@ mod flags;
 pub mod hooks;
 pub mod keys;
 pub mod namespace;
+pub mod sources;
+pub mod units;
 mod validate;
 pub mod webhooks;
 
@@ -31,7 +33,7 @@ pub use namespace::{
 };
 
 /// What happens to a subscriber whose mailbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumerPolicy {
     /// Close the session with 1013 "slow consumer".
@@ -41,7 +43,7 @@ pub enum SlowConsumerPolicy {
 }
 
 /// Where publishes meet other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerKind {
     /// This node only; needs nothing else running.
@@ -53,7 +55,7 @@ pub enum BrokerKind {
 }
 
 /// JWT signature algorithm for connect tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum JwtAlgorithm {
     HS256,
     RS256,
@@ -61,12 +63,18 @@ pub enum JwtAlgorithm {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
     Json,
 }
+
+// Any case, `-` or `_`: `drop-oldest`, `DROP_OLDEST`, `hs256` (config::units).
+units::lenient_enum!(SlowConsumerPolicy);
+units::lenient_enum!(BrokerKind);
+units::lenient_enum!(JwtAlgorithm);
+units::lenient_enum!(LogFormat);
 
 /// Every setting of a running node. Field docs give the default, the unit, and
 /// what zero means; README's configuration table mirrors them.
@@ -121,12 +129,15 @@ pub struct Config {
     /// Outbound mailbox bound, in messages. Default 1024; must be at least 1.
     pub mailbox_capacity: usize,
     /// Outbound mailbox bound, in bytes. Default 4 MiB; must be at least 1.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub mailbox_max_bytes: usize,
     /// Slow-consumer policy: disconnect (default) or drop_oldest.
     pub slow_consumer: SlowConsumerPolicy,
     /// Largest inbound WebSocket message, in bytes. Default 65536; 0 is invalid.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub max_message_size: usize,
     /// Largest inbound WebSocket frame, in bytes. Default 65536; 0 is invalid.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub max_frame_size: usize,
     /// tungstenite's per-connection read buffer, in bytes. Default 256. The
     /// socket itself is read in 8 KiB chunks whatever this is (the session's
@@ -134,14 +145,17 @@ pub struct Config {
     /// nothing while idle), so this only sets a floor of memory every session
     /// holds: 19 000 idle sockets measured 3.7 KiB RSS each at 256, 4.5 KiB at
     /// 1024 (BENCHMARKS.md). Larger frames still arrive whole.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub read_buffer_size: usize,
     /// Outbound bytes gathered before a socket write, in bytes. Default 8192; 0
     /// writes every frame at once. A flush at the end of each batch always writes.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub write_buffer_size: usize,
     /// Kernel send buffer (SO_SNDBUF) of each accepted socket, in bytes. Default
     /// 0: the kernel auto-tunes it, up to tcp_wmem's maximum (often 4 MiB) for a
     /// client that stopped reading. A bound makes slow consumers hit the
     /// mailbox limits sooner and caps kernel memory per connection.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub socket_send_buffer: usize,
     /// Serve the raw echo endpoint `/ws/echo`. Default false.
     pub enable_echo: bool,
@@ -186,6 +200,7 @@ pub struct Config {
     pub sse_max_age: Duration,
     /// Largest long-poll POST body (a batch of frames, each also within
     /// max_message_size). Default 1048576 (1 MiB).
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub longpoll_max_body: usize,
     /// A long-poll session with no poll for this long ends. Default 20s.
     #[serde(with = "humantime_serde")]
@@ -241,6 +256,7 @@ pub struct Config {
     /// Burst allowed above `accept_rate_per_ip`; 0 means the rate. Default 0.
     pub accept_burst_per_ip: u32,
     /// Process RSS in bytes above which new sessions get 503 and /readyz 503. Default 0 = off.
+    #[serde(deserialize_with = "units::de_bytes_u64")]
     pub memory_high_watermark: u64,
     /// Client frames per second per session (heartbeats excluded). Default 100; 0 = no limit.
     pub client_rate: u32,
@@ -265,6 +281,7 @@ pub struct Config {
     pub max_payload_depth: usize,
     /// Largest presence `meta` a join may carry, bytes of JSON. Default 1024;
     /// 0 is invalid. Larger: the join is refused (`presence meta too large`).
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub presence_max_meta_bytes: usize,
     /// Sessions tracked per topic on this node. Default 10000; 0 is invalid.
     /// Past it joins still succeed but are not listed in presence (counted).
@@ -272,9 +289,11 @@ pub struct Config {
     /// The most one cluster presence state message carries; a larger state
     /// travels in parts (NATS refuses payloads over 1 MiB by default).
     /// Default 262144; at least 4096.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub presence_sync_chunk_bytes: usize,
     /// Bytes of presence state parts a node sends per second (a 100 000-member
     /// state is megabytes). Default 8388608; 0 is invalid.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub presence_sync_rate: usize,
     /// How often a node publishes per-topic digests of its members, so peers
     /// whose replica disagrees (a lost diff) ask for those topics again.
@@ -291,6 +310,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub http_timeout: Duration,
     /// History kept on this node across all topics, in bytes. Default 64 MiB.
+    #[serde(deserialize_with = "units::de_bytes_usize")]
     pub history_max_bytes: usize,
     /// History topics (rings) kept per node. Default 100000; 0 is invalid. A
     /// ring is made on a topic's first publish; past the bound (or
@@ -458,6 +478,20 @@ pub enum ConfigError {
     Load(String),
     #[error("invalid value for `{key}`: {why}")]
     Invalid { key: &'static str, why: String },
+    /// More than one problem, in the order the checks found them.
+    #[error("{} problems: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each problem on its own (a `Several` unpacked).
+    pub fn each(&self) -> Vec<String> {
+        match self {
+            ConfigError::Several(all) => all.iter().flat_map(ConfigError::each).collect(),
+            ConfigError::Load(text) => text.lines().map(str::to_owned).collect(),
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 impl From<figment::Error> for ConfigError {
@@ -493,14 +527,34 @@ impl From<figment::Error> for ConfigError {
                 format!("key `{key}`: {what}{source}")
             })
             .collect();
-        ConfigError::Load(lines.join("; "))
+        // One problem per line (`each()` splits them again).
+        ConfigError::Load(lines.join("\n"))
     }
 }
 
 impl Config {
     /// Defaults < `file` < `MYRIAD_*` env < `flags`, then validated.
     pub fn load(file: Option<&Path>, flags: &ServeFlags) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let config: Config = Config::layers(file, flags)?.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `myriad config print`: the loaded configuration as TOML, each key with
+    /// the layer it came from, secrets redacted (config::sources).
+    pub fn explain(file: Option<&Path>, flags: &ServeFlags) -> Result<String, ConfigError> {
+        let fig = Config::layers(file, flags)?;
+        let config: Config = fig.extract()?;
+        config.validate()?;
+        Ok(sources::render(&config, &fig))
+    }
+
+    /// The layers, each named for `config print`.
+    fn layers(file: Option<&Path>, flags: &ServeFlags) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(sources::Labeled {
+            inner: Serialized::defaults(Config::default()),
+            name: sources::DEFAULTS,
+        });
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::Load(format!(
@@ -512,30 +566,21 @@ impl Config {
         }
         // Unknown MYRIAD_* variables are other tools' (warned about in main).
         let known = keys::known();
-        fig = fig
+        Ok(fig
             .merge(
                 Env::prefixed(keys::ENV_PREFIX)
                     .filter(move |k| keys::is_known_env(&k.as_str().to_ascii_lowercase(), &known)),
             )
-            .merge(Serialized::defaults(flags));
-        let config: Config = fig.extract()?;
-        config.validate()?;
-        Ok(config)
+            .merge(sources::Labeled {
+                inner: Serialized::defaults(flags),
+                name: sources::FLAGS,
+            }))
     }
 
-    /// Defaults < `file` only: what `myriad config check FILE` validates.
-    pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::Load(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file_exact(path))
-            .extract()?;
-        config.validate()?;
-        Ok(config)
+    /// Defaults < `file` < `MYRIAD_*` env, parsed but not validated: `myriad
+    /// config check` runs `problems()` itself to report every one.
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Ok(Config::layers(file, &ServeFlags::default())?.extract()?)
     }
 
     /// Parse TOML text (for tests and embedding).

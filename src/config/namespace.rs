@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::hooks::HookEndpoint;
+use super::units;
 
 /// Who may publish on a namespace's topics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Publish {
     /// Joined clients push events, broadcast to all members (Phoenix-like).
@@ -22,6 +23,9 @@ pub enum Publish {
     /// Clients only subscribe; only the server API publishes (event streams).
     Server,
 }
+
+units::lenient_enum!(Publish);
+units::lenient_enum!(PresenceMode);
 
 /// One `[[namespaces]]` entry. Topics are matched against `pattern` in order;
 /// the first match wins, and a topic no pattern matches cannot be joined.
@@ -66,7 +70,7 @@ pub struct NamespaceConfig {
 }
 
 /// What a joiner of a presence namespace is told about who is there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceMode {
     /// Phoenix's `presence_state`: every member with their metas.

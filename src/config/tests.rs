@@ -135,3 +135,125 @@ fn broker_urls_are_quoted_without_their_credentials() {
         "{err}"
     );
 }
+
+#[test]
+fn byte_sizes_and_enum_spellings_work_in_every_layer() {
+    // The file: units, and enum names in any case with `-` or `_`.
+    let c = Config::from_toml(
+        "mailbox_max_bytes = \"8MiB\"\nmax_message_size = \"128 KiB\"\nmax_frame_size = 65536\n\
+         slow_consumer = \"DROP-OLDEST\"\njwt_algorithm = \"hs256\"\nbroker = \"Local\"\n\
+         memory_high_watermark = \"12GiB\"\n[[namespaces]]\npattern = \"e:*\"\npublish = \"SERVER\"\n\
+         presence = true\npresence_mode = \"Count\"\n[hooks]\nmax_response_bytes = \"32KiB\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.mailbox_max_bytes, 8 << 20);
+    assert_eq!(c.max_message_size, 128 << 10);
+    assert_eq!(c.slow_consumer, SlowConsumerPolicy::DropOldest);
+    assert_eq!(c.jwt_algorithm, JwtAlgorithm::HS256);
+    assert_eq!(c.memory_high_watermark, 12 << 30);
+    assert_eq!(c.namespaces[0].publish, Publish::Server);
+    assert_eq!(c.namespaces[0].presence_mode, PresenceMode::Count);
+    assert_eq!(c.hooks.max_response_bytes, 32 << 10);
+    let err = Config::from_toml("mailbox_max_bytes = \"8 parsecs\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mailbox_max_bytes") && err.contains("64KiB"),
+        "{err}"
+    );
+    // The environment and the flags take the same spellings.
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("MYRIAD_MAILBOX_MAX_BYTES", "64KiB");
+        jail.set_env("MYRIAD_SLOW_CONSUMER", "Drop_Oldest");
+        let c = Config::load(None, &ServeFlags::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c.mailbox_max_bytes, 64 << 10);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::DropOldest);
+        Ok(())
+    });
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: ServeFlags,
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from([
+        "myriad",
+        "--mailbox-max-bytes",
+        "1MiB",
+        "--slow-consumer",
+        "DROP_OLDEST",
+        "--jwt-algorithm",
+        "hs256",
+        "--broker",
+        "NATS",
+    ])
+    .unwrap();
+    assert_eq!(cli.flags.mailbox_max_bytes, Some(1 << 20));
+    assert_eq!(
+        cli.flags.slow_consumer,
+        Some(SlowConsumerPolicy::DropOldest)
+    );
+    assert_eq!(cli.flags.jwt_algorithm, Some(JwtAlgorithm::HS256));
+    assert_eq!(cli.flags.broker, Some(BrokerKind::Nats));
+    assert!(
+        <Cli as clap::Parser>::try_parse_from(["myriad", "--mailbox-max-bytes", "lots"]).is_err()
+    );
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let c = Config {
+        mailbox_capacity: 0,
+        max_seconds: 0,
+        max_topic_length: 0,
+        ..Config::default()
+    };
+    let problems: Vec<String> = c.problems().iter().map(|e| e.to_string()).collect();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    for key in ["mailbox_capacity", "max_seconds", "max_topic_length"] {
+        assert!(
+            problems.iter().any(|p| p.contains(key)),
+            "{key}: {problems:?}"
+        );
+    }
+    let err = c.validate().unwrap_err();
+    assert_eq!(err.each().len(), 3);
+    assert!(err.to_string().starts_with("3 problems"), "{err}");
+}
+
+#[test]
+fn print_names_each_value_s_source_and_redacts_secrets() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "p.toml",
+            "idle_timeout = \"5s\"\napi_keys = [\"k-file-secret\"]\n",
+        )?;
+        jail.set_env("MYRIAD_MAX_RESTARTS", "8");
+        jail.set_env("MYRIAD_CLUSTER_SECRET", "c".repeat(40));
+        let flags = ServeFlags {
+            mailbox_capacity: Some(11),
+            broker: Some(BrokerKind::Redis),
+            broker_url: Some("redis://:hunter2@127.0.0.1:6379".into()),
+            ..ServeFlags::default()
+        };
+        let text = Config::explain(Some(Path::new("p.toml")), &flags).map_err(|e| e.to_string())?;
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{key} = ")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("idle_timeout").ends_with("# file p.toml"), "{text}");
+        assert!(line("max_restarts").ends_with("# env MYRIAD_MAX_RESTARTS"));
+        assert!(line("mailbox_capacity").ends_with("# flag --mailbox-capacity"));
+        assert!(line("drain_timeout").ends_with("# default"));
+        assert!(line("cluster_secret").contains("<redacted>"), "{text}");
+        assert!(line("api_keys").contains("<redacted>"), "{text}");
+        assert!(line("broker_url").contains("***@127.0.0.1"), "{text}");
+        for secret in ["k-file-secret", "hunter2", "cccccccc"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("# jwt_secret is not set"), "{text}");
+        assert!(text.contains("[[namespaces]]"), "{text}");
+        Ok(())
+    });
+}

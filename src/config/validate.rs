@@ -7,8 +7,21 @@ use std::time::Duration;
 use super::{BrokerKind, Config, ConfigError};
 
 impl Config {
-    /// Checks that serde cannot express.
+    /// Checks that serde cannot express: the first problem, or all of them
+    /// as one error when there are several.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
+
+    /// Every problem serde could not express, each naming its key; checks do
+    /// not stop at the first, so `config check` can report them all at once.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
         fn at_least_one(key: &'static str, v: usize) -> Result<(), ConfigError> {
             if v == 0 {
                 return Err(ConfigError::Invalid {
@@ -18,76 +31,76 @@ impl Config {
             }
             Ok(())
         }
-        at_least_one("mailbox_capacity", self.mailbox_capacity)?;
-        at_least_one("listen_backlog", self.listen_backlog as usize)?;
-        at_least_one("presence_sync_rate", self.presence_sync_rate)?;
+        errs.extend(at_least_one("mailbox_capacity", self.mailbox_capacity).err());
+        errs.extend(at_least_one("listen_backlog", self.listen_backlog as usize).err());
+        errs.extend(at_least_one("presence_sync_rate", self.presence_sync_rate).err());
         if self.presence_sync_chunk_bytes < 4096 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "presence_sync_chunk_bytes",
                 why: String::from("must be at least 4096"),
             });
         }
-        at_least_one("broker_queue", self.broker_queue)?;
+        errs.extend(at_least_one("broker_queue", self.broker_queue).err());
         if self.broker_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "broker_timeout",
                 why: String::from("must be above zero"),
             });
         }
         if self.cluster_heartbeat.is_zero() || self.cluster_node_timeout <= self.cluster_heartbeat {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "cluster_node_timeout",
                 why: String::from(
                     "must be longer than cluster_heartbeat, which must be above zero",
                 ),
             });
         }
-        at_least_one("mailbox_max_bytes", self.mailbox_max_bytes)?;
-        at_least_one("max_message_size", self.max_message_size)?;
-        at_least_one("max_frame_size", self.max_frame_size)?;
-        at_least_one("read_buffer_size", self.read_buffer_size)?;
-        at_least_one("max_topics_per_session", self.max_topics_per_session)?;
-        at_least_one("max_topic_length", self.max_topic_length)?;
-        at_least_one("max_event_length", self.max_event_length)?;
-        at_least_one("max_ref_length", self.max_ref_length)?;
-        at_least_one("max_payload_depth", self.max_payload_depth)?;
-        at_least_one("presence_max_meta_bytes", self.presence_max_meta_bytes)?;
-        at_least_one("presence_max_members", self.presence_max_members)?;
-        at_least_one("history_max_topics", self.history_max_topics)?;
-        at_least_one("admin_max_connections", self.admin_max_connections)?;
-        at_least_one("http_concurrency_limit", self.http_concurrency_limit)?;
+        errs.extend(at_least_one("mailbox_max_bytes", self.mailbox_max_bytes).err());
+        errs.extend(at_least_one("max_message_size", self.max_message_size).err());
+        errs.extend(at_least_one("max_frame_size", self.max_frame_size).err());
+        errs.extend(at_least_one("read_buffer_size", self.read_buffer_size).err());
+        errs.extend(at_least_one("max_topics_per_session", self.max_topics_per_session).err());
+        errs.extend(at_least_one("max_topic_length", self.max_topic_length).err());
+        errs.extend(at_least_one("max_event_length", self.max_event_length).err());
+        errs.extend(at_least_one("max_ref_length", self.max_ref_length).err());
+        errs.extend(at_least_one("max_payload_depth", self.max_payload_depth).err());
+        errs.extend(at_least_one("presence_max_meta_bytes", self.presence_max_meta_bytes).err());
+        errs.extend(at_least_one("presence_max_members", self.presence_max_members).err());
+        errs.extend(at_least_one("history_max_topics", self.history_max_topics).err());
+        errs.extend(at_least_one("admin_max_connections", self.admin_max_connections).err());
+        errs.extend(at_least_one("http_concurrency_limit", self.http_concurrency_limit).err());
         if self.http_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "http_timeout",
                 why: String::from("must be greater than 0"),
             });
         }
         if self.accept_rate > 0 && self.accept_burst == 0 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "accept_burst",
                 why: String::from("must be at least 1 when accept_rate is set"),
             });
         }
         if self.client_rate > 0 && self.client_burst == 0 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "client_burst",
                 why: String::from("must be at least 1 when client_rate is set"),
             });
         }
         if self.handshake_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "handshake_timeout",
                 why: String::from("must be greater than 0"),
             });
         }
         if self.max_seconds == 0 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "max_seconds",
                 why: String::from("must be at least 1 (the restart-intensity window in seconds)"),
             });
         }
         if self.max_frame_size > self.max_message_size {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "max_frame_size",
                 why: format!(
                     "{} exceeds max_message_size {}: a single frame can never be larger than the message",
@@ -97,7 +110,7 @@ impl Config {
         }
         for entry in &self.trusted_proxies {
             if let Err(why) = super::Cidr::parse(entry) {
-                return Err(ConfigError::Invalid {
+                errs.push(ConfigError::Invalid {
                     key: "trusted_proxies",
                     why,
                 });
@@ -106,34 +119,34 @@ impl Config {
         if self.cluster_replay_window < Duration::from_secs(1)
             || self.cluster_replay_window > Duration::from_secs(3600)
         {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "cluster_replay_window",
                 why: String::from("must be from 1s to 1h"),
             });
         }
         if self.revocation_ttl.is_zero() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "revocation_ttl",
                 why: String::from("must be greater than 0"),
             });
         }
         if let Some(secret) = &self.cluster_secret {
             if secret.len() < 32 {
-                return Err(ConfigError::Invalid {
+                errs.push(ConfigError::Invalid {
                     key: "cluster_secret",
                     why: format!("must be at least 32 bytes (it is {})", secret.len()),
                 });
             }
         }
         if let Err(why) = self.resolved_broker_url() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "broker_url",
                 why,
             });
         }
-        self.check_broker_login()?;
+        errs.extend(self.check_broker_login().err());
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "tls_cert_file",
                 why: String::from("tls_cert_file and tls_key_file go together"),
             });
@@ -142,7 +155,7 @@ impl Config {
             let ok =
                 (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 256;
             if !ok {
-                return Err(ConfigError::Invalid {
+                errs.push(ConfigError::Invalid {
                     key: "advertise_url",
                     why: String::from(
                         "must be http://HOST:PORT or https://HOST:PORT (at most 256 bytes)",
@@ -151,7 +164,7 @@ impl Config {
             }
         }
         if self.longpoll_hold.is_zero() || self.longpoll_hold >= Duration::from_secs(20) {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "longpoll_hold",
                 why: String::from(
                     "must be from 1ms to under 20s (phoenix.js abandons a poll at 20 s)",
@@ -159,29 +172,29 @@ impl Config {
             });
         }
         if self.longpoll_max_body < 1024 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "longpoll_max_body",
                 why: String::from("must be at least 1024 bytes"),
             });
         }
         if self.longpoll_window <= self.longpoll_hold {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "longpoll_window",
                 why: String::from("must be longer than longpoll_hold"),
             });
         }
         if self.admin_tls && self.tls_cert_file.is_none() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "admin_tls",
                 why: String::from("needs tls_cert_file and tls_key_file"),
             });
         }
-        self.check_jwks()?;
+        errs.extend(self.check_jwks().err());
         if let Some(why) = self.hooks.problem() {
-            return Err(ConfigError::Invalid { key: "hooks", why });
+            errs.push(ConfigError::Invalid { key: "hooks", why });
         }
         if let Some(why) = self.webhooks.problem() {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "webhooks",
                 why,
             });
@@ -189,19 +202,19 @@ impl Config {
         for (i, ns) in self.namespaces.iter().enumerate() {
             let problem = ns.problem();
             if let Some(why) = problem {
-                return Err(ConfigError::Invalid {
+                errs.push(ConfigError::Invalid {
                     key: "namespaces",
                     why: format!("entry {} ({:?}): {why}", i + 1, ns.pattern),
                 });
             }
         }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
-            return Err(ConfigError::Invalid {
+            errs.push(ConfigError::Invalid {
                 key: "admin_listen",
                 why: format!("must differ from listen ({})", self.listen),
             });
         }
-        Ok(())
+        errs
     }
 
     /// A JWKS comes over TLS (plain HTTP only on loopback, for tests and

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// What a webhook event reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookEvent {
     SessionOpened,
@@ -22,6 +22,8 @@ pub enum WebhookEvent {
     /// Every broadcast on `broadcast_namespaces` (for archiving).
     Broadcast,
 }
+
+super::units::lenient_enum!(WebhookEvent);
 
 impl WebhookEvent {
     pub const ALL: [WebhookEvent; 7] = [

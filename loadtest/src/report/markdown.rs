@@ -60,6 +60,15 @@ pub fn render(r: &Report) -> String {
         "slow subscribers disconnected / missed on purpose",
         format!("{} / {}", f.slow_disconnected, f.expected_loss),
     );
+    if f.side_sent > 0 {
+        fig(
+            "side-room chat pushes / receipts",
+            format!(
+                "{} / {} ({:.0}/s)",
+                f.side_sent, f.side_delivered, f.side_delivered_per_sec
+            ),
+        );
+    }
     fig("errors", f.errors.to_string());
     if let Some(k) = f.server_rss_per_connection_kib {
         fig("server RSS per connection", format!("{k:.2} KiB"));
@@ -76,6 +85,9 @@ pub fn render(r: &Report) -> String {
         md.push_str(&row("moved → back on another node", &f.reconnect));
     }
     md.push_str(&row("end-to-end", &f.latency));
+    if f.side_sent > 0 {
+        md.push_str(&row("side-room push → receipt", &f.side_latency));
+    }
     md.push_str(&row("publish → last delivery", &f.publish_to_last_delivery));
     if !r.stats.errors.is_empty() {
         md.push_str("\n| error | count |\n|---|---|\n");

@@ -72,6 +72,11 @@ pub struct Figures {
     pub moved: u64,
     pub refused_503: u64,
     pub listen_overflows: u64,
+    /// Fan-out with side rooms: the small rooms' chat traffic.
+    pub side_sent: u64,
+    pub side_delivered: u64,
+    pub side_delivered_per_sec: f64,
+    pub side_latency: Percentiles,
     pub latency: Percentiles,
     /// Fan-out: per message, publish to last subscriber's delivery.
     pub publish_to_last_delivery: Percentiles,
@@ -141,6 +146,10 @@ impl Report {
             moved: s.moved,
             refused_503: s.refused_503,
             listen_overflows: s.listen_overflows,
+            side_sent: s.side_sent,
+            side_delivered: s.side_delivered,
+            side_delivered_per_sec: per_sec(s.side_delivered),
+            side_latency: Percentiles::of(&s.side_latency),
             latency: Percentiles::of(&s.latency),
             publish_to_last_delivery: Percentiles::of(&self.last_delivery_histogram()),
             server_rss_per_connection_kib: self

@@ -64,6 +64,14 @@ pub fn render(r: &Report) -> String {
         );
         out.push_str(&pct_line("back on another node", &f.reconnect));
     }
+    if f.side_sent > 0 {
+        let _ = writeln!(
+            out,
+            "  side rooms                 {} chat pushes, {} receipts ({:.0}/s)",
+            f.side_sent, f.side_delivered, f.side_delivered_per_sec
+        );
+        out.push_str(&pct_line("side-room latency", &f.side_latency));
+    }
     if f.latency.count > 0 {
         out.push_str(&pct_line("end-to-end latency", &f.latency));
     }

@@ -34,6 +34,7 @@ pub async fn worker(args: &ChatArgs, mut ctx: WorkerCtx) {
             wants.push(Want {
                 index: r * m + k,
                 topic: Some(ctx.topic(r)),
+                also: None,
                 recv_buffer: None,
             });
         }

@@ -27,6 +27,7 @@ async fn websocket_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
         .map(|index| Want {
             index,
             topic: (args.topics > 0).then(|| ctx.topic(index % args.topics)),
+            also: None,
             recv_buffer: None,
         })
         .collect();

@@ -57,6 +57,7 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
         .map(|index| Want {
             index,
             topic: Some(topic.clone()),
+            also: side_room(&ctx, args, index),
             recv_buffer: slow
                 .filter(|_| is_slow(index, share))
                 .map(|s| s.slow_rcvbuf),
@@ -74,6 +75,11 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
     let k = args.messages;
     let mut set = JoinSet::new();
     for (index, conn) in conns {
+        let side = side_room(&ctx, args, index).map(|topic| Side {
+            topic,
+            every: Duration::from_secs_f64(1.0 / args.side_rate),
+            size: args.size,
+        });
         let rec = Arc::clone(&ctx.rec);
         let progress = Arc::clone(&progress);
         let slow_mode = slow
@@ -82,7 +88,7 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
         set.spawn(async move {
             match slow_mode {
                 None => {
-                    subscriber(conn, index, k, give_up, &rec).await;
+                    subscriber(conn, index, k, give_up, side, &rec).await;
                     if progress.healthy_left.fetch_sub(1, Ordering::AcqRel) == 1 {
                         progress.done.notify_waiters();
                     }
@@ -148,10 +154,41 @@ async fn http_worker(args: &FanoutArgs, mut ctx: WorkerCtx, topic: &str) {
     while set.join_next().await.is_some() {}
 }
 
-/// A healthy subscriber: read until all K arrived or time is up.
-async fn subscriber(mut conn: Conn, index: u64, k: u64, give_up: Instant, rec: &Recorder) {
+/// `--side-room-size`: the small room subscriber `index` also chats in.
+fn side_room(ctx: &WorkerCtx, args: &FanoutArgs, index: u64) -> Option<String> {
+    (args.side_room_size > 0).then(|| {
+        format!(
+            "{}side-{}",
+            ctx.common.topic_prefix,
+            index / args.side_room_size
+        )
+    })
+}
+
+/// A subscriber's chat in its side room: where and how often it pushes.
+struct Side {
+    topic: String,
+    every: Duration,
+    size: usize,
+}
+
+/// A healthy subscriber: read until all K arrived or time is up, chatting in
+/// its side room meanwhile when it has one.
+async fn subscriber(
+    mut conn: Conn,
+    index: u64,
+    k: u64,
+    give_up: Instant,
+    side: Option<Side>,
+    rec: &Recorder,
+) {
     let mut tracker = StreamTracker::new();
     let mut next_beat = Instant::now() + HEARTBEAT;
+    // Members start at spread offsets so a room's pushes do not arrive in step.
+    let mut next_side = side
+        .as_ref()
+        .map(|s| Instant::now() + s.every.mul_f64((index % 97) as f64 / 97.0));
+    let mut side_seq = 0;
     let mut open = true;
     while !tracker.complete(k) {
         tokio::select! {
@@ -160,10 +197,22 @@ async fn subscriber(mut conn: Conn, index: u64, k: u64, give_up: Instant, rec: &
                 next_beat += HEARTBEAT;
                 let _ = conn.heartbeat().await;
             }
+            _ = sleep_until_some(next_side), if next_side.is_some() => {
+                if let (Some(s), Some(at)) = (&side, next_side.as_mut()) {
+                    *at += s.every;
+                    side_seq += 1;
+                    let body = payload::encode(Stamp { src: index + 1, seq: side_seq, ts: now_us() }, s.size);
+                    if conn.push(&s.topic, "msg", &body).await.is_ok() {
+                        rec.side_sent(index);
+                    }
+                }
+            }
             got = conn.recv() => match got {
                 Ok(Inbound::Message(text)) => {
-                    let Some(st) = payload::decode(&text).filter(|s| s.src == PUBLISHER) else { continue };
-                    if tracker.observe(st.seq) != Arrival::Duplicate {
+                    let Some(st) = payload::decode(&text) else { continue };
+                    if st.src != PUBLISHER {
+                        rec.side_delivered(index, st.ts);
+                    } else if tracker.observe(st.seq) != Arrival::Duplicate {
                         rec.delivered(index, st.ts, Some(st.seq), true);
                     }
                 }
@@ -189,6 +238,13 @@ async fn subscriber(mut conn: Conn, index: u64, k: u64, give_up: Instant, rec: &
     });
     if open {
         conn.close().await;
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -78,6 +78,8 @@ pub fn schedule(common: &Common) -> Schedule {
 pub struct Want {
     pub index: u64,
     pub topic: Option<String>,
+    /// A second topic joined after `topic` (fanout's side room).
+    pub also: Option<String>,
     pub recv_buffer: Option<u32>,
 }
 
@@ -109,7 +111,7 @@ pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
                     return None;
                 }
             };
-            if let Some(topic) = &want.topic {
+            for topic in want.topic.iter().chain(want.also.iter()) {
                 match conn.join(topic, timeout).await {
                     Ok(took) => rec.joined(want.index, took),
                     Err(e) => {

@@ -63,6 +63,7 @@ pub async fn worker(args: &StormArgs, mut ctx: WorkerCtx) {
         .map(|index| Want {
             index,
             topic: Some(topic.clone()),
+            also: None,
             recv_buffer: None,
         })
         .collect();

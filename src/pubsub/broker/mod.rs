@@ -25,6 +25,7 @@ pub mod local;
 pub mod names;
 pub mod nats;
 pub mod occupancy;
+pub mod reach;
 pub mod redis;
 pub mod replay;
 pub mod security;
