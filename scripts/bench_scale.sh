@@ -5,12 +5,14 @@
 # room of ten of its own; a publisher broadcasts into the big topic while the
 # rooms chat. The same run on one node with 19 000 sessions is the baseline:
 # the ratio of deliveries/s is the scaling figure.
-# Usage: scripts/bench_scale.sh [one|five|both] [publish rate, default 2]
+# Usage: scripts/bench_scale.sh [one|five|both] [broadcasts/s, default 2] [chat msg/s per member, default 0.05] [broadcasts, default 60]
 # Every run is bounded (--duration, --max-run-time) and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-both}
 rate=${2:-2}
+side=${3:-0.05}
+k=${4:-60}
 export PATH="$PATH:/usr/sbin"
 cargo build --release -p myriad -p myriad-loadtest --bins >/dev/null
 BIN=target/release/myriad
@@ -46,14 +48,14 @@ run() { # $1: number of nodes
   local n=$((nodes * PER_NODE))
   local redis_cpu0
   redis_cpu0=$(cpu_s "$rp")
-  echo "## $nodes node(s), $n sessions: big topic + rooms of 10 chatting at 0.05 msg/s per member, 60 broadcasts at $rate/s"
+  echo "## $nodes node(s), $n sessions: big topic + rooms of 10 chatting at $side msg/s per member, $k broadcasts at $rate/s"
   # One worker per 19 000 client sockets; each worker its own source address.
-  $LOAD fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$n" -k 60 --publish-rate "$rate" \
-    --side-room-size 10 --side-rate 0.05 --topic room:scale --rate 2500 --concurrency 512 \
+  $LOAD fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$n" -k "$k" --publish-rate "$rate" \
+    --side-room-size 10 --side-rate "$side" --topic room:scale --rate 2500 --concurrency 512 \
     --workers "$nodes" --source-ips "127.0.0.2-127.0.0.$((1 + 2 * nodes))" \
     --duration 120s --grace 30s --max-run-time 10m --connect-timeout 30s \
     --json "/tmp/myriad-scale-$nodes.json" --quiet || true
-  echo "redis CPU during the run: $(echo "$(cpu_s "$rp") - $redis_cpu0" | bc) s"
+  echo "redis CPU during the run: $(awk -v a="$(cpu_s "$rp")" -v b="$redis_cpu0" 'BEGIN { printf "%.2f", a - b }') s"
   for i in "${!pids[@]}"; do
     echo "node $i: peak RSS $(hwm_kib "${pids[$i]}") KiB, CPU $(cpu_s "${pids[$i]}") s"
   done

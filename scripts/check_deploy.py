@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Static checks of the deployment kit (no Docker or Kubernetes here):
 every YAML file parses, the ConfigMap's myriad.toml passes `myriad config check`,
-the Grafana dashboard is valid JSON, and every myriad_* metric the dashboard and
-the alert rules use is one the server defines (src/metrics.rs)."""
+the Grafana dashboard is valid JSON, every myriad_* metric the dashboard and
+the alert rules use is one the server defines (src/metrics.rs), and the
+Kubernetes manifests validate against the API schemas and the Pod Security
+Standards "restricted" level."""
 import glob, json, re, subprocess, sys, tempfile, pathlib
 
 import yaml
@@ -26,9 +28,18 @@ if r.returncode != 0:
 
 dashboard = json.load(open(root / "deploy/grafana/myriad.json"))
 used = set()
+variables = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+if not {"datasource", "instance"} <= variables:
+    failures.append("dashboard: needs the datasource and instance variables")
 for panel in dashboard["panels"]:
+    if panel.get("datasource", {}).get("uid") != "${datasource}":
+        failures.append(f"dashboard panel {panel['title']!r}: data source must be ${{datasource}}, not a fixed uid")
     for t in panel["targets"]:
         used |= set(re.findall(r"myriad_[a-z_]+", t["expr"]))
+        if not t.get("legendFormat"):
+            failures.append(f"dashboard panel {panel['title']!r}: query {t['refId']} has no legend")
+        if "myriad_" in t["expr"] and "$instance" not in t["expr"]:
+            failures.append(f"dashboard panel {panel['title']!r}: query {t['refId']} ignores $instance")
 rules = (root / "deploy/prometheus/rules.yml").read_text()
 used |= set(re.findall(r"myriad_[a-z_]+", rules))
 defined = set(re.findall(r'"(myriad_[a-z_]+)"', (root / "src/metrics.rs").read_text()))
@@ -37,7 +48,68 @@ for name in sorted(used):
     if name not in defined and base not in defined and not name.startswith("myriad:"):
         failures.append(f"metric {name} is used by the dashboard or rules but not defined")
 
+# Kubernetes: every manifest against the API schemas (kubernetes-validate,
+# installed by scripts/test.sh), the kustomizations' files exist, and the
+# workloads meet the Pod Security Standards "restricted" level.
+k8s = root / "deploy/k8s"
+objects = []
+for path in sorted(k8s.rglob("*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        kind = doc.get("kind")
+        if kind in ("Kustomization", "Component"):
+            for ref in doc.get("resources", []) + doc.get("components", []):
+                if not (path.parent / ref).exists():
+                    failures.append(f"{path}: lists {ref}, which does not exist")
+            continue
+        objects.append((path, doc))
+if "servicemonitor.yaml" in (k8s / "kustomization.yaml").read_text():
+    failures.append("the base kustomization must not need the Prometheus Operator's CRDs")
+try:
+    import kubernetes_validate
+except ImportError:
+    kubernetes_validate = None
+    failures.append("kubernetes-validate is not installed (scripts/test.sh installs it)")
+for path, doc in objects:
+    if kubernetes_validate is None or doc["apiVersion"].startswith("monitoring.coreos.com"):
+        continue
+    try:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    except kubernetes_validate.ValidationError as e:
+        failures.append(f"{path}: {doc['kind']}: {e.message} at {list(e.path)}")
+    except Exception as e:  # the validator's other errors name the schema
+        failures.append(f"{path}: {doc['kind']}: {e}")
+SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
+                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
+                "net.ipv4.ip_unprivileged_port_start"}
+for path, doc in objects:
+    if doc["kind"] not in ("Deployment", "StatefulSet"):
+        continue
+    pod = doc["spec"]["template"]["spec"]
+    psc = pod.get("securityContext", {})
+    name = f"{path.name}: {doc['kind']} {doc['metadata']['name']}"
+    if psc.get("runAsNonRoot") is not True:
+        failures.append(f"{name}: restricted needs runAsNonRoot")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        failures.append(f"{name}: restricted needs seccompProfile RuntimeDefault")
+    for sc in psc.get("sysctls", []):
+        if sc["name"] not in SAFE_SYSCTLS:
+            failures.append(f"{name}: sysctl {sc['name']} is not on Kubernetes' safe list")
+    for c in pod["containers"]:
+        csc = c.get("securityContext", {})
+        if csc.get("allowPrivilegeEscalation") is not False:
+            failures.append(f"{name}/{c['name']}: restricted needs allowPrivilegeEscalation: false")
+        if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+            failures.append(f"{name}/{c['name']}: restricted drops ALL capabilities")
+        if csc.get("readOnlyRootFilesystem") is not True:
+            failures.append(f"{name}/{c['name']}: the root file system should be read-only")
+# The tuned-sysctls component appends to the base's sysctls list.
+base = next(d for p, d in objects if d["kind"] == "Deployment" and d["metadata"]["name"] == "myriad")
+if not isinstance(base["spec"]["template"]["spec"]["securityContext"].get("sysctls"), list):
+    failures.append("deployment.yaml: components/tuned-sysctls appends to securityContext.sysctls, which must exist")
+
 if failures:
     print("\n".join(failures))
     sys.exit(1)
-print(f"deploy kit ok: {len(used)} metrics used, all defined")
+print(f"deploy kit ok: {len(used)} metrics used, all defined; {len(objects)} Kubernetes objects valid")

@@ -129,7 +129,10 @@ impl Admission {
             accept_per_ip,
             max_connections: config.max_connections,
             max_per_ip: config.max_connections_per_ip,
-            memory_high_watermark: config.memory_high_watermark,
+            memory_high_watermark: config
+                .memory_high_watermark
+                .resolve(process::memory_limit())
+                .unwrap_or(0),
             active: AtomicUsize::new(0),
             per_ip: DashMap::new(),
             accept,
@@ -200,6 +203,11 @@ impl Admission {
         (self.max_connections > 0 && self.active() >= self.max_connections) || self.over_memory()
     }
 
+    /// The memory watermark in bytes (0: off), for the metric.
+    pub fn watermark_bytes(&self) -> u64 {
+        self.memory_high_watermark
+    }
+
     fn over_memory(&self) -> bool {
         if self.memory_high_watermark == 0 {
             return false;
@@ -207,8 +215,8 @@ impl Admission {
         let now_ms = self.started.elapsed().as_millis() as u64;
         let last = self.rss_sampled_ms.load(Ordering::Relaxed);
         if last == u64::MAX || now_ms.saturating_sub(last) >= RSS_SAMPLE_EVERY.as_millis() as u64 {
-            if let Some(rss) = process::resident_bytes() {
-                self.rss.store(rss, Ordering::Relaxed);
+            if let Some(used) = process::memory_in_use() {
+                self.rss.store(used, Ordering::Relaxed);
             }
             self.rss_sampled_ms.store(now_ms, Ordering::Relaxed);
         }
@@ -269,9 +277,23 @@ mod tests {
 
     #[test]
     fn memory_watermark() {
-        let adm = admission(|c| c.memory_high_watermark = 1);
+        let adm = admission(|c| {
+            c.memory_high_watermark = crate::config::units::MemoryWatermark::Bytes(1)
+        });
         assert_eq!(adm.admit(A).err(), Some(Shed::Memory));
         assert!(adm.overloaded());
+    }
+
+    #[test]
+    fn a_percentage_watermark_applies_to_the_memory_limit() {
+        use crate::config::units::MemoryWatermark;
+        // A millionth of this machine's memory is far below this process's use.
+        let adm = admission(|c| c.memory_high_watermark = MemoryWatermark::Percent(0.0001));
+        assert!(adm.watermark_bytes() > 0);
+        assert_eq!(adm.admit(A).err(), Some(Shed::Memory));
+        let adm = admission(|c| c.memory_high_watermark = MemoryWatermark::Percent(100.0));
+        assert_eq!(adm.watermark_bytes(), process::memory_limit().unwrap());
+        assert!(adm.admit(A).is_ok(), "all of it is never reached by a test");
     }
 
     #[test]

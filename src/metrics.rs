@@ -121,6 +121,9 @@ pub const DRAINING: &str = "myriad_draining";
 pub const PROCESS_RSS: &str = "myriad_process_resident_memory_bytes";
 pub const PROCESS_FDS: &str = "myriad_process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "myriad_process_max_fds";
+pub const CGROUP_MEMORY: &str = "myriad_cgroup_memory_bytes";
+pub const CGROUP_MEMORY_LIMIT: &str = "myriad_cgroup_memory_limit_bytes";
+pub const MEMORY_WATERMARK: &str = "myriad_memory_high_watermark_bytes";
 pub const LISTEN_BACKLOG: &str = "myriad_listen_backlog";
 pub const LISTEN_OVERFLOWS: &str = "myriad_listen_overflows_total";
 pub const DRAIN_WAVES: &str = "myriad_drain_waves_total";
@@ -298,6 +301,9 @@ pub struct Metrics {
     pub process_rss: Gauge,
     pub process_fds: Gauge,
     pub process_max_fds: Gauge,
+    pub cgroup_memory: Gauge,
+    pub cgroup_memory_limit: Gauge,
+    pub memory_watermark: Gauge,
     pub listen_backlog: Gauge,
     pub listen_overflows: Counter,
     /// The kernel's ListenOverflows when the listener started.
@@ -713,6 +719,21 @@ impl Metrics {
                 "The process's open-file limit (soft RLIMIT_NOFILE, raised to the hard limit at start).",
                 None,
             ),
+            cgroup_memory: gauge(
+                CGROUP_MEMORY,
+                "Memory charged to the process's cgroup (socket buffers and page cache included).",
+                Some(Unit::Bytes),
+            ),
+            cgroup_memory_limit: gauge(
+                CGROUP_MEMORY_LIMIT,
+                "The cgroup's memory limit (absent when unlimited).",
+                Some(Unit::Bytes),
+            ),
+            memory_watermark: gauge(
+                MEMORY_WATERMARK,
+                "memory_high_watermark in bytes (a percentage resolved against the memory limit; 0: off).",
+                Some(Unit::Bytes),
+            ),
             listen_backlog: gauge(
                 LISTEN_BACKLOG,
                 "The public listener's accept queue: listen_backlog, capped by net.core.somaxconn.",
@@ -785,6 +806,12 @@ impl Metrics {
         }
         if let Some(max) = process::max_fds() {
             self.process_max_fds.set(max as f64);
+        }
+        if let Some(cg) = process::cgroup_memory() {
+            self.cgroup_memory.set(cg.usage as f64);
+            if let Some(limit) = cg.limit {
+                self.cgroup_memory_limit.set(limit as f64);
+            }
         }
         if let (Some(&base), Some(now)) = (
             self.listen_overflows_base.get(),

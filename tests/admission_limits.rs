@@ -100,7 +100,10 @@ async fn the_accept_rate_sheds_bursts_with_retry_after_1() {
 #[tokio::test]
 async fn the_memory_watermark_sheds_and_flips_readyz() {
     // A watermark below any real RSS: every new session is shed.
-    let server = TestServer::start_with(|c| c.memory_high_watermark = 1024).await;
+    let server = TestServer::start_with(|c| {
+        c.memory_high_watermark = myriad::config::units::MemoryWatermark::Bytes(1024)
+    })
+    .await;
     assert_eq!(
         connect_from(&server, "127.0.0.1").await.err().map(|e| e.0),
         Some(503)

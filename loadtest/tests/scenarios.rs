@@ -278,6 +278,44 @@ async fn fanout_with_side_rooms_keeps_chat_out_of_the_broadcast_figures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stay_alive_through_a_connect_phase_longer_than_the_idle_timeout() {
+    // The first connections wait ~3 s for the last ones, then the broadcasts
+    // take ~2 s: silent for 5 s they would pass the server's 4 s idle timeout
+    // (as no phoenix.js client would) unless they heartbeat while waiting.
+    let s = myriad(|c| c.idle_timeout = std::time::Duration::from_secs(4)).await;
+    let (out, doc) = load(&[
+        "fanout",
+        "--url",
+        &url(&s),
+        "-n",
+        "60",
+        "--rate",
+        "20",
+        "-k",
+        "8",
+        "--publish-rate",
+        "4",
+        "--topic",
+        "room:fan-idle",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fig(&doc, "delivered"), 8 * 60);
+    assert!(
+        doc["raw"]["close_codes"]
+            .as_object()
+            .is_none_or(|c| c.is_empty()),
+        "no idle closes: {}",
+        doc["raw"]["close_codes"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_get_their_own_messages_back() {
     let s = myriad(|_| {}).await;
     let (out, doc) = load(&[

@@ -206,10 +206,10 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_burst_per_ip: Option<u32>,
 
-    /// Process RSS in bytes above which new sessions get 503 and /readyz 503; 0 = off [default: 0]
-    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    /// Memory in use above which new sessions get 503 and /readyz 503: bytes (12GiB) or a share of the cgroup's limit (80%); 0 = off [default: 0]
+    #[arg(long, value_name = "SIZE|PCT", value_parser = units::MemoryWatermark::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_high_watermark: Option<u64>,
+    pub memory_high_watermark: Option<units::MemoryWatermark>,
 
     /// Client frames per second per session, heartbeats excluded; 0 = no limit [default: 100]
     #[arg(long, value_name = "PER_SECOND")]

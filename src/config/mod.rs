@@ -255,9 +255,12 @@ pub struct Config {
     pub accept_rate_per_ip: u32,
     /// Burst allowed above `accept_rate_per_ip`; 0 means the rate. Default 0.
     pub accept_burst_per_ip: u32,
-    /// Process RSS in bytes above which new sessions get 503 and /readyz 503. Default 0 = off.
-    #[serde(deserialize_with = "units::de_bytes_u64")]
-    pub memory_high_watermark: u64,
+    /// Memory in use above which new sessions get 503 and /readyz 503: a
+    /// byte size (`12GiB`), or a percentage (`80%`) of the memory cgroup's
+    /// limit (of physical memory outside a limited cgroup). Memory in use is
+    /// the process's RSS, or its cgroup's usage when the cgroup has a limit
+    /// and charges more (socket buffers count there). Default 0 = off.
+    pub memory_high_watermark: units::MemoryWatermark,
     /// Client frames per second per session (heartbeats excluded). Default 100; 0 = no limit.
     pub client_rate: u32,
     /// Burst allowed above client_rate. Default 200.
@@ -411,7 +414,7 @@ impl Default for Config {
             accept_burst: 10_000,
             accept_rate_per_ip: 0,
             accept_burst_per_ip: 0,
-            memory_high_watermark: 0,
+            memory_high_watermark: units::MemoryWatermark::Off,
             client_rate: 100,
             client_burst: 200,
             abuse_window: Duration::from_secs(10),

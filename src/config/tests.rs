@@ -150,7 +150,10 @@ fn byte_sizes_and_enum_spellings_work_in_every_layer() {
     assert_eq!(c.max_message_size, 128 << 10);
     assert_eq!(c.slow_consumer, SlowConsumerPolicy::DropOldest);
     assert_eq!(c.jwt_algorithm, JwtAlgorithm::HS256);
-    assert_eq!(c.memory_high_watermark, 12 << 30);
+    assert_eq!(
+        c.memory_high_watermark,
+        units::MemoryWatermark::Bytes(12 << 30)
+    );
     assert_eq!(c.namespaces[0].publish, Publish::Server);
     assert_eq!(c.namespaces[0].presence_mode, PresenceMode::Count);
     assert_eq!(c.hooks.max_response_bytes, 32 << 10);

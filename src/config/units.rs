@@ -104,6 +104,82 @@ macro_rules! lenient_enum {
 }
 pub(crate) use lenient_enum;
 
+/// `memory_high_watermark`: off, a byte size, or a percentage of the memory
+/// limit (the cgroup's when it has one, else physical memory).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemoryWatermark {
+    Off,
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl MemoryWatermark {
+    /// `0` (off), a byte size (`12GiB`), or a percentage (`80%`, above 0 and
+    /// at most 100).
+    pub fn parse(text: &str) -> Result<MemoryWatermark, String> {
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 100.0 => Ok(MemoryWatermark::Percent(v)),
+                _ => Err(format!(
+                    "`{text}`: a percentage must be above 0 and at most 100"
+                )),
+            };
+        }
+        match parse_bytes(t)? {
+            0 => Ok(MemoryWatermark::Off),
+            n => Ok(MemoryWatermark::Bytes(n)),
+        }
+    }
+
+    /// The watermark in bytes given the memory limit; None when off, or when
+    /// a percentage has no limit to apply to.
+    pub fn resolve(self, limit: Option<u64>) -> Option<u64> {
+        match self {
+            MemoryWatermark::Off => None,
+            MemoryWatermark::Bytes(n) => Some(n),
+            MemoryWatermark::Percent(p) => limit.map(|l| (l as f64 * p / 100.0) as u64),
+        }
+    }
+}
+
+impl serde::Serialize for MemoryWatermark {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MemoryWatermark::Off => s.serialize_u64(0),
+            MemoryWatermark::Bytes(n) => s.serialize_u64(*n),
+            MemoryWatermark::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MemoryWatermark {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MemoryWatermark;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("0, a byte size such as \"12GiB\", or a percentage such as \"80%\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MemoryWatermark, E> {
+                Ok(if v == 0 {
+                    MemoryWatermark::Off
+                } else {
+                    MemoryWatermark::Bytes(v)
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MemoryWatermark, E> {
+                let v = u64::try_from(v).map_err(|_| E::custom("cannot be negative"))?;
+                self.visit_u64(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MemoryWatermark, E> {
+                MemoryWatermark::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +212,28 @@ mod tests {
         }
         let err = parse_enum::<SlowConsumerPolicy>("drop_newest").unwrap_err();
         assert!(err.contains("disconnect, drop_oldest"), "{err}");
+    }
+
+    #[test]
+    fn a_watermark_is_off_bytes_or_a_share_of_the_limit() {
+        assert_eq!(MemoryWatermark::parse("0"), Ok(MemoryWatermark::Off));
+        assert_eq!(
+            MemoryWatermark::parse("12GiB"),
+            Ok(MemoryWatermark::Bytes(12 << 30))
+        );
+        assert_eq!(
+            MemoryWatermark::parse("80%"),
+            Ok(MemoryWatermark::Percent(80.0))
+        );
+        for bad in ["0%", "101%", "-5%", "lots"] {
+            assert!(MemoryWatermark::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            MemoryWatermark::Percent(75.0).resolve(Some(4 << 30)),
+            Some(3 << 30)
+        );
+        assert_eq!(MemoryWatermark::Percent(75.0).resolve(None), None);
+        assert_eq!(MemoryWatermark::Bytes(5).resolve(None), Some(5));
+        assert_eq!(MemoryWatermark::Off.resolve(Some(1)), None);
     }
 }

@@ -225,8 +225,19 @@ impl AppState {
             let registry = Arc::clone(&registry);
             node.set_on_revoked(move |user| registry.close_user(user, CloseReason::Disconnected));
         }
+        let admission = Admission::new(&config);
+        metrics
+            .memory_watermark
+            .set(admission.watermark_bytes() as f64);
+        if config.memory_high_watermark != crate::config::units::MemoryWatermark::Off
+            && admission.watermark_bytes() == 0
+        {
+            tracing::warn!(
+                "memory_high_watermark is a percentage but no memory limit could be read: the watermark is off"
+            );
+        }
         Ok(Arc::new(AppState {
-            admission: Admission::new(&config),
+            admission,
             auth,
             hooks,
             webhooks,

@@ -1,6 +1,8 @@
 // The chat page at `/` in headless Chromium (Debian `chromium`, driven by
 // playwright-core): two pages chat, each sees the other in the member list,
-// and a late joiner sees the history. Screenshots go to test-output/browser/.
+// and a late joiner sees the history; across a server restart (a new history
+// epoch) the page says what it could not recover and shows what comes next.
+// Screenshots go to test-output/browser/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -34,7 +36,7 @@ after(async () => {
 
 async function openChat(name, room) {
   const page = await browser.newPage();
-  page.setDefaultTimeout(10000);
+  page.setDefaultTimeout(15000);
   await page.goto(`http://${server.public}/`);
   await page.fill("#name", name);
   await page.fill("#room", room);
@@ -72,4 +74,33 @@ test("two pages chat and see each other online; a late joiner sees history", asy
   await bob.close();
   await ann.waitForFunction(() => !Array.from(document.querySelectorAll("#members li")).some((li) => li.textContent === "Bob"));
   assert.deepEqual(await members(ann), ["Ann", "Cat"]);
+});
+
+test("after a restart (new epoch) the page shows the gap and the messages that follow", async () => {
+  const ann = await openChat("Ann", "epochs");
+  await ann.fill("#text", "before the restart");
+  await ann.click("#send-btn");
+  await ann.waitForSelector("text=before the restart");
+
+  // The same address, a fresh node: the topic's history starts again at
+  // offset 1 under a new epoch.
+  const address = server.public;
+  assert.equal(await server.stop(), 0);
+  server = await startServer([], { listen: address });
+  await ann.waitForSelector("text=could not be recovered", { timeout: 20000 });
+  await ann.waitForFunction(() => document.getElementById("status").textContent.startsWith("joined"));
+
+  const bob = await openChat("Bob", "epochs");
+  await bob.fill("#text", "after the restart");
+  await bob.click("#send-btn");
+  // Offset 1 of the new epoch is not "already shown" (offset 1 of the old one was).
+  await ann.waitForSelector("text=after the restart");
+  await ann.screenshot({ path: path.join(outDir, "chat-after-restart.png") });
+  const lines = await ann.$$eval("#log .msg", (ds) => ds.map((d) => d.textContent));
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith("some messages")),
+    ["Ann: before the restart", "Bob: after the restart"],
+  );
+  await bob.close();
+  await ann.close();
 });

@@ -8,11 +8,12 @@ import path from "node:path";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const defaultBin = path.resolve(here, "../../target/debug/myriad");
 
-export async function startServer(extraArgs = []) {
+// `listen`: a fixed public address (a restart on the same port), else a free one.
+export async function startServer(extraArgs = [], { listen = "127.0.0.1:0" } = {}) {
   const bin = process.env.TEST_MYRIAD_BIN || defaultBin;
   const child = spawn(
     bin,
-    ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", ...extraArgs],
+    ["serve", "--listen", listen, "--admin-listen", "127.0.0.1:0", ...extraArgs],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   const log = [];

@@ -39,7 +39,7 @@ pub async fn worker(args: &ChatArgs, mut ctx: WorkerCtx) {
             });
         }
     }
-    let conns = establish(&ctx, wants).await;
+    let mut conns = establish(&ctx, wants).await;
     let shared: HashMap<u64, Arc<Room>> = rooms
         .iter()
         .map(|&r| {
@@ -55,7 +55,7 @@ pub async fn worker(args: &ChatArgs, mut ctx: WorkerCtx) {
             room.members_up.fetch_add(1, Ordering::Relaxed);
         }
     }
-    ctx.control.ready_and_wait().await;
+    super::ready_keeping_alive(&mut ctx.control, &mut conns).await;
     let start = Instant::now();
     let start_us = now_us();
     let send_until = start + ctx.common.duration;

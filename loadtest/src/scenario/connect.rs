@@ -31,9 +31,9 @@ async fn websocket_worker(args: &ConnectArgs, mut ctx: WorkerCtx) {
             recv_buffer: None,
         })
         .collect();
-    let conns = establish(&ctx, wants).await;
+    let mut conns = establish(&ctx, wants).await;
     measured_phase_is_the_connect_phase(&ctx);
-    ctx.control.ready_and_wait().await;
+    super::ready_keeping_alive(&mut ctx.control, &mut conns).await;
     let hold_until = Instant::now() + ctx.common.duration;
     let mut set = JoinSet::new();
     for (index, mut conn) in conns {

@@ -63,14 +63,14 @@ pub async fn worker(args: &FanoutArgs, slow: Option<&SlowArgs>, mut ctx: WorkerC
                 .map(|s| s.slow_rcvbuf),
         })
         .collect();
-    let conns = establish(&ctx, wants).await;
+    let mut conns = establish(&ctx, wants).await;
     let healthy = conns.iter().filter(|(i, _)| !is_slow(*i, share)).count() as u64;
     let progress = Arc::new(Progress {
         healthy_left: AtomicU64::new(healthy),
         done: Notify::new(),
     });
     ctx.rec.with(0, |s| s.expected += args.messages * healthy);
-    ctx.control.ready_and_wait().await;
+    super::ready_keeping_alive(&mut ctx.control, &mut conns).await;
     let give_up = Instant::now() + ctx.common.duration + args.grace;
     let k = args.messages;
     let mut set = JoinSet::new();

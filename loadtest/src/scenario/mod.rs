@@ -136,6 +136,31 @@ pub async fn establish(ctx: &WorkerCtx, wants: Vec<Want>) -> Vec<(u64, Conn)> {
     out
 }
 
+/// Wait for the run to start, heartbeating every held connection meanwhile:
+/// the other workers may still be connecting, and a server closes sessions
+/// that stay silent past its idle timeout (myriad: 60 s) as phoenix.js never
+/// would (it heartbeats every 30 s from the moment it connects).
+pub async fn ready_keeping_alive(control: &mut Control, conns: &mut [(u64, Conn)]) {
+    // At once, whatever the start signal does: the earliest connections have
+    // been silent for the whole connect phase already.
+    for (_, conn) in conns.iter_mut() {
+        let _ = conn.heartbeat().await;
+    }
+    let ready = control.ready_and_wait();
+    tokio::pin!(ready);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = &mut ready => return,
+            _ = beat.tick() => {
+                for (_, conn) in conns.iter_mut() {
+                    let _ = conn.heartbeat().await;
+                }
+            }
+        }
+    }
+}
+
 /// The connect phase's start, recorded with its end when it is over.
 struct ConnectWindow(u64);
 

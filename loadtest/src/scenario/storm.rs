@@ -67,10 +67,10 @@ pub async fn worker(args: &StormArgs, mut ctx: WorkerCtx) {
             recv_buffer: None,
         })
         .collect();
-    let conns = establish(&ctx, wants).await;
+    let mut conns = establish(&ctx, wants).await;
     ctx.rec
         .with(0, |s| s.expected += f.messages * conns.len() as u64);
-    ctx.control.ready_and_wait().await;
+    super::ready_keeping_alive(&mut ctx.control, &mut conns).await;
     let now = Instant::now();
     let shared = Arc::new(Shared {
         topic,
