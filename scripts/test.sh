@@ -41,6 +41,8 @@ command -v openssl >/dev/null || apt_install openssl
 # (and stop them); the Debian services the packages enable are not used.
 command -v redis-server >/dev/null || apt_install redis-server
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
+# The deploy kit's nginx config is tested with the chat page behind it.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
 # Headless browser for the chat page test (Debian's build; playwright-core drives it).
 [ -x /usr/bin/chromium ] || apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm

@@ -1179,3 +1179,39 @@ async fn a_slow_redis_answer_within_broker_timeout_keeps_the_link() {
         link_warnings_through_a_busy_redis(&["--broker-timeout", "300ms"], 2500, false).await;
     assert!(!warnings.is_empty(), "the link should have timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_every_node_with_the_figures_it_reports() {
+    let cluster = Cluster::redis(&["--api-keys", "console-key", "--admin-ui"]);
+    let [a, b] = cluster.connected().await;
+    let mut member = b.client().await;
+    member.join_ok("chat:console-cluster").await;
+    let http = reqwest::Client::new();
+    // Figures travel every few heartbeats (1 s each by default).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let resp = http
+            .get(format!("http://{}/console/overview", a.admin))
+            .header("authorization", "Bearer console-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        let nodes = body["nodes"].as_array().unwrap();
+        assert_eq!(body["broker"], "redis");
+        assert_eq!(nodes[0]["this"], true);
+        assert_eq!(nodes[0]["broker"], "connected");
+        let other = nodes.iter().find(|n| n["this"] == false);
+        if other.is_some_and(|n| n["sessions"] == 1 && n["topics"] == 1) {
+            assert_eq!(nodes.len(), 2, "{body}");
+            assert!(other.unwrap()["memory"].as_u64().unwrap() > 0, "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B's figures never arrived: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

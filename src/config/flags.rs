@@ -440,6 +440,11 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<Vec<String>>,
 
+    /// Serve the admin console (/console) and the HTTP API on the admin listener (needs api_keys) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_ui: Option<bool>,
+
     /// Cluster broker: local, redis or nats [default: local]
     #[arg(long, value_name = "KIND", value_parser = units::parse_enum::<BrokerKind>)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -240,6 +240,9 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Keys for the HTTP API (`Authorization: Bearer <key>`). Default none: `/api` is disabled (404).
     pub api_keys: Vec<String>,
+    /// Serve the admin console (`/console`) and the HTTP API it calls on the
+    /// admin listener; it logs in with one of `api_keys`. Default false.
+    pub admin_ui: bool,
     /// Sessions this node admits; more get 503. Default 100000; 0 = no cap.
     pub max_connections: usize,
     /// Sessions per client IP; more get 503. Default 10000; 0 = no cap.
@@ -445,6 +448,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             proxy_protocol: false,
             api_keys: Vec::new(),
+            admin_ui: false,
             broker: BrokerKind::Local,
             broker_url: None,
             broker_tls_ca: None,

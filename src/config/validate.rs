@@ -183,6 +183,12 @@ impl Config {
                 why: String::from("must be longer than longpoll_hold"),
             });
         }
+        if self.admin_ui && self.api_keys.is_empty() {
+            errs.push(ConfigError::Invalid {
+                key: "admin_ui",
+                why: String::from("the console logs in with an API key: set api_keys"),
+            });
+        }
         if self.admin_tls && self.tls_cert_file.is_none() {
             errs.push(ConfigError::Invalid {
                 key: "admin_tls",

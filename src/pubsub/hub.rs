@@ -6,6 +6,7 @@
 //! blocks joins to another topic, and joins to the same topic wait at most for
 //! one shard of its subscriber set.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -19,9 +20,27 @@ const TOPIC_SHARDS: usize = 8;
 
 type Subscribers = DashMap<SessionId, Arc<Mailbox>>;
 
+/// One topic's local subscribers and how many broadcasts it carried here
+/// (the admin console's messages/s; one relaxed add per fan-out).
+#[derive(Default)]
+struct Topic {
+    subscribers: Subscribers,
+    broadcasts: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    topics: DashMap<Arc<str>, Arc<Subscribers>>,
+    topics: DashMap<Arc<str>, Arc<Topic>>,
+}
+
+/// A topic as the admin console lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicFigures {
+    pub topic: Arc<str>,
+    /// Subscribers on this node.
+    pub members: usize,
+    /// Broadcasts delivered here since the topic got its first subscriber.
+    pub broadcasts: u64,
 }
 
 /// What one fan-out did.
@@ -46,14 +65,17 @@ impl Hub {
         // Insert while holding the topic's entry so a concurrent unsubscribe that
         // empties and removes the topic cannot lose this subscription.
         match self.topics.get(topic) {
-            Some(subs) => {
-                subs.insert(session, mailbox);
+            Some(t) => {
+                t.subscribers.insert(session, mailbox);
             }
             None => {
                 let entry = self.topics.entry(Arc::from(topic)).or_insert_with(|| {
-                    Arc::new(DashMap::with_capacity_and_shard_amount(0, TOPIC_SHARDS))
+                    Arc::new(Topic {
+                        subscribers: DashMap::with_capacity_and_shard_amount(0, TOPIC_SHARDS),
+                        broadcasts: AtomicU64::new(0),
+                    })
                 });
-                entry.insert(session, mailbox);
+                entry.subscribers.insert(session, mailbox);
             }
         }
     }
@@ -61,25 +83,27 @@ impl Hub {
     /// Remove `session`'s subscription; drop the topic when it empties.
     pub fn unsubscribe(&self, topic: &str, session: SessionId) {
         let now_empty = match self.topics.get(topic) {
-            Some(subs) => {
-                subs.remove(&session);
-                subs.is_empty()
+            Some(t) => {
+                t.subscribers.remove(&session);
+                t.subscribers.is_empty()
             }
             None => false,
         };
         if now_empty {
-            self.topics.remove_if(topic, |_, subs| subs.is_empty());
+            self.topics
+                .remove_if(topic, |_, t| t.subscribers.is_empty());
         }
     }
 
     /// Queue `frame` in every subscriber's mailbox except `exclude`'s.
     pub fn fan_out(&self, topic: &str, frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
-        let subs = match self.topics.get(topic) {
-            Some(subs) => Arc::clone(subs.value()),
+        let t = match self.topics.get(topic) {
+            Some(t) => Arc::clone(t.value()),
             None => return FanOut::default(),
         };
+        t.broadcasts.fetch_add(1, Ordering::Relaxed);
         let mut out = FanOut::default();
-        for entry in subs.iter() {
+        for entry in t.subscribers.iter() {
             if Some(*entry.key()) == exclude {
                 continue;
             }
@@ -110,7 +134,42 @@ impl Hub {
 
     /// Subscribers of `topic` on this node.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics.get(topic).map_or(0, |subs| subs.len())
+        self.topics.get(topic).map_or(0, |t| t.subscribers.len())
+    }
+
+    /// The `n` topics with the most subscribers here (ties: more broadcasts
+    /// first). O(topics) with a bounded heap, for the admin console.
+    pub fn busiest(&self, n: usize) -> Vec<TopicFigures> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut heap = BinaryHeap::with_capacity(n + 1);
+        for e in self.topics.iter() {
+            let key = (e.subscribers.len(), e.broadcasts.load(Ordering::Relaxed));
+            heap.push(Reverse((key, Arc::clone(e.key()))));
+            if heap.len() > n {
+                heap.pop();
+            }
+        }
+        let mut out: Vec<TopicFigures> = heap
+            .into_iter()
+            .map(|Reverse(((members, broadcasts), topic))| TopicFigures {
+                topic,
+                members,
+                broadcasts,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.members, b.broadcasts, &a.topic).cmp(&(a.members, a.broadcasts, &b.topic))
+        });
+        out
+    }
+
+    /// Broadcasts delivered here, every topic (the console's rate).
+    pub fn broadcasts_total(&self) -> u64 {
+        self.topics
+            .iter()
+            .map(|t| t.broadcasts.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -155,6 +214,28 @@ mod tests {
         hub.unsubscribe("t", 2);
         assert_eq!(hub.topic_count(), 0);
         hub.unsubscribe("t", 2);
+    }
+
+    #[test]
+    fn the_busiest_topics_come_first_and_count_their_broadcasts() {
+        let hub = Hub::new();
+        for i in 0..5 {
+            hub.subscribe("big", i, mailbox());
+        }
+        hub.subscribe("small", 10, mailbox());
+        for i in 20..23 {
+            hub.subscribe("mid", i, mailbox());
+        }
+        let frame = Outbound::Text("x".into());
+        hub.fan_out("mid", &frame, None);
+        hub.fan_out("mid", &frame, None);
+        hub.fan_out("nobody", &frame, None);
+        let top = hub.busiest(2);
+        let names: Vec<&str> = top.iter().map(|t| &*t.topic).collect();
+        assert_eq!(names, ["big", "mid"]);
+        assert_eq!((top[1].members, top[1].broadcasts), (3, 2));
+        assert_eq!(hub.busiest(10).len(), 3);
+        assert_eq!(hub.broadcasts_total(), 2);
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl Membership {
         dead
     }
 
+    /// The ids of the nodes heard from within the timeout.
+    pub fn nodes(&self) -> Vec<String> {
+        self.peers.lock().keys().cloned().collect()
+    }
+
     /// Nodes heard from within the timeout.
     pub fn len(&self) -> usize {
         self.peers.lock().len()

@@ -25,6 +25,6 @@ pub mod node;
 pub mod presence;
 
 pub use broker::Broker;
-pub use hub::{FanOut, Hub};
+pub use hub::{FanOut, Hub, TopicFigures};
 pub use mailbox::SessionId;
 pub use node::{JoinOutcome, JoinRequest, Node, Publication, Published, Since};

@@ -1,6 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is
 //! alive), `/readyz` (503 while draining, overloaded, cut off from a
-//! required broker, or before the identity provider's keys are loaded). Never serves WebSockets.
+//! required broker, or before the identity provider's keys are loaded), and
+//! with `admin_ui` the console (`/console`) and the HTTP API it calls. Never
+//! serves WebSockets.
 
 use std::sync::Arc;
 
@@ -13,11 +15,17 @@ use axum::Router;
 use super::AppState;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let base = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    if !state.config.admin_ui {
+        return base;
+    }
+    // The console and the API it calls (same keys) on the admin listener.
+    base.merge(super::console::router(Arc::clone(&state)))
+        .merge(super::api::router(state))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -175,7 +175,7 @@ fn bad(field: &'static str, why: &str) -> ApiFailure {
     )
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
     if !state.auth.api_enabled() {
         return Err(error(
             StatusCode::NOT_FOUND,

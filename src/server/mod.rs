@@ -13,6 +13,7 @@ mod api_throttle;
 mod chat;
 pub mod client_addr;
 mod connect_hook;
+mod console;
 pub mod fd_limit;
 mod jwks_refresher;
 mod listener;
@@ -236,7 +237,7 @@ impl AppState {
                 "memory_high_watermark is a percentage but no memory limit could be read: the watermark is off"
             );
         }
-        Ok(Arc::new(AppState {
+        let state = Arc::new(AppState {
             admission,
             auth,
             hooks,
@@ -251,7 +252,19 @@ impl AppState {
             api_throttle: api_throttle::ApiThrottle::default(),
             config,
             background,
-        }))
+        });
+        // What this node tells the others about itself (the console's cluster view).
+        let weak = Arc::downgrade(&state);
+        state.node.set_figures(move || match weak.upgrade() {
+            Some(s) => crate::pubsub::broker::wire::NodeFigures {
+                sessions: s.registry.len() as u64,
+                topics: s.node.topic_count() as u64,
+                memory: crate::process::memory_in_use().unwrap_or(0),
+                draining: s.is_draining(),
+            },
+            None => Default::default(),
+        });
+        Ok(state)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -50,6 +50,9 @@ impl Node {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if n % ADVERTISE_EVERY == 0 {
                 self.advertise();
+                if let Some(figures) = self.own_figures() {
+                    self.send_control(Control::Figures(figures));
+                }
             }
             let every = self.sync.digest_every();
             if every > 0 && n % every == every - 1 {
@@ -59,6 +62,7 @@ impl Node {
         }
         for node in self.membership.sweep() {
             self.peer_urls.lock().remove(&node);
+            self.peer_figures.lock().remove(&node);
             tracing::warn!(peer = %node, "cluster node silent past cluster_node_timeout; its presence entries leave");
             self.metrics.broker_peers_lost.increment(1);
             for (topic, diff) in self.presence.drop_node(&node) {
@@ -284,6 +288,10 @@ impl BrokerHandler for Node {
                 } else {
                     self.metrics.broker_refused.increment(BrokerRefusal::Frame);
                 }
+            }
+            Control::Figures(figures) => {
+                // Only nodes in membership get here (bounded by it).
+                self.peer_figures.lock().insert(origin.to_owned(), figures);
             }
             Control::Diff { topic, diff } => {
                 // Rebuilt from the admissible entries: nothing else the peer

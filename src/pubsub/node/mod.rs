@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::broker::wire::Control;
+use super::broker::wire::{Control, NodeFigures};
 use super::broker::{Broker, Envelope, HistoryAck};
 use super::history::{Entry, History, Position, Recovery, RingLimits};
 use super::hub::{FanOut, Hub};
@@ -111,6 +111,7 @@ struct RemoteBounds {
 
 /// Closes the local sessions of a revoked user; returns how many.
 type RevokedHook = Box<dyn Fn(&str) -> usize + Send + Sync>;
+type FiguresHook = Box<dyn Fn() -> NodeFigures + Send + Sync>;
 
 pub struct Node {
     routes: Arc<Namespaces>,
@@ -138,6 +139,11 @@ pub struct Node {
     advertise: OnceLock<String>,
     /// Other nodes' advertised URLs (only nodes in `membership`).
     peer_urls: parking_lot::Mutex<std::collections::HashMap<String, String>>,
+    /// This node's figures for the others (set by the server, which owns the
+    /// session registry), and the others' as they last reported them (only
+    /// nodes in `membership`).
+    figures: OnceLock<FiguresHook>,
+    peer_figures: parking_lot::Mutex<std::collections::HashMap<String, NodeFigures>>,
     /// Heartbeats since the last advertisement.
     ticks: std::sync::atomic::AtomicU32,
     /// Presence state in parts, paced, and anti-entropy digests.
@@ -196,6 +202,8 @@ impl Node {
             webhooks: OnceLock::new(),
             advertise: OnceLock::new(),
             peer_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            figures: OnceLock::new(),
+            peer_figures: parking_lot::Mutex::new(std::collections::HashMap::new()),
             ticks: std::sync::atomic::AtomicU32::new(0),
             authenticated_peers: config.cluster_secret.is_some(),
             sync: sync::Sync::new(sync::SyncLimits {
@@ -261,6 +269,49 @@ impl Node {
     /// What closes this node's sessions of a revoked user; set once at start.
     pub fn set_on_revoked(&self, close: impl Fn(&str) -> usize + Send + Sync + 'static) {
         let _ = self.on_revoked.set(Box::new(close));
+    }
+
+    /// How this node's own figures are read (sessions live in the server's
+    /// registry); sent to the other nodes every few heartbeats.
+    pub fn set_figures(&self, read: impl Fn() -> NodeFigures + Send + Sync + 'static) {
+        let _ = self.figures.set(Box::new(read));
+    }
+
+    /// This node's figures, when the server has said how to read them.
+    pub fn own_figures(&self) -> Option<NodeFigures> {
+        self.figures.get().map(|read| read())
+    }
+
+    /// The other live nodes and the figures each last reported (none yet: a
+    /// default), sorted by node id.
+    pub fn peer_figures(&self) -> Vec<(String, NodeFigures)> {
+        let known = self.peer_figures.lock();
+        let mut out: Vec<(String, NodeFigures)> = self
+            .membership
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let f = known.get(&n).cloned().unwrap_or_default();
+                (n, f)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// This node's id in the cluster (none on a single node).
+    pub fn node_id(&self) -> Option<String> {
+        self.broker.node_id().map(str::to_owned)
+    }
+
+    /// The `n` topics with the most subscribers here.
+    pub fn busiest_topics(&self, n: usize) -> Vec<super::hub::TopicFigures> {
+        self.hub.busiest(n)
+    }
+
+    /// Broadcasts delivered to this node's subscribers so far, all topics.
+    pub fn broadcasts_delivered(&self) -> u64 {
+        self.hub.broadcasts_total()
     }
 
     /// Revoke `user` here and on every other node: tokens issued at or before

@@ -859,3 +859,24 @@ fn a_newer_full_state_supersedes_the_queued_one_and_resyncs_are_bounded() {
         .render()
         .contains("myriad_broker_refused_total{reason=\"sync_rate\"} 1"));
 }
+
+#[test]
+fn each_node_learns_the_others_figures_from_their_ticks() {
+    use crate::pubsub::broker::wire::NodeFigures;
+    let mut c = Cluster::new(2, |_| {});
+    c.nodes[0].0.set_figures(|| NodeFigures {
+        sessions: 42,
+        topics: 3,
+        memory: 1 << 20,
+        draining: false,
+    });
+    // The first tick sends the figures (every few heartbeats after that).
+    c.nodes[0].0.cluster_tick();
+    c.settle();
+    let peers = c.nodes[1].0.peer_figures();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(Some(peers[0].0.clone()), c.nodes[0].0.node_id());
+    assert_eq!(peers[0].1.sessions, 42);
+    assert_eq!(peers[0].1.memory, 1 << 20);
+    assert_eq!(c.nodes[0].0.own_figures().map(|f| f.topics), Some(3));
+}

@@ -73,6 +73,21 @@ pub struct Member {
     pub meta: serde_json::Value,
 }
 
+/// A node's own figures, sent every few heartbeats for the admin console.
+/// Display only: nothing is decided from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFigures {
+    #[serde(default)]
+    pub sessions: u64,
+    #[serde(default)]
+    pub topics: u64,
+    /// Memory in use, bytes (RSS or the limited cgroup's usage).
+    #[serde(default)]
+    pub memory: u64,
+    #[serde(default)]
+    pub draining: bool,
+}
+
 /// One topic in a presence digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDigest {
@@ -128,6 +143,8 @@ pub enum Control {
     /// Where this node's public listener is reachable from the others (for
     /// long-poll requests that land on the wrong node).
     Advertise { url: String },
+    /// This node's figures (the admin console's cluster view).
+    Figures(NodeFigures),
     /// A kind this node does not know (sent by a newer node): ignored.
     #[serde(skip)]
     Unknown,
@@ -148,7 +165,7 @@ struct ControlIn<'a> {
 }
 
 /// The kinds this node reads; any other is a newer node's (ignored).
-const KNOWN_KINDS: [&str; 8] = [
+const KNOWN_KINDS: [&str; 9] = [
     "heartbeat",
     "sync_request",
     "state",
@@ -157,6 +174,7 @@ const KNOWN_KINDS: [&str; 8] = [
     "advertise",
     "digest",
     "topic_sync",
+    "figures",
 ];
 
 #[derive(Deserialize)]

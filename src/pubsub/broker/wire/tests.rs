@@ -66,6 +66,12 @@ fn control_messages_round_trip_and_unknown_kinds_are_tolerated() {
             topic: "chat:1".into(),
             diff,
         },
+        Control::Figures(NodeFigures {
+            sessions: 19_000,
+            topics: 7,
+            memory: 1 << 30,
+            draining: true,
+        }),
     ] {
         let none = Signer::new(None);
         let bytes = encode_control(&none, "n1", None, &c);
