@@ -398,3 +398,24 @@ fn config_print_annotates_sources_and_hides_secrets() {
     );
     assert!(!text.contains("0123456789abcdef"), "{text}");
 }
+
+#[test]
+fn config_check_reads_sentinel_urls() {
+    let ok = config_check(
+        "sentinel-ok.toml",
+        "broker = \"redis\"\nbroker_url = \"redis+sentinel://:pw@127.0.0.1:1,127.0.0.1:2/mymaster/3\"\n",
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let err = String::from_utf8_lossy(&ok.stderr);
+    assert!(!err.contains(":pw@"), "credentials never shown: {err}");
+    let bad = config_check(
+        "sentinel-bad.toml",
+        "broker = \"redis\"\nbroker_url = \"redis+sentinel://127.0.0.1:26379\"\n",
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("broker_url") && err.contains("master"),
+        "{err}"
+    );
+}

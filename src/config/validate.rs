@@ -363,13 +363,18 @@ impl Config {
         let shown = redacted_url(&url);
         match self.broker {
             BrokerKind::Redis => {
+                if url.starts_with(super::sentinel_url::SCHEME) {
+                    super::sentinel_url::SentinelUrl::parse(&url)
+                        .map_err(|e| format!("{shown:?}: {e}"))?;
+                    return Ok(Some(url));
+                }
                 let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
                     .iter()
                     .any(|s| url.starts_with(s));
                 if !scheme_ok {
                     return Err(format!(
                         "{shown:?}: the redis broker needs redis://HOST:PORT, rediss://HOST:PORT \
-                         (TLS) or unix://PATH"
+                         (TLS), unix://PATH or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER"
                     ));
                 }
                 redis::IntoConnectionInfo::into_connection_info(url.as_str())

@@ -29,8 +29,16 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// A throwaway redis-server on loopback: no persistence, plus `extra`.
+/// A throwaway redis-server on loopback: no persistence, plus `extra`. Its
+/// working directory is a fresh temporary one: a replica writes the RDB file
+/// its master sends whatever `save` says, and a redis-server loads any
+/// `dump.rdb` in its directory at start, so a shared directory would leak
+/// one test's data into the next.
 fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("myriad-redis-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.to_string_lossy().into_owned();
     let port = port.to_string();
     let base = [
         "--port",
@@ -41,6 +49,8 @@ fn redis_args(port: u16, extra: &[&str]) -> Vec<String> {
         "",
         "--appendonly",
         "no",
+        "--dir",
+        &dir,
     ];
     base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
@@ -152,6 +162,36 @@ impl Backend {
 
     pub fn redis() -> Backend {
         Backend::redis_on(free_port())
+    }
+
+    /// A redis-server replicating `master`.
+    pub fn redis_replica_of(master: u16) -> Backend {
+        let port = free_port();
+        let m = master.to_string();
+        let args = redis_args(port, &["--replicaof", "127.0.0.1", &m]);
+        Backend::spawn("redis-server", &args, port)
+    }
+
+    /// A redis-server in sentinel mode watching `master` as `name` (quorum 1,
+    /// down after 1 s), its config (which Sentinel rewrites) in `dir`.
+    pub fn redis_sentinel(dir: &std::path::Path, name: &str, master: u16) -> Backend {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor {name} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n"
+            ),
+        )
+        .unwrap();
+        let args = [
+            conf.to_string_lossy().into_owned(),
+            "--sentinel".to_string(),
+        ];
+        Backend::spawn("redis-server", &args, port)
     }
 
     pub fn nats() -> Backend {

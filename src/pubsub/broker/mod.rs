@@ -29,6 +29,7 @@ pub mod reach;
 pub mod redis;
 pub mod replay;
 pub mod security;
+pub mod sentinel;
 pub mod sign;
 pub mod wire;
 

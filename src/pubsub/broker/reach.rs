@@ -23,6 +23,7 @@ pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     }
     let default_port = match scheme {
         "nats" | "tls" => 4222,
+        "redis+sentinel" => 26379,
         _ => 6379,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");

@@ -27,6 +27,7 @@ use redis::AsyncCommands;
 
 use super::link::{drop_queued, LinkParts, LinkState, StoredFrame};
 use super::security::LinkSecurity;
+use super::sentinel::{self, SentinelUrl};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
 use crate::config::redacted_url;
 use crate::pubsub::mailbox::SessionId;
@@ -79,10 +80,41 @@ fn client(url: &str, security: LinkSecurity) -> redis::RedisResult<redis::Client
     redis::Client::build_with_tls(url, certificates)
 }
 
+/// Where the link connects: one fixed address, or wherever the sentinels
+/// say the master is now (asked again before every connection).
+enum Target {
+    Fixed(redis::Client),
+    Sentinel(SentinelUrl),
+}
+
+impl Target {
+    async fn client(&self, timeout: std::time::Duration) -> redis::RedisResult<redis::Client> {
+        match self {
+            Target::Fixed(c) => Ok(c.clone()),
+            Target::Sentinel(s) => {
+                let url = sentinel::resolve(s, timeout)
+                    .await
+                    .map_err(|why| redis::RedisError::from(std::io::Error::other(why)))?;
+                tracing::debug!(master = %redacted_url(&url), "sentinel named the master");
+                redis::Client::open(url)
+            }
+        }
+    }
+}
+
 /// Run the link until its stop token is cancelled.
 pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
-    let client = match client(&url, security) {
-        Ok(c) => c,
+    let target = if url.starts_with(sentinel::SCHEME) {
+        SentinelUrl::parse(&url)
+            .map(Target::Sentinel)
+            .map_err(|e| e.to_string())
+    } else {
+        client(&url, security)
+            .map(Target::Fixed)
+            .map_err(|e| e.to_string())
+    };
+    let target = match target {
+        Ok(t) => t,
         Err(err) => {
             // Validated with the config; a failure here is a bug, not an outage.
             tracing::error!(error = %err, url = %redacted_url(&url), "invalid redis url; cluster delivery disabled");
@@ -93,9 +125,14 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let mut backoff = Backoff::default();
     let mut streak = 0u32;
     loop {
+        let timeout = parts.state.timeout;
+        let attempt = async {
+            let client = target.client(timeout).await?;
+            connected(&client, &mut parts).await
+        };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            result = connected(&client, &mut parts) => result,
+            result = attempt => result,
         };
         match result {
             Ok(()) => return,

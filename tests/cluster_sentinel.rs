@@ -1,0 +1,179 @@
+//! Redis Sentinel (`redis+sentinel://`): two nodes find the master through a
+//! real sentinel (redis-server --sentinel), the master is killed during
+//! traffic, the sentinel promotes the replica, the nodes' links ask again and
+//! reconnect there, and every history publish that was answered with an
+//! offset (the API's answer) is still there for a client afterwards, in order.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Backend, Node};
+use common::DEADLINE;
+use serde_json::{json, Value};
+
+async fn redis_cmd(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    // redis-rs gives up on an answer after 500 ms by default; WAIT may take longer.
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await
+}
+
+/// Poll `check` until true or `within` passes.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Publish through node `node`'s API; the offset Redis gave it, if any.
+async fn publish(node: &Node, topic: &str, i: u64) -> Option<u64> {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/broadcast", node.public))
+        .header("authorization", "Bearer sentinel-key")
+        .header("content-type", "application/json")
+        .body(json!({"topic": topic, "event": "m", "payload": {"i": i}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    body["offset"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_sentinel_failover_no_acknowledged_history_is_lost() {
+    let dir = std::env::temp_dir().join(format!("myriad-sentinel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut master = Backend::redis();
+    let replica = Backend::redis_replica_of(master.port);
+    let sentinel = Backend::redis_sentinel(&dir, "mymaster", master.port);
+    // The sentinel has found the replica (it can only promote one it knows).
+    eventually(
+        Duration::from_secs(30),
+        "sentinel sees the replica",
+        || async {
+            matches!(
+                redis_cmd(sentinel.port, &["SENTINEL", "replicas", "mymaster"]).await,
+                Ok(redis::Value::Array(r)) if !r.is_empty()
+            )
+        },
+    )
+    .await;
+
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    let args = [
+        "--broker",
+        "redis",
+        "--broker-url",
+        &url,
+        "--api-keys",
+        "sentinel-key",
+    ];
+    let (a, b) = (Node::spawn(&args), Node::spawn(&args));
+    for n in [&a, &b] {
+        assert!(
+            n.broker_connected(DEADLINE).await,
+            "link up through the sentinel"
+        );
+    }
+    let topic = "chat:sentinel";
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(publish(&a, topic, i).await.expect("sequenced by Redis"));
+    }
+    assert_eq!(acked, [1, 2, 3, 4, 5]);
+    // Acknowledged writes are on the replica before the master dies (Redis
+    // replicates asynchronously; WAIT is what an operator's durability
+    // check would do).
+    let synced = redis_cmd(master.port, &["WAIT", "1", "5000"])
+        .await
+        .unwrap();
+    assert_eq!(synced, redis::Value::Int(1));
+
+    master.kill();
+    // The links notice, and while they are down the nodes keep serving (a
+    // history publish then gets a local offset under a local epoch, which
+    // recovery across answers `recovered: false`, never a gap).
+    eventually(Duration::from_secs(20), "the links notice", || async {
+        a.metric("myriad_broker_connected").await == Some(0.0)
+    })
+    .await;
+    for i in 5..8 {
+        publish(&a, topic, i).await;
+    }
+    // The sentinel promotes the replica; the links ask it again and reconnect.
+    for n in [&a, &b] {
+        assert!(
+            n.broker_connected(Duration::from_secs(60)).await,
+            "link back through the sentinel"
+        );
+    }
+    for i in 8..13 {
+        acked.push(
+            publish(&a, topic, i)
+                .await
+                .expect("sequenced by the new master"),
+        );
+    }
+    // The new master carried on from the replicated sequence.
+    assert_eq!(acked[5], 6, "{acked:?}");
+    assert!(acked.windows(2).all(|w| w[1] == w[0] + 1), "{acked:?}");
+    let promoted = redis_cmd(replica.port, &["ROLE"]).await.unwrap();
+    assert!(format!("{promoted:?}").contains("master"), "{promoted:?}");
+
+    // Node B (its link went through the same failover) has every acknowledged
+    // publication for a client that asks for the history.
+    let last = *acked.last().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "node B stores the last publish",
+        || async {
+            let mut probe = b.client().await;
+            let (_, reply) = probe.join(topic, json!({"history": true})).await;
+            reply[4]["status"] == "ok" && {
+                let frames = probe.sync().await;
+                frames
+                    .iter()
+                    .filter(|v| v[3] == "m")
+                    .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
+                    .any(|o| o == last)
+            }
+        },
+    )
+    .await;
+    let mut probe = b.client().await;
+    probe.join(topic, json!({"history": true})).await;
+    let stored: Vec<u64> = probe
+        .sync()
+        .await
+        .iter()
+        .filter(|v| v[3] == "m")
+        .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
+        .collect();
+    for o in &acked {
+        assert!(stored.contains(o), "offset {o} lost: stored {stored:?}");
+    }
+    assert!(
+        stored.windows(2).all(|w| w[0] < w[1]),
+        "in order: {stored:?}"
+    );
+    drop(sentinel);
+    let _ = std::fs::remove_dir_all(&dir);
+}
