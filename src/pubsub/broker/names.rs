@@ -47,6 +47,13 @@ pub fn redis_history_keys(topic: &str) -> [String; 3] {
     ]
 }
 
+/// Redis: one history publish already sequenced (`node`'s publish `id`),
+/// holding its offset, so a publish sent again after a failed pipeline gets
+/// the same offset instead of a second one. Same hash tag as the topic's keys.
+pub fn redis_publish_key(topic: &str, node: &str, id: u64) -> String {
+    format!("myriad-pub:{{{topic}}}:{node}:{id}")
+}
+
 /// Redis: the nodes with members on a topic (occupancy webhooks).
 pub const REDIS_OCCUPANCY_PREFIX: &str = "myriad-occ:";
 /// Redis: a node's liveness key, refreshed by its heartbeats.

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::link::{drop_queued, LinkParts, LinkState, StoredFrame};
+use super::link::{LinkParts, LinkState, StoredFrame};
 use super::security::LinkSecurity;
 use super::sentinel::{self, SentinelUrl};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
@@ -40,8 +40,12 @@ use crate::pubsub::mailbox::SessionId;
 /// The three keys expire `history_ttl` after the topic's last publish, like
 /// the rings, so Redis does not keep every topic ever used. An offset that
 /// starts over (its key expired) always gets a new epoch, so no (offset,
-/// epoch) pair is ever reused.
+/// epoch) pair is ever reused. KEYS[4] marks the publish done (with its
+/// offset, for ARGV[14] ms): the same publish sent again after a pipeline
+/// whose answer was lost returns that offset and changes nothing.
 const SEQUENCE: &str = r#"
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
 local o = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if (not e) or o == 1 then e = ARGV[1]; redis.call('SET', KEYS[2], e) end
@@ -49,8 +53,92 @@ local frame = ARGV[5] .. o .. ':' .. e .. ARGV[6]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'o', o, 'f', frame, 'n', ARGV[9], 'x', ARGV[10], 's', ARGV[11], 'q', ARGV[12], 'b', ARGV[13])
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4] .. frame .. ARGV[8])
+redis.call('SET', KEYS[4], o, 'PX', ARGV[14])
 return o
 "#;
+
+/// A history publish not answered yet is sent again on the next connection
+/// within this long; older ones are dropped (counted as
+/// `myriad_broker_dropped_total{reason="disconnected"}`).
+const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long Redis remembers a sequenced publish (its `myriad-pub:` key):
+/// longer than any retry of it.
+const DONE_FOR_MS: u64 = 2 * 60_000;
+/// History publishes waiting to be sent again, at most.
+const RETRY_MAX: usize = 65_536;
+
+/// An envelope on its way to Redis, with the id its history publish keeps
+/// across attempts.
+struct Item {
+    id: u64,
+    first: std::time::Instant,
+    env: Envelope,
+}
+
+/// History publishes whose pipeline failed or that were queued when the link
+/// went down: Redis may or may not have sequenced them, and the publisher was
+/// told nothing either way (the frame reaches members, this node's included,
+/// only once sequenced). They go first on the next connection, under the
+/// same ids, so each is sequenced exactly once.
+#[derive(Default)]
+struct Retry {
+    items: std::collections::VecDeque<Item>,
+    next_id: u64,
+}
+
+impl Retry {
+    fn item(&mut self, env: Envelope) -> Item {
+        self.next_id += 1;
+        Item {
+            id: self.next_id,
+            first: std::time::Instant::now(),
+            env,
+        }
+    }
+
+    /// Keep `item` for the next connection if it is a history publish; other
+    /// envelopes are other nodes' traffic, lost with the link (counted).
+    fn keep(&mut self, item: Item, state: &LinkState) {
+        if matches!(item.env, Envelope::History { .. }) {
+            if self.items.len() >= RETRY_MAX {
+                self.items.pop_front();
+                state.metrics.broker_dropped_disconnected.increment(1);
+            }
+            self.items.push_back(item);
+        } else {
+            state.metrics.broker_dropped_disconnected.increment(1);
+        }
+    }
+
+    /// What to send first on a new connection: the kept publishes still
+    /// within `RETRY_WITHIN` (older ones are dropped, counted).
+    fn take(&mut self, state: &LinkState) -> Vec<Item> {
+        let now = std::time::Instant::now();
+        let (fresh, stale): (Vec<Item>, Vec<Item>) = self
+            .items
+            .drain(..)
+            .partition(|i| now.duration_since(i.first) < RETRY_WITHIN);
+        if !stale.is_empty() {
+            state
+                .metrics
+                .broker_dropped_disconnected
+                .increment(stale.len() as u64);
+        }
+        fresh
+    }
+
+    /// While the link is down: history publishes from the queue are kept,
+    /// everything else dropped (counted), as `link::drop_queued` does.
+    fn drain_queue(&mut self, parts: &mut LinkParts) {
+        let _ = parts.state.take_changed();
+        while parts.changes.try_recv().is_ok() {}
+        while let Ok(env) = parts.out.try_recv() {
+            parts.state.metrics.broker_queue_depth.decrement(1.0);
+            let item = self.item(env);
+            self.keep(item, &parts.state);
+        }
+    }
+}
 
 /// A history epoch the script uses when a topic starts over: random (two
 /// nodes starting a topic in the same nanosecond must not share one).
@@ -124,11 +212,12 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
     let mut streak = 0u32;
+    let mut retry = Retry::default();
     loop {
         let timeout = parts.state.timeout;
         let attempt = async {
             let client = target.client(timeout).await?;
-            connected(&client, &mut parts).await
+            connected(&client, &mut parts, &mut retry).await
         };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
@@ -153,7 +242,7 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
         let until = tokio::time::Instant::now() + wait;
         // Keep the queue from filling with traffic that cannot be sent.
         while tokio::time::Instant::now() < until {
-            drop_queued(&mut parts);
+            retry.drain_queue(&mut parts);
             let step =
                 (until - tokio::time::Instant::now()).min(std::time::Duration::from_millis(50));
             tokio::select! {
@@ -232,37 +321,37 @@ async fn publish_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     sequence: &redis::Script,
     parts: &LinkParts,
-    batch: Vec<Envelope>,
+    batch: Vec<Item>,
+    retry: &mut Retry,
 ) -> redis::RedisResult<()> {
     let state = &*parts.state;
     let mut pipe = redis::pipe();
-    let mut acks = Vec::new();
     let mut published = 0u64;
     let mut gone = Vec::new();
-    for env in batch {
-        match env {
-            Envelope::PeerGone(node) => gone.push(node),
+    for item in &batch {
+        match &item.env {
+            Envelope::PeerGone(node) => gone.push(node.clone()),
             Envelope::Publication { topic, frame } => {
                 pipe.publish(
-                    names::redis_topic_channel(&topic),
-                    state.publication(&topic, &frame),
+                    names::redis_topic_channel(topic),
+                    state.publication(topic, frame),
                 )
                 .ignore();
                 published += 1;
             }
             Envelope::BinaryPublication { topic, frame } => {
                 pipe.publish(
-                    names::redis_topic_channel(&topic),
-                    state.binary_publication(&topic, &frame),
+                    names::redis_topic_channel(topic),
+                    state.binary_publication(topic, frame),
                 )
                 .ignore();
                 published += 1;
             }
             Envelope::Control(control) => {
-                if let (wire::Control::Heartbeat, Some(occ)) = (&control, &state.occupancy) {
+                if let (wire::Control::Heartbeat, Some(occ)) = (control, &state.occupancy) {
                     pipe.add_command(occ.alive_cmd(&state.node)).ignore();
                 }
-                pipe.publish(names::CONTROL, state.control(&control))
+                pipe.publish(names::CONTROL, state.control(control))
                     .ignore();
             }
             Envelope::History {
@@ -271,35 +360,51 @@ async fn publish_batch(
                 size,
                 ttl,
                 exclude,
-                ack,
+                ack: _,
                 binary,
             } => {
+                let (exclude, binary) = (*exclude, *binary);
                 let mut call = sequence.prepare_invoke();
-                for key in names::redis_history_keys(&topic) {
+                for key in names::redis_history_keys(topic) {
                     call.key(key);
                 }
-                let signed = state.history_header(&topic, exclude, &frame, binary);
+                call.key(names::redis_publish_key(topic, &state.node, item.id));
+                let signed = state.history_header(topic, exclude, frame, binary);
                 call.arg(new_epoch())
                     .arg(size)
-                    .arg(names::redis_history_channel(&topic))
+                    .arg(names::redis_history_channel(topic))
                     .arg(signed.header)
-                    .arg(frame.prefix)
-                    .arg(frame.suffix)
+                    .arg(&frame.prefix)
+                    .arg(&frame.suffix)
                     .arg(ttl.as_millis().max(1) as u64)
                     .arg(wire::FRAME_TRAILER)
                     .arg(&*state.node)
                     .arg(exclude.map_or_else(String::new, |id| id.to_string()))
                     .arg(signed.sig)
                     .arg(signed.stamp)
-                    .arg(if binary { "1" } else { "0" });
+                    .arg(if binary { "1" } else { "0" })
+                    .arg(DONE_FOR_MS);
                 pipe.invoke_script(&call);
-                acks.push(ack);
                 published += 1;
             }
         }
     }
-    let offsets: Vec<u64> = pipe.query_async(conn).await?;
-    for (ack, offset) in acks.into_iter().zip(offsets) {
+    let offsets: Vec<u64> = match pipe.query_async(conn).await {
+        Ok(offsets) => offsets,
+        Err(err) => {
+            // Redis may have run all, some or none of it: the history
+            // publishes go again on the next connection, under their ids.
+            for item in batch {
+                retry.keep(item, state);
+            }
+            return Err(err);
+        }
+    };
+    let acks = batch.into_iter().filter_map(|item| match item.env {
+        Envelope::History { ack, .. } => Some(ack),
+        _ => None,
+    });
+    for (ack, offset) in acks.zip(offsets) {
         if let Some(ack) = ack {
             // The publisher may have given up waiting: nothing to tell.
             let _ = ack.send(offset);
@@ -307,8 +412,8 @@ async fn publish_batch(
     }
     state.metrics.broker_published.increment(published);
     if let Some(occ) = &state.occupancy {
-        for dead in gone {
-            for topic in occ.node_gone(conn, &dead).await? {
+        for dead in &gone {
+            for topic in occ.node_gone(conn, dead).await? {
                 parts.handler.on_occupancy(&topic, false);
             }
         }
@@ -342,7 +447,11 @@ async fn reconcile_occupancy(
 
 /// One connected period; returns Err when a connection fails, Ok when the
 /// node is gone (its queue closed).
-async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::RedisResult<()> {
+async fn connected(
+    client: &redis::Client,
+    parts: &mut LinkParts,
+    retry: &mut Retry,
+) -> redis::RedisResult<()> {
     // redis-rs answers "timed out" after 500 ms by default: a node busy with
     // a reconnect storm (or a Redis busy with a big pipeline) would then tear
     // the link down and fork its history epochs over a slow answer.
@@ -368,21 +477,30 @@ async fn connected(client: &redis::Client, parts: &mut LinkParts) -> redis::Redi
     sequence.prepare_invoke().load_async(&mut publisher).await?;
     warm_history(&mut publisher, &parts.state, &*parts.handler).await?;
     reconcile_occupancy(&mut publisher, parts, &subscribed).await?;
+    // What the last connection left unanswered goes first, in its order.
+    let again = retry.take(&parts.state);
+    if !again.is_empty() {
+        tracing::info!(
+            publishes = again.len(),
+            "redis link: sending unanswered history publishes again"
+        );
+        publish_batch(&mut publisher, &sequence, parts, again, retry).await?;
+    }
     parts.state.set_connected(true);
     parts.handler.on_connected();
     loop {
         tokio::select! {
             env = parts.out.recv() => {
                 let Some(env) = env else { return Ok(()) };
-                let mut batch = vec![env];
+                let mut batch = vec![retry.item(env)];
                 while batch.len() < PUBLISH_BATCH {
                     match parts.out.try_recv() {
-                        Ok(env) => batch.push(env),
+                        Ok(env) => batch.push(retry.item(env)),
                         Err(_) => break,
                     }
                 }
                 parts.state.metrics.broker_queue_depth.decrement(batch.len() as f64);
-                publish_batch(&mut publisher, &sequence, parts, batch).await?;
+                publish_batch(&mut publisher, &sequence, parts, batch, retry).await?;
             }
             change = parts.changes.recv() => {
                 if change.is_none() { return Ok(()) }
