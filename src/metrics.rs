@@ -130,6 +130,7 @@ pub const DRAIN_WAVES: &str = "myriad_drain_waves_total";
 pub const PRESENCE_SYNC_PARTS: &str = "myriad_presence_sync_parts_sent_total";
 pub const PRESENCE_SYNC_QUEUE: &str = "myriad_presence_sync_queue_bytes";
 pub const PRESENCE_DIGEST_MISMATCHES: &str = "myriad_presence_digest_mismatches_total";
+pub const PRESENCE_DIFFS_COALESCED: &str = "myriad_presence_diffs_coalesced_total";
 pub const DRAIN_CLOSED: &str = "myriad_drain_sessions_closed_total";
 pub const RUNTIME_ALIVE_TASKS: &str = "myriad_runtime_alive_tasks";
 pub const RUNTIME_GLOBAL_QUEUE: &str = "myriad_runtime_global_queue_depth";
@@ -312,6 +313,7 @@ pub struct Metrics {
     pub presence_sync_parts: Counter,
     pub presence_sync_queue: Gauge,
     pub presence_digest_mismatches: Counter,
+    pub presence_diffs_coalesced: Counter,
     pub drain_closed: Counter,
     pub runtime_alive_tasks: Gauge,
     pub runtime_global_queue: Gauge,
@@ -758,6 +760,11 @@ impl Metrics {
             presence_digest_mismatches: counter(
                 PRESENCE_DIGEST_MISMATCHES,
                 "Topics whose replica of another node disagreed with that node's digest (asked for again).",
+                None,
+            ),
+            presence_diffs_coalesced: counter(
+                PRESENCE_DIFFS_COALESCED,
+                "Presence diffs of big topics merged into a later one (presence_batch_members).",
                 None,
             ),
             drain_waves: counter(

@@ -274,6 +274,19 @@ pub struct ServeFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_sync_rate: Option<usize>,
 
+    /// Topics with at least this many subscribers here get presence diffs merged per --presence-batch-interval; 0: never [default: 1000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_batch_members: Option<usize>,
+
+    /// How often merged presence diffs of big topics go out [default: 200ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub presence_batch_interval: Option<Duration>,
+
     /// How often a node publishes presence digests for anti-entropy (0: never) [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     #[serde(

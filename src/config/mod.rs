@@ -302,6 +302,15 @@ pub struct Config {
     /// state is megabytes). Default 8388608; 0 is invalid.
     #[serde(deserialize_with = "units::de_bytes_usize")]
     pub presence_sync_rate: usize,
+    /// Topics with at least this many subscribers on a node get their
+    /// presence diffs merged and delivered once per
+    /// `presence_batch_interval` (a join into a 100 000-member topic is
+    /// otherwise one frame to every member). Default 1000; 0: never.
+    pub presence_batch_members: usize,
+    /// How often merged presence diffs of big topics go out. Default 200ms;
+    /// from 10ms to 10s.
+    #[serde(with = "humantime_serde")]
+    pub presence_batch_interval: Duration,
     /// How often a node publishes per-topic digests of its members, so peers
     /// whose replica disagrees (a lost diff) ask for those topics again.
     /// Default 10s; 0 disables.
@@ -432,6 +441,8 @@ impl Default for Config {
             presence_sync_chunk_bytes: 256 * 1024,
             presence_sync_rate: 8 * 1024 * 1024,
             presence_digest_interval: Duration::from_secs(10),
+            presence_batch_members: 1000,
+            presence_batch_interval: Duration::from_millis(200),
             http_concurrency_limit: 256,
             admin_max_connections: 64,
             http_timeout: Duration::from_secs(10),

@@ -41,6 +41,14 @@ impl Config {
             });
         }
         errs.extend(at_least_one("broker_queue", self.broker_queue).err());
+        if self.presence_batch_interval < Duration::from_millis(10)
+            || self.presence_batch_interval > Duration::from_secs(10)
+        {
+            errs.push(ConfigError::Invalid {
+                key: "presence_batch_interval",
+                why: String::from("must be from 10ms to 10s"),
+            });
+        }
         if self.broker_timeout.is_zero() {
             errs.push(ConfigError::Invalid {
                 key: "broker_timeout",

@@ -95,6 +95,27 @@ impl Background {
     }
 }
 
+/// Big topics' merged presence diffs go out every `presence_batch_interval`
+/// (any broker: a single node coalesces too).
+fn spawn_presence_flusher(config: &Config, node: &Arc<Node>, background: &Background) {
+    if config.presence_batch_members == 0 {
+        return;
+    }
+    let flusher = Arc::clone(node);
+    let stop = background.stop.clone();
+    let every = config.presence_batch_interval;
+    background.tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => flusher.flush_presence_diffs(),
+            }
+        }
+    });
+}
+
 /// The node with its configured broker; cluster brokers' link tasks and the
 /// heartbeat start on `background` (a node starts, and serves, while the
 /// broker is away).
@@ -190,6 +211,7 @@ impl AppState {
         let metrics = Metrics::new();
         let background = Background::default();
         let node = node_for(&config, &metrics, &background)?;
+        spawn_presence_flusher(&config, &node, &background);
         let auth = Authenticator::new(&config, Arc::clone(node.revocations()))
             .map_err(ServerError::Auth)?;
         if let (Some(keys), Some(url)) = (auth.jwks(), &config.jwt_jwks_url) {

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Node;
 use crate::protocol::{
-    binary, broadcast_fields, check_broadcast, encode, history_position, BrokerRefusal, SlotKind,
+    binary, broadcast_fields, check_broadcast, history_position, BrokerRefusal, SlotKind,
 };
 use crate::pubsub::broker::wire::Control;
 use crate::pubsub::broker::{BrokerHandler, Envelope};
@@ -33,8 +33,7 @@ impl Node {
     /// A presence change other nodes' members caused (sync or a dead node):
     /// local members only, their nodes told their own.
     pub(super) fn deliver_presence_diff(&self, topic: &str, diff: &str) {
-        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
-        self.deliver(topic, &frame, None);
+        self.presence_diff_here(topic, diff);
     }
 
     /// One cluster heartbeat: tell the others this node is alive, and let

@@ -93,6 +93,7 @@ pub struct JoinOutcome {
 }
 
 mod cluster;
+mod diffs;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -148,6 +149,8 @@ pub struct Node {
     ticks: std::sync::atomic::AtomicU32,
     /// Presence state in parts, paced, and anti-entropy digests.
     sync: sync::Sync,
+    /// Big topics' presence diffs, merged per `presence_batch_interval`.
+    diffs: diffs::Coalescer,
     /// Whether other nodes' messages are authenticated (`cluster_secret`):
     /// only then is an advertised URL trusted (requests carrying client
     /// tokens are forwarded to it).
@@ -203,6 +206,7 @@ impl Node {
             advertise: OnceLock::new(),
             peer_urls: parking_lot::Mutex::new(std::collections::HashMap::new()),
             figures: OnceLock::new(),
+            diffs: diffs::Coalescer::new(config.presence_batch_members),
             peer_figures: parking_lot::Mutex::new(std::collections::HashMap::new()),
             ticks: std::sync::atomic::AtomicU32::new(0),
             authenticated_peers: config.cluster_secret.is_some(),
@@ -634,9 +638,7 @@ impl Node {
     /// A local presence change: members here get the `presence_diff`; other
     /// nodes learn it on the control channel (replica + their members' diff).
     fn presence_changed(&self, topic: &str, diff: &str) {
-        self.metrics.broadcasts.increment(1);
-        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
-        self.deliver(topic, &frame, None);
+        self.presence_diff_here(topic, diff);
         // Other nodes build the presence_diff frame themselves from the control
         // message: a topic channel never carries a reserved event, so one
         // arriving there is refused as forged.
@@ -648,6 +650,38 @@ impl Node {
                 topic: topic.to_owned(),
                 diff,
             }));
+        }
+    }
+
+    /// A presence diff for this node's members of `topic`: at once, or
+    /// merged with the others of a big topic until the next
+    /// `flush_presence_diffs` (`diffs`).
+    pub(super) fn presence_diff_here(&self, topic: &str, diff: &str) {
+        let send = |diff: &str| {
+            self.metrics.broadcasts.increment(1);
+            let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
+            self.deliver(topic, &frame, None);
+        };
+        match self
+            .diffs
+            .offer(topic, self.hub.subscriber_count(topic), diff)
+        {
+            diffs::Offer::Now => send(diff),
+            diffs::Offer::Kept => self.metrics.presence_diffs_coalesced.increment(1),
+            diffs::Offer::Full(merged) => {
+                self.metrics.presence_diffs_coalesced.increment(1);
+                send(&merged);
+            }
+        }
+    }
+
+    /// Deliver every big topic's merged presence diff (every
+    /// `presence_batch_interval`).
+    pub fn flush_presence_diffs(&self) {
+        for (topic, diff) in self.diffs.take() {
+            self.metrics.broadcasts.increment(1);
+            let frame = Outbound::Text(encode::broadcast(&topic, "presence_diff", &diff));
+            self.deliver(&topic, &frame, None);
         }
     }
 

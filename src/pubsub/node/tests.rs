@@ -880,3 +880,57 @@ fn each_node_learns_the_others_figures_from_their_ticks() {
     assert_eq!(peers[0].1.memory, 1 << 20);
     assert_eq!(c.nodes[0].0.own_figures().map(|f| f.topics), Some(3));
 }
+
+#[test]
+fn a_big_topic_gets_its_presence_diffs_merged_once_per_interval() {
+    let config = Config {
+        presence_batch_members: 4,
+        ..Config::default()
+    };
+    let node = Node::new(&config, Metrics::new(), Arc::new(Recording::default()));
+    // Below the threshold (the joiner counted): each join is a diff at once.
+    let (a, _) = join(&node, "chat:big", 1, "a");
+    let (b, _) = join(&node, "chat:big", 2, "b");
+    frames(&a);
+    assert_eq!(frames(&b)[0][3], "presence_state");
+    let (c, _) = join(&node, "chat:big", 3, "c");
+    let a_saw = frames(&a);
+    assert_eq!(a_saw.len(), 1, "c's join went out at once: {a_saw:?}");
+    frames(&b);
+    frames(&c);
+    // The fourth member on: joins and leaves wait for the flush.
+    let (d, _) = join(&node, "chat:big", 4, "d");
+    let (e, _) = join(&node, "chat:big", 5, "e");
+    let ns = Arc::clone(&node.route("chat:big").unwrap().namespace);
+    node.leave("chat:big", &ns, 3);
+    assert!(frames(&a).is_empty(), "nothing before the flush");
+    assert_eq!(
+        frames(&d)[0][3],
+        "presence_state",
+        "a joiner still gets the state at once"
+    );
+    frames(&e);
+    node.flush_presence_diffs();
+    let merged = frames(&a);
+    assert_eq!(merged.len(), 1, "one diff for the window: {merged:?}");
+    assert_eq!(merged[0][3], "presence_diff");
+    let joins = merged[0][4]["joins"].as_object().unwrap();
+    assert!(
+        joins.contains_key("d") && joins.contains_key("e"),
+        "{merged:?}"
+    );
+    assert!(
+        merged[0][4]["leaves"]["c"]["metas"].is_array(),
+        "{merged:?}"
+    );
+    assert_eq!(frames(&b).len(), 1);
+    // Three diffs waited (d's and e's joins, c's leave).
+    let text = node.metrics.render();
+    let coalesced = text
+        .lines()
+        .find(|l| l.starts_with("myriad_presence_diffs_coalesced_total "))
+        .unwrap();
+    assert!(coalesced.ends_with(" 3"), "{coalesced}");
+    node.flush_presence_diffs();
+    assert!(frames(&a).is_empty(), "nothing waits after a flush");
+}
