@@ -19,8 +19,8 @@ start_myriad() { # extra flags...
   $1 target/release/myriad serve --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:$((PORT + 1)) "${@:2}" >/dev/null 2>&1 &
   SP=$!; pids+=("$SP"); sleep 1
 }
-start_baseline() {
-  $1 "$LOAD" baseline-server --listen 127.0.0.1:$PORT --run-for 600s >/dev/null 2>&1 &
+start_baseline() { # wrapper, extra flags (--naive)...
+  $1 "$LOAD" baseline-server --listen 127.0.0.1:$PORT --run-for 600s "${@:2}" >/dev/null 2>&1 &
   SP=$!; pids+=("$SP"); sleep 1
 }
 stop() { kill "$SP"; wait "$SP" 2>/dev/null || true; }
@@ -46,9 +46,14 @@ fi
 
 if [[ $what == all || $what == fanout ]]; then
   echo "## fan-out to 15 000 subscribers, server pinned to core 0, load on core 1"
-  for v in baseline myriad baseline myriad; do
+  # baseline = the strong plain server; naive = baseline-server --naive.
+  for v in baseline myriad naive baseline myriad naive; do
     echo "### $v"
-    if [[ $v == myriad ]]; then start_myriad "taskset -c 0" --client-rate 0; url=$URL_PHX; proto=""; else start_baseline "taskset -c 0"; url=$URL_RAW; proto="--protocol raw"; fi
+    case $v in
+      myriad) start_myriad "taskset -c 0" --client-rate 0; url=$URL_PHX; proto="" ;;
+      baseline) start_baseline "taskset -c 0"; url=$URL_RAW; proto="--protocol raw" ;;
+      naive) start_baseline "taskset -c 0" --naive; url=$URL_RAW; proto="--protocol raw" ;;
+    esac
     taskset -c 1 $LOAD fanout --url "$url" $proto -n 15000 -k 200 --publish-rate 0 --rate 5000 \
       --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
     stop

@@ -319,6 +319,9 @@ pub struct BaselineArgs {
     /// Echo each frame to its sender only instead of broadcasting.
     #[arg(long)]
     pub echo: bool,
+    /// Run the naive server (a reader and a writer task per connection, the sender list cloned per broadcast) instead of the strong one.
+    #[arg(long)]
+    pub naive: bool,
     /// Stop after this long (bounded like every load loop) [default: run until killed].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub run_for: Option<Duration>,

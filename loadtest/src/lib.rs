@@ -19,7 +19,7 @@
 //! - `probe`: server RSS / CPU from /proc, Prometheus scrapes.
 //! - `slo`: `--slo` parsing and judgement.
 //! - `report`: figures, human summary, JSON, Markdown + SVG plots.
-//! - `baseline`: the bare tokio-tungstenite broadcast server ratios are measured against.
+//! - `baseline`: the plain tokio-tungstenite broadcast servers ratios are measured against (strong by default, `--naive`).
 
 pub mod accounting;
 pub mod backend;

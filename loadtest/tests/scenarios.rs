@@ -522,23 +522,51 @@ async fn violated_slo_fails_the_run_and_the_report_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_protocol_against_the_baseline_server() {
-    let (mut server, listen) = serve_subcommand(&["baseline-server", "--run-for", "60s"]).await;
-    let (out, doc) = load(&[
-        "fanout",
-        "--protocol",
-        "raw",
-        "--url",
-        &format!("ws://{listen}/"),
-        "-n",
-        "200",
-        "-k",
-        "100",
-        "--publish-rate",
-        "500",
-    ])
-    .await;
-    assert_delivered_all(&out, &doc, 100 * 200);
-    let _ = server.kill().await;
+    // The strong baseline (the default) and the naive one both broadcast
+    // every frame to every connection, in order; with --echo each client
+    // gets its own frames back.
+    for variant in [&[][..], &["--naive"][..]] {
+        let mut args = vec!["baseline-server", "--run-for", "60s"];
+        args.extend_from_slice(variant);
+        let (mut server, listen) = serve_subcommand(&args).await;
+        let (out, doc) = load(&[
+            "fanout",
+            "--protocol",
+            "raw",
+            "--url",
+            &format!("ws://{listen}/"),
+            "-n",
+            "200",
+            "-k",
+            "100",
+            "--publish-rate",
+            "500",
+        ])
+        .await;
+        assert_delivered_all(&out, &doc, 100 * 200);
+        let _ = server.kill().await;
+        args.push("--echo");
+        let (mut server, listen) = serve_subcommand(&args).await;
+        let (out, _) = load(&[
+            "churn",
+            "--protocol",
+            "raw",
+            "--url",
+            &format!("ws://{listen}/"),
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+        ])
+        .await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{variant:?} echo: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let _ = server.kill().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

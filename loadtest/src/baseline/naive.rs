@@ -1,9 +1,8 @@
-//! `myriad-load baseline-server`: the bare stack every ratio is measured
-//! against. A minimal tokio-tungstenite server: each connection gets a bounded
-//! queue of shared text frames (full: the message is skipped for that
-//! connection) and one writer that batches (feed, then one flush); every text frame received goes to every connection (or back to
-//! its sender with --echo). No protocol, no topics, no supervision: what is
-//! left is the cost of WebSocket framing, syscalls and the scheduler.
+//! `myriad-load baseline-server --naive`: the broadcast server people write
+//! first, kept to show what the strong one's choices buy. Each connection has
+//! a reader task and a writer task joined by a bounded queue (full: the
+//! message is skipped for that connection), and every broadcast clones the
+//! whole list of senders out of its lock before queueing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +26,13 @@ fn leave(peers: &Peers, id: u64) {
         .retain(|(p, _)| *p != id);
 }
 
-pub async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
+pub async fn serve(args: &BaselineArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     eprintln!(
-        "baseline-server listening on ws://{addr}/ ({})",
+        "baseline-server (naive) listening on ws://{addr}/ ({})",
         if args.echo { "echo" } else { "broadcast" }
     );
     let peers: Peers = Arc::default();
