@@ -399,11 +399,21 @@ impl Publisher {
                 let drain = tokio::spawn(async move {
                     while let Some(Ok(msg)) = stream.next().await {
                         if let Message::Text(t) = msg {
-                            if protocol == Protocol::Phoenix && t.contains("\"phx_reply\"") {
-                                replies_r.fetch_add(1, Ordering::Release);
-                                if !t.contains("\"status\":\"ok\"") {
-                                    refused_r.fetch_add(1, Ordering::Relaxed);
+                            match protocol {
+                                Protocol::Phoenix if t.contains("\"phx_reply\"") => {
+                                    replies_r.fetch_add(1, Ordering::Release);
+                                    if !t.contains("\"status\":\"ok\"") {
+                                        refused_r.fetch_add(1, Ordering::Relaxed);
+                                    }
                                 }
+                                // A raw broadcast server sends the publisher its
+                                // own frames too: each is its "reply".
+                                Protocol::Raw
+                                    if payload::decode(&t).is_some_and(|s| s.src == PUBLISHER) =>
+                                {
+                                    replies_r.fetch_add(1, Ordering::Release);
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -428,18 +438,13 @@ impl Publisher {
                     rec.sent(PUBLISHER, 1);
                 }
                 // Closing while pushes are still unread would make the server
-                // drop them with the connection: wait for every reply (the
-                // join's included), or a moment for raw servers that send none.
+                // drop them with the connection (unread data at close is a
+                // reset): wait for every reply (the join's included), or for
+                // a raw broadcast server's copies of our own frames.
                 let sent = rec.with(PUBLISHER, |s| s.sent);
                 let wait_until = Instant::now() + Duration::from_secs(10);
-                match protocol {
-                    Protocol::Phoenix => {
-                        while replies.load(Ordering::Acquire) < sent && Instant::now() < wait_until
-                        {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                    Protocol::Raw => tokio::time::sleep(Duration::from_millis(300)).await,
+                while replies.load(Ordering::Acquire) < sent && Instant::now() < wait_until {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                 drain.abort();
