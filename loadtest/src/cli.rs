@@ -190,6 +190,9 @@ pub struct FanoutArgs {
     /// Messages per second the publisher sends (0: as fast as it can).
     #[arg(long, default_value_t = 10.0)]
     pub publish_rate: f64,
+    /// Paced publishing: message k goes out only once message k-N has reached 95 % of the subscribers (counted over all workers), so the publisher runs at most N messages ahead of the slowest server; 0: off (--publish-rate alone paces).
+    #[arg(long, default_value_t = 0)]
+    pub publish_window: u64,
     /// How the publisher publishes.
     #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
     pub publish_via: PublishVia,

@@ -343,7 +343,13 @@ pub async fn coordinate(cli: Cli) -> anyhow::Result<Report> {
         };
         if let Some((publisher, args)) = publisher {
             let give_up = tokio::time::Instant::now() + c.duration;
-            publisher.run(args, &parent_rec, give_up).await;
+            let delivered = || {
+                live_view
+                    .iter()
+                    .map(|v| v.snapshot().delivered)
+                    .sum::<u64>()
+            };
+            publisher.run(args, &parent_rec, give_up, &delivered).await;
         }
         if let Some(signal) = signal {
             signal.await.context("storm signal task")??;

@@ -316,6 +316,35 @@ async fn connections_stay_alive_through_a_connect_phase_longer_than_the_idle_tim
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_publisher_loses_nothing_with_in_process_and_child_workers() {
+    let s = myriad(|_| {}).await;
+    for workers in ["1", "2"] {
+        let (out, doc) = load(&[
+            "fanout",
+            "--url",
+            &url(&s),
+            "-n",
+            "200",
+            "-k",
+            "60",
+            "--publish-rate",
+            "0",
+            "--publish-window",
+            "2",
+            "--workers",
+            workers,
+            "--topic",
+            &format!("room:paced-{workers}"),
+        ])
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{workers}: {stdout}");
+        assert_eq!(fig(&doc, "delivered"), 60 * 200, "{workers}");
+        assert_eq!(fig(&doc, "lost"), 0, "{workers}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_get_their_own_messages_back() {
     let s = myriad(|_| {}).await;
     let (out, doc) = load(&[

@@ -382,7 +382,20 @@ impl Publisher {
 
     /// Publish K messages at the configured rate; records sends and errors
     /// into `rec` under the publisher's key.
-    pub async fn run(self, args: &FanoutArgs, rec: &Recorder, give_up: Instant) {
+    /// `delivered` reads the deliveries counted so far over every worker
+    /// (`--publish-window` paces on it).
+    pub async fn run(
+        self,
+        args: &FanoutArgs,
+        rec: &Recorder,
+        give_up: Instant,
+        delivered: &(dyn Fn() -> u64 + Sync),
+    ) {
+        let window = Window {
+            ahead: args.publish_window,
+            subscribers: args.subscribers,
+            delivered,
+        };
         let interval =
             (args.publish_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.publish_rate));
         let start = Instant::now();
@@ -420,7 +433,7 @@ impl Publisher {
                 });
                 for seq in 1..=args.messages {
                     let Some(body) =
-                        next_message(seq, start, interval, give_up, args.size, rec).await
+                        next_message(seq, start, interval, give_up, args.size, rec, &window).await
                     else {
                         break;
                     };
@@ -460,7 +473,7 @@ impl Publisher {
             Via::Api { http, url, key } => {
                 for seq in 1..=args.messages {
                     let Some(body) =
-                        next_message(seq, start, interval, give_up, args.size, rec).await
+                        next_message(seq, start, interval, give_up, args.size, rec, &window).await
                     else {
                         break;
                     };
@@ -503,6 +516,28 @@ impl Publisher {
 
 /// Wait for message `seq`'s turn (when paced) and stamp it; None once the
 /// run is out of time (counted).
+/// `--publish-window`: how far the publisher may run ahead of the deliveries.
+struct Window<'a> {
+    ahead: u64,
+    subscribers: u64,
+    delivered: &'a (dyn Fn() -> u64 + Sync),
+}
+
+impl Window<'_> {
+    /// Wait until message `seq - ahead` has (about) reached 95 % of the
+    /// subscribers: the deliveries counted so far cover that many messages.
+    async fn wait_for(&self, seq: u64, give_up: Instant) {
+        if self.ahead == 0 || seq <= self.ahead {
+            return;
+        }
+        let need = (seq - self.ahead) * self.subscribers * 95 / 100;
+        while (self.delivered)() < need && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn next_message(
     seq: u64,
     start: Instant,
@@ -510,10 +545,12 @@ async fn next_message(
     give_up: Instant,
     size: usize,
     rec: &Recorder,
+    window: &Window<'_>,
 ) -> Option<String> {
     if let Some(iv) = interval {
         tokio::time::sleep_until(start + iv * (seq - 1) as u32).await;
     }
+    window.wait_for(seq, give_up).await;
     if Instant::now() >= give_up {
         rec.error(PUBLISHER, "publisher ran out of time".into());
         return None;
