@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements behind BENCHMARKS.md, in one run, each next to its baseline.
-# Usage: scripts/bench.sh [million|idle|fanout|paced|cluster|criterion|all]   (default: all)
+# Usage: scripts/bench.sh [million|idle|fanout|paced|connect|cluster|criterion|all]   (default: all)
 # (cluster needs redis-server)
 # Needs: release builds (done here), taskset (util-linux). Every run is bounded.
 set -euo pipefail
@@ -70,6 +70,21 @@ if [[ $what == all || $what == paced ]]; then
     esac
     taskset -c 1 $LOAD fanout --url "$url" $proto -n 15000 -k 200 --publish-rate 0 --publish-window 4 \
       --rate 5000 --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
+    stop
+  done
+fi
+
+if [[ $what == all || $what == connect ]]; then
+  echo "## connect rate, 15 000 connections as fast as 256 in flight allow, server on core 0"
+  echo "## (myriad: TCP connect + upgrade + phx_join reply; baseline: TCP connect + upgrade)"
+  for v in baseline myriad baseline myriad; do
+    echo "### $v"
+    case $v in
+      myriad) start_myriad "taskset -c 0" --client-rate 0 --accept-rate 0; url=$URL_PHX; proto="--topics 100" ;;
+      baseline) start_baseline "taskset -c 0"; url=$URL_RAW; proto="--protocol raw" ;;
+    esac
+    taskset -c 1 $LOAD connect --url "$url" $proto -n 15000 --concurrency 256 --duration 1s \
+      --source-ips 127.0.0.2-127.0.0.3 --server-pid "$SP" --quiet
     stop
   done
 fi
