@@ -30,6 +30,7 @@ use super::security::LinkSecurity;
 use super::sentinel::{self, SentinelUrl};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
 use crate::config::redacted_url;
+use crate::metrics::Metrics;
 use crate::pubsub::mailbox::SessionId;
 
 /// Sequences one history publish atomically: the next offset, the topic's
@@ -64,8 +65,6 @@ const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long Redis remembers a sequenced publish (its `myriad-pub:` key):
 /// longer than any retry of it.
 const DONE_FOR_MS: u64 = 2 * 60_000;
-/// History publishes waiting to be sent again, at most.
-const RETRY_MAX: usize = 65_536;
 
 /// An envelope on its way to Redis, with the id its history publish keeps
 /// across attempts.
@@ -79,14 +78,27 @@ struct Item {
 /// went down: Redis may or may not have sequenced them, and the publisher was
 /// told nothing either way (the frame reaches members, this node's included,
 /// only once sequenced). They go first on the next connection, under the
-/// same ids, so each is sequenced exactly once.
-#[derive(Default)]
+/// same ids, so each is sequenced exactly once. At most `max` wait
+/// (`broker_queue`: they are publishes waiting for the broker like the
+/// queue's); past it, or past `within`, the oldest are dropped and counted as
+/// `myriad_broker_dropped_total{reason="disconnected"}`.
 struct Retry {
     items: std::collections::VecDeque<Item>,
     next_id: u64,
+    max: usize,
+    within: std::time::Duration,
 }
 
 impl Retry {
+    fn new(max: usize) -> Retry {
+        Retry {
+            items: std::collections::VecDeque::new(),
+            next_id: 0,
+            max: max.max(1),
+            within: RETRY_WITHIN,
+        }
+    }
+
     fn item(&mut self, env: Envelope) -> Item {
         self.next_id += 1;
         Item {
@@ -98,33 +110,32 @@ impl Retry {
 
     /// Keep `item` for the next connection if it is a history publish; other
     /// envelopes are other nodes' traffic, lost with the link (counted).
-    fn keep(&mut self, item: Item, state: &LinkState) {
+    fn keep(&mut self, item: Item, metrics: &Metrics) {
         if matches!(item.env, Envelope::History { .. }) {
-            if self.items.len() >= RETRY_MAX {
+            if self.items.len() >= self.max {
                 self.items.pop_front();
-                state.metrics.broker_dropped_disconnected.increment(1);
+                metrics.broker_dropped_disconnected.increment(1);
             }
             self.items.push_back(item);
         } else {
-            state.metrics.broker_dropped_disconnected.increment(1);
+            metrics.broker_dropped_disconnected.increment(1);
         }
     }
 
-    /// What to send first on a new connection: the kept publishes still
-    /// within `RETRY_WITHIN` (older ones are dropped, counted).
-    fn take(&mut self, state: &LinkState) -> Vec<Item> {
+    /// The next batch (at most `PUBLISH_BATCH`, oldest first) to send on a
+    /// new connection; publishes older than `within` are dropped (counted).
+    fn next_batch(&mut self, metrics: &Metrics) -> Vec<Item> {
         let now = std::time::Instant::now();
-        let (fresh, stale): (Vec<Item>, Vec<Item>) = self
+        while self
             .items
-            .drain(..)
-            .partition(|i| now.duration_since(i.first) < RETRY_WITHIN);
-        if !stale.is_empty() {
-            state
-                .metrics
-                .broker_dropped_disconnected
-                .increment(stale.len() as u64);
+            .front()
+            .is_some_and(|i| now.duration_since(i.first) >= self.within)
+        {
+            self.items.pop_front();
+            metrics.broker_dropped_disconnected.increment(1);
         }
-        fresh
+        let n = self.items.len().min(PUBLISH_BATCH);
+        self.items.drain(..n).collect()
     }
 
     /// While the link is down: history publishes from the queue are kept,
@@ -135,7 +146,7 @@ impl Retry {
         while let Ok(env) = parts.out.try_recv() {
             parts.state.metrics.broker_queue_depth.decrement(1.0);
             let item = self.item(env);
-            self.keep(item, &parts.state);
+            self.keep(item, &parts.state.metrics);
         }
     }
 }
@@ -212,7 +223,7 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let stop = parts.stop.clone();
     let mut backoff = Backoff::default();
     let mut streak = 0u32;
-    let mut retry = Retry::default();
+    let mut retry = Retry::new(parts.state.queue);
     loop {
         let timeout = parts.state.timeout;
         let attempt = async {
@@ -395,7 +406,7 @@ async fn publish_batch(
             // Redis may have run all, some or none of it: the history
             // publishes go again on the next connection, under their ids.
             for item in batch {
-                retry.keep(item, state);
+                retry.keep(item, &state.metrics);
             }
             return Err(err);
         }
@@ -477,14 +488,22 @@ async fn connected(
     sequence.prepare_invoke().load_async(&mut publisher).await?;
     warm_history(&mut publisher, &parts.state, &*parts.handler).await?;
     reconcile_occupancy(&mut publisher, parts, &subscribed).await?;
-    // What the last connection left unanswered goes first, in its order.
-    let again = retry.take(&parts.state);
-    if !again.is_empty() {
-        tracing::info!(
-            publishes = again.len(),
-            "redis link: sending unanswered history publishes again"
-        );
+    // What the last connection left unanswered goes first, in its order,
+    // in pipelines of the usual size.
+    let mut sent_again = 0;
+    loop {
+        let again = retry.next_batch(&parts.state.metrics);
+        if again.is_empty() {
+            break;
+        }
+        sent_again += again.len();
         publish_batch(&mut publisher, &sequence, parts, again, retry).await?;
+    }
+    if sent_again > 0 {
+        tracing::info!(
+            publishes = sent_again,
+            "redis link: sent unanswered history publishes again"
+        );
     }
     parts.state.set_connected(true);
     parts.handler.on_connected();
@@ -541,5 +560,67 @@ async fn connected(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ref_slot::RefSlotFrame;
+
+    fn history(topic: &str) -> Envelope {
+        Envelope::History {
+            topic: Arc::from(topic),
+            frame: RefSlotFrame::new(topic, "m", "{}"),
+            size: 10,
+            ttl: std::time::Duration::from_secs(60),
+            exclude: None,
+            ack: None,
+            binary: false,
+        }
+    }
+
+    fn dropped(m: &Metrics) -> u64 {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with("myriad_broker_dropped_total{reason=\"disconnected\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn unanswered_history_publishes_wait_bounded_and_go_again_in_batches_under_their_ids() {
+        let m = Metrics::new();
+        let mut r = Retry::new(300);
+        // Only history publishes are kept; other traffic is lost with the link.
+        let control = r.item(Envelope::Control(wire::Control::Heartbeat));
+        r.keep(control, &m);
+        assert_eq!(dropped(&m), 1);
+        for i in 0..310 {
+            let item = r.item(history(&format!("chat:{i}")));
+            r.keep(item, &m);
+        }
+        // broker_queue (300 here) bounds them: the 10 oldest went, counted.
+        assert_eq!(r.items.len(), 300);
+        assert_eq!(dropped(&m), 11);
+        let first = r.next_batch(&m);
+        assert_eq!(first.len(), PUBLISH_BATCH);
+        // Ids are the ones given when first queued (ids 1-11 were the
+        // heartbeat and the dropped publishes), oldest first.
+        assert_eq!(first[0].id, 12);
+        assert!(first.windows(2).all(|w| w[0].id + 1 == w[1].id));
+        assert_eq!(r.next_batch(&m).len(), 300 - PUBLISH_BATCH);
+        assert!(r.next_batch(&m).is_empty());
+    }
+
+    #[test]
+    fn publishes_older_than_the_retry_window_are_dropped_and_counted() {
+        let m = Metrics::new();
+        let mut r = Retry::new(10);
+        r.within = std::time::Duration::ZERO;
+        let item = r.item(history("chat:old"));
+        r.keep(item, &m);
+        assert!(r.next_batch(&m).is_empty());
+        assert_eq!(dropped(&m), 1);
     }
 }

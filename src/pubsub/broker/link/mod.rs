@@ -43,6 +43,9 @@ pub struct LinkState {
     /// How long the backend may take to accept a connection or answer a
     /// command before the link is declared down (`broker_timeout`).
     pub timeout: Duration,
+    /// Envelopes that may wait for the link (`broker_queue`); the Redis link
+    /// keeps at most as many unanswered history publishes for a retry.
+    pub queue: usize,
     /// Topics whose local membership changed since the link task last looked.
     changed: Mutex<HashSet<Arc<str>>>,
 }
@@ -336,6 +339,7 @@ impl ClusterBroker {
             connected: AtomicBool::new(false),
             changed: Mutex::new(HashSet::new()),
             timeout,
+            queue: queue.max(1),
         });
         state.metrics.broker_connected.set(0.0);
         let (out_tx, out_rx) = mpsc::channel(queue.max(1));
