@@ -77,7 +77,18 @@ impl SentinelUrl {
     }
 
     /// The master's redis:// URL, given its address.
-    pub fn master_url(&self, host: &str, port: u16) -> String {
+    /// The master's redis:// URL for the address a sentinel named; None when
+    /// the host is not a plain host name or address (a sentinel's answer is
+    /// network input: it must not add credentials, a path or a query).
+    pub fn master_url(&self, host: &str, port: u16) -> Option<String> {
+        let plain = !host.is_empty()
+            && host.len() <= 255
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
+        if !plain || port == 0 {
+            return None;
+        }
         let auth = self
             .credentials
             .as_ref()
@@ -88,7 +99,7 @@ impl SentinelUrl {
         } else {
             host.to_owned()
         };
-        format!("redis://{auth}{host}:{port}/{}", self.db)
+        Some(format!("redis://{auth}{host}:{port}/{}", self.db))
     }
 }
 
@@ -103,13 +114,14 @@ mod tests {
         assert_eq!(u.master, "mymaster");
         assert_eq!(u.db, 2);
         assert_eq!(
-            u.master_url("10.1.1.1", 6380),
+            u.master_url("10.1.1.1", 6380).unwrap(),
             "redis://:pw@10.1.1.1:6380/2"
         );
         assert_eq!(
             SentinelUrl::parse("redis+sentinel://s1/m")
                 .unwrap()
-                .master_url("::1", 6379),
+                .master_url("::1", 6379)
+                .unwrap(),
             "redis://[::1]:6379/0"
         );
         for bad in [
@@ -123,5 +135,22 @@ mod tests {
         ] {
             assert!(SentinelUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_sentinel_cannot_smuggle_credentials_or_paths_into_the_master_url() {
+        let u = SentinelUrl::parse("redis+sentinel://s1/m").unwrap();
+        for host in [
+            "evil@10.0.0.1",
+            "10.0.0.1/0?x=1",
+            "a b",
+            "",
+            "h#frag",
+            &"x".repeat(256),
+        ] {
+            assert_eq!(u.master_url(host, 6379), None, "{host:?}");
+        }
+        assert_eq!(u.master_url("10.0.0.1", 0), None);
+        assert!(u.master_url("redis-0.redis.svc", 6379).is_some());
     }
 }

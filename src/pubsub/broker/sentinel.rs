@@ -45,7 +45,10 @@ pub async fn resolve(s: &SentinelUrl, timeout: Duration) -> Result<String, Strin
                 continue;
             }
         };
-        let url = s.master_url(&host, port);
+        let Some(url) = s.master_url(&host, port) else {
+            last = format!("sentinel {sentinel} named an unusable master address");
+            continue;
+        };
         let role = async {
             let client = redis::Client::open(url.as_str())?;
             let mut conn = client
