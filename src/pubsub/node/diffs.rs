@@ -14,6 +14,7 @@
 //! Owns the pending diffs only; delivers nothing itself (the node does).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -57,6 +58,9 @@ pub(super) struct Coalescer {
     /// Topics with at least this many subscribers here are coalesced; 0: never.
     threshold: usize,
     pending: parking_lot::Mutex<HashMap<String, Pending>>,
+    /// Topics in `pending`: a small topic's diff goes out without taking the
+    /// lock while nothing waits anywhere (the common case).
+    waiting: AtomicUsize,
 }
 
 /// What `offer` decided.
@@ -74,12 +78,15 @@ impl Coalescer {
         Coalescer {
             threshold,
             pending: parking_lot::Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
     /// A diff for `topic`, which has `members` subscribers here.
     pub(super) fn offer(&self, topic: &str, members: usize, diff: &str) -> Offer {
-        if self.threshold == 0 {
+        if self.threshold == 0
+            || (members < self.threshold && self.waiting.load(Ordering::Acquire) == 0)
+        {
             return Offer::Now;
         }
         let mut pending = self.pending.lock();
@@ -95,14 +102,20 @@ impl Coalescer {
         slot.merge(&parsed);
         if slot.metas >= MAX_PENDING_METAS {
             let full = pending.remove(topic).unwrap_or_default();
+            self.waiting.store(pending.len(), Ordering::Release);
             return Offer::Full(full.render());
         }
+        self.waiting.store(pending.len(), Ordering::Release);
         Offer::Kept
     }
 
     /// Every waiting diff, merged per topic.
     pub(super) fn take(&self) -> Vec<(String, String)> {
-        let taken = std::mem::take(&mut *self.pending.lock());
+        let taken = {
+            let mut pending = self.pending.lock();
+            self.waiting.store(0, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
         taken.into_iter().map(|(t, p)| (t, p.render())).collect()
     }
 }
