@@ -15,13 +15,10 @@
 //!   write buffer that only fills during a batch.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -34,45 +31,12 @@ type Table = Arc<RwLock<HashMap<u64, mpsc::Sender<Message>>>>;
 const BATCH: usize = 256;
 
 pub async fn serve(args: &BaselineArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr: SocketAddr = listener.local_addr()?;
-    eprintln!(
-        "baseline-server listening on ws://{addr}/ ({})",
-        if args.echo { "echo" } else { "broadcast" }
-    );
     let table: Table = Arc::default();
-    let ids = AtomicU64::new(0);
-    let accept = async {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    eprintln!("baseline-server accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection(
-                stream,
-                id,
-                Arc::clone(&table),
-                args.queue.max(1),
-                args.echo,
-            ));
-        }
-    };
-    match args.run_for {
-        Some(d) => {
-            let _ = tokio::time::timeout(d, accept).await;
-        }
-        None => accept.await,
-    }
-    Ok(())
+    let (queue, echo) = (args.queue.max(1), args.echo);
+    super::accept_loop(args, "", |stream, id| {
+        connection(stream, id, Arc::clone(&table), queue, echo)
+    })
+    .await
 }
 
 async fn connection(stream: TcpStream, id: u64, table: Table, queue: usize, echo: bool) {
