@@ -659,3 +659,32 @@ async fn behind_a_proxy_protocol_balancer_caps_count_the_real_clients() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn the_console_is_no_way_around_the_key_throttle() {
+    let server = TestServer::start_with(|c| {
+        c.api_keys = vec![KEY.to_string()];
+        c.admin_ui = true;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let resp = http
+            .get(format!("http://{}/console/overview", server.admin))
+            .header("authorization", format!("Bearer guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let resp = http
+        .get(format!("http://{}/console/overview", server.admin))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "blocked even with the key");
+}

@@ -10,13 +10,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::api::{authorize, ApiFailure};
+use super::api::require_key;
 use super::AppState;
 
 const INDEX: &str = include_str!("console/index.html");
@@ -31,7 +31,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/console/console.js",
             get(|| async { page("text/javascript", SCRIPT) }),
         )
-        .route("/console/overview", get(overview))
+        .route(
+            "/console/overview",
+            // The API's key check, with its per-address throttle on wrong
+            // keys: the console must not be a way around it.
+            get(overview).route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                require_key,
+            )),
+        )
         .with_state(state)
 }
 
@@ -79,11 +87,8 @@ struct Overview {
     broker: &'static str,
 }
 
-async fn overview(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiFailure> {
-    authorize(&state, &headers)?;
+/// Behind `require_key` (see `router`).
+async fn overview(State(state): State<Arc<AppState>>) -> Response {
     let node = &state.node;
     let own = node.own_figures().unwrap_or_default();
     let mut nodes = vec![NodeRow {
@@ -117,7 +122,7 @@ async fn overview(
             broadcasts: t.broadcasts,
         })
         .collect();
-    Ok(Json(Overview {
+    Json(Overview {
         nodes,
         broadcasts: node.broadcasts_delivered(),
         topics,
@@ -127,5 +132,5 @@ async fn overview(
             crate::config::BrokerKind::Nats => "nats",
         },
     })
-    .into_response())
+    .into_response()
 }
