@@ -10,6 +10,7 @@
 //! - `presence`: per-topic members in Phoenix Presence's format, and the
 //!   replica of other nodes' members.
 //! - `membership`: which other nodes are alive.
+//! - `prefetch`: cache hints for the fan-out loop (the crate's only `unsafe`).
 //! - `broker`: the transport to other nodes (`local`, `redis`, `nats`), the
 //!   wire format and backend names.
 //!
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod mailbox;
 pub mod membership;
 pub mod node;
+mod prefetch;
 pub mod presence;
 
 pub use broker::Broker;

@@ -25,6 +25,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::config::SlowConsumerPolicy;
 use crate::protocol::CloseReason;
 
+/// Bytes per cache line on the CPUs we run on (x86_64, and most arm64 cores).
+const CACHE_LINE: usize = 64;
+
 /// Identifies a session on this node; unique for the life of the process.
 /// The hub files mailboxes under it.
 pub type SessionId = u64;
@@ -179,10 +182,22 @@ impl Mailbox {
 
     /// Offer a frame. Never blocks on the consumer.
     pub fn push(&self, msg: Outbound) -> Delivery {
+        let (delivery, wake) = self.push_deferred(msg);
+        if let Some(w) = wake {
+            w.wake();
+        }
+        delivery
+    }
+
+    /// [`push`](Self::push), handing back the session's waker instead of
+    /// waking it: a fan-out wakes a batch of members at once after touching
+    /// their task headers together (`pubsub::fan_out`). The caller must wake
+    /// what it gets, or the session sleeps on a non-empty mailbox.
+    pub fn push_deferred(&self, msg: Outbound) -> (Delivery, Option<Waker>) {
         let len = msg.len();
         let mut st = self.state.lock();
         if st.closed || st.overflowed {
-            return Delivery::Closed;
+            return (Delivery::Closed, None);
         }
         let fits = |st: &State| {
             st.queue.len() < self.limits.capacity && st.bytes + len <= self.limits.max_bytes
@@ -194,16 +209,11 @@ impl Mailbox {
                     st.overflowed = true;
                     st.queue.clear();
                     st.bytes = 0;
-                    let waker = st.waker.take();
-                    drop(st);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    return Delivery::Overflowed;
+                    return (Delivery::Overflowed, st.waker.take());
                 }
                 SlowConsumerPolicy::DropOldest => {
                     if len > self.limits.max_bytes {
-                        return Delivery::DroppedItself;
+                        return (Delivery::DroppedItself, None);
                     }
                     while !fits(&st) {
                         match st.queue.pop_front() {
@@ -223,14 +233,23 @@ impl Mailbox {
         // The session drains everything on each wake, so only the first message
         // after a drain needs to wake it.
         let waker = if was_empty { st.waker.take() } else { None };
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        if dropped > 0 {
+        let delivery = if dropped > 0 {
             Delivery::DroppedOldest(dropped)
         } else {
             Delivery::Queued
+        };
+        (delivery, waker)
+    }
+
+    /// Ask for the cache lines a push touches (the lock and the state behind
+    /// it), so a fan-out can overlap many members' misses (`pubsub::prefetch`).
+    #[inline]
+    pub fn prefetch(&self) {
+        let start: *const u8 = std::ptr::from_ref(&self.state).cast();
+        let mut offset = 0;
+        while offset < std::mem::size_of::<Mutex<State>>() {
+            super::prefetch::for_write(start.wrapping_add(offset));
+            offset += CACHE_LINE;
         }
     }
 
