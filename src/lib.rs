@@ -13,7 +13,8 @@
 //! - `server::accept`: the public accept loop (TCP_NODELAY, handshake timeout, EMFILE back-off).
 //! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
 //! - `server::api`, `server::admin`: `/api/*`; `/metrics`, `/healthz`, `/readyz`.
-//! - `session`: the per-connection task: read, write, timers, close handshake.
+//! - `session`: the per-connection task: read, write, timers, close handshake;
+//!   `session::events` decides which source to ask after a wake.
 //! - `session::phoenix`: a connection's channels and the V2 dispatch rules
 //!   (`rate`: client rate limiting; `params`: what a join asks for).
 //! - `session::echo`, `session::lazy_read`: the echo handler; socket reads that hold

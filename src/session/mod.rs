@@ -1,7 +1,8 @@
-//! The per-connection task: one task owns one WebSocket and runs a single
-//! `biased` `select!` over, in priority order: hard stop, drain signal, the
+//! The per-connection task: one task owns one WebSocket and waits on, in
+//! priority order: the drain signal (a hard stop cancels it too), the
 //! outbound mailbox, inbound frames, the answers to calls the handler started
-//! (backend hooks), the idle and expiry timer.
+//! (backend hooks), the idle and expiry timer (`events`: the sources other
+//! than the mailbox are asked only when one of them woke the session).
 //!
 //! The session is generic over the byte stream, so the same code serves TCP
 //! sockets and in-memory pipes (benchmarks, tests). It reads the next frame only
@@ -13,6 +14,7 @@
 //! through the broker.
 
 pub mod echo;
+mod events;
 pub mod lazy_read;
 pub mod longpoll;
 pub mod phoenix;
@@ -23,6 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +46,7 @@ use crate::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound, SessionId};
 use crate::registry::{Registry, SessionEntry};
 use crate::supervisor::{panic_message, ShutdownSignals};
 use crate::webhooks::Webhooks;
+use events::Event;
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
 pub trait FrameHandler: Send {
@@ -257,7 +261,8 @@ struct Session<S> {
     batch: VecDeque<Outbound>,
 }
 
-/// The next completion, when the handler has a channel for them.
+/// The next completion, when the handler has a channel for them (the
+/// long-poll session's select; the WebSocket session asks in `events`).
 async fn recv_completion<C>(rx: &mut Option<mpsc::UnboundedReceiver<C>>) -> Option<C> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -292,13 +297,23 @@ where
         tokio::pin!(sleep);
         let signals = self.guard.spec.signals.clone();
         let mailbox = Arc::clone(&self.guard.spec.mailbox);
+        // Fires on a hard stop too (the drain token is its child). Pinned for
+        // the session's life: its registration survives between events.
+        let drain = signals.drain.cancelled();
+        tokio::pin!(drain);
+        let mut gate = events::Gate::new(&mailbox);
 
         loop {
-            tokio::select! {
-                biased;
-                // Fires on a hard stop too (the drain token is its child).
-                _ = signals.drain.cancelled() => return CloseReason::Shutdown,
-                _ = mailbox.ready() => {
+            let sources = events::Sources {
+                drain: drain.as_mut(),
+                ws: &mut self.ws,
+                completions: &mut completions,
+                timer: sleep.as_mut(),
+            };
+            let event = gate.next(&mailbox, sources).await;
+            match event {
+                Event::Shutdown => return CloseReason::Shutdown,
+                Event::Mailbox => {
                     let drained = mailbox.drain(&mut self.batch);
                     if drained.overflowed {
                         return CloseReason::SlowConsumer;
@@ -307,7 +322,11 @@ where
                         return reason;
                     }
                     if drained.messages > 0 {
-                        self.guard.spec.metrics.mailbox_depth.record(drained.messages as f64);
+                        self.guard
+                            .spec
+                            .metrics
+                            .mailbox_depth
+                            .record(drained.messages as f64);
                         // Boxed: the write's state (timers, overflow watch) would
                         // otherwise be inlined into every idle session's future.
                         if let Err(reason) = Box::pin(self.write_batch()).await {
@@ -315,7 +334,7 @@ where
                         }
                     }
                 }
-                msg = self.ws.next() => {
+                Event::Inbound(msg) => {
                     let msg = match msg {
                         None => return CloseReason::ClientClosed,
                         Some(Err(err)) => return self.read_error(err),
@@ -332,18 +351,16 @@ where
                         return reason;
                     }
                 }
-                Some(done) = recv_completion(&mut completions), if completions.is_some() => {
-                    match Box::pin(self.complete(handler, done)).await {
-                        Ok(Expiry::Unchanged) => {}
-                        Ok(Expiry::Extend(at)) => {
-                            expires_at = Some(at);
-                            sleep.as_mut().reset(next_deadline(last_in, expires_at));
-                        }
-                        Ok(Expiry::Expired) => return CloseReason::TokenExpired,
-                        Err(reason) => return reason,
+                Event::Completion(done) => match Box::pin(self.complete(handler, done)).await {
+                    Ok(Expiry::Unchanged) => {}
+                    Ok(Expiry::Extend(at)) => {
+                        expires_at = Some(at);
+                        sleep.as_mut().reset(next_deadline(last_in, expires_at));
                     }
-                }
-                _ = &mut sleep => {
+                    Ok(Expiry::Expired) => return CloseReason::TokenExpired,
+                    Err(reason) => return reason,
+                },
+                Event::Timer => {
                     let now = Instant::now();
                     if expires_at.is_some_and(|e| now >= e) {
                         if !handler.on_expiry() {
@@ -429,6 +446,10 @@ where
     /// Write everything in `self.batch` and flush once, within `write_timeout`.
     /// A mailbox overflow or a hard stop while the socket is slow ends the
     /// write at once instead of waiting out the timeout.
+    ///
+    /// The write is tried once before any of that is set up: a socket with
+    /// room (nearly every write) then costs no timer, and no registration
+    /// with the process-wide hard-stop token, whose locks every core shares.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
         let ws = &mut self.ws;
         let batch = &mut self.batch;
@@ -443,13 +464,18 @@ where
             ws.flush().await?;
             Ok::<_, WsError>((messages, bytes))
         };
-        let mailbox = &self.guard.spec.mailbox;
-        let overflow = mailbox.overflowed();
-        let result = tokio::select! {
-            biased;
-            _ = self.guard.spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
-            _ = overflow => return Err(CloseReason::SlowConsumer),
-            result = tokio::time::timeout(self.guard.spec.config.write_timeout, write) => result,
+        let spec = &self.guard.spec;
+        let result = {
+            let mut write = std::pin::pin!(write);
+            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(result) => Ok(result),
+                Poll::Pending => tokio::select! {
+                    biased;
+                    _ = spec.signals.hard_stop.cancelled() => return Err(CloseReason::Shutdown),
+                    _ = spec.mailbox.overflowed() => return Err(CloseReason::SlowConsumer),
+                    result = tokio::time::timeout(spec.config.write_timeout, write) => result,
+                },
+            }
         };
         // Keep a burst's allocation from pinning memory in an idle session.
         if self.batch.capacity() > 64 {

@@ -304,3 +304,118 @@ async fn protocol_pings_do_not_keep_an_idle_session_alive() {
     (&mut h.session).await.unwrap();
     assert!(h.closed_for("idle_timeout"));
 }
+
+/// The server end of a pipe that counts how often the session reads it.
+struct CountingReads {
+    inner: DuplexStream,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcasts_wake_a_session_without_rereading_its_socket_and_frames_still_arrive() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (server_io, client_io) = tokio::io::duplex(1 << 16);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let server_io = CountingReads {
+        inner: server_io,
+        reads: Arc::clone(&reads),
+    };
+    let config = Arc::new(test_config());
+    let ws =
+        WebSocketStream::from_raw_socket(server_io, Role::Server, Some(websocket_config(&config)))
+            .await;
+    let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+    let hard_stop = CancellationToken::new();
+    let signals = ShutdownSignals {
+        drain: hard_stop.child_token(),
+        hard_stop,
+    };
+    let mailbox = new_mailbox(&config);
+    let spec = SessionSpec {
+        id: 1,
+        peer: "127.0.0.1:9".parse().unwrap(),
+        endpoint: Endpoint::Echo,
+        config: Arc::clone(&config),
+        metrics: Metrics::new(),
+        registry: Arc::new(Registry::new()),
+        signals: signals.clone(),
+        mailbox: Arc::clone(&mailbox),
+        expires_at: None,
+        user: None,
+        webhooks: None,
+    };
+    let session = tokio::spawn(run(ws, EchoHandler, spec));
+    // One frame per wake: each is read by the client before the next is queued.
+    mailbox.push(Outbound::Text("first".into()));
+    assert_eq!(
+        client.next().await.unwrap().unwrap(),
+        Message::text("first")
+    );
+    let before = reads.load(Ordering::SeqCst);
+    for i in 0..50 {
+        mailbox.push(Outbound::Text(format!("b{i}").into()));
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Message::text(format!("b{i}"))
+        );
+    }
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        before,
+        "a mailbox wake must not poll the socket"
+    );
+    // The socket still wakes the session when the client speaks...
+    client.send(Message::text("echo me")).await.unwrap();
+    assert_eq!(
+        client.next().await.unwrap().unwrap(),
+        Message::text("echo me")
+    );
+    assert!(reads.load(Ordering::SeqCst) > before);
+    // ...and so does the drain signal, after all those mailbox wakes.
+    signals.drain.cancel();
+    let mut code = None;
+    while let Some(msg) = client.next().await {
+        if let Ok(Message::Close(frame)) = msg {
+            code = frame.map(|f| f.code);
+            break;
+        }
+    }
+    assert_eq!(code, Some(CloseCode::Away));
+    while let Some(Ok(_)) = client.next().await {}
+    session.await.unwrap();
+}

@@ -16,7 +16,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -147,6 +148,9 @@ struct State {
     close_requested: Option<CloseReason>,
     /// The owning session, when it waits on `ready` or `overflowed`.
     waker: Option<Waker>,
+    /// A source the session polls with [`Mailbox::others_waker`] (its socket,
+    /// the drain signal, timers) woke it since it last asked.
+    others_woken: bool,
 }
 
 impl State {
@@ -162,6 +166,15 @@ impl State {
 pub struct Mailbox {
     state: Mutex<State>,
     limits: MailboxLimits,
+}
+
+/// What woke the owning session ([`Mailbox::poll_wake`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Woken {
+    /// Frames are queued, the mailbox overflowed, or a close was requested.
+    pub mailbox: bool,
+    /// A source polled with [`Mailbox::others_waker`] woke the session.
+    pub others: bool,
 }
 
 /// What a drain handed to the session.
@@ -259,6 +272,32 @@ impl Mailbox {
         Ready(self)
     }
 
+    /// Ready when the mailbox is ready (as [`ready`](Self::ready)) or another
+    /// source woke the session through [`others_waker`](Self::others_waker);
+    /// says which, and clears the second. Pending registers `cx`'s waker, so
+    /// a push or another source's wake arriving later wakes the task.
+    pub fn poll_wake(&self, cx: &Context<'_>) -> Poll<Woken> {
+        let mut st = self.state.lock();
+        let woken = Woken {
+            mailbox: !st.queue.is_empty() || st.overflowed || st.close_requested.is_some(),
+            others: std::mem::take(&mut st.others_woken),
+        };
+        if woken == Woken::default() {
+            st.register(cx);
+            Poll::Pending
+        } else {
+            Poll::Ready(woken)
+        }
+    }
+
+    /// A waker for the session's other sources (socket, signals, timers):
+    /// waking it marks that one of them has news, then wakes the session, so
+    /// the session asks those sources only when one of them spoke
+    /// (`session::events`). It shares the mailbox's allocation.
+    pub fn others_waker(mailbox: &Arc<Mailbox>) -> Waker {
+        Waker::from(Arc::clone(mailbox))
+    }
+
     /// Ready once a push overflowed the mailbox (the write path watches this
     /// while a slow socket holds the session).
     pub fn overflowed(&self) -> Overflowed<'_> {
@@ -314,6 +353,23 @@ impl Mailbox {
 
     pub fn depth(&self) -> usize {
         self.state.lock().queue.len()
+    }
+}
+
+/// The waker of [`Mailbox::others_waker`].
+impl Wake for Mailbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        st.others_woken = true;
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 

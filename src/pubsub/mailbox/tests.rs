@@ -117,3 +117,49 @@ async fn push_wakes_the_reader() {
     m.push(text("x"));
     assert_eq!(waiter.await.unwrap(), 1);
 }
+
+/// A waker that counts its wakes.
+struct Counter(std::sync::atomic::AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn another_source_waking_the_session_is_reported_once_and_never_lost() {
+    let m = Arc::new(mailbox(4, 1000, SlowConsumerPolicy::Disconnect));
+    let counter = Arc::new(Counter(Default::default()));
+    let task = Waker::from(Arc::clone(&counter));
+    let cx = Context::from_waker(&task);
+    assert_eq!(m.poll_wake(&cx), Poll::Pending);
+    // A socket (say) wakes the session through the mailbox's other waker.
+    let others = Mailbox::others_waker(&m);
+    others.wake_by_ref();
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let woken = Woken {
+        mailbox: false,
+        others: true,
+    };
+    assert_eq!(m.poll_wake(&cx), Poll::Ready(woken));
+    // Reported once, then the session is registered again.
+    assert_eq!(m.poll_wake(&cx), Poll::Pending);
+    // A wake while the session runs (no waker registered) is kept, not lost.
+    let running = Arc::new(Counter(Default::default()));
+    let _ = m.poll_wake(&Context::from_waker(&Waker::from(Arc::clone(&running))));
+    m.push(text("a"));
+    others.wake_by_ref();
+    let both = Woken {
+        mailbox: true,
+        others: true,
+    };
+    assert_eq!(m.poll_wake(&cx), Poll::Ready(both));
+    assert_eq!(
+        m.poll_wake(&cx),
+        Poll::Ready(Woken {
+            mailbox: true,
+            others: false
+        })
+    );
+}
