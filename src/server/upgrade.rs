@@ -417,3 +417,26 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// Every idle session holds its whole future: what grows it grows RSS per
+    /// session a million times over (BENCHMARKS.md, idle memory). The bound
+    /// is the size on 2026-11-30 (1344 bytes in the test profile) plus 4 %;
+    /// raise it only with a measurement of what the growth buys.
+    #[tokio::test]
+    async fn a_phoenix_session_future_stays_small() {
+        let state = AppState::new(Arc::new(crate::config::Config::default())).unwrap();
+        let (server, _client) = tokio::io::duplex(64);
+        let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let fut = run_session(ws, state, 1, peer, Endpoint::Phoenix, Identity::default());
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("phoenix session future: {size} bytes");
+        assert!(size <= 1400, "session future is {size} bytes");
+    }
+}
