@@ -62,10 +62,17 @@ impl ServerProcess {
         })
     }
 
-    /// CPU µs the server spent per delivered message over the whole run.
+    /// CPU µs the server spent per delivered message from the moment every
+    /// connection was up to the end (the connect phase excluded: a Phoenix
+    /// server's joins and a raw server's bare upgrades would otherwise be
+    /// charged to the messages). The whole run when `loaded` was not sampled.
     pub fn cpu_us_per_message(&self, delivered: u64) -> Option<f64> {
-        (delivered > 0)
-            .then(|| (self.after.cpu_secs - self.before.cpu_secs) * 1e6 / delivered as f64)
+        let from = if self.loaded.cpu_secs > 0.0 {
+            self.loaded.cpu_secs
+        } else {
+            self.before.cpu_secs
+        };
+        (delivered > 0).then(|| (self.after.cpu_secs - from) * 1e6 / delivered as f64)
     }
 }
 
@@ -131,6 +138,24 @@ mod tests {
     fn cpu_fields_survive_spaces_in_the_name() {
         let stat = "1234 (my server) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100 0 0";
         assert_eq!(cpu_from_stat(stat), Some(3.0));
+    }
+
+    #[test]
+    fn cpu_per_message_leaves_the_connect_phase_out() {
+        let at = |cpu_secs| ProcSample {
+            cpu_secs,
+            ..ProcSample::default()
+        };
+        let mut p = ServerProcess {
+            before: at(1.0),
+            loaded: at(3.0),
+            after: at(5.0),
+            ..ServerProcess::default()
+        };
+        assert_eq!(p.cpu_us_per_message(1_000_000), Some(2.0));
+        p.loaded = ProcSample::default();
+        assert_eq!(p.cpu_us_per_message(1_000_000), Some(4.0));
+        assert_eq!(p.cpu_us_per_message(0), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod echo;
 mod events;
+mod frames_out;
 pub mod lazy_read;
 pub mod longpoll;
 pub mod phoenix;
@@ -454,15 +455,11 @@ where
         let ws = &mut self.ws;
         let batch = &mut self.batch;
         let write = async {
-            let mut messages = 0u64;
-            let mut bytes = 0u64;
-            while let Some(frame) = batch.pop_front() {
-                messages += 1;
-                bytes += frame.len() as u64;
-                ws.feed(frame.into_message()).await?;
-            }
+            // tungstenite's own frames (a pong it owes) go out whole first.
             ws.flush().await?;
-            Ok::<_, WsError>((messages, bytes))
+            frames_out::write(ws.get_mut(), batch)
+                .await
+                .map_err(WsError::Io)
         };
         let spec = &self.guard.spec;
         let result = {

@@ -1,0 +1,230 @@
+//! A batch of outbound data frames, written straight to the socket.
+//!
+//! tungstenite copies every message into its own write buffer before the
+//! socket sees it. Here each frame's WebSocket header is built on the stack
+//! and sent beside the shared payload in one vectored write per
+//! [`CHUNK`] frames, so a broadcast's bytes go from the one shared copy to the
+//! kernel. Streams that cannot write vectored (in-memory pipes, some
+//! wrappers) get the frames gathered into one buffer and one write instead.
+//!
+//! Server frames are unmasked, unfragmented and uncompressed (RFC 6455 §5.2:
+//! FIN, opcode, 7/16/64-bit length). Only data frames go this way; control
+//! frames (pongs, the close) stay with tungstenite, whose buffer the session
+//! flushes before each batch so the two never interleave inside a frame.
+//! This module owns the framing of those bytes and nothing else: it must
+//! never read, and never write anything but whole frames in batch order.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::pubsub::mailbox::Outbound;
+
+/// Frames per vectored write: 64 slices, well under any `IOV_MAX`, and a
+/// bounded stack footprint.
+pub const CHUNK: usize = 32;
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const FIN: u8 = 0x80;
+
+/// The header of an unmasked, final data frame: the bytes and how many of
+/// the ten are used.
+pub fn header(frame: &Outbound) -> ([u8; 10], usize) {
+    let opcode = match frame {
+        Outbound::Text(_) => OP_TEXT,
+        Outbound::Binary(_) => OP_BINARY,
+    };
+    let len = frame.len();
+    let mut h = [0u8; 10];
+    h[0] = FIN | opcode;
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(len) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+fn payload(frame: &Outbound) -> &[u8] {
+    match frame {
+        Outbound::Text(t) => t.as_bytes(),
+        Outbound::Binary(b) => b,
+    }
+}
+
+/// Write every frame of `batch` in order, then flush; returns the messages
+/// and payload bytes written. Frames leave `batch` once written. A dropped
+/// future may leave a frame half-written: the session closes the
+/// connection after any failed or abandoned write.
+pub async fn write<S>(io: &mut S, batch: &mut VecDeque<Outbound>) -> io::Result<(u64, u64)>
+where
+    S: AsyncWrite + Unpin,
+{
+    let vectored = io.is_write_vectored();
+    let mut gathered = Vec::new();
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    while !batch.is_empty() {
+        let n = batch.len().min(CHUNK);
+        let mut headers = [([0u8; 10], 0usize); CHUNK];
+        for (slot, frame) in headers.iter_mut().zip(batch.iter()) {
+            *slot = header(frame);
+        }
+        if vectored {
+            let mut slices = [IoSlice::new(&[]); 2 * CHUNK];
+            for (i, ((h, used), frame)) in headers.iter().zip(batch.iter()).take(n).enumerate() {
+                slices[2 * i] = IoSlice::new(&h[..*used]);
+                slices[2 * i + 1] = IoSlice::new(payload(frame));
+            }
+            let mut rest = &mut slices[..2 * n];
+            // Drop empty payloads' slices up front: a zero-length slice at
+            // the head would make a write of "nothing" look like a stall.
+            IoSlice::advance_slices(&mut rest, 0);
+            while !rest.is_empty() {
+                let written = io.write_vectored(rest).await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut rest, written);
+            }
+        } else {
+            gathered.clear();
+            for ((h, used), frame) in headers.iter().zip(batch.iter()).take(n) {
+                gathered.extend_from_slice(&h[..*used]);
+                gathered.extend_from_slice(payload(frame));
+            }
+            io.write_all(&gathered).await?;
+        }
+        for frame in batch.drain(..n) {
+            messages += 1;
+            bytes += frame.len() as u64;
+        }
+    }
+    io.flush().await?;
+    Ok((messages, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        let text = |n: usize| Outbound::Text("x".repeat(n).into());
+        assert_eq!(header(&text(0)), ([0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0], 2));
+        assert_eq!(header(&text(125)).0[..2], [0x81, 125]);
+        assert_eq!(
+            header(&text(126)),
+            ([0x81, 126, 0, 126, 0, 0, 0, 0, 0, 0], 4)
+        );
+        assert_eq!(header(&text(65535)).0[..4], [0x81, 126, 0xff, 0xff]);
+        let big = header(&Outbound::Binary(Bytes::from(vec![0u8; 65536])));
+        assert_eq!(big, ([0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0], 10));
+    }
+
+    /// A stream that takes at most `limit` bytes per write and says it writes
+    /// vectored (as a TCP socket does).
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+        vectored: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.limit);
+            self.out.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let mut left = self.limit;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(left);
+                self.out.extend_from_slice(&b[..take]);
+                left -= take;
+                n += take;
+                if left == 0 {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What tungstenite itself would put on the wire for the same messages.
+    fn tungstenite_bytes(frames: &[Outbound]) -> Vec<u8> {
+        use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
+        let mut ws = WebSocket::from_raw_socket(io::Cursor::new(Vec::new()), Role::Server, None);
+        for f in frames {
+            ws.write(f.clone().into_message()).unwrap();
+        }
+        ws.flush().unwrap();
+        ws.get_ref().get_ref().clone()
+    }
+
+    #[tokio::test]
+    async fn partial_vectored_and_gathered_writes_put_the_same_bytes_as_tungstenite() {
+        let mut frames: Vec<Outbound> = Vec::new();
+        for i in 0..(CHUNK * 2 + 7) {
+            let n = [0, 1, 125, 126, 300, 70_000][i % 6];
+            frames.push(if i % 3 == 0 {
+                Outbound::Binary(Bytes::from(vec![i as u8; n]))
+            } else {
+                Outbound::Text("é".repeat(n / 2).into())
+            });
+        }
+        let expected = tungstenite_bytes(&frames);
+        for (vectored, limit) in [(true, 7), (true, 1 << 20), (false, 5), (false, 1 << 20)] {
+            let mut io = Trickle {
+                out: Vec::new(),
+                limit,
+                vectored,
+            };
+            let mut batch: VecDeque<Outbound> = frames.iter().cloned().collect();
+            let (messages, _) = write(&mut io, &mut batch).await.unwrap();
+            assert_eq!(messages as usize, frames.len());
+            assert!(batch.is_empty());
+            assert!(
+                io.out == expected,
+                "vectored {vectored}, {limit} bytes per write"
+            );
+        }
+    }
+}
