@@ -143,11 +143,152 @@ fn bench_join_leave(c: &mut Criterion) {
     g.finish();
 }
 
+/// Fan-out into mailboxes whose sessions wait (each has a registered waker,
+/// as an idle session does): the batched push, header prefetch and wake path
+/// of `pubsub::hub`. The waker is a no-op, so this measures the fan-out's
+/// side of a wake-up, not a scheduler's.
+fn bench_fanout_waking(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_waking");
+    let waker = std::task::Waker::noop();
+    let cx = std::task::Context::from_waker(waker);
+    for n in [100usize, 10_000, 100_000] {
+        let hub = Hub::new();
+        let boxes: Vec<Arc<Mailbox>> = (0..n)
+            .map(|i| {
+                let m = Arc::new(Mailbox::new(MailboxLimits {
+                    capacity: 1024,
+                    max_bytes: 4 << 20,
+                    policy: SlowConsumerPolicy::Disconnect,
+                }));
+                hub.subscribe("room:hot", i as u64, Arc::clone(&m));
+                m
+            })
+            .collect();
+        let frame = Outbound::Text(encode::broadcast("room:hot", "new_msg", r#"{"body":"hi"}"#));
+        let mut scratch = VecDeque::new();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    for m in &boxes {
+                        m.drain(&mut scratch);
+                        scratch.clear();
+                        assert!(m.poll_wake(&cx).is_pending());
+                    }
+                },
+                |_| black_box(hub.fan_out("room:hot", &frame, None)),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+/// A sink that takes every byte and says it writes vectored, as a socket does.
+struct Sink(u64);
+
+impl tokio::io::AsyncWrite for Sink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0 += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let n: usize = bufs.iter().map(|b| b.len()).sum();
+        self.0 += n as u64;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A blocking stream that drops what is written (tungstenite's side of the
+/// write bench; it never reads).
+struct NullIo;
+
+impl std::io::Read for NullIo {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl std::io::Write for NullIo {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One session's write of a batch of 10 shared broadcast frames:
+/// `session::frames_out` (headers on the stack, one vectored write) against
+/// tungstenite's own path (each message copied into its write buffer, then
+/// written), both into a sink that costs nothing.
+fn bench_write_batch(c: &mut Criterion) {
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
+    let frame = Outbound::Text(encode::broadcast(
+        "room:hot",
+        "new_msg",
+        r#"{"body":"hello there, how is everyone doing today?"}"#,
+    ));
+    let mut g = c.benchmark_group("write_batch");
+    g.throughput(Throughput::Elements(10));
+    let mut sink = Sink(0);
+    let mut batch = VecDeque::with_capacity(10);
+    // The sink is always ready: one poll completes the write (no runtime).
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    g.bench_function("frames_out_vectored", |b| {
+        b.iter(|| {
+            batch.extend(std::iter::repeat_n(frame.clone(), 10));
+            let write = std::pin::pin!(myriad::session::frames_out::write(&mut sink, &mut batch));
+            assert!(std::future::Future::poll(write, &mut cx).is_ready());
+        })
+    });
+    let mut ws = WebSocket::from_raw_socket(NullIo, Role::Server, None);
+    g.bench_function("tungstenite_write", |b| {
+        b.iter(|| {
+            for _ in 0..10 {
+                ws.write(frame.clone().into_message()).unwrap();
+            }
+            ws.flush().unwrap();
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_codec,
     bench_fanout_baseline,
     bench_fanout,
-    bench_join_leave
+    bench_fanout_waking,
+    bench_join_leave,
+    bench_write_batch
 );
 criterion_main!(benches);

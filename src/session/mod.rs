@@ -15,7 +15,7 @@
 
 pub mod echo;
 mod events;
-mod frames_out;
+pub mod frames_out;
 pub mod lazy_read;
 pub mod longpoll;
 pub mod phoenix;
