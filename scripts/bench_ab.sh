@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Two builds of myriad, measured alternately in one run (A B A B ...), so a change
 # is judged against its base on the same machine at the same time.
-# Usage: scripts/bench_ab.sh A_BIN_DIR B_BIN_DIR [idle|fanout|million|all] [ROUNDS]
+# Usage: scripts/bench_ab.sh A_BIN_DIR B_BIN_DIR [idle|fanout|paced|million|all] [ROUNDS]
+#   paced: A, B and the strong raw baseline (myriad-load baseline-server) each
+#   round, unpaced and with --publish-window 4.
 #   *_BIN_DIR holds `myriad` and `million` (a `target/release` or a copy of one);
 #   myriad-load comes from this checkout (target/release, built here).
 # Example (base = main before a change, built in a worktree):
@@ -43,6 +45,24 @@ for r in $(seq 1 "$rounds"); do
       taskset -c 1 $LOAD fanout --url "$URL" -n 15000 -k 200 --publish-rate 0 --rate 5000 \
         --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
       stop
+    fi
+    if [[ $what == all || $what == paced ]]; then
+      for window in 0 4; do
+        echo "## round $r $side: fan-out to 15 000 subscribers, publish window $window (0 = unpaced)"
+        start "$dir" taskset -c 0 -- --client-rate 0
+        flags=(); [[ $window != 0 ]] && flags=(--publish-window "$window")
+        taskset -c 1 $LOAD fanout --url "$URL" -n 15000 -k 200 --publish-rate 0 "${flags[@]}" --rate 5000 \
+          --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
+        stop
+        if [[ $side == B ]]; then
+          echo "## round $r strong baseline: publish window $window"
+          taskset -c 0 $LOAD baseline-server --listen 127.0.0.1:$PORT --run-for 600s >/dev/null 2>&1 &
+          SP=$!; sleep 1
+          taskset -c 1 $LOAD fanout --url "ws://127.0.0.1:$PORT/" --protocol raw -n 15000 -k 200 --publish-rate 0 \
+            "${flags[@]}" --rate 5000 --source-ips 127.0.0.2-127.0.0.3 --duration 60s --server-pid "$SP" --quiet
+          stop
+        fi
+      done
     fi
     if [[ $what == all || $what == million ]]; then
       echo "## round $r $side: 1 000 000 sessions over in-memory pipes, one broadcast"

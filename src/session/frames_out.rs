@@ -21,9 +21,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::pubsub::mailbox::Outbound;
 
-/// Frames per vectored write: 64 slices, well under any `IOV_MAX`, and a
-/// bounded stack footprint.
-pub const CHUNK: usize = 32;
+/// Frames per vectored write at most: 1024 slices, Linux's `IOV_MAX`. A
+/// backlog of a slow reader goes out in as few syscalls as a copying writer
+/// with a large buffer would use.
+pub const CHUNK: usize = 512;
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -69,21 +70,21 @@ where
     S: AsyncWrite + Unpin,
 {
     let vectored = io.is_write_vectored();
+    let chunk = batch.len().min(CHUNK);
+    let mut headers: Vec<([u8; 10], usize)> = Vec::with_capacity(chunk);
     let mut gathered = Vec::new();
     let (mut messages, mut bytes) = (0u64, 0u64);
     while !batch.is_empty() {
         let n = batch.len().min(CHUNK);
-        let mut headers = [([0u8; 10], 0usize); CHUNK];
-        for (slot, frame) in headers.iter_mut().zip(batch.iter()) {
-            *slot = header(frame);
-        }
+        headers.clear();
+        headers.extend(batch.iter().take(n).map(header));
         if vectored {
-            let mut slices = [IoSlice::new(&[]); 2 * CHUNK];
-            for (i, ((h, used), frame)) in headers.iter().zip(batch.iter()).take(n).enumerate() {
-                slices[2 * i] = IoSlice::new(&h[..*used]);
-                slices[2 * i + 1] = IoSlice::new(payload(frame));
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * n);
+            for ((h, used), frame) in headers.iter().zip(batch.iter()) {
+                slices.push(IoSlice::new(&h[..*used]));
+                slices.push(IoSlice::new(payload(frame)));
             }
-            let mut rest = &mut slices[..2 * n];
+            let mut rest = &mut slices[..];
             // Drop empty payloads' slices up front: a zero-length slice at
             // the head would make a write of "nothing" look like a stall.
             IoSlice::advance_slices(&mut rest, 0);
@@ -96,7 +97,7 @@ where
             }
         } else {
             gathered.clear();
-            for ((h, used), frame) in headers.iter().zip(batch.iter()).take(n) {
+            for ((h, used), frame) in headers.iter().zip(batch.iter()) {
                 gathered.extend_from_slice(&h[..*used]);
                 gathered.extend_from_slice(payload(frame));
             }
@@ -202,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn partial_vectored_and_gathered_writes_put_the_same_bytes_as_tungstenite() {
         let mut frames: Vec<Outbound> = Vec::new();
-        for i in 0..(CHUNK * 2 + 7) {
+        for i in 0..(CHUNK + 7) {
             let n = [0, 1, 125, 126, 300, 70_000][i % 6];
             frames.push(if i % 3 == 0 {
                 Outbound::Binary(Bytes::from(vec![i as u8; n]))
