@@ -261,12 +261,15 @@ fn bench_write_batch(c: &mut Criterion) {
     g.throughput(Throughput::Elements(10));
     let mut sink = Sink(0);
     let mut batch = VecDeque::with_capacity(10);
+    let mut sent = 0;
     // The sink is always ready: one poll completes the write (no runtime).
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     g.bench_function("frames_out_vectored", |b| {
         b.iter(|| {
             batch.extend(std::iter::repeat_n(frame.clone(), 10));
-            let write = std::pin::pin!(myriad::session::frames_out::write(&mut sink, &mut batch));
+            let write = std::pin::pin!(myriad::session::frames_out::write(
+                &mut sink, &mut batch, &mut sent
+            ));
             assert!(std::future::Future::poll(write, &mut cx).is_ready());
         })
     });

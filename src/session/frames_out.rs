@@ -62,13 +62,21 @@ fn payload(frame: &Outbound) -> &[u8] {
 }
 
 /// Write every frame of `batch` in order, then flush; returns the messages
-/// and payload bytes written. Frames leave `batch` once written. A dropped
-/// future may leave a frame half-written: the session closes the
-/// connection after any failed or abandoned write.
-pub async fn write<S>(io: &mut S, batch: &mut VecDeque<Outbound>) -> io::Result<(u64, u64)>
+/// and payload bytes written. Frames leave `batch` once their chunk is
+/// written. `sent` counts the bytes of the chunk at the front of `batch`
+/// already on the wire (0 between chunks): a future dropped mid-write (a
+/// write timeout, an overflow, a hard stop) leaves it there, and
+/// [`finish_partial`] completes the half-sent frame before anything else
+/// (the close frame) may follow it.
+pub async fn write<S>(
+    io: &mut S,
+    batch: &mut VecDeque<Outbound>,
+    sent: &mut usize,
+) -> io::Result<(u64, u64)>
 where
     S: AsyncWrite + Unpin,
 {
+    finish_partial(io, batch, sent).await?;
     let vectored = io.is_write_vectored();
     let chunk = batch.len().min(CHUNK);
     let mut headers: Vec<([u8; 10], usize)> = Vec::with_capacity(chunk);
@@ -93,6 +101,7 @@ where
                 if written == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }
+                *sent += written;
                 IoSlice::advance_slices(&mut rest, written);
             }
         } else {
@@ -101,15 +110,64 @@ where
                 gathered.extend_from_slice(&h[..*used]);
                 gathered.extend_from_slice(payload(frame));
             }
-            io.write_all(&gathered).await?;
+            while *sent < gathered.len() {
+                let written = io.write(&gathered[*sent..]).await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                *sent += written;
+            }
         }
         for frame in batch.drain(..n) {
             messages += 1;
             bytes += frame.len() as u64;
         }
+        *sent = 0;
     }
     io.flush().await?;
     Ok((messages, bytes))
+}
+
+/// After a write abandoned mid-chunk (`sent` > 0): drop the frames at the
+/// front of `batch` that went out whole, and send the rest of the one that
+/// went out in part, so the stream is at a frame boundary again. The frames
+/// behind it stay in `batch`. Nothing to do when `sent` is 0.
+pub async fn finish_partial<S>(
+    io: &mut S,
+    batch: &mut VecDeque<Outbound>,
+    sent: &mut usize,
+) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    while *sent > 0 {
+        let Some(front) = batch.front() else {
+            // Cannot happen: `sent` counts bytes of frames still in `batch`.
+            *sent = 0;
+            break;
+        };
+        let (h, used) = header(front);
+        let whole = used + front.len();
+        if *sent >= whole {
+            *sent -= whole;
+            batch.pop_front();
+            continue;
+        }
+        while *sent < whole {
+            let written = if *sent < used {
+                io.write(&h[*sent..used]).await?
+            } else {
+                io.write(&payload(front)[*sent - used..]).await?
+            };
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            *sent += written;
+        }
+        batch.pop_front();
+        *sent = 0;
+    }
+    io.flush().await
 }
 
 #[cfg(test)]
@@ -219,7 +277,9 @@ mod tests {
                 vectored,
             };
             let mut batch: VecDeque<Outbound> = frames.iter().cloned().collect();
-            let (messages, _) = write(&mut io, &mut batch).await.unwrap();
+            let mut sent = 0;
+            let (messages, _) = write(&mut io, &mut batch, &mut sent).await.unwrap();
+            assert_eq!(sent, 0);
             assert_eq!(messages as usize, frames.len());
             assert!(batch.is_empty());
             assert!(
@@ -227,5 +287,76 @@ mod tests {
                 "vectored {vectored}, {limit} bytes per write"
             );
         }
+    }
+
+    /// Takes `budget` bytes, then is pending until given more.
+    struct Stall {
+        out: Vec<u8>,
+        budget: usize,
+    }
+
+    impl AsyncWrite for Stall {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.budget);
+            if n == 0 {
+                return std::task::Poll::Pending;
+            }
+            self.budget -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_abandoned_inside_a_frame_is_completed_to_a_frame_boundary() {
+        use std::future::Future;
+        let frames: Vec<Outbound> = ["a", "b", "c"]
+            .iter()
+            .map(|c| Outbound::Text(c.repeat(300).into()))
+            .collect();
+        let whole = tungstenite_bytes(&frames);
+        let one = whole.len() / 3;
+        let mut io = Stall {
+            out: Vec::new(),
+            budget: one + 98,
+        };
+        let mut batch: VecDeque<Outbound> = frames.iter().cloned().collect();
+        let mut sent = 0;
+        {
+            let write = std::pin::pin!(write(&mut io, &mut batch, &mut sent));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(
+                write.poll(&mut cx).is_pending(),
+                "stalls inside the second frame"
+            );
+        }
+        assert_eq!(sent, one + 98);
+        io.budget = usize::MAX;
+        finish_partial(&mut io, &mut batch, &mut sent)
+            .await
+            .unwrap();
+        assert_eq!(sent, 0);
+        assert!(io.out == whole[..2 * one], "the first two frames, whole");
+        assert_eq!(batch.len(), 1, "the third was never started and stays");
+        write(&mut io, &mut batch, &mut sent).await.unwrap();
+        assert!(io.out == whole);
     }
 }

@@ -239,6 +239,7 @@ where
         guard: SessionGuard::open(spec),
         out: Vec::new(),
         batch: VecDeque::new(),
+        sent: 0,
     };
     let mut handler = handler;
     async move {
@@ -260,6 +261,9 @@ struct Session<S> {
     out: Vec<Outbound>,
     /// Frames taken from the mailbox for the current write.
     batch: VecDeque<Outbound>,
+    /// Bytes of the chunk at the front of `batch` already on the wire: not 0
+    /// only after a write was abandoned inside a frame (`frames_out`).
+    sent: usize,
 }
 
 /// The next completion, when the handler has a channel for them (the
@@ -454,10 +458,11 @@ where
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
         let ws = &mut self.ws;
         let batch = &mut self.batch;
+        let sent = &mut self.sent;
         let write = async {
             // tungstenite's own frames (a pong it owes) go out whole first.
             ws.flush().await?;
-            frames_out::write(ws.get_mut(), batch)
+            frames_out::write(ws.get_mut(), batch, sent)
                 .await
                 .map_err(WsError::Io)
         };
@@ -529,7 +534,16 @@ where
             reason: reason.text().into(),
         };
         let ws = &mut self.ws;
+        let (batch, sent) = (&mut self.batch, &mut self.sent);
         let handshake = async {
+            // A write abandoned inside a frame (slow consumer, write timeout)
+            // is finished first, or the close would land inside that frame.
+            if frames_out::finish_partial(ws.get_mut(), batch, sent)
+                .await
+                .is_err()
+            {
+                return;
+            }
             if ws.send(Message::Close(Some(frame))).await.is_err() {
                 return;
             }

@@ -209,6 +209,32 @@ async fn a_mailbox_overflow_closes_with_1013() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_overflow_during_a_half_written_frame_finishes_that_frame_before_the_1013() {
+    let config = Config {
+        mailbox_capacity: 2,
+        ..test_config()
+    };
+    // 64 bytes of pipe: the first 300-byte frame goes out in part and stalls.
+    let mut h = start(config, EchoHandler, 64, None).await;
+    let first = "x".repeat(300);
+    h.mailbox
+        .push(Outbound::Text(Utf8Bytes::from(first.clone())));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..10 {
+        h.mailbox
+            .push(Outbound::Text(Utf8Bytes::from("y".repeat(300))));
+    }
+    // The client sees the half-sent frame whole, then the close: a stream
+    // cut inside a frame would fail to parse here instead.
+    assert_eq!(
+        h.client.next().await.unwrap().unwrap(),
+        Message::text(first)
+    );
+    assert_eq!(h.close_code().await, Some(CloseCode::Again));
+    assert!(h.closed_for("slow_consumer"));
+}
+
 /// A handler whose every frame panics: the session's own capture closes 1011.
 struct Panicking;
 
