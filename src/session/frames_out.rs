@@ -140,6 +140,9 @@ pub async fn finish_partial<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    if *sent == 0 {
+        return Ok(());
+    }
     while *sent > 0 {
         let Some(front) = batch.front() else {
             // Cannot happen: `sent` counts bytes of frames still in `batch`.
