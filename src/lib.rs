@@ -14,7 +14,8 @@
 //! - `server::upgrade`: the HTTP → WebSocket handshake (vsn check, 101, spawn).
 //! - `server::api`, `server::admin`: `/api/*`; `/metrics`, `/healthz`, `/readyz`.
 //! - `session`: the per-connection task: read, write, timers, close handshake;
-//!   `session::events` decides which source to ask after a wake.
+//!   `session::events` decides which source to ask after a wake;
+//!   `session::frames_out` writes data frames to the socket, vectored.
 //! - `session::phoenix`: a connection's channels and the V2 dispatch rules
 //!   (`rate`: client rate limiting; `params`: what a join asks for).
 //! - `session::echo`, `session::lazy_read`: the echo handler; socket reads that hold
@@ -27,7 +28,8 @@
 //! - `pubsub::node`: `Node`, the one owner of a node's topics (hub, history,
 //!   presence, routing, membership): join, leave, publish; what other nodes send.
 //! - `pubsub::hub`, `pubsub::mailbox`: topic → subscribers and the fan-out loop;
-//!   a session's bounded outbound queue (messages and bytes).
+//!   a session's bounded outbound queue (messages and bytes). `pubsub::prefetch`:
+//!   the fan-out's cache hints, the crate's only `unsafe`.
 //! - `pubsub::history`, `pubsub::presence`, `pubsub::membership`: per-topic rings
 //!   with offsets and epochs; who is in a topic; which other nodes are alive.
 //! - `pubsub::broker`: the transport to other nodes (`local`, `redis`, `nats`),
