@@ -48,22 +48,34 @@ fn bench_codec(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_fanout(c: &mut Criterion) {
-    let mut g = c.benchmark_group("fanout");
-    for n in [1usize, 100, 1_000, 10_000, 100_000] {
-        let hub = Hub::new();
-        let boxes: Vec<Arc<Mailbox>> = (0..n)
-            .map(|i| {
-                let m = Arc::new(Mailbox::new(MailboxLimits {
-                    capacity: 1024,
-                    max_bytes: 4 << 20,
-                    policy: SlowConsumerPolicy::Disconnect,
-                }));
-                hub.subscribe("room:hot", i as u64, Arc::clone(&m));
-                m
-            })
-            .collect();
-        let frame = Outbound::Text(encode::broadcast("room:hot", "new_msg", r#"{"body":"hi"}"#));
+/// A hub with `n` members on `room:hot`, their mailboxes, and a broadcast frame.
+fn hot_topic(n: usize) -> (Hub, Vec<Arc<Mailbox>>, Outbound) {
+    let hub = Hub::new();
+    let boxes = (0..n)
+        .map(|i| {
+            let m = Arc::new(Mailbox::new(MailboxLimits {
+                capacity: 1024,
+                max_bytes: 4 << 20,
+                policy: SlowConsumerPolicy::Disconnect,
+            }));
+            hub.subscribe("room:hot", i as u64, Arc::clone(&m));
+            m
+        })
+        .collect();
+    let frame = Outbound::Text(encode::broadcast("room:hot", "new_msg", r#"{"body":"hi"}"#));
+    (hub, boxes, frame)
+}
+
+/// Fan-out of one frame to `sizes` members; with `waiting`, every member's
+/// session waits on its mailbox (a registered waker, as an idle session has),
+/// which adds the batched push, header prefetch and wake path of
+/// `pubsub::hub`. The waker is a no-op, so that measures the fan-out's side of
+/// a wake-up, not a scheduler's.
+fn fanout_group(c: &mut Criterion, name: &str, sizes: &[usize], waiting: bool) {
+    let mut g = c.benchmark_group(name);
+    let cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for &n in sizes {
+        let (hub, boxes, frame) = hot_topic(n);
         let mut scratch = VecDeque::new();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -72,6 +84,9 @@ fn bench_fanout(c: &mut Criterion) {
                     for m in &boxes {
                         m.drain(&mut scratch);
                         scratch.clear();
+                        if waiting {
+                            assert!(m.poll_wake(&cx).is_pending());
+                        }
                     }
                 },
                 |_| black_box(hub.fan_out("room:hot", &frame, None)),
@@ -80,6 +95,14 @@ fn bench_fanout(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn bench_fanout(c: &mut Criterion) {
+    fanout_group(c, "fanout", &[1, 100, 1_000, 10_000, 100_000], false);
+}
+
+fn bench_fanout_waking(c: &mut Criterion) {
+    fanout_group(c, "fanout_waking", &[100, 10_000, 100_000], true);
 }
 
 /// Baseline for fan-out ratios: the same frame cloned into N plain queues, no
@@ -140,47 +163,6 @@ fn bench_join_leave(c: &mut Criterion) {
             hub.unsubscribe("room:hot", 1_000_000);
         })
     });
-    g.finish();
-}
-
-/// Fan-out into mailboxes whose sessions wait (each has a registered waker,
-/// as an idle session does): the batched push, header prefetch and wake path
-/// of `pubsub::hub`. The waker is a no-op, so this measures the fan-out's
-/// side of a wake-up, not a scheduler's.
-fn bench_fanout_waking(c: &mut Criterion) {
-    let mut g = c.benchmark_group("fanout_waking");
-    let waker = std::task::Waker::noop();
-    let cx = std::task::Context::from_waker(waker);
-    for n in [100usize, 10_000, 100_000] {
-        let hub = Hub::new();
-        let boxes: Vec<Arc<Mailbox>> = (0..n)
-            .map(|i| {
-                let m = Arc::new(Mailbox::new(MailboxLimits {
-                    capacity: 1024,
-                    max_bytes: 4 << 20,
-                    policy: SlowConsumerPolicy::Disconnect,
-                }));
-                hub.subscribe("room:hot", i as u64, Arc::clone(&m));
-                m
-            })
-            .collect();
-        let frame = Outbound::Text(encode::broadcast("room:hot", "new_msg", r#"{"body":"hi"}"#));
-        let mut scratch = VecDeque::new();
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter_batched(
-                || {
-                    for m in &boxes {
-                        m.drain(&mut scratch);
-                        scratch.clear();
-                        assert!(m.poll_wake(&cx).is_pending());
-                    }
-                },
-                |_| black_box(hub.fan_out("room:hot", &frame, None)),
-                criterion::BatchSize::PerIteration,
-            )
-        });
-    }
     g.finish();
 }
 

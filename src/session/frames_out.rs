@@ -193,31 +193,33 @@ mod tests {
         assert_eq!(big, ([0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0], 10));
     }
 
-    /// A stream that takes at most `limit` bytes per write and says it writes
-    /// vectored (as a TCP socket does).
-    struct Trickle {
+    /// A stream that takes at most `limit` bytes per write and `budget` in
+    /// all (then is pending until given more), vectored or not.
+    struct TestStream {
         out: Vec<u8>,
         limit: usize,
+        budget: usize,
         vectored: bool,
     }
 
-    impl AsyncWrite for Trickle {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            let n = buf.len().min(self.limit);
-            self.out.extend_from_slice(&buf[..n]);
-            std::task::Poll::Ready(Ok(n))
+    impl TestStream {
+        fn new(limit: usize, vectored: bool) -> TestStream {
+            TestStream {
+                out: Vec::new(),
+                limit,
+                budget: usize::MAX,
+                vectored,
+            }
         }
 
-        fn poll_write_vectored(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            bufs: &[IoSlice<'_>],
+        fn take<'a>(
+            &mut self,
+            bufs: impl IntoIterator<Item = &'a [u8]>,
         ) -> std::task::Poll<io::Result<usize>> {
-            let mut left = self.limit;
+            let mut left = self.limit.min(self.budget);
+            if left == 0 {
+                return std::task::Poll::Pending;
+            }
             let mut n = 0;
             for b in bufs {
                 let take = b.len().min(left);
@@ -228,7 +230,26 @@ mod tests {
                     break;
                 }
             }
+            self.budget -= n;
             std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for TestStream {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.take([buf])
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.take(bufs.iter().map(|b| &**b))
         }
 
         fn is_write_vectored(&self) -> bool {
@@ -274,11 +295,7 @@ mod tests {
         }
         let expected = tungstenite_bytes(&frames);
         for (vectored, limit) in [(true, 7), (true, 1 << 20), (false, 5), (false, 1 << 20)] {
-            let mut io = Trickle {
-                out: Vec::new(),
-                limit,
-                vectored,
-            };
+            let mut io = TestStream::new(limit, vectored);
             let mut batch: VecDeque<Outbound> = frames.iter().cloned().collect();
             let mut sent = 0;
             let (messages, _) = write(&mut io, &mut batch, &mut sent).await.unwrap();
@@ -292,42 +309,6 @@ mod tests {
         }
     }
 
-    /// Takes `budget` bytes, then is pending until given more.
-    struct Stall {
-        out: Vec<u8>,
-        budget: usize,
-    }
-
-    impl AsyncWrite for Stall {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<io::Result<usize>> {
-            let n = buf.len().min(self.budget);
-            if n == 0 {
-                return std::task::Poll::Pending;
-            }
-            self.budget -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            std::task::Poll::Ready(Ok(n))
-        }
-
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn a_write_abandoned_inside_a_frame_is_completed_to_a_frame_boundary() {
         use std::future::Future;
@@ -337,10 +318,8 @@ mod tests {
             .collect();
         let whole = tungstenite_bytes(&frames);
         let one = whole.len() / 3;
-        let mut io = Stall {
-            out: Vec::new(),
-            budget: one + 98,
-        };
+        let mut io = TestStream::new(usize::MAX, true);
+        io.budget = one + 98;
         let mut batch: VecDeque<Outbound> = frames.iter().cloned().collect();
         let mut sent = 0;
         {

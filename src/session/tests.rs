@@ -43,6 +43,21 @@ async fn start<H: FrameHandler + 'static>(
     expires_in: Option<Duration>,
 ) -> Harness {
     let (server_io, client_io) = tokio::io::duplex(pipe);
+    start_on(server_io, client_io, config, handler, expires_in).await
+}
+
+/// A session with `handler` on `server_io`, its client on `client_io`.
+async fn start_on<S, H>(
+    server_io: S,
+    client_io: DuplexStream,
+    config: Config,
+    handler: H,
+    expires_in: Option<Duration>,
+) -> Harness
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: FrameHandler + 'static,
+{
     let config = Arc::new(config);
     let ws =
         WebSocketStream::from_raw_socket(server_io, Role::Server, Some(websocket_config(&config)))
@@ -381,31 +396,8 @@ async fn broadcasts_wake_a_session_without_rereading_its_socket_and_frames_still
         inner: server_io,
         reads: Arc::clone(&reads),
     };
-    let config = Arc::new(test_config());
-    let ws =
-        WebSocketStream::from_raw_socket(server_io, Role::Server, Some(websocket_config(&config)))
-            .await;
-    let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-    let hard_stop = CancellationToken::new();
-    let signals = ShutdownSignals {
-        drain: hard_stop.child_token(),
-        hard_stop,
-    };
-    let mailbox = new_mailbox(&config);
-    let spec = SessionSpec {
-        id: 1,
-        peer: "127.0.0.1:9".parse().unwrap(),
-        endpoint: Endpoint::Echo,
-        config: Arc::clone(&config),
-        metrics: Metrics::new(),
-        registry: Arc::new(Registry::new()),
-        signals: signals.clone(),
-        mailbox: Arc::clone(&mailbox),
-        expires_at: None,
-        user: None,
-        webhooks: None,
-    };
-    let session = tokio::spawn(run(ws, EchoHandler, spec));
+    let h = start_on(server_io, client_io, test_config(), EchoHandler, None).await;
+    let (mut client, mailbox, signals, session) = (h.client, h.mailbox, h.signals, h.session);
     // One frame per wake: each is read by the client before the next is queued.
     mailbox.push(Outbound::Text("first".into()));
     assert_eq!(
