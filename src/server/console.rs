@@ -90,13 +90,16 @@ struct Overview {
 /// Behind `require_key` (see `router`).
 async fn overview(State(state): State<Arc<AppState>>) -> Response {
     let node = &state.node;
+    // The same figures this node sends the others (`AppState::new` says how
+    // to read them).
+    let own = node.own_figures().unwrap_or_default();
     let mut nodes = vec![NodeRow {
         node: node.node_id().unwrap_or_else(|| String::from("local")),
         this: true,
-        sessions: state.registry.len() as u64,
-        topics: node.topic_count() as u64,
-        memory: crate::process::memory_in_use().unwrap_or(0),
-        draining: state.is_draining(),
+        sessions: own.sessions,
+        topics: own.topics,
+        memory: own.memory,
+        draining: own.draining,
         broker: match (state.config.broker, node.is_ready()) {
             (crate::config::BrokerKind::Local, _) => "local",
             (_, true) => "connected",

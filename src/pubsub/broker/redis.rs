@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands;
 
-use super::link::{LinkParts, LinkState, StoredFrame};
+use super::link::{self, LinkParts, LinkState, StoredFrame};
 use super::security::LinkSecurity;
 use super::sentinel::{self, SentinelUrl};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
@@ -139,15 +139,13 @@ impl Retry {
     }
 
     /// While the link is down: history publishes from the queue are kept,
-    /// everything else dropped (counted), as `link::drop_queued` does.
+    /// everything else dropped (counted).
     fn drain_queue(&mut self, parts: &mut LinkParts) {
-        let _ = parts.state.take_changed();
-        while parts.changes.try_recv().is_ok() {}
-        while let Ok(env) = parts.out.try_recv() {
-            parts.state.metrics.broker_queue_depth.decrement(1.0);
+        let metrics = Arc::clone(&parts.state.metrics);
+        link::drain_queued(parts, |env| {
             let item = self.item(env);
-            self.keep(item, &parts.state.metrics);
-        }
+            self.keep(item, &metrics);
+        });
     }
 }
 

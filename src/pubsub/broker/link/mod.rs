@@ -439,15 +439,19 @@ fn node_id() -> String {
 /// link returns. Membership changes are dropped too: the reconnect
 /// resubscribes from the node's topics.
 pub fn drop_queued(parts: &mut LinkParts) {
+    let metrics = Arc::clone(&parts.state.metrics);
+    drain_queued(parts, |_| metrics.broker_dropped_disconnected.increment(1));
+}
+
+/// Empty the queue while the backend is down, handing each envelope to
+/// `each` (which keeps or drops it, and counts what it drops); membership
+/// changes are dropped, as in [`drop_queued`].
+pub fn drain_queued(parts: &mut LinkParts, mut each: impl FnMut(Envelope)) {
     parts.state.changed.lock().clear();
     while parts.changes.try_recv().is_ok() {}
-    let mut n = 0u64;
-    while parts.out.try_recv().is_ok() {
-        n += 1;
-    }
-    if n > 0 {
-        parts.state.metrics.broker_queue_depth.decrement(n as f64);
-        parts.state.metrics.broker_dropped_disconnected.increment(n);
+    while let Ok(env) = parts.out.try_recv() {
+        parts.state.metrics.broker_queue_depth.decrement(1.0);
+        each(env);
     }
 }
 
