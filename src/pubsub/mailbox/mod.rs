@@ -154,6 +154,11 @@ struct State {
 }
 
 impl State {
+    /// Something for the session: frames, an overflow, or a close request.
+    fn ready(&self) -> bool {
+        !self.queue.is_empty() || self.overflowed || self.close_requested.is_some()
+    }
+
     /// Remember `cx`'s waker (one task owns the mailbox, so one slot).
     fn register(&mut self, cx: &Context<'_>) {
         match &self.waker {
@@ -279,7 +284,7 @@ impl Mailbox {
     pub fn poll_wake(&self, cx: &Context<'_>) -> Poll<Woken> {
         let mut st = self.state.lock();
         let woken = Woken {
-            mailbox: !st.queue.is_empty() || st.overflowed || st.close_requested.is_some(),
+            mailbox: st.ready(),
             others: std::mem::take(&mut st.others_woken),
         };
         if woken == Woken::default() {
@@ -381,7 +386,7 @@ impl Future for Ready<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = self.0.state.lock();
-        if !st.queue.is_empty() || st.overflowed || st.close_requested.is_some() {
+        if st.ready() {
             Poll::Ready(())
         } else {
             st.register(cx);

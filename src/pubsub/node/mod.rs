@@ -657,20 +657,15 @@ impl Node {
     /// merged with the others of a big topic until the next
     /// `flush_presence_diffs` (`diffs`).
     pub(super) fn presence_diff_here(&self, topic: &str, diff: &str) {
-        let send = |diff: &str| {
-            self.metrics.broadcasts.increment(1);
-            let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
-            self.deliver(topic, &frame, None);
-        };
         match self
             .diffs
             .offer(topic, self.hub.subscriber_count(topic), diff)
         {
-            diffs::Offer::Now => send(diff),
+            diffs::Offer::Now => self.send_presence_diff(topic, diff),
             diffs::Offer::Kept => self.metrics.presence_diffs_coalesced.increment(1),
             diffs::Offer::Full(merged) => {
                 self.metrics.presence_diffs_coalesced.increment(1);
-                send(&merged);
+                self.send_presence_diff(topic, &merged);
             }
         }
     }
@@ -679,10 +674,15 @@ impl Node {
     /// `presence_batch_interval`).
     pub fn flush_presence_diffs(&self) {
         for (topic, diff) in self.diffs.take() {
-            self.metrics.broadcasts.increment(1);
-            let frame = Outbound::Text(encode::broadcast(&topic, "presence_diff", &diff));
-            self.deliver(&topic, &frame, None);
+            self.send_presence_diff(&topic, &diff);
         }
+    }
+
+    /// One `presence_diff` frame to this node's members of `topic`.
+    fn send_presence_diff(&self, topic: &str, diff: &str) {
+        self.metrics.broadcasts.increment(1);
+        let frame = Outbound::Text(encode::broadcast(topic, "presence_diff", diff));
+        self.deliver(topic, &frame, None);
     }
 
     /// The `presence_state` payload of `topic` (every node's members).
