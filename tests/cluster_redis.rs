@@ -356,19 +356,9 @@ async fn the_api_answers_with_the_cluster_wide_history_offset() {
     let topic = "chat:api-offsets";
     let mut listener = b.client().await;
     listener.join_ok(topic).await;
-    let http = reqwest::Client::new();
     let mut answered = Vec::new();
     for (node, i) in [(&a, 0), (&b, 1), (&a, 2)] {
-        let resp = http
-            .post(format!("http://{}/api/broadcast", node.public))
-            .header("authorization", "Bearer cluster-key")
-            .header("content-type", "application/json")
-            .body(json!({"topic": topic, "event": "m", "payload": {"i": i}}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        let body = node.api_broadcast("cluster-key", topic, i).await;
         answered.push(body["offset"].as_u64().unwrap_or_else(|| panic!("{body}")));
     }
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Backend, Node};
 use common::DEADLINE;
-use serde_json::{json, Value};
+use serde_json::json;
 
 async fn redis_cmd(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
@@ -44,17 +44,7 @@ where
 
 /// Publish through node `node`'s API; the offset Redis gave it, if any.
 async fn publish(node: &Node, topic: &str, i: u64) -> Option<u64> {
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/api/broadcast", node.public))
-        .header("authorization", "Bearer sentinel-key")
-        .header("content-type", "application/json")
-        .body(json!({"topic": topic, "event": "m", "payload": {"i": i}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-    body["offset"].as_u64()
+    node.api_broadcast("sentinel-key", topic, i).await["offset"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -416,6 +416,21 @@ impl Node {
         Client::connect(&self.ws_url()).await
     }
 
+    /// `POST /api/broadcast` with API key `key` of `{"i": i}` as `m` on
+    /// `topic`; asserts a 200 and returns the answer's body.
+    pub async fn api_broadcast(&self, key: &str, topic: &str, i: u64) -> Value {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/broadcast", self.public))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(json!({"topic": topic, "event": "m", "payload": {"i": i}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+    }
+
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, text) = http_get(&format!("http://{}/metrics", self.admin)).await;
         metric_value(&text, name)

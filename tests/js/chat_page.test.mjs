@@ -8,25 +8,17 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, launchBrowser } from "./server.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = path.resolve(here, "../../test-output/browser");
-const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 let server;
 let browser;
 
 before(async () => {
   mkdirSync(outDir, { recursive: true });
   server = await startServer([]);
-  browser = await chromium.launch({
-    executablePath,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -9,14 +9,12 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createHmac } from "node:crypto";
-import { chromium } from "playwright-core";
 import { Socket } from "phoenix";
 import WebSocket from "ws";
-import { startServer, within } from "./server.mjs";
+import { startServer, within, launchBrowser } from "./server.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const outDir = path.resolve(here, "../../test-output/browser");
-const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const KEY = "console-test-key";
 const SECRET = "console-test-secret-of-at-least-32-bytes!";
 
@@ -32,10 +30,7 @@ let browser;
 before(async () => {
   mkdirSync(outDir, { recursive: true });
   server = await startServer(["--admin-ui", "--api-keys", KEY, "--jwt-secret", SECRET]);
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

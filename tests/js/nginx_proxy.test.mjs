@@ -13,13 +13,11 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, launchBrowser } from "./server.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 const outDir = path.join(root, "test-output/browser");
-const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const nginxBin = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => spawnSync(p, ["-v"]).status === 0);
 let server;
 let browser;
@@ -78,10 +76,7 @@ before(async () => {
   assert.ok(nginxBin, "nginx must be installed (scripts/test.sh installs Debian's nginx)");
   mkdirSync(outDir, { recursive: true });
   server = await startServer([]);
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -2,6 +2,7 @@
 // afterwards. The binary is $TEST_MYRIAD_BIN or target/debug/myriad.
 // (Not MYRIAD_*: every MYRIAD_* variable is a server config key.)
 import { spawn } from "node:child_process";
+import { chromium } from "playwright-core";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -54,5 +55,13 @@ export function within(ms, what, body) {
       clearTimeout(timer);
       reject(err);
     });
+  });
+}
+
+// Headless Chromium (Debian's, or $CHROMIUM_PATH) for the browser tests.
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
   });
 }

@@ -4,21 +4,15 @@
 // gets exactly the broadcasts it missed.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, launchBrowser } from "./server.mjs";
 
-const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 let server;
 let browser;
 
 before(async () => {
   // Streams end after ~1.5 s: the browser's own reconnect is exercised too.
   server = await startServer(["--api-keys", "k", "--sse-max-age", "1500ms"]);
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
