@@ -569,29 +569,29 @@ async fn per_address_caps_see_real_clients_behind_trusted_proxies_only() {
     assert_eq!((first, second), (101, 503));
 }
 
+/// GET `url` with 20 wrong API keys, then the right one: the statuses of the
+/// guesses and the last answer.
+async fn guess_keys(url: &str) -> (Vec<u16>, reqwest::Response) {
+    let http = reqwest::Client::new();
+    let get = |key: String| {
+        http.get(url)
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(get(format!("guess-{i}")).await.unwrap().status().as_u16());
+    }
+    (statuses, get(KEY.to_string()).await.unwrap())
+}
+
 #[tokio::test]
 async fn guessing_api_keys_gets_an_address_throttled() {
     let server = server().await;
-    let http = reqwest::Client::new();
-    let mut statuses = Vec::new();
-    for i in 0..20 {
-        let resp = http
-            .get(format!("http://{}/api/stats", server.public))
-            .header("authorization", format!("Bearer guess-{i}"))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(resp.status().as_u16());
-    }
+    let (statuses, resp) = guess_keys(&format!("http://{}/api/stats", server.public)).await;
     assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     // Blocked: even the right key waits (the key is not compared meanwhile).
-    let resp = http
-        .get(format!("http://{}/api/stats", server.public))
-        .header("authorization", format!("Bearer {KEY}"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
     assert!(resp.headers().contains_key("retry-after"));
     let text = server.metrics().await;
@@ -667,24 +667,8 @@ async fn the_console_is_no_way_around_the_key_throttle() {
         c.admin_ui = true;
     })
     .await;
-    let http = reqwest::Client::new();
-    let mut statuses = Vec::new();
-    for i in 0..20 {
-        let resp = http
-            .get(format!("http://{}/console/overview", server.admin))
-            .header("authorization", format!("Bearer guess-{i}"))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(resp.status().as_u16());
-    }
+    let (statuses, resp) = guess_keys(&format!("http://{}/console/overview", server.admin)).await;
     assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    let resp = http
-        .get(format!("http://{}/console/overview", server.admin))
-        .header("authorization", format!("Bearer {KEY}"))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(resp.status().as_u16(), 429, "blocked even with the key");
 }
