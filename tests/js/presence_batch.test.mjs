@@ -4,8 +4,8 @@
 // every list exactly as separate diffs would.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Socket, Presence } from "phoenix";
-import WebSocket from "ws";
+import { Presence } from "phoenix";
+import { connectSocket } from "./phoenix_socket.mjs";
 import { startServer, within } from "./server.mjs";
 
 let server;
@@ -23,10 +23,7 @@ after(async () => {
 });
 
 function channel(topic, name) {
-  const socket = new Socket(server.url, { transport: WebSocket, rejoinAfterMs: () => 50, reconnectAfterMs: () => 50 });
-  sockets.push(socket);
-  socket.connect();
-  return socket.channel(topic, { meta: { name } });
+  return connectSocket(server.url, sockets).channel(topic, { meta: { name } });
 }
 
 const join = (ch) =>

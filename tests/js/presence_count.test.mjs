@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join as pathJoin } from "node:path";
-import { Socket, Presence } from "phoenix";
-import WebSocket from "ws";
+import { Presence } from "phoenix";
+import { connectSocket } from "./phoenix_socket.mjs";
 import { startServer, within } from "./server.mjs";
 
 let server;
@@ -26,10 +26,7 @@ after(async () => {
 });
 
 function channel(topic, name) {
-  const socket = new Socket(server.url, { transport: WebSocket, rejoinAfterMs: () => 50, reconnectAfterMs: () => 50 });
-  sockets.push(socket);
-  socket.connect();
-  return socket.channel(topic, { meta: { name } });
+  return connectSocket(server.url, sockets).channel(topic, { meta: { name } });
 }
 
 function join(ch) {

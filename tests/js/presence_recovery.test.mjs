@@ -2,8 +2,8 @@
 // through an unmodified client (offset read from the ref slot of broadcasts).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Socket, Presence } from "phoenix";
-import WebSocket from "ws";
+import { Presence } from "phoenix";
+import { connectSocket } from "./phoenix_socket.mjs";
 import { startServer, within } from "./server.mjs";
 
 let server;
@@ -19,10 +19,7 @@ after(async () => {
 });
 
 function connect() {
-  const socket = new Socket(server.url, { transport: WebSocket, rejoinAfterMs: () => 50, reconnectAfterMs: () => 50 });
-  sockets.push(socket);
-  socket.connect();
-  return socket;
+  return connectSocket(server.url, sockets);
 }
 
 function join(channel) {
