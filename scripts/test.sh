@@ -40,6 +40,9 @@ command -v openssl >/dev/null || apt_install openssl
 # Cluster tests start their own redis-server / nats-server on free loopback ports
 # (and stop them); the Debian services the packages enable are not used.
 command -v redis-server >/dev/null || apt_install redis-server
+# redis-cli makes the Redis Cluster of tests/cluster_redis_cluster.rs
+# (`--cluster create`); Debian ships it in redis-tools.
+command -v redis-cli >/dev/null || apt_install redis-tools
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
 # The deploy kit's nginx config is tested with the chat page behind it.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx

@@ -48,6 +48,7 @@ pub const CLIENT_REFUSALS: &str = "myriad_client_refusals_total";
 pub const PRESENCE_UNTRACKED: &str = "myriad_presence_untracked_total";
 pub const REPLAYS_REFUSED: &str = "myriad_history_replays_refused_total";
 pub const HISTORY_UNSTORED: &str = "myriad_history_unstored_total";
+pub const HISTORY_GAPS: &str = "myriad_history_gaps_total";
 pub const BROKER_CONNECTED: &str = "myriad_broker_connected";
 pub const BROKER_PUBLISHED: &str = "myriad_broker_published_total";
 pub const BROKER_RECEIVED: &str = "myriad_broker_received_total";
@@ -291,6 +292,7 @@ pub struct Metrics {
     pub presence_untracked: Counter,
     pub replays_refused: Counter,
     pub history_unstored: Counter,
+    pub history_gaps: Counter,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -322,6 +324,10 @@ pub struct Metrics {
     pub broker_received: Counter,
     pub broker_dropped_queue_full: Counter,
     pub broker_dropped_disconnected: Counter,
+    /// Inbound cluster traffic the link task could not keep up with (Redis
+    /// Cluster's push queue, bounded by `broker_queue`); the link then
+    /// resynchronises.
+    pub broker_dropped_inbound_full: Counter,
     pub broker_errors: Counter,
     pub broker_refused: Family<BrokerRefusal>,
     pub broker_reconnects: Counter,
@@ -496,7 +502,7 @@ impl Metrics {
             KeyName::from_const_str(BROKER_DROPPED),
             None,
             SharedString::const_str(
-                "Publishes not sent to other nodes (local delivery unaffected), by reason: queue_full (broker_queue) or disconnected.",
+                "Publishes not sent to other nodes (local delivery unaffected), by reason: queue_full (broker_queue) or disconnected; inbound_full: traffic from a Redis Cluster the link could not keep up with (it then resynchronises).",
             ),
         );
 
@@ -518,6 +524,7 @@ impl Metrics {
             ),
             broker_dropped_queue_full: labelled(BROKER_DROPPED, "reason", "queue_full"),
             broker_dropped_disconnected: labelled(BROKER_DROPPED, "reason", "disconnected"),
+            broker_dropped_inbound_full: labelled(BROKER_DROPPED, "reason", "inbound_full"),
             broker_errors: counter(
                 BROKER_ERRORS,
                 "Broker connection, publish and decode errors.",
@@ -669,6 +676,11 @@ impl Metrics {
             history_unstored: counter(
                 HISTORY_UNSTORED,
                 "History publishes delivered without an offset: no room for a new ring (history_max_topics or history_max_bytes).",
+                None,
+            ),
+            history_gaps: counter(
+                HISTORY_GAPS,
+                "Cluster-sequenced history frames that arrived after a missing offset; the frames kept before them were dropped, so recovery across the gap answers recovered:false.",
                 None,
             ),
             replays_refused: counter(

@@ -419,3 +419,48 @@ fn config_check_reads_sentinel_urls() {
         "{err}"
     );
 }
+
+#[test]
+fn config_check_reads_cluster_urls_and_tls_multi_server_urls() {
+    let ok = config_check(
+        "cluster-ok.toml",
+        "broker = \"redis\"\nbroker_url = \"redis+cluster://u:pw@127.0.0.1:1,127.0.0.1:2\"\n",
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(!String::from_utf8_lossy(&ok.stderr).contains(":pw@"));
+    // A database or options in a cluster URL are refused, not ignored.
+    let bad = config_check(
+        "cluster-bad.toml",
+        "broker = \"redis\"\nbroker_url = \"redis+cluster://127.0.0.1:1/2\"\n",
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("broker_url") && err.contains("nodes"), "{err}");
+    // TLS files go with the TLS forms of both, and only with them.
+    let ca = std::env::temp_dir().join(format!("myriad-cli-ca-{}.pem", std::process::id()));
+    // A PEM block is all config check reads (the certificate is parsed by
+    // the link when it connects).
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let ca = ca.to_string_lossy();
+    for (url, fine) in [
+        ("rediss+cluster://127.0.0.1:1", true),
+        ("rediss+sentinel://127.0.0.1:1/m", true),
+        ("redis+cluster://127.0.0.1:1", false),
+        ("redis+sentinel://127.0.0.1:1/m", false),
+    ] {
+        let out = config_check(
+            "tls-multi.toml",
+            &format!("broker = \"redis\"\nbroker_url = \"{url}\"\nbroker_tls_ca = \"{ca}\"\n"),
+        );
+        assert_eq!(out.status.success(), fine, "{url}: {out:?}");
+        if !fine {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("needs a TLS broker_url"), "{err}");
+        }
+    }
+    let _ = std::fs::remove_file(&*ca);
+}

@@ -3,6 +3,9 @@
 //! traffic, the sentinel promotes the replica, the nodes' links ask again and
 //! reconnect there, and every history publish that was answered with an
 //! offset (the API's answer) is still there for a client afterwards, in order.
+//! The same over TLS (`rediss+sentinel://`): sentinel, master and replica
+//! speak TLS only, and the nodes check their certificates against
+//! `broker_tls_ca`.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -11,11 +14,27 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Backend, Node};
+use common::tls::TlsFiles;
 use common::DEADLINE;
 use serde_json::json;
 
-async fn redis_cmd(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+/// A command to the server on `port` (over TLS, checked against `tls`'s CA,
+/// when given).
+async fn redis_cmd(
+    port: u16,
+    tls: Option<&TlsFiles>,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let client = match tls {
+        None => redis::Client::open(format!("redis://127.0.0.1:{port}"))?,
+        Some(tls) => redis::Client::build_with_tls(
+            format!("rediss://127.0.0.1:{port}"),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(tls.path("ca.pem")).unwrap()),
+            },
+        )?,
+    };
     // redis-rs gives up on an answer after 500 ms by default; WAIT may take longer.
     let config =
         redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
@@ -49,26 +68,52 @@ async fn publish(node: &Node, topic: &str, i: u64) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_sentinel_failover_no_acknowledged_history_is_lost() {
-    let dir = std::env::temp_dir().join(format!("myriad-sentinel-{}", std::process::id()));
+    failover_keeps_acknowledged_history(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_tls_sentinel_failover_no_acknowledged_history_is_lost() {
+    let tls = TlsFiles::new();
+    failover_keeps_acknowledged_history(Some(&tls)).await;
+}
+
+async fn failover_keeps_acknowledged_history(tls: Option<&TlsFiles>) {
+    let dir = std::env::temp_dir().join(format!(
+        "myriad-sentinel-{}-{}",
+        std::process::id(),
+        tls.is_some()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut master = Backend::redis();
-    let replica = Backend::redis_replica_of(master.port);
-    let sentinel = Backend::redis_sentinel(&dir, "mymaster", master.port);
+    let (mut master, replica) = match tls {
+        None => {
+            let master = Backend::redis();
+            let replica = Backend::redis_replica_of(master.port);
+            (master, replica)
+        }
+        Some(tls) => {
+            let master = Backend::redis_tls(tls, false);
+            let replica = Backend::redis_tls_replica_of(tls, master.port);
+            (master, replica)
+        }
+    };
+    let sentinel = Backend::redis_sentinel(&dir, "mymaster", master.port, tls);
     // The sentinel has found the replica (it can only promote one it knows).
     eventually(
         Duration::from_secs(30),
         "sentinel sees the replica",
         || async {
             matches!(
-                redis_cmd(sentinel.port, &["SENTINEL", "replicas", "mymaster"]).await,
+                redis_cmd(sentinel.port, tls, &["SENTINEL", "replicas", "mymaster"]).await,
                 Ok(redis::Value::Array(r)) if !r.is_empty()
             )
         },
     )
     .await;
 
-    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
-    let args = [
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    let url = format!("{scheme}+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    let ca = tls.map(|t| t.path("ca.pem"));
+    let mut args = vec![
         "--broker",
         "redis",
         "--broker-url",
@@ -76,6 +121,9 @@ async fn through_a_sentinel_failover_no_acknowledged_history_is_lost() {
         "--api-keys",
         "sentinel-key",
     ];
+    if let Some(ca) = &ca {
+        args.extend(["--broker-tls-ca", ca.as_str()]);
+    }
     let (a, b) = (Node::spawn(&args), Node::spawn(&args));
     for n in [&a, &b] {
         assert!(
@@ -92,7 +140,7 @@ async fn through_a_sentinel_failover_no_acknowledged_history_is_lost() {
     // Acknowledged writes are on the replica before the master dies (Redis
     // replicates asynchronously; WAIT is what an operator's durability
     // check would do).
-    let synced = redis_cmd(master.port, &["WAIT", "1", "5000"])
+    let synced = redis_cmd(master.port, tls, &["WAIT", "1", "5000"])
         .await
         .unwrap();
     assert_eq!(synced, redis::Value::Int(1));
@@ -125,7 +173,7 @@ async fn through_a_sentinel_failover_no_acknowledged_history_is_lost() {
     // The new master carried on from the replicated sequence.
     assert_eq!(acked[5], 6, "{acked:?}");
     assert!(acked.windows(2).all(|w| w[1] == w[0] + 1), "{acked:?}");
-    let promoted = redis_cmd(replica.port, &["ROLE"]).await.unwrap();
+    let promoted = redis_cmd(replica.port, tls, &["ROLE"]).await.unwrap();
     assert!(format!("{promoted:?}").contains("master"), "{promoted:?}");
 
     // Node B (its link went through the same failover) has every acknowledged

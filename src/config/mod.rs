@@ -10,7 +10,7 @@ mod flags;
 pub mod hooks;
 pub mod keys;
 pub mod namespace;
-pub mod sentinel_url;
+pub mod redis_url;
 pub mod sources;
 pub mod units;
 mod validate;

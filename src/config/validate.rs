@@ -297,7 +297,14 @@ impl Config {
             why: why.to_owned(),
         };
         let url = self.broker_url.as_deref().unwrap_or("");
-        let tls_url = url.starts_with("rediss://") || url.starts_with("tls://");
+        let tls_url = [
+            "rediss://",
+            "rediss+sentinel://",
+            "rediss+cluster://",
+            "tls://",
+        ]
+        .iter()
+        .any(|s| url.starts_with(s));
         let tls_keys = [
             ("broker_tls_ca", self.broker_tls_ca.is_some()),
             ("broker_tls_cert", self.broker_tls_cert.is_some()),
@@ -307,7 +314,7 @@ impl Config {
             if set && !tls_url {
                 return Err(invalid(
                     key,
-                    "needs a TLS broker_url (rediss://HOST:PORT or tls://HOST:PORT)",
+                    "needs a TLS broker_url (rediss://, rediss+sentinel://, rediss+cluster:// or tls://)",
                 ));
             }
         }
@@ -371,9 +378,18 @@ impl Config {
         let shown = redacted_url(&url);
         match self.broker {
             BrokerKind::Redis => {
-                if url.starts_with(super::sentinel_url::SCHEME) {
-                    super::sentinel_url::SentinelUrl::parse(&url)
+                if super::redis_url::is_sentinel(&url) {
+                    super::redis_url::SentinelUrl::parse(&url)
                         .map_err(|e| format!("{shown:?}: {e}"))?;
+                    return Ok(Some(url));
+                }
+                if super::redis_url::is_cluster(&url) {
+                    let cluster = super::redis_url::ClusterUrl::parse(&url)
+                        .map_err(|e| format!("{shown:?}: {e}"))?;
+                    for node in cluster.node_urls() {
+                        redis::IntoConnectionInfo::into_connection_info(node.as_str())
+                            .map_err(|e| format!("{shown:?}: {e}"))?;
+                    }
                     return Ok(Some(url));
                 }
                 let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -382,7 +398,8 @@ impl Config {
                 if !scheme_ok {
                     return Err(format!(
                         "{shown:?}: the redis broker needs redis://HOST:PORT, rediss://HOST:PORT \
-                         (TLS), unix://PATH or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER"
+                         (TLS), unix://PATH, redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER \
+                         or redis+cluster://HOST:PORT[,HOST:PORT] (rediss+... for TLS)"
                     ));
                 }
                 redis::IntoConnectionInfo::into_connection_info(url.as_str())

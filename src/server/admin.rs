@@ -38,6 +38,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .history_unstored
         .absolute(state.node.history_unstored());
+    state
+        .metrics
+        .history_gaps
+        .absolute(state.node.history_gaps());
     (
         [(
             header::CONTENT_TYPE,

@@ -139,6 +139,15 @@ fn node_for(
     use crate::config::webhooks::WebhookEvent;
     let channel_webhooks = config.webhooks.wants(WebhookEvent::ChannelOccupied)
         || config.webhooks.wants(WebhookEvent::ChannelVacated);
+    // Cluster-wide occupancy's scripts touch keys in many slots, which a
+    // Redis Cluster refuses: each node then reports its own.
+    let redis_cluster = crate::config::redis_url::is_cluster(&url);
+    if channel_webhooks && redis_cluster {
+        tracing::warn!(
+            "channel_occupied/channel_vacated are reported by each node under Redis Cluster \
+             (once per node, not once per cluster)"
+        );
+    }
     let (broker, link) = ClusterBroker::new(
         Arc::clone(metrics),
         LinkOptions {
@@ -149,7 +158,7 @@ fn node_for(
             // The liveness key only matters when nobody saw a node die (the
             // whole cluster restarted): generous, so a loaded node that
             // misses a few heartbeats is not dropped from its channels.
-            occupancy: channel_webhooks
+            occupancy: (channel_webhooks && !redis_cluster)
                 .then_some((config.cluster_node_timeout * 3).max(Duration::from_secs(30))),
             timeout: config.broker_timeout,
         },

@@ -89,31 +89,53 @@ impl Backend {
     /// A redis-server that speaks TLS only, with `tls`'s server certificate;
     /// with `client_auth` it requires a client certificate from its CA.
     pub fn redis_tls(tls: &TlsFiles, client_auth: bool) -> Backend {
-        let port = free_port().to_string();
-        let args = [
-            "--port",
-            "0",
-            "--tls-port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-cert-file",
-            &tls.path("server.pem"),
-            "--tls-key-file",
-            &tls.path("server-key.pem"),
-            "--tls-ca-cert-file",
-            &tls.path("ca.pem"),
-            "--tls-auth-clients",
-            if client_auth { "yes" } else { "no" },
+        Backend::redis_tls_with(tls, client_auth, &[])
+    }
+
+    /// The TLS settings of a TLS-only redis-server (or sentinel) on `port`,
+    /// as `--name value` pairs; replication and sentinels' links use TLS too.
+    fn tls_settings(tls: &TlsFiles, port: u16, client_auth: bool) -> Vec<[String; 2]> {
+        [
+            ["port", "0"],
+            ["tls-port", &port.to_string()],
+            ["tls-cert-file", &tls.path("server.pem")],
+            ["tls-key-file", &tls.path("server-key.pem")],
+            ["tls-ca-cert-file", &tls.path("ca.pem")],
+            // What a server presents when it connects out (a replica to its
+            // master, a node on the cluster bus, which always asks for one):
+            // the client certificate, whose key usage allows it.
+            ["tls-client-cert-file", &tls.path("client.pem")],
+            ["tls-client-key-file", &tls.path("client-key.pem")],
+            ["tls-auth-clients", if client_auth { "yes" } else { "no" }],
+            ["tls-replication", "yes"],
         ]
-        .map(String::from);
-        let mut b = Backend::spawn("redis-server", &args, port.parse().unwrap());
+        .map(|[k, v]| [k.to_string(), v.to_string()])
+        .to_vec()
+    }
+
+    fn redis_tls_with(tls: &TlsFiles, client_auth: bool, extra: &[&str]) -> Backend {
+        let port = free_port();
+        let flags: Vec<String> = Backend::tls_settings(tls, port, client_auth)
+            .into_iter()
+            .flat_map(|[k, v]| [format!("--{k}"), v])
+            .collect();
+        let flags: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
+        // redis_args' own --port comes first; the TLS settings' "--port 0"
+        // comes later and wins (redis-server applies options in order).
+        let args = redis_args(port, &flags);
+        let mut b = Backend::spawn("redis-server", &args, port);
         b.tls = true;
         b
+    }
+
+    /// A TLS-only redis-server replicating `master` (TLS-only) over TLS.
+    pub fn redis_tls_replica_of(tls: &TlsFiles, master: u16) -> Backend {
+        let m = master.to_string();
+        Backend::redis_tls_with(tls, false, &["--replicaof", "127.0.0.1", &m])
     }
 
     /// A nats-server that speaks TLS only; with `client_auth` it requires a
@@ -173,14 +195,27 @@ impl Backend {
     }
 
     /// A redis-server in sentinel mode watching `master` as `name` (quorum 1,
-    /// down after 1 s), its config (which Sentinel rewrites) in `dir`.
-    pub fn redis_sentinel(dir: &std::path::Path, name: &str, master: u16) -> Backend {
+    /// down after 1 s), its config (which Sentinel rewrites) in `dir`; with
+    /// `tls`, the sentinel and the servers it watches speak TLS only.
+    pub fn redis_sentinel(
+        dir: &std::path::Path,
+        name: &str,
+        master: u16,
+        tls: Option<&TlsFiles>,
+    ) -> Backend {
         let port = free_port();
         let conf = dir.join(format!("sentinel-{port}.conf"));
+        let listen = match tls {
+            None => format!("port {port}\n"),
+            Some(tls) => Backend::tls_settings(tls, port, false)
+                .into_iter()
+                .map(|[k, v]| format!("{k} {v}\n"))
+                .collect(),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\nsentinel monitor {name} 127.0.0.1 {master} 1\n\
+                "{listen}bind 127.0.0.1\nsentinel monitor {name} 127.0.0.1 {master} 1\n\
                  sentinel down-after-milliseconds {name} 1000\n\
                  sentinel failover-timeout {name} 5000\n\
                  sentinel parallel-syncs {name} 1\n"
@@ -191,7 +226,9 @@ impl Backend {
             conf.to_string_lossy().into_owned(),
             "--sentinel".to_string(),
         ];
-        Backend::spawn("redis-server", &args, port)
+        let mut b = Backend::spawn("redis-server", &args, port);
+        b.tls = tls.is_some();
+        b
     }
 
     pub fn nats() -> Backend {
@@ -249,6 +286,182 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster on loopback: `primaries` primaries with one replica
+/// each, made with `redis-cli --cluster create` (fast failover: a node is
+/// failed after 1 s). Every server is killed when this drops.
+pub struct RedisCluster {
+    /// Every server, the primaries first (as `--cluster create` assigns them).
+    pub servers: Vec<Backend>,
+    primaries: usize,
+    /// redis-cli's TLS flags when the cluster speaks TLS only.
+    cli_tls: Vec<String>,
+}
+
+impl RedisCluster {
+    pub fn start(primaries: usize) -> RedisCluster {
+        RedisCluster::start_with(primaries, None)
+    }
+
+    /// Every node, and the cluster bus, on TLS only (`tls`'s certificates).
+    pub fn start_tls(primaries: usize, tls: &TlsFiles) -> RedisCluster {
+        RedisCluster::start_with(primaries, Some(tls))
+    }
+
+    fn start_with(primaries: usize, tls: Option<&TlsFiles>) -> RedisCluster {
+        let servers: Vec<Backend> = (0..primaries * 2)
+            .map(|_| {
+                let port = free_port();
+                // The bus port is given explicitly: port + 10000 (the default)
+                // is past 65535 for most ephemeral ports.
+                let bus = free_port().to_string();
+                let conf = format!("nodes-{port}.conf");
+                let mut flags: Vec<String> = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-port",
+                    &bus,
+                ]
+                .map(String::from)
+                .to_vec();
+                if let Some(tls) = tls {
+                    flags.extend(
+                        Backend::tls_settings(tls, port, false)
+                            .into_iter()
+                            .flat_map(|[k, v]| [format!("--{k}"), v]),
+                    );
+                    flags.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+                }
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let mut b = Backend::spawn("redis-server", &redis_args(port, &flags), port);
+                b.tls = tls.is_some();
+                b
+            })
+            .collect();
+        let cli_tls = match tls {
+            Some(tls) => vec![
+                "--tls".to_string(),
+                "--cacert".to_string(),
+                tls.path("ca.pem"),
+            ],
+            None => Vec::new(),
+        };
+        let mut create = Command::new("redis-cli");
+        create.args(&cli_tls).args(["--cluster", "create"]);
+        for s in &servers {
+            create.arg(format!("127.0.0.1:{}", s.port));
+        }
+        // redis-cli waits for the nodes to meet without a limit of its own.
+        let mut creating = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-cli (scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = creating.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = creating.kill();
+                panic!("redis-cli --cluster create did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster {
+            servers,
+            primaries,
+            cli_tls,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.servers.iter().all(|s| {
+            cluster
+                .cli(s.port, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        }) {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis-cli -p PORT args...`'s output.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(&self.cli_tls)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `redis+cluster://` naming the primaries as seeds.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.servers[..self.primaries]
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let scheme = if self.cli_tls.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
+        format!("{scheme}+cluster://{}", seeds.join(","))
+    }
+
+    /// The port of the primary serving `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let any = self.servers.iter().find(|s| self.alive(s.port)).unwrap();
+        let slot: u16 = self
+            .cli(any.port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        // CLUSTER NODES: id addr@bus flags master - ping pong epoch state slots...
+        for line in self.cli(any.port, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                    (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                let addr = fields[1].split('@').next().unwrap();
+                return addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    fn alive(&self, port: u16) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }
+
+    /// SIGKILL the server on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let s = self.servers.iter_mut().find(|s| s.port == port).unwrap();
+        s.kill();
+    }
+
+    /// Whether every slot is served again (after a failover).
+    pub fn is_ok(&self) -> bool {
+        self.servers.iter().filter(|s| self.alive(s.port)).all(|s| {
+            self.cli(s.port, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        })
     }
 }
 

@@ -12,7 +12,21 @@ const TOPIC_PREFIX: &str = "myriad:";
 /// Redis: a history topic's sequenced frames, pattern-subscribed by every node.
 const HISTORY_PREFIX: &str = "myriad-history:";
 /// Redis: the stream of a history topic (what survives a node's death).
-const STREAM_PREFIX: &str = "myriad-stream:{";
+const STREAM_PREFIX: &str = "myriad-stream:";
+
+/// `prefix` and `topic` with the topic as the key's Redis Cluster hash tag
+/// (`prefix{topic}` + `rest`), so every key of one topic lands in one slot.
+/// A topic that cannot be a tag (empty, or starting with `}`, which would
+/// end the tag at once and hash each whole key apart) is written
+/// `prefix!{~}topic` + `rest`: all such topics share the tag `~`, and the `!`
+/// keeps the two forms from ever naming the same key.
+fn tagged(prefix: &str, topic: &str, rest: &str) -> String {
+    if topic.is_empty() || topic.starts_with('}') {
+        format!("{prefix}!{{~}}{topic}{rest}")
+    } else {
+        format!("{prefix}{{{topic}}}{rest}")
+    }
+}
 
 pub fn redis_topic_channel(topic: &str) -> String {
     format!("{TOPIC_PREFIX}{topic}")
@@ -37,21 +51,21 @@ pub fn redis_history_topic_of(channel: &str) -> Option<&str> {
     channel.strip_prefix(HISTORY_PREFIX)
 }
 
-/// The three keys of a history topic: offset counter, epoch, stream. The
-/// `{topic}` hash tag keeps them in one Redis Cluster slot.
+/// The three keys of a history topic: offset counter, epoch, stream. They
+/// share one Redis Cluster slot (see `tagged`).
 pub fn redis_history_keys(topic: &str) -> [String; 3] {
     [
-        format!("myriad-seq:{{{topic}}}"),
-        format!("myriad-epoch:{{{topic}}}"),
-        format!("{STREAM_PREFIX}{topic}}}"),
+        tagged("myriad-seq:", topic, ""),
+        tagged("myriad-epoch:", topic, ""),
+        tagged(STREAM_PREFIX, topic, ""),
     ]
 }
 
 /// Redis: one history publish already sequenced (`node`'s publish `id`),
 /// holding its offset, so a publish sent again after a failed pipeline gets
-/// the same offset instead of a second one. Same hash tag as the topic's keys.
+/// the same offset instead of a second one. Same slot as the topic's keys.
 pub fn redis_publish_key(topic: &str, node: &str, id: u64) -> String {
-    format!("myriad-pub:{{{topic}}}:{node}:{id}")
+    tagged("myriad-pub:", topic, &format!(":{node}:{id}"))
 }
 
 /// Redis: the nodes with members on a topic (occupancy webhooks).
@@ -73,9 +87,26 @@ pub fn redis_stream_pattern() -> String {
     format!("{STREAM_PREFIX}*")
 }
 
-/// The topic a history stream key belongs to.
+/// The topic a history stream key belongs to (either form of `tagged`).
 pub fn redis_stream_topic_of(key: &str) -> Option<&str> {
-    key.strip_prefix(STREAM_PREFIX)?.strip_suffix('}')
+    let rest = key.strip_prefix(STREAM_PREFIX)?;
+    match rest.strip_prefix("!{~}") {
+        Some(topic) => Some(topic),
+        None => rest.strip_prefix('{')?.strip_suffix('}'),
+    }
+}
+
+/// Redis Cluster: the hash slot of `key` (CRC16/XMODEM mod 16384 of its
+/// hash tag, the part between the first `{` and the next `}` when that is
+/// not empty, else of the whole key), as Redis computes it: a pipeline may
+/// only hold one slot's commands.
+pub fn redis_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key.find('{').and_then(|open| {
+        let close = key[open + 1..].find('}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16384
 }
 
 /// Topics longer than this get a hashed NATS subject.
@@ -131,6 +162,29 @@ mod tests {
     }
 
     #[test]
+    fn slots_are_the_ones_redis_computes() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(redis_slot("foo"), 12182);
+        assert_eq!(redis_slot("somekey"), 11058);
+        assert_eq!(redis_slot("{user1000}.following"), redis_slot("user1000"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_eq!(redis_slot("foo{}{bar}"), 8363);
+        // A history topic's keys, and its publish keys, share one slot
+        // (the sequencing script touches them together), whatever the topic.
+        for topic in ["chat:1", "chat:{x}", "a}b", "{", "}"] {
+            let [seq, epoch, stream] = redis_history_keys(topic);
+            let slot = redis_slot(&seq);
+            assert_eq!(redis_slot(&epoch), slot, "{topic}");
+            assert_eq!(redis_slot(&stream), slot, "{topic}");
+            assert_eq!(
+                redis_slot(&redis_publish_key(topic, "n", 7)),
+                slot,
+                "{topic}"
+            );
+        }
+    }
+
+    #[test]
     fn names_read_back_their_topic() {
         assert_eq!(
             redis_topic_of(&redis_topic_channel("room:1")),
@@ -140,8 +194,12 @@ mod tests {
             redis_history_topic_of(&redis_history_channel("chat:1")),
             Some("chat:1")
         );
-        let [_, _, stream] = redis_history_keys("chat:{x}");
-        assert_eq!(redis_stream_topic_of(&stream), Some("chat:{x}"));
+        for topic in ["chat:{x}", "}x", "", "a}b"] {
+            let [_, _, stream] = redis_history_keys(topic);
+            assert_eq!(redis_stream_topic_of(&stream), Some(topic), "{topic:?}");
+        }
+        // The two forms never name the same key.
+        assert_ne!(redis_history_keys("}x")[0], redis_history_keys("~}}x")[0]);
         assert_eq!(redis_topic_of(CONTROL), None);
     }
 }

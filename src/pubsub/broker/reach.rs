@@ -23,12 +23,13 @@ pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
     }
     let default_port = match scheme {
         "nats" | "tls" => 4222,
-        "redis+sentinel" => 26379,
+        "redis+sentinel" | "rediss+sentinel" => 26379,
         _ => 6379,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let hostport = authority.rsplit('@').next().unwrap_or("");
-    // A NATS URL may list several servers; the first one answering is enough.
+    // NATS, Sentinel and Cluster URLs may list several servers; the first
+    // one answering is enough.
     let mut last = format!("{shown:?}: no address");
     for one in hostport.split(',') {
         let addr = if one.starts_with('[') {

@@ -1,4 +1,6 @@
-//! Redis Sentinel: `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`.
+//! Redis Sentinel: `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`
+//! (`rediss+sentinel://`: the sentinels and the master speak TLS, checked
+//! against `broker_tls_ca`, with the client certificate when configured).
 //! Before each connection the link asks the sentinels, in order, where the
 //! master named MASTER is (`SENTINEL get-master-addr-by-name`), checks that
 //! the address really is a master (`ROLE`: a demoted one can linger in a
@@ -6,25 +8,30 @@
 //! link's connections fail, and the next attempt asks again.
 //!
 //! This module resolves the master (the URL is parsed by
-//! `config::sentinel_url`); it never holds a connection (the Redis link
+//! `config::redis_url`); it never holds a connection (the Redis link
 //! does). The password, if any, is the master's; sentinels are reached
 //! without one.
 
 use std::time::Duration;
 
-pub use crate::config::sentinel_url::{SentinelUrl, SCHEME};
+pub use crate::config::redis_url::SentinelUrl;
 
 /// Ask the sentinels, in order, for the current master and return a
-/// redis:// URL for it; the first sentinel that answers with an address
-/// whose `ROLE` is master wins.
-pub async fn resolve(s: &SentinelUrl, timeout: Duration) -> Result<String, String> {
+/// redis:// (rediss://) URL for it; the first sentinel that answers with an
+/// address whose `ROLE` is master wins. `open` makes a client for a URL (it
+/// adds the TLS certificates).
+pub async fn resolve(
+    s: &SentinelUrl,
+    timeout: Duration,
+    open: impl Fn(&str) -> redis::RedisResult<redis::Client>,
+) -> Result<String, String> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
     let mut last = String::from("no sentinel answered");
     for sentinel in &s.sentinels {
         let asked = async {
-            let client = redis::Client::open(format!("redis://{sentinel}"))?;
+            let client = open(&s.sentinel_url(sentinel))?;
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
@@ -50,7 +57,7 @@ pub async fn resolve(s: &SentinelUrl, timeout: Duration) -> Result<String, Strin
             continue;
         };
         let role = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = open(&url)?;
             let mut conn = client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;

@@ -157,6 +157,10 @@ pub struct History {
     /// Publishes that found no room for a new ring (at `max_topics` or the
     /// byte bound): delivered without an offset.
     refused: AtomicU64,
+    /// Cluster-sequenced frames that arrived after a missing offset: the
+    /// frames kept before them were dropped (recovery across answers
+    /// `recovered: false`).
+    gaps: AtomicU64,
 }
 
 /// No room for a new ring.
@@ -189,7 +193,13 @@ impl History {
             boot,
             generation: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
         }
+    }
+
+    /// Gaps seen in cluster-sequenced offsets (see `append_sequenced`).
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
     }
 
     /// Publishes delivered without an offset because no ring could be made.
@@ -349,6 +359,15 @@ impl History {
         }
         if offset <= ring.last {
             return false;
+        }
+        if offset > ring.last + 1 && !ring.entries.is_empty() {
+            // A frame between never arrived (a broker connection that blinked
+            // without the link noticing, a frame refused on the way): what is
+            // kept cannot be replayed across the hole, so a client from
+            // before it is told recovered:false instead of skipping silently.
+            ring.entries.clear();
+            self.freed(std::mem::take(&mut ring.bytes));
+            self.gaps.fetch_add(1, Ordering::Relaxed);
         }
         ring.last = offset;
         let delivered_before = ring

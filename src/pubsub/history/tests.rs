@@ -205,6 +205,39 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
 }
 
 #[test]
+fn a_hole_in_sequenced_offsets_is_never_replayed_across() {
+    let h = history(usize::MAX);
+    let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
+    for o in 1..=3 {
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| {}));
+    }
+    // 4 and 5 were lost on the way; 6 arrives.
+    let mut delivered = Vec::new();
+    assert!(h.append_sequenced("t", 6, "E1", frame(6), None, |_| delivered.push(6)));
+    assert_eq!(delivered, [6], "the frame itself is still delivered");
+    assert_eq!(h.gaps(), 1);
+    let since = |o: u64| Position {
+        offset: o,
+        epoch: "E1".into(),
+    };
+    // Without the gap check this answered recovered:true with 3 then 6.
+    let r = h.join("t", Some(&since(2)), |_| true);
+    assert!(!r.recovered, "{:?}", r.frames.len());
+    assert!(r.frames.is_empty());
+    // From just before the new frame, recovery works again.
+    let r = h.join("t", Some(&since(5)), |_| true);
+    assert!(r.recovered);
+    assert_eq!(r.frames.len(), 1);
+    // Contiguous offsets are not gaps.
+    assert!(h.append_sequenced("t", 7, "E1", frame(7), None, |_| {}));
+    assert_eq!(h.gaps(), 1);
+    assert_eq!(
+        h.bytes(),
+        frame(6).len() + frame(7).len() + RING_OVERHEAD + 1
+    );
+}
+
+#[test]
 fn sweep_drops_idle_empty_rings() {
     let h = History::default();
     h.join("quiet", None, |_| true);

@@ -715,6 +715,11 @@ impl Node {
         self.history.refused()
     }
 
+    /// Gaps in cluster-sequenced history offsets this node saw.
+    pub fn history_gaps(&self) -> u64 {
+        self.history.gaps()
+    }
+
     /// Drop expired history (called periodically).
     pub fn sweep_history(&self) {
         self.history.sweep();

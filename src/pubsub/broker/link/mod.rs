@@ -456,4 +456,4 @@ pub fn drain_queued(parts: &mut LinkParts, mut each: impl FnMut(Envelope)) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

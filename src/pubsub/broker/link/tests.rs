@@ -1,11 +1,13 @@
 use super::*;
 use crate::pubsub::broker::replay::Stamp;
 
+/// A handler that records what the link hands it (also used by the Redis
+/// Cluster link's tests).
 #[derive(Default)]
-struct Recorder {
-    publications: Mutex<Vec<(String, String)>>,
-    sequenced: Mutex<Vec<(String, Option<u64>)>>,
-    controls: Mutex<Vec<String>>,
+pub(in crate::pubsub::broker) struct Recorder {
+    pub publications: Mutex<Vec<(String, String)>>,
+    pub sequenced: Mutex<Vec<(String, Option<u64>)>>,
+    pub controls: Mutex<Vec<String>>,
 }
 
 impl BrokerHandler for Recorder {
@@ -54,7 +56,9 @@ fn options(queue: usize, secret: Option<&str>) -> LinkOptions<'_> {
     }
 }
 
-fn test_broker(queue: usize) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
+pub(in crate::pubsub::broker) fn test_broker(
+    queue: usize,
+) -> (ClusterBroker, LinkParts, Arc<Recorder>) {
     let (broker, half) = ClusterBroker::new(Metrics::new(), options(queue, None));
     let rec = Arc::new(Recorder::default());
     let parts = half.into_parts(rec.clone(), CancellationToken::new());

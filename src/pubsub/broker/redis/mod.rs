@@ -17,6 +17,13 @@
 //!
 //! Local delivery never depends on this task. Membership and presence
 //! replication travel on one more channel, `names::CONTROL`.
+//!
+//! This module owns the link to one Redis (a fixed address, or the master
+//! the sentinels name) and what every Redis link shares: the sequencing
+//! script, the retry of unanswered history publishes, reading a stream back.
+//! `cluster` is the link to a Redis Cluster.
+
+pub mod cluster;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,6 +37,7 @@ use super::security::LinkSecurity;
 use super::sentinel::{self, SentinelUrl};
 use super::{backoff::Backoff, names, wire, BrokerHandler, Envelope};
 use crate::config::redacted_url;
+use crate::config::redis_url::{self, ClusterUrl};
 use crate::metrics::Metrics;
 use crate::pubsub::mailbox::SessionId;
 
@@ -163,54 +171,74 @@ fn new_epoch() -> String {
 /// A client for `url`: rediss:// checks the server's certificate against
 /// `broker_tls_ca` (the system's roots without it) and presents the client
 /// certificate when one is configured.
-fn client(url: &str, security: LinkSecurity) -> redis::RedisResult<redis::Client> {
-    if security.ca.is_none() && security.client.is_none() {
-        return redis::Client::open(url);
+fn client(url: &str, security: &LinkSecurity) -> redis::RedisResult<redis::Client> {
+    match certificates(security) {
+        None => redis::Client::open(url),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
     }
-    let certificates = redis::TlsCertificates {
-        client_tls: security.client.map(|(cert, key)| redis::ClientTlsConfig {
-            client_cert: cert.pem,
-            client_key: key.pem,
-        }),
-        root_cert: security.ca.map(|ca| ca.pem),
-    };
-    redis::Client::build_with_tls(url, certificates)
 }
 
-/// Where the link connects: one fixed address, or wherever the sentinels
-/// say the master is now (asked again before every connection).
+/// `broker_tls_ca` and the client certificate for redis-rs; None when
+/// neither is configured (rediss:// then checks against the system's roots).
+fn certificates(security: &LinkSecurity) -> Option<redis::TlsCertificates> {
+    if security.ca.is_none() && security.client.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: security
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+        root_cert: security.ca.as_ref().map(|ca| ca.pem.clone()),
+    })
+}
+
+/// Where the link connects: one fixed address, wherever the sentinels say
+/// the master is now (asked again before every connection), or a cluster.
 enum Target {
     Fixed(redis::Client),
-    Sentinel(SentinelUrl),
+    Sentinel(SentinelUrl, LinkSecurity),
+    Cluster(ClusterUrl, LinkSecurity),
 }
 
 impl Target {
-    async fn client(&self, timeout: std::time::Duration) -> redis::RedisResult<redis::Client> {
-        match self {
-            Target::Fixed(c) => Ok(c.clone()),
-            Target::Sentinel(s) => {
-                let url = sentinel::resolve(s, timeout)
+    fn new(url: &str, security: LinkSecurity) -> Result<Target, String> {
+        if redis_url::is_sentinel(url) {
+            Ok(Target::Sentinel(SentinelUrl::parse(url)?, security))
+        } else if redis_url::is_cluster(url) {
+            Ok(Target::Cluster(ClusterUrl::parse(url)?, security))
+        } else {
+            client(url, &security)
+                .map(Target::Fixed)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// One connected period at this target (see [`connected`]).
+    async fn connect(&self, parts: &mut LinkParts, retry: &mut Retry) -> redis::RedisResult<()> {
+        let client = match self {
+            Target::Fixed(c) => c.clone(),
+            Target::Sentinel(s, security) => {
+                let url = sentinel::resolve(s, parts.state.timeout, |u| client(u, security))
                     .await
                     .map_err(|why| redis::RedisError::from(std::io::Error::other(why)))?;
                 tracing::debug!(master = %redacted_url(&url), "sentinel named the master");
-                redis::Client::open(url)
+                client(&url, security)?
             }
-        }
+            Target::Cluster(c, security) => {
+                return cluster::connected(c, security, parts, retry).await;
+            }
+        };
+        connected(&client, parts, retry).await
     }
 }
 
 /// Run the link until its stop token is cancelled.
 pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
-    let target = if url.starts_with(sentinel::SCHEME) {
-        SentinelUrl::parse(&url)
-            .map(Target::Sentinel)
-            .map_err(|e| e.to_string())
-    } else {
-        client(&url, security)
-            .map(Target::Fixed)
-            .map_err(|e| e.to_string())
-    };
-    let target = match target {
+    let target = match Target::new(&url, security) {
         Ok(t) => t,
         Err(err) => {
             // Validated with the config; a failure here is a bug, not an outage.
@@ -223,11 +251,7 @@ pub async fn run(url: String, security: LinkSecurity, mut parts: LinkParts) {
     let mut streak = 0u32;
     let mut retry = Retry::new(parts.state.queue);
     loop {
-        let timeout = parts.state.timeout;
-        let attempt = async {
-            let client = target.client(timeout).await?;
-            connected(&client, &mut parts, &mut retry).await
-        };
+        let attempt = target.connect(&mut parts, &mut retry);
         let result = tokio::select! {
             _ = stop.cancelled() => return,
             result = attempt => result,
@@ -285,38 +309,51 @@ async fn warm_history(
             let Some(topic) = names::redis_stream_topic_of(&key) else {
                 continue;
             };
-            let size = handler.history_size(topic);
-            if size == 0 {
-                continue;
-            }
-            let newest: StreamRangeReply = conn.xrevrange_count(&key, "+", "-", size).await?;
-            for entry in newest.ids.iter().rev() {
-                let Some(frame) = entry.get::<String>("f") else {
-                    continue;
-                };
-                let origin = entry.get::<String>("n").unwrap_or_default();
-                let exclude = entry
-                    .get::<String>("x")
-                    .and_then(|x| x.parse::<SessionId>().ok());
-                let sig = entry.get::<String>("s").filter(|s| !s.is_empty());
-                let stamp = entry.get::<String>("q").and_then(|q| wire::parse_stamp(&q));
-                let binary = entry.get::<String>("b").is_some_and(|b| b == "1");
-                let stored = StoredFrame {
-                    frame: &frame,
-                    origin: &origin,
-                    exclude,
-                    stamp,
-                    sig: sig.as_deref(),
-                    binary,
-                };
-                state.receive_stored(handler, topic, &stored);
-            }
+            warm_stream(conn, &key, topic, state, handler).await?;
         }
         if next == 0 {
             return Ok(());
         }
         cursor = next;
     }
+}
+
+/// Read the newest entries of one history stream (`key`, `topic`'s) into
+/// this node's ring; entries it already has are skipped.
+async fn warm_stream<C: redis::aio::ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    key: &str,
+    topic: &str,
+    state: &LinkState,
+    handler: &dyn BrokerHandler,
+) -> redis::RedisResult<()> {
+    let size = handler.history_size(topic);
+    if size == 0 {
+        return Ok(());
+    }
+    let newest: StreamRangeReply = conn.xrevrange_count(key, "+", "-", size).await?;
+    for entry in newest.ids.iter().rev() {
+        let Some(frame) = entry.get::<String>("f") else {
+            continue;
+        };
+        let origin = entry.get::<String>("n").unwrap_or_default();
+        let exclude = entry
+            .get::<String>("x")
+            .and_then(|x| x.parse::<SessionId>().ok());
+        let sig = entry.get::<String>("s").filter(|s| !s.is_empty());
+        let stamp = entry.get::<String>("q").and_then(|q| wire::parse_stamp(&q));
+        let binary = entry.get::<String>("b").is_some_and(|b| b == "1");
+        let stored = StoredFrame {
+            frame: &frame,
+            origin: &origin,
+            exclude,
+            stamp,
+            sig: sig.as_deref(),
+            binary,
+        };
+        state.receive_stored(handler, topic, &stored);
+    }
+    Ok(())
 }
 
 /// Queued envelopes sent in one pipeline: one round trip for a burst instead
@@ -363,36 +400,8 @@ async fn publish_batch(
                 pipe.publish(names::CONTROL, state.control(control))
                     .ignore();
             }
-            Envelope::History {
-                topic,
-                frame,
-                size,
-                ttl,
-                exclude,
-                ack: _,
-                binary,
-            } => {
-                let (exclude, binary) = (*exclude, *binary);
-                let mut call = sequence.prepare_invoke();
-                for key in names::redis_history_keys(topic) {
-                    call.key(key);
-                }
-                call.key(names::redis_publish_key(topic, &state.node, item.id));
-                let signed = state.history_header(topic, exclude, frame, binary);
-                call.arg(new_epoch())
-                    .arg(size)
-                    .arg(names::redis_history_channel(topic))
-                    .arg(signed.header)
-                    .arg(&frame.prefix)
-                    .arg(&frame.suffix)
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .arg(wire::FRAME_TRAILER)
-                    .arg(&*state.node)
-                    .arg(exclude.map_or_else(String::new, |id| id.to_string()))
-                    .arg(signed.sig)
-                    .arg(signed.stamp)
-                    .arg(if binary { "1" } else { "0" })
-                    .arg(DONE_FOR_MS);
+            Envelope::History { .. } => {
+                let call = history_call(sequence, state, item.id, &item.env);
                 pipe.invoke_script(&call);
                 published += 1;
             }
@@ -409,6 +418,65 @@ async fn publish_batch(
             return Err(err);
         }
     };
+    answer_acks(batch, offsets);
+    state.metrics.broker_published.increment(published);
+    if let Some(occ) = &state.occupancy {
+        for dead in &gone {
+            for topic in occ.node_gone(conn, dead).await? {
+                parts.handler.on_occupancy(&topic, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sequencing script's call for a history publish (`id`: the publish's
+/// id, kept across attempts); other envelopes get an empty call (never sent).
+fn history_call<'a>(
+    sequence: &'a redis::Script,
+    state: &LinkState,
+    id: u64,
+    env: &Envelope,
+) -> redis::ScriptInvocation<'a> {
+    let mut call = sequence.prepare_invoke();
+    let Envelope::History {
+        topic,
+        frame,
+        size,
+        ttl,
+        exclude,
+        binary,
+        ..
+    } = env
+    else {
+        return call;
+    };
+    let (exclude, binary) = (*exclude, *binary);
+    for key in names::redis_history_keys(topic) {
+        call.key(key);
+    }
+    call.key(names::redis_publish_key(topic, &state.node, id));
+    let signed = state.history_header(topic, exclude, frame, binary);
+    call.arg(new_epoch())
+        .arg(size)
+        .arg(names::redis_history_channel(topic))
+        .arg(signed.header)
+        .arg(&frame.prefix)
+        .arg(&frame.suffix)
+        .arg(ttl.as_millis().max(1) as u64)
+        .arg(wire::FRAME_TRAILER)
+        .arg(&*state.node)
+        .arg(exclude.map_or_else(String::new, |id| id.to_string()))
+        .arg(signed.sig)
+        .arg(signed.stamp)
+        .arg(if binary { "1" } else { "0" })
+        .arg(DONE_FOR_MS);
+    call
+}
+
+/// Tell each history publish's `ack` the offset Redis assigned (`offsets`
+/// in the order of the batch's history publishes).
+fn answer_acks(batch: Vec<Item>, offsets: impl IntoIterator<Item = u64>) {
     let acks = batch.into_iter().filter_map(|item| match item.env {
         Envelope::History { ack, .. } => Some(ack),
         _ => None,
@@ -419,15 +487,6 @@ async fn publish_batch(
             let _ = ack.send(offset);
         }
     }
-    state.metrics.broker_published.increment(published);
-    if let Some(occ) = &state.occupancy {
-        for dead in &gone {
-            for topic in occ.node_gone(conn, dead).await? {
-                parts.handler.on_occupancy(&topic, false);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// After (re)connecting: Redis's record of this node's topics made equal to
