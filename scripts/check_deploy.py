@@ -4,8 +4,10 @@ every YAML file parses, the ConfigMap's myriad.toml passes `myriad config check`
 the Grafana dashboard is valid JSON, every myriad_* metric the dashboard and
 the alert rules use is one the server defines (src/metrics.rs), and the
 Kubernetes manifests validate against the API schemas and the Pod Security
-Standards "restricted" level."""
-import glob, json, re, subprocess, sys, tempfile, pathlib
+Standards "restricted" level. The Helm chart (deploy/helm/myriad) is linted and
+rendered with its defaults and with every option on (`helm` from $HELM, which
+scripts/test.sh installs), and what it renders passes the same checks."""
+import glob, json, os, re, subprocess, sys, tempfile, pathlib
 
 import yaml
 
@@ -14,17 +16,23 @@ myriad = sys.argv[1] if len(sys.argv) > 1 else str(root / "target/debug/myriad")
 failures = []
 
 for path in sorted(glob.glob(str(root / "deploy/**/*.y*ml"), recursive=True)):
+    if "/templates/" in path:
+        continue  # Helm templates are YAML only once rendered (below)
     try:
         list(yaml.safe_load_all(open(path)))
     except yaml.YAMLError as e:
         failures.append(f"{path}: {e}")
 
-cm = yaml.safe_load(open(root / "deploy/k8s/configmap.yaml"))
-with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-    f.write(cm["data"]["myriad.toml"])
-r = subprocess.run([myriad, "config", "check", f.name], capture_output=True, text=True)
-if r.returncode != 0:
-    failures.append(f"configmap myriad.toml: {r.stdout}{r.stderr}")
+def config_check(where, cm):
+    """The ConfigMap's myriad.toml must pass `myriad config check`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(cm["data"]["myriad.toml"])
+    r = subprocess.run([myriad, "config", "check", f.name], capture_output=True, text=True)
+    os.unlink(f.name)
+    if r.returncode != 0:
+        failures.append(f"{where} myriad.toml: {r.stdout}{r.stderr}")
+
+config_check("configmap", yaml.safe_load(open(root / "deploy/k8s/configmap.yaml")))
 
 dashboard = json.load(open(root / "deploy/grafana/myriad.json"))
 used = set()
@@ -71,24 +79,28 @@ try:
 except ImportError:
     kubernetes_validate = None
     failures.append("kubernetes-validate is not installed (scripts/test.sh installs it)")
-for path, doc in objects:
+def validate(where, doc):
+    """One object against the Kubernetes 1.30 API schemas."""
     if kubernetes_validate is None or doc["apiVersion"].startswith("monitoring.coreos.com"):
-        continue
+        return
     try:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
     except kubernetes_validate.ValidationError as e:
-        failures.append(f"{path}: {doc['kind']}: {e.message} at {list(e.path)}")
+        failures.append(f"{where}: {doc['kind']}: {e.message} at {list(e.path)}")
     except Exception as e:  # the validator's other errors name the schema
-        failures.append(f"{path}: {doc['kind']}: {e}")
+        failures.append(f"{where}: {doc['kind']}: {e}")
+
 SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
                 "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
                 "net.ipv4.ip_unprivileged_port_start"}
-for path, doc in objects:
+
+def restricted(where, doc):
+    """A workload meets the Pod Security Standards "restricted" level."""
     if doc["kind"] not in ("Deployment", "StatefulSet"):
-        continue
+        return
     pod = doc["spec"]["template"]["spec"]
     psc = pod.get("securityContext", {})
-    name = f"{path.name}: {doc['kind']} {doc['metadata']['name']}"
+    name = f"{where}: {doc['kind']} {doc['metadata']['name']}"
     if psc.get("runAsNonRoot") is not True:
         failures.append(f"{name}: restricted needs runAsNonRoot")
     if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
@@ -104,12 +116,63 @@ for path, doc in objects:
             failures.append(f"{name}/{c['name']}: restricted drops ALL capabilities")
         if csc.get("readOnlyRootFilesystem") is not True:
             failures.append(f"{name}/{c['name']}: the root file system should be read-only")
+
+for path, doc in objects:
+    validate(path, doc)
+    restricted(path.name, doc)
 # The tuned-sysctls component appends to the base's sysctls list.
 base = next(d for p, d in objects if d["kind"] == "Deployment" and d["metadata"]["name"] == "myriad")
 if not isinstance(base["spec"]["template"]["spec"]["securityContext"].get("sysctls"), list):
     failures.append("deployment.yaml: components/tuned-sysctls appends to securityContext.sysctls, which must exist")
 
+# The Helm chart: lint, then render with the defaults and with every option
+# on; each rendering must validate, stay "restricted" and carry a myriad.toml
+# that `config check` accepts. Turning tunedSysctls on must add the two
+# accept-queue sysctls (and is then, by design, not "restricted").
+chart = root / "deploy/helm/myriad"
+helm = os.environ.get("HELM", "helm")
+rendered = 0
+
+def render(where, *args):
+    r = subprocess.run([helm, "template", "myriad", str(chart), *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"helm template {where}: {r.stderr}")
+        return []
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+try:
+    lint = subprocess.run([helm, "lint", "--strict", str(chart)], capture_output=True, text=True)
+except FileNotFoundError:
+    lint = None
+    failures.append(f"helm not found at {helm!r} (scripts/test.sh installs it and sets $HELM)")
+if lint is not None:
+    if lint.returncode != 0:
+        failures.append(f"helm lint: {lint.stdout}{lint.stderr}")
+    for where, args in [("defaults", []),
+                        ("all options", ["-f", str(chart / "ci/all-options-values.yaml")])]:
+        docs = render(where, *args)
+        kinds = sorted(d["kind"] for d in docs)
+        for doc in docs:
+            validate(f"helm ({where})", doc)
+            restricted(f"helm ({where})", doc)
+            if doc["kind"] == "ConfigMap":
+                config_check(f"helm ({where}) ConfigMap", doc)
+        rendered += len(docs)
+        expected = {"defaults": ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"],
+                    "all options": ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress",
+                                    "PodDisruptionBudget", "Secret", "Service", "ServiceMonitor"]}[where]
+        if kinds != expected:
+            failures.append(f"helm ({where}) rendered {kinds}, expected {expected}")
+    tuned = render("tuned sysctls", "--set", "tunedSysctls.enabled=true")
+    for doc in tuned:
+        validate("helm (tuned sysctls)", doc)
+        if doc["kind"] == "Deployment":
+            names = {sc["name"] for sc in doc["spec"]["template"]["spec"]["securityContext"]["sysctls"]}
+            if not {"net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"} <= names:
+                failures.append(f"helm (tuned sysctls): sysctls are {sorted(names)}")
+
 if failures:
     print("\n".join(failures))
     sys.exit(1)
-print(f"deploy kit ok: {len(used)} metrics used, all defined; {len(objects)} Kubernetes objects valid")
+print(f"deploy kit ok: {len(used)} metrics used, all defined; {len(objects)} Kubernetes objects valid; "
+      f"helm chart: {rendered} rendered objects valid")

