@@ -15,11 +15,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::{collect, until_linked, Node, RedisCluster};
+use common::cluster::{collect, stored_offsets, until_linked, Node, RedisCluster};
 use common::tls::TlsFiles;
-use common::DEADLINE;
+use common::{poll_until, DEADLINE};
 use serde_json::json;
 
 const KEY: &str = "cluster-key";
@@ -33,19 +33,6 @@ fn nodes_with(cluster: &RedisCluster, extra: &[&str]) -> (Node, Node) {
     let mut args = vec!["--broker", "redis", "--broker-url", &url, "--api-keys", KEY];
     args.extend(extra);
     (Node::spawn(&args), Node::spawn(&args))
-}
-
-/// Poll `check` until true or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,12 +86,13 @@ async fn broadcasts_cross_nodes_on_the_one_shard_that_owns_the_channel() {
     // A member leaving unsubscribes its node from the shard channel.
     drop(on_a);
     drop(on_b);
-    eventually(DEADLINE, "the shard channel goes away", || async {
+    let gone = poll_until(DEADLINE, || async {
         !cluster
             .cli(owner, &["PUBSUB", "SHARDCHANNELS"])
             .contains(&channel)
     })
     .await;
+    assert!(gone, "the shard channel goes away");
     // A steady link: no reconnect happened on the way.
     for n in [&a, &b] {
         let failed: Vec<String> = n
@@ -145,19 +133,16 @@ async fn a_shard_killed_during_traffic_loses_no_acknowledged_history() {
     cluster.kill(primary);
     // The links notice; meanwhile a history publish gets a local offset
     // under a local epoch (recovery across answers recovered:false).
-    eventually(Duration::from_secs(20), "the links notice", || async {
+    let noticed = poll_until(Duration::from_secs(20), || async {
         a.metric("myriad_broker_connected").await == Some(0.0)
     })
     .await;
+    assert!(noticed, "the links notice");
     for i in 5..8 {
         publish(&a, topic, i).await;
     }
-    eventually(
-        Duration::from_secs(30),
-        "the replica is promoted",
-        || async { cluster.is_ok() },
-    )
-    .await;
+    let promoted = poll_until(Duration::from_secs(30), || async { cluster.is_ok() }).await;
+    assert!(promoted, "the replica is promoted");
     for n in [&a, &b] {
         assert!(
             n.broker_connected(Duration::from_secs(60)).await,
@@ -189,15 +174,7 @@ async fn a_shard_killed_during_traffic_loses_no_acknowledged_history() {
     }
 
     // A client asking B for the history finds every acknowledged publish.
-    let mut probe = b.client().await;
-    probe.join(topic, json!({"history": true})).await;
-    let stored: Vec<u64> = probe
-        .sync()
-        .await
-        .iter()
-        .filter(|v| v[3] == "m")
-        .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
-        .collect();
+    let stored = stored_offsets(&b, topic).await;
     for o in &acked {
         assert!(stored.contains(o), "offset {o} lost: stored {stored:?}");
     }

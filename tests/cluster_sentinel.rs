@@ -13,10 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Backend, Node};
+use common::cluster::{stored_offsets, Backend, Node};
 use common::tls::TlsFiles;
 use common::DEADLINE;
-use serde_json::json;
 
 /// A command to the server on `port` (over TLS, checked against `tls`'s CA,
 /// when given).
@@ -182,29 +181,10 @@ async fn failover_keeps_acknowledged_history(tls: Option<&TlsFiles>) {
     eventually(
         Duration::from_secs(20),
         "node B stores the last publish",
-        || async {
-            let mut probe = b.client().await;
-            let (_, reply) = probe.join(topic, json!({"history": true})).await;
-            reply[4]["status"] == "ok" && {
-                let frames = probe.sync().await;
-                frames
-                    .iter()
-                    .filter(|v| v[3] == "m")
-                    .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
-                    .any(|o| o == last)
-            }
-        },
+        || async { stored_offsets(&b, topic).await.contains(&last) },
     )
     .await;
-    let mut probe = b.client().await;
-    probe.join(topic, json!({"history": true})).await;
-    let stored: Vec<u64> = probe
-        .sync()
-        .await
-        .iter()
-        .filter(|v| v[3] == "m")
-        .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
-        .collect();
+    let stored = stored_offsets(&b, topic).await;
     for o in &acked {
         assert!(stored.contains(o), "offset {o} lost: stored {stored:?}");
     }

@@ -673,6 +673,24 @@ impl Drop for Node {
     }
 }
 
+/// The offsets of the `m` broadcasts `node` replays to a new client that
+/// joins `topic` asking for the stored history (`{"history": true}`), in the
+/// order they arrive; empty when the join is refused.
+pub async fn stored_offsets(node: &Node, topic: &str) -> Vec<u64> {
+    let mut probe = node.client().await;
+    let (_, reply) = probe.join(topic, json!({"history": true})).await;
+    if reply[4]["status"] != "ok" {
+        return Vec::new();
+    }
+    probe
+        .sync()
+        .await
+        .iter()
+        .filter(|v| v[3] == "m")
+        .filter_map(|v| v[1].as_str()?.split(':').next()?.parse::<u64>().ok())
+        .collect()
+}
+
 /// Frames with `event`: read until `expected` arrived (or the deadline), then
 /// through a quiet period, so a duplicate or an extra frame would show.
 pub async fn collect(c: &mut Client, event: &str, expected: usize) -> Vec<Value> {

@@ -36,9 +36,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::{
-    answer_acks, certificates, history_call, warm_stream, Item, Retry, PUBLISH_BATCH, SEQUENCE,
-};
+use super::{answer_acks, certificates, history_call, warm_stream, Item, Retry, SEQUENCE};
 use crate::config::redis_url::ClusterUrl;
 use crate::pubsub::broker::link::{LinkParts, LinkState};
 use crate::pubsub::broker::security::LinkSecurity;
@@ -136,14 +134,7 @@ pub(super) async fn connected(
         tokio::select! {
             env = parts.out.recv() => {
                 let Some(env) = env else { return Ok(()) };
-                let mut batch = vec![retry.item(env)];
-                while batch.len() < PUBLISH_BATCH {
-                    match parts.out.try_recv() {
-                        Ok(env) => batch.push(retry.item(env)),
-                        Err(_) => break,
-                    }
-                }
-                parts.state.metrics.broker_queue_depth.decrement(batch.len() as f64);
+                let batch = retry.batch(env, parts);
                 publish_batch(&conn, &sequence, &parts.state, batch, retry).await?;
             }
             change = parts.changes.recv() => {

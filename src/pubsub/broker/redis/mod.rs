@@ -146,6 +146,21 @@ impl Retry {
         self.items.drain(..n).collect()
     }
 
+    /// `first` and whatever else is queued now (up to `PUBLISH_BATCH`), as
+    /// items: one pipeline's worth, taken off the queue's depth.
+    fn batch(&mut self, first: Envelope, parts: &mut LinkParts) -> Vec<Item> {
+        let mut batch = vec![self.item(first)];
+        while batch.len() < PUBLISH_BATCH {
+            match parts.out.try_recv() {
+                Ok(env) => batch.push(self.item(env)),
+                Err(_) => break,
+            }
+        }
+        let depth = &parts.state.metrics.broker_queue_depth;
+        depth.decrement(batch.len() as f64);
+        batch
+    }
+
     /// While the link is down: history publishes from the queue are kept,
     /// everything else dropped (counted).
     fn drain_queue(&mut self, parts: &mut LinkParts) {
@@ -568,14 +583,7 @@ async fn connected(
         tokio::select! {
             env = parts.out.recv() => {
                 let Some(env) = env else { return Ok(()) };
-                let mut batch = vec![retry.item(env)];
-                while batch.len() < PUBLISH_BATCH {
-                    match parts.out.try_recv() {
-                        Ok(env) => batch.push(retry.item(env)),
-                        Err(_) => break,
-                    }
-                }
-                parts.state.metrics.broker_queue_depth.decrement(batch.len() as f64);
+                let batch = retry.batch(env, parts);
                 publish_batch(&mut publisher, &sequence, parts, batch, retry).await?;
             }
             change = parts.changes.recv() => {
