@@ -115,6 +115,7 @@ pub const MAILBOX_DEPTH: &str = "myriad_mailbox_depth_messages";
 pub const MAILBOX_DROPPED: &str = "myriad_mailbox_dropped_total";
 pub const BROADCASTS: &str = "myriad_broadcasts_total";
 pub const FANOUT_DURATION: &str = "myriad_fanout_duration_seconds";
+pub const FANOUT_SPLITS: &str = "myriad_fanout_splits_total";
 pub const FANOUT_SIZE: &str = "myriad_fanout_subscribers";
 pub const TOPICS: &str = "myriad_topics";
 pub const HISTORY_BYTES: &str = "myriad_history_bytes";
@@ -293,6 +294,7 @@ pub struct Metrics {
     pub replays_refused: Counter,
     pub history_unstored: Counter,
     pub history_gaps: Counter,
+    pub fanout_splits: Counter,
     pub mailbox_depth: Histogram,
     pub mailbox_dropped: Counter,
     pub broadcasts: Counter,
@@ -676,6 +678,11 @@ impl Metrics {
             history_unstored: counter(
                 HISTORY_UNSTORED,
                 "History publishes delivered without an offset: no room for a new ring (history_max_topics or history_max_bytes).",
+                None,
+            ),
+            fanout_splits: counter(
+                FANOUT_SPLITS,
+                "Broadcasts to a topic with at least 32768 local members whose fan-out was shared across the runtime's workers.",
                 None,
             ),
             history_gaps: counter(

@@ -8,13 +8,21 @@
 //! under a read-write lock (not a `DashMap`, whose iterator clones and drops
 //! an `Arc` per member: two locked instructions per delivery that stall the
 //! fan-out's overlapped cache misses).
+//!
+//! A fan-out to a topic of at least [`SPLIT_AT`] local members is shared with
+//! the other runtime workers: the subscriber shards are cut into one part per
+//! worker (at most [`TOPIC_SHARDS`]), helper tasks that free workers steal
+//! take all parts but the first, and the publisher waits for them before
+//! returning (fork-join), so delivery order and every other guarantee stay
+//! those of one fan-out. A part no other worker picked up is run by the
+//! publisher itself: the split never waits on a busy runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
@@ -31,16 +39,24 @@ const TOPIC_SHARDS: usize = 8;
 /// to cover a memory round trip, few enough to stay in the first-level cache.
 const FAN_OUT_BATCH: usize = 32;
 
+/// Local members from which one fan-out is split across two workers: below
+/// it a fan-out takes well under a millisecond and the helper task's
+/// spawn and hand-over would cost more than they save.
+const SPLIT_AT: usize = 32_768;
+
+/// A subscriber shard: session → mailbox.
+type Shard = RwLock<HashMap<SessionId, Arc<Mailbox>>>;
+
 /// One topic's subscribers on this node, sharded by session id.
 #[derive(Default)]
 struct Subscribers {
-    shards: [RwLock<HashMap<SessionId, Arc<Mailbox>>>; TOPIC_SHARDS],
+    shards: [Shard; TOPIC_SHARDS],
     /// Members in all shards (changed under a shard's write lock).
     count: AtomicUsize,
 }
 
 impl Subscribers {
-    fn shard(&self, session: SessionId) -> &RwLock<HashMap<SessionId, Arc<Mailbox>>> {
+    fn shard(&self, session: SessionId) -> &Shard {
         &self.shards[(session % TOPIC_SHARDS as u64) as usize]
     }
 
@@ -82,6 +98,8 @@ struct Topic {
 #[derive(Default)]
 pub struct Hub {
     topics: DashMap<Arc<str>, Arc<Topic>>,
+    /// Fan-outs shared with another worker (`myriad_fanout_split_total`).
+    splits: AtomicU64,
 }
 
 /// Wake (and clear) every waker in `wakers`.
@@ -114,6 +132,12 @@ pub struct FanOut {
 }
 
 impl FanOut {
+    fn add(&mut self, other: FanOut) {
+        self.delivered += other.delivered;
+        self.dropped += other.dropped;
+        self.overflowed += other.overflowed;
+    }
+
     fn count(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Queued => self.delivered += 1,
@@ -126,6 +150,150 @@ impl FanOut {
             Delivery::Closed => {}
         }
     }
+}
+
+/// The fan-out loop over `shards`: members in batches of
+/// [`FAN_OUT_BATCH`], mailboxes prefetched together, wakers handed back by
+/// the pushes prefetched and woken while the next batch's mailboxes arrive.
+fn fan_out_shards(shards: &[Shard], frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
+    let mut out = FanOut::default();
+    // On the stack: a fan-out to a small topic allocates nothing.
+    let mut wakers: [Option<Waker>; FAN_OUT_BATCH] = std::array::from_fn(|_| None);
+    let mut pending_wakes = 0;
+    for shard in shards {
+        let members = shard.read();
+        if members.is_empty() {
+            continue;
+        }
+        let mut members = members
+            .iter()
+            .filter(|(id, _)| Some(**id) != exclude)
+            .map(|(_, mailbox)| &**mailbox);
+        loop {
+            let mut batch: [Option<&Mailbox>; FAN_OUT_BATCH] = [None; FAN_OUT_BATCH];
+            let mut taken = 0;
+            for (slot, mailbox) in batch.iter_mut().zip(members.by_ref()) {
+                mailbox.prefetch();
+                *slot = Some(mailbox);
+                taken += 1;
+            }
+            wake_all(&mut wakers[..pending_wakes]);
+            pending_wakes = 0;
+            for mailbox in batch.iter().take(taken).flatten() {
+                let (delivery, waker) = mailbox.push_deferred(frame.clone());
+                out.count(delivery);
+                if let Some(waker) = waker {
+                    prefetch::for_write(waker.data().cast());
+                    wakers[pending_wakes] = Some(waker);
+                    pending_wakes += 1;
+                }
+            }
+            if taken < FAN_OUT_BATCH {
+                break;
+            }
+        }
+    }
+    wake_all(&mut wakers[..pending_wakes]);
+    out
+}
+
+/// One part of a split fan-out (a range of the topic's shards): run once, by
+/// a helper task or by the publisher, whichever claims it first.
+struct Part {
+    topic: Arc<Topic>,
+    shards: std::ops::Range<usize>,
+    frame: Outbound,
+    exclude: Option<SessionId>,
+    /// FREE, CLAIMED or DONE.
+    state: AtomicU8,
+    out: parking_lot::Mutex<FanOut>,
+}
+
+const FREE: u8 = 0;
+const CLAIMED: u8 = 1;
+const DONE: u8 = 2;
+
+/// Marks a part done even if its fan-out unwinds, so the publisher waiting
+/// for it never spins forever (a panic here is a bug; the session
+/// supervisor reports it where it surfaces).
+struct DoneOnDrop<'a>(&'a AtomicU8);
+
+impl Drop for DoneOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(DONE, Ordering::Release);
+    }
+}
+
+impl Part {
+    /// Fan out to this part's shards unless someone already claimed them.
+    fn run_if_free(&self) {
+        if self
+            .state
+            .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let _done = DoneOnDrop(&self.state);
+        let shards = &self.topic.subscribers.shards[self.shards.clone()];
+        *self.out.lock() = fan_out_shards(shards, &self.frame, self.exclude);
+    }
+
+    /// Wait until the part is done (it is running on another worker).
+    fn wait(&self) {
+        let mut spins = 0u32;
+        while self.state.load(Ordering::Acquire) != DONE {
+            spins += 1;
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                // The other worker's thread may have been preempted.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Fan out to `t` on every worker: parts after the first go to helper tasks
+/// (other workers steal them while this one does the first), then wait for
+/// each, or run it here if nobody took it. None outside a multi-worker
+/// runtime (no other worker to share with).
+fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, exclude: Option<SessionId>) -> Option<FanOut> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return None;
+    }
+    let parts = handle.metrics().num_workers().min(TOPIC_SHARDS);
+    if parts < 2 {
+        return None;
+    }
+    // Shards [cut(i), cut(i + 1)) make part i.
+    let cut = |i: usize| i * TOPIC_SHARDS / parts;
+    let helpers: Vec<Arc<Part>> = (1..parts)
+        .map(|i| {
+            Arc::new(Part {
+                topic: Arc::clone(t),
+                shards: cut(i)..cut(i + 1),
+                frame: frame.clone(),
+                exclude,
+                state: AtomicU8::new(FREE),
+                out: parking_lot::Mutex::new(FanOut::default()),
+            })
+        })
+        .collect();
+    for part in &helpers {
+        let part = Arc::clone(part);
+        // Not awaited: the claim decides who runs it, and a runtime shutting
+        // down that drops the task leaves it to the publisher.
+        drop(handle.spawn(async move { part.run_if_free() }));
+    }
+    let mut out = fan_out_shards(&t.subscribers.shards[..cut(1)], frame, exclude);
+    for part in &helpers {
+        part.run_if_free();
+        part.wait();
+        out.add(*part.out.lock());
+    }
+    Some(out)
 }
 
 impl Hub {
@@ -180,45 +348,18 @@ impl Hub {
             None => return FanOut::default(),
         };
         t.broadcasts.fetch_add(1, Ordering::Relaxed);
-        let mut out = FanOut::default();
-        // On the stack: a fan-out to a small topic allocates nothing.
-        let mut wakers: [Option<Waker>; FAN_OUT_BATCH] = std::array::from_fn(|_| None);
-        let mut pending_wakes = 0;
-        for shard in &t.subscribers.shards {
-            let members = shard.read();
-            if members.is_empty() {
-                continue;
-            }
-            let mut members = members
-                .iter()
-                .filter(|(id, _)| Some(**id) != exclude)
-                .map(|(_, mailbox)| &**mailbox);
-            loop {
-                let mut batch: [Option<&Mailbox>; FAN_OUT_BATCH] = [None; FAN_OUT_BATCH];
-                let mut taken = 0;
-                for (slot, mailbox) in batch.iter_mut().zip(members.by_ref()) {
-                    mailbox.prefetch();
-                    *slot = Some(mailbox);
-                    taken += 1;
-                }
-                wake_all(&mut wakers[..pending_wakes]);
-                pending_wakes = 0;
-                for mailbox in batch.iter().take(taken).flatten() {
-                    let (delivery, waker) = mailbox.push_deferred(frame.clone());
-                    out.count(delivery);
-                    if let Some(waker) = waker {
-                        prefetch::for_write(waker.data().cast());
-                        wakers[pending_wakes] = Some(waker);
-                        pending_wakes += 1;
-                    }
-                }
-                if taken < FAN_OUT_BATCH {
-                    break;
-                }
+        if t.subscribers.len() >= SPLIT_AT {
+            if let Some(out) = fan_out_split(&t, frame, exclude) {
+                self.splits.fetch_add(1, Ordering::Relaxed);
+                return out;
             }
         }
-        wake_all(&mut wakers[..pending_wakes]);
-        out
+        fan_out_shards(&t.subscribers.shards, frame, exclude)
+    }
+
+    /// Fan-outs that were shared with another worker.
+    pub fn splits(&self) -> u64 {
+        self.splits.load(Ordering::Relaxed)
     }
 
     /// Names of the topics with at least one subscriber (resubscribing after a
@@ -374,6 +515,110 @@ mod tests {
         let out = hub.fan_out("t", &frame, None);
         assert_eq!(out.overflowed, boxes.len());
         assert!(wakes.iter().all(|w| w.0.load(Ordering::SeqCst) == 1));
+    }
+
+    /// A topic of `n` members; returns their mailboxes by session id.
+    fn big_topic(hub: &Hub, n: usize) -> Vec<Arc<Mailbox>> {
+        (0..n)
+            .map(|i| {
+                let m = mailbox();
+                hub.subscribe("big", i as u64, Arc::clone(&m));
+                m
+            })
+            .collect()
+    }
+
+    /// What `m` holds, as text.
+    fn texts(m: &Mailbox) -> Vec<String> {
+        let mut q = VecDeque::new();
+        m.drain(&mut q);
+        q.iter()
+            .map(|o| o.text().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Two fan-outs to a big topic on a runtime of `workers` workers: every
+    /// member but the excluded one gets both frames, once each, in order.
+    fn shared_fan_out_on(workers: usize, excluded: usize) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .build()
+            .unwrap();
+        let hub = Arc::new(Hub::new());
+        let n = SPLIT_AT + 100;
+        let boxes = big_topic(&hub, n);
+        let publisher = Arc::clone(&hub);
+        // From a task, as a session publishes.
+        let task = runtime.spawn(async move {
+            ["one", "two"]
+                .map(|f| publisher.fan_out("big", &Outbound::Text(f.into()), Some(excluded as u64)))
+        });
+        let outs = runtime.block_on(task).unwrap();
+        for out in outs {
+            assert_eq!(out.delivered, n - 1, "{out:?}");
+        }
+        assert_eq!(hub.splits(), 2, "both fan-outs were shared");
+        for (i, m) in boxes.iter().enumerate() {
+            let want: &[&str] = if i == excluded { &[] } else { &["one", "two"] };
+            assert_eq!(texts(m), want, "member {i}: once each, in order");
+        }
+    }
+
+    #[test]
+    fn a_big_fan_out_is_shared_by_two_workers_and_stays_one_fan_out() {
+        // Excluded: a member of the second part (shards 4..8).
+        shared_fan_out_on(2, 13);
+    }
+
+    #[test]
+    fn uneven_parts_cover_every_shard_once() {
+        // Three parts: shards 0..2, 2..5, 5..8; excluded in the middle one.
+        shared_fan_out_on(3, 11);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn with_one_worker_or_none_one_thread_does_it_all() {
+        let hub = Hub::new();
+        let boxes = big_topic(&hub, SPLIT_AT);
+        let out = hub.fan_out("big", &Outbound::Text("x".into()), None);
+        assert_eq!(out.delivered, SPLIT_AT);
+        let outside = std::thread::spawn({
+            let hub = Arc::new(hub);
+            move || {
+                let out = hub.fan_out("big", &Outbound::Text("y".into()), None);
+                (out.delivered, hub.splits())
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(outside, (SPLIT_AT, 0), "no split without a second worker");
+        assert!(boxes.iter().all(|m| texts(m) == ["x", "y"]));
+    }
+
+    #[test]
+    fn a_part_runs_once_whoever_claims_it() {
+        let hub = Hub::new();
+        let boxes: Vec<_> = (0..16).map(|_| mailbox()).collect();
+        for (i, m) in boxes.iter().enumerate() {
+            hub.subscribe("t", i as u64, Arc::clone(m));
+        }
+        let topic = Arc::clone(hub.topics.get("t").unwrap().value());
+        let far = Part {
+            topic,
+            shards: TOPIC_SHARDS / 2..TOPIC_SHARDS,
+            frame: Outbound::Text("f".into()),
+            exclude: None,
+            state: AtomicU8::new(FREE),
+            out: parking_lot::Mutex::new(FanOut::default()),
+        };
+        far.run_if_free();
+        far.run_if_free();
+        far.wait();
+        assert_eq!(far.out.lock().delivered, 8, "the far four shards, once");
+        for (i, m) in boxes.iter().enumerate() {
+            let want = usize::from(i % TOPIC_SHARDS >= TOPIC_SHARDS / 2);
+            assert_eq!(m.depth(), want, "member {i}");
+        }
     }
 
     #[test]

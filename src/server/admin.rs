@@ -42,6 +42,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .history_gaps
         .absolute(state.node.history_gaps());
+    state
+        .metrics
+        .fanout_splits
+        .absolute(state.node.fanout_splits());
     (
         [(
             header::CONTENT_TYPE,

@@ -318,6 +318,11 @@ impl Node {
         self.hub.broadcasts_total()
     }
 
+    /// Fan-outs shared across the runtime's workers (big topics).
+    pub fn fanout_splits(&self) -> u64 {
+        self.hub.splits()
+    }
+
     /// Revoke `user` here and on every other node: tokens issued at or before
     /// `r.before` are refused until `r.until`, and its sessions close.
     /// Returns the sessions closed on this node.
