@@ -109,6 +109,21 @@ fn wake_all(wakers: &mut [Option<Waker>]) {
     }
 }
 
+/// Who a fan-out passes over: the publisher (`broadcast_from`) and members
+/// that already have the frame (a history topic's members that joined ahead
+/// of this node, `pubsub::history`). Usually one id at most.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Skip<'a> {
+    pub publisher: Option<SessionId>,
+    pub have_it: &'a [SessionId],
+}
+
+impl Skip<'_> {
+    fn skips(&self, id: SessionId) -> bool {
+        self.publisher == Some(id) || self.have_it.contains(&id)
+    }
+}
+
 /// A topic as the admin console lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicFigures {
@@ -155,7 +170,7 @@ impl FanOut {
 /// The fan-out loop over `shards`: members in batches of
 /// [`FAN_OUT_BATCH`], mailboxes prefetched together, wakers handed back by
 /// the pushes prefetched and woken while the next batch's mailboxes arrive.
-fn fan_out_shards(shards: &[Shard], frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
+fn fan_out_shards(shards: &[Shard], frame: &Outbound, skip: Skip<'_>) -> FanOut {
     let mut out = FanOut::default();
     // On the stack: a fan-out to a small topic allocates nothing.
     let mut wakers: [Option<Waker>; FAN_OUT_BATCH] = std::array::from_fn(|_| None);
@@ -167,7 +182,7 @@ fn fan_out_shards(shards: &[Shard], frame: &Outbound, exclude: Option<SessionId>
         }
         let mut members = members
             .iter()
-            .filter(|(id, _)| Some(**id) != exclude)
+            .filter(|(id, _)| !skip.skips(**id))
             .map(|(_, mailbox)| &**mailbox);
         loop {
             let mut batch: [Option<&Mailbox>; FAN_OUT_BATCH] = [None; FAN_OUT_BATCH];
@@ -203,7 +218,8 @@ struct Part {
     topic: Arc<Topic>,
     shards: std::ops::Range<usize>,
     frame: Outbound,
-    exclude: Option<SessionId>,
+    publisher: Option<SessionId>,
+    have_it: Vec<SessionId>,
     /// FREE, CLAIMED or DONE.
     state: AtomicU8,
     out: parking_lot::Mutex<FanOut>,
@@ -236,7 +252,11 @@ impl Part {
         }
         let _done = DoneOnDrop(&self.state);
         let shards = &self.topic.subscribers.shards[self.shards.clone()];
-        *self.out.lock() = fan_out_shards(shards, &self.frame, self.exclude);
+        let skip = Skip {
+            publisher: self.publisher,
+            have_it: &self.have_it,
+        };
+        *self.out.lock() = fan_out_shards(shards, &self.frame, skip);
     }
 
     /// Wait until the part is done (it is running on another worker).
@@ -258,7 +278,7 @@ impl Part {
 /// (other workers steal them while this one does the first), then wait for
 /// each, or run it here if nobody took it. None outside a multi-worker
 /// runtime (no other worker to share with).
-fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, exclude: Option<SessionId>) -> Option<FanOut> {
+fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, skip: Skip<'_>) -> Option<FanOut> {
     let handle = tokio::runtime::Handle::try_current().ok()?;
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         return None;
@@ -275,7 +295,8 @@ fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, exclude: Option<SessionId>) -
                 topic: Arc::clone(t),
                 shards: cut(i)..cut(i + 1),
                 frame: frame.clone(),
-                exclude,
+                publisher: skip.publisher,
+                have_it: skip.have_it.to_vec(),
                 state: AtomicU8::new(FREE),
                 out: parking_lot::Mutex::new(FanOut::default()),
             })
@@ -287,7 +308,7 @@ fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, exclude: Option<SessionId>) -
         // down that drops the task leaves it to the publisher.
         drop(handle.spawn(async move { part.run_if_free() }));
     }
-    let mut out = fan_out_shards(&t.subscribers.shards[..cut(1)], frame, exclude);
+    let mut out = fan_out_shards(&t.subscribers.shards[..cut(1)], frame, skip);
     for part in &helpers {
         part.run_if_free();
         part.wait();
@@ -343,18 +364,27 @@ impl Hub {
     /// its task); batching lets a batch's misses overlap instead of queueing
     /// behind each other's atomic operations (`pubsub::prefetch`).
     pub fn fan_out(&self, topic: &str, frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
+        let skip = Skip {
+            publisher: exclude,
+            have_it: &[],
+        };
+        self.fan_out_skipping(topic, frame, skip)
+    }
+
+    /// `fan_out`, passing over every member `skip` names.
+    pub fn fan_out_skipping(&self, topic: &str, frame: &Outbound, skip: Skip<'_>) -> FanOut {
         let t = match self.topics.get(topic) {
             Some(t) => Arc::clone(t.value()),
             None => return FanOut::default(),
         };
         t.broadcasts.fetch_add(1, Ordering::Relaxed);
         if t.subscribers.len() >= SPLIT_AT {
-            if let Some(out) = fan_out_split(&t, frame, exclude) {
+            if let Some(out) = fan_out_split(&t, frame, skip) {
                 self.splits.fetch_add(1, Ordering::Relaxed);
                 return out;
             }
         }
-        fan_out_shards(&t.subscribers.shards, frame, exclude)
+        fan_out_shards(&t.subscribers.shards, frame, skip)
     }
 
     /// Fan-outs that were shared with another worker.
@@ -607,7 +637,8 @@ mod tests {
             topic,
             shards: TOPIC_SHARDS / 2..TOPIC_SHARDS,
             frame: Outbound::Text("f".into()),
-            exclude: None,
+            publisher: None,
+            have_it: Vec::new(),
             state: AtomicU8::new(FREE),
             out: parking_lot::Mutex::new(FanOut::default()),
         };

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::mailbox::Outbound;
+use super::mailbox::{Outbound, SessionId};
 use crate::protocol::{encode, history_ref};
 
 /// One stored broadcast. `frame` is its JSON text with the offset in the ref
@@ -80,6 +80,13 @@ struct Ring {
     bytes: usize,
     /// Offset of the newest broadcast; 0 before the first.
     last: u64,
+    /// Members that joined with a position of this epoch ahead of `last`
+    /// (this node lags the cluster; the client came from a node that did
+    /// not), with the offset they already have: the frames up to it reach
+    /// this node later and are not delivered to them again. One entry per
+    /// session, dropped once it has caught up, when it leaves, or when the
+    /// epoch changes: bounded by the topic's members here.
+    ahead: Vec<(SessionId, u64)>,
     entries: VecDeque<Entry>,
     last_publish: Instant,
 }
@@ -94,6 +101,7 @@ impl Ring {
             cluster_seen: None,
             bytes: 0,
             last: 0,
+            ahead: Vec::new(),
             entries: VecDeque::new(),
             last_publish: Instant::now(),
         }
@@ -302,6 +310,8 @@ impl History {
             return None;
         };
         let mut ring = ring.lock();
+        // This node numbers the frame itself: nobody can already have it.
+        ring.ahead.clear();
         if ring.cluster {
             // The cluster is unreachable and this node publishes on its own:
             // a fresh epoch, so local offsets can never be mistaken for the
@@ -335,17 +345,18 @@ impl History {
         epoch: &str,
         frame: Utf8Bytes,
         binary: Option<Bytes>,
-        deliver: impl FnOnce(Outbound),
+        deliver: impl FnOnce(Outbound, &[SessionId]),
     ) -> bool {
         let ring = match self.ring(topic) {
             Ok(Some(ring)) => ring,
             Ok(None) => return false,
             // No room to keep it: still delivered (no repeat check possible).
             Err(NoRoom) => {
-                deliver(match binary {
+                let frame = match binary {
                     Some(b) => Outbound::Binary(b),
                     None => Outbound::Text(frame),
-                });
+                };
+                deliver(frame, &[]);
                 return true;
             }
         };
@@ -377,12 +388,24 @@ impl History {
         let entry = self.store(&mut ring, offset, frame, binary);
         if !delivered_before {
             ring.cluster_seen = Some((epoch.to_owned(), offset));
-            deliver(entry);
+            // Members that joined ahead and already have this offset skip
+            // it; the ones past their offset have caught up.
+            ring.ahead.retain(|&(_, has)| has >= offset);
+            let skip: Vec<SessionId> = ring.ahead.iter().map(|&(s, _)| s).collect();
+            deliver(entry, &skip);
         }
         true
     }
 
+    /// `session` left `topic`: it no longer waits to catch up there.
+    pub fn forget(&self, topic: &str, session: SessionId) {
+        if let Some(ring) = self.existing(topic) {
+            ring.lock().ahead.retain(|&(s, _)| s != session);
+        }
+    }
+
     fn reset(&self, ring: &mut Ring, epoch: String) {
+        ring.ahead.clear();
         ring.entries.clear();
         self.freed(std::mem::take(&mut ring.bytes));
         ring.epoch = epoch;
@@ -453,7 +476,21 @@ impl History {
         since: Option<&Position>,
         on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
-        self.join_at(topic, since, false, on_join)
+        self.join_at(topic, since, None, false, on_join)
+    }
+
+    /// `join` for `session`: when its position is of this ring's epoch but
+    /// ahead of it (this node has not received those frames yet), the answer
+    /// is still `recovered: false`, and the frames up to that position are
+    /// not delivered to the session when they arrive.
+    pub fn join_as(
+        &self,
+        topic: &str,
+        since: Option<&Position>,
+        session: SessionId,
+        on_join: impl FnOnce(&[Outbound]) -> bool,
+    ) -> Recovery {
+        self.join_at(topic, since, Some(session), false, on_join)
     }
 
     /// Like `join` without `since`, but replays every stored broadcast (a new
@@ -463,13 +500,14 @@ impl History {
         topic: &str,
         on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
-        self.join_at(topic, None, true, on_join)
+        self.join_at(topic, None, None, true, on_join)
     }
 
     fn join_at(
         &self,
         topic: &str,
         since: Option<&Position>,
+        session: Option<SessionId>,
         replay_all: bool,
         on_join: impl FnOnce(&[Outbound]) -> bool,
     ) -> Recovery {
@@ -491,6 +529,12 @@ impl History {
         let mut ring = ring.lock();
         let pruned = ring.prune(Instant::now());
         self.freed(pruned);
+        if let Some(session) = session {
+            ring.ahead.retain(|&(s, _)| s != session);
+            if let Some(since) = since.filter(|p| p.epoch == ring.epoch && p.offset > ring.last) {
+                ring.ahead.push((session, since.offset));
+            }
+        }
         let position = Position {
             offset: ring.last,
             epoch: ring.epoch.clone(),

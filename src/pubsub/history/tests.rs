@@ -171,9 +171,13 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     );
     // A node that starts listening at offset 5 keeps 5.. and cannot recover before.
     for o in 5..=8 {
-        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| {}));
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_, _| {}));
     }
-    assert!(!h.append_sequenced("t", 8, "E1", frame(8), None, |_| panic!("repeat delivered")));
+    assert!(
+        !h.append_sequenced("t", 8, "E1", frame(8), None, |_, _| panic!(
+            "repeat delivered"
+        ))
+    );
     let since = |o: u64| Position {
         offset: o,
         epoch: "E1".into(),
@@ -192,7 +196,7 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     // stored again but not delivered twice; 9, sequenced while away, is new.
     let mut delivered = Vec::new();
     for o in 6..=9 {
-        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| delivered.push(o)));
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_, _| delivered.push(o)));
     }
     assert_eq!(delivered, [9]);
     assert_eq!(h.join("t", None, |_| true).position.epoch, "E1");
@@ -200,7 +204,7 @@ fn sequenced_frames_follow_the_cluster_and_local_publishes_fork() {
     assert!(r.recovered);
     assert_eq!(r.frames.len(), 3, "7, 8 and 9 are kept for recovery");
     // A new cluster epoch (its keys expired) is all new.
-    assert!(h.append_sequenced("t", 1, "E2", frame(1), None, |_| delivered.push(100)));
+    assert!(h.append_sequenced("t", 1, "E2", frame(1), None, |_, _| delivered.push(100)));
     assert_eq!(delivered, [9, 100]);
 }
 
@@ -209,11 +213,11 @@ fn a_hole_in_sequenced_offsets_is_never_replayed_across() {
     let h = history(usize::MAX);
     let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
     for o in 1..=3 {
-        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_| {}));
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_, _| {}));
     }
     // 4 and 5 were lost on the way; 6 arrives.
     let mut delivered = Vec::new();
-    assert!(h.append_sequenced("t", 6, "E1", frame(6), None, |_| delivered.push(6)));
+    assert!(h.append_sequenced("t", 6, "E1", frame(6), None, |_, _| delivered.push(6)));
     assert_eq!(delivered, [6], "the frame itself is still delivered");
     assert_eq!(h.gaps(), 1);
     let since = |o: u64| Position {
@@ -229,12 +233,57 @@ fn a_hole_in_sequenced_offsets_is_never_replayed_across() {
     assert!(r.recovered);
     assert_eq!(r.frames.len(), 1);
     // Contiguous offsets are not gaps.
-    assert!(h.append_sequenced("t", 7, "E1", frame(7), None, |_| {}));
+    assert!(h.append_sequenced("t", 7, "E1", frame(7), None, |_, _| {}));
     assert_eq!(h.gaps(), 1);
     assert_eq!(
         h.bytes(),
         frame(6).len() + frame(7).len() + RING_OVERHEAD + 1
     );
+}
+
+#[test]
+fn a_member_that_joined_ahead_of_this_node_is_not_sent_what_it_has() {
+    let h = history(usize::MAX);
+    let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
+    for o in 1..=3 {
+        assert!(h.append_sequenced("t", o, "E1", frame(o), None, |_, _| {}));
+    }
+    // Session 7 comes from a node that had offset 5 already.
+    let at = |o: u64| Position {
+        offset: o,
+        epoch: "E1".into(),
+    };
+    let r = h.join_as("t", Some(&at(5)), 7, |_| true);
+    assert!(!r.recovered, "this node cannot vouch for 4 and 5");
+    assert_eq!(r.position.offset, 3);
+    // Session 8 is not ahead; session 9 joins ahead too, then leaves.
+    h.join_as("t", Some(&at(3)), 8, |_| true);
+    h.join_as("t", Some(&at(9)), 9, |_| true);
+    h.forget("t", 9);
+    let mut skipped = Vec::new();
+    for o in 4..=6 {
+        h.append_sequenced("t", o, "E1", frame(o), None, |_, skip| {
+            skipped.push((o, skip.to_vec()));
+        });
+    }
+    // Without the check every member got 4 and 5 again.
+    assert_eq!(skipped, [(4, vec![7]), (5, vec![7]), (6, vec![])]);
+    // A second join of the same session replaces its entry; a new epoch
+    // makes every old position moot.
+    h.join_as("t", Some(&at(8)), 7, |_| true);
+    h.join_as("t", Some(&at(10)), 7, |_| true);
+    let mut skip_e2 = None;
+    h.append_sequenced("t", 1, "E2", frame(1), None, |_, skip| {
+        skip_e2 = Some(skip.len())
+    });
+    assert_eq!(skip_e2, Some(0));
+    // A position of another epoch is never "ahead".
+    h.join_as("t", Some(&at(50)), 11, |_| true);
+    let mut skip_next = None;
+    h.append_sequenced("t", 2, "E2", frame(2), None, |_, skip| {
+        skip_next = Some(skip.len())
+    });
+    assert_eq!(skip_next, Some(0));
 }
 
 #[test]

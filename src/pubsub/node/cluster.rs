@@ -14,6 +14,7 @@ use crate::protocol::{
 };
 use crate::pubsub::broker::wire::Control;
 use crate::pubsub::broker::{BrokerHandler, Envelope};
+use crate::pubsub::hub::Skip;
 use crate::pubsub::mailbox::{Outbound, SessionId};
 use crate::pubsub::membership::Heard;
 use crate::pubsub::presence::filter_diff;
@@ -146,8 +147,12 @@ impl Node {
             }
             Some(_) => {
                 self.history
-                    .append_sequenced(topic, offset, epoch, frame, bin, |f| {
-                        self.deliver(topic, &f, exclude);
+                    .append_sequenced(topic, offset, epoch, frame, bin, |f, have_it| {
+                        let skip = Skip {
+                            publisher: exclude,
+                            have_it,
+                        };
+                        self.deliver_skipping(topic, &f, skip);
                     });
             }
         }

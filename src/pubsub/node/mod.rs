@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::broker::wire::{Control, NodeFigures};
 use super::broker::{Broker, Envelope, HistoryAck};
 use super::history::{Entry, History, Position, Recovery, RingLimits};
-use super::hub::{FanOut, Hub};
+use super::hub::{FanOut, Hub, Skip};
 use super::mailbox::{Mailbox, Outbound, SessionId};
 use super::membership::{ClusterTiming, Membership};
 use super::presence::{Joined, Presence, Snapshot};
@@ -388,7 +388,7 @@ impl Node {
         };
         let recovery = if ns.history_size > 0 {
             Some(match since {
-                Since::Position(p) => self.history.join(topic, Some(&p), on_join),
+                Since::Position(p) => self.history.join_as(topic, Some(&p), session, on_join),
                 Since::Stored => self.history.join_with_stored(topic, on_join),
                 Since::Now => self.history.join(topic, None, on_join),
             })
@@ -445,6 +445,9 @@ impl Node {
     /// Stop delivering `topic` to `session` and remove its presence.
     pub fn leave(&self, topic: &str, ns: &NamespaceConfig, session: SessionId) {
         self.hub.unsubscribe(topic, session);
+        if ns.history_size > 0 {
+            self.history.forget(topic, session);
+        }
         if ns.presence {
             let gone = self
                 .presence
@@ -633,8 +636,17 @@ impl Node {
 
     /// The one fan-out to local mailboxes, and its metrics.
     fn deliver(&self, topic: &str, frame: &Outbound, exclude: Option<SessionId>) -> FanOut {
+        let skip = Skip {
+            publisher: exclude,
+            have_it: &[],
+        };
+        self.deliver_skipping(topic, frame, skip)
+    }
+
+    /// `deliver`, passing over every member `skip` names.
+    fn deliver_skipping(&self, topic: &str, frame: &Outbound, skip: Skip<'_>) -> FanOut {
         let started = std::time::Instant::now();
-        let out = self.hub.fan_out(topic, frame, exclude);
+        let out = self.hub.fan_out_skipping(topic, frame, skip);
         self.metrics
             .fanout_done(out.delivered, out.dropped, started.elapsed());
         out

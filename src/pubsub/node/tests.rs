@@ -205,6 +205,53 @@ fn a_sequencing_cluster_gets_history_publishes_and_they_land_when_sequenced() {
     assert!(frames(&b).is_empty());
 }
 
+/// A client moves here from a node that was further along the cluster's
+/// history (this one lags, say its link blinked): it joins with a position
+/// ahead of this node's ring. When the frames it already has reach this
+/// node, the other members get them; the mover does not get them twice.
+#[test]
+fn a_member_that_moved_here_ahead_of_this_node_gets_no_frame_twice() {
+    let broker = Arc::new(Recording {
+        sequences: true,
+        ..Recording::default()
+    });
+    let (node, _) = node_with(Arc::clone(&broker));
+    let (stayer, _) = join(&node, "chat:h", 1, "u1");
+    let frame = |o: u64| format!("[null,\"{o}:E\",\"chat:h\",\"m\",{{\"o\":{o}}}]");
+    for o in 1..=3 {
+        node.on_sequenced("chat:h", &frame(o), None, false);
+    }
+    let mover = mailbox();
+    let ns = Arc::clone(&node.route("chat:h").unwrap().namespace);
+    let joined = node.join(JoinRequest {
+        topic: "chat:h",
+        namespace: &ns,
+        join_ref: Some("1"),
+        session: 2,
+        mailbox: Arc::clone(&mover),
+        since: Since::Position(Position {
+            offset: 5,
+            epoch: "E".into(),
+        }),
+        presence: Some(("u2", Map::new())),
+    });
+    assert!(!joined.recovery.unwrap().recovered);
+    frames(&stayer);
+    frames(&mover);
+    for o in 4..=6 {
+        node.on_sequenced("chat:h", &frame(o), None, false);
+    }
+    let offsets = |m: &Mailbox| -> Vec<u64> {
+        frames(m)
+            .iter()
+            .filter(|f| f[3] == "m")
+            .filter_map(|f| f[4]["o"].as_u64())
+            .collect()
+    };
+    assert_eq!(offsets(&stayer), [4, 5, 6]);
+    assert_eq!(offsets(&mover), [6], "4 and 5 it had already");
+}
+
 #[test]
 fn while_the_cluster_is_down_history_is_sequenced_here() {
     let broker = Arc::new(Recording {
