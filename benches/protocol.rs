@@ -105,6 +105,53 @@ fn bench_fanout_waking(c: &mut Criterion) {
     fanout_group(c, "fanout_waking", &[100, 10_000, 100_000], true);
 }
 
+/// A fan-out to a topic big enough to be split across the runtime's workers
+/// (`pubsub::hub`, 32 768 members and up), published from a task as a
+/// session would: `one_worker` on a current-thread runtime (no split),
+/// `two_workers` on a two-worker runtime (split in two). Sizes past the
+/// last-level cache, as a node's sessions are: a cache-warm topic measures
+/// the cache instead (`fanout/100000` stays warm from its setup). No member
+/// waits here, so this is the split's cost on the pushes alone; the gain
+/// comes with waiting sessions, whose wake-ups each part's worker queues
+/// (`examples/million.rs` measures that, BENCHMARKS.md).
+fn bench_fanout_split(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_split");
+    g.sample_size(20);
+    let one = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let two = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("a runtime");
+    for n in [300_000usize, 1_000_000] {
+        let (hub, boxes, frame) = hot_topic(n);
+        let hub = Arc::new(hub);
+        let mut scratch = VecDeque::new();
+        g.throughput(Throughput::Elements(n as u64));
+        for (name, runtime) in [("one_worker", &one), ("two_workers", &two)] {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter_batched(
+                    || {
+                        for m in &boxes {
+                            m.drain(&mut scratch);
+                            scratch.clear();
+                        }
+                    },
+                    |_| {
+                        let (hub, frame) = (Arc::clone(&hub), frame.clone());
+                        let publish =
+                            runtime.spawn(async move { hub.fan_out("room:hot", &frame, None) });
+                        black_box(runtime.block_on(publish).expect("the fan-out task"))
+                    },
+                    criterion::BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Baseline for fan-out ratios: the same frame cloned into N plain queues, no
 /// map, no lock, no wake-up. Fan-out cost over this is what the hub and the
 /// mailbox add.
@@ -273,6 +320,7 @@ criterion_group!(
     bench_fanout_baseline,
     bench_fanout,
     bench_fanout_waking,
+    bench_fanout_split,
     bench_join_leave,
     bench_write_batch
 );
