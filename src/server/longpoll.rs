@@ -251,7 +251,7 @@ async fn open(state: Arc<AppState>, peer: SocketAddr, req: Request<Body>) -> Res
     let query = req.uri().query();
     let checked = match query_param(query, "vsn") {
         None => Err(UpgradeError::MissingVsn),
-        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
+        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v.into_owned())),
         Some(_) => admit(&state, peer).and_then(|permit| {
             let token = connect_token(query, req.headers());
             let identity = state.auth.authenticate(req.headers(), token.as_deref())?;

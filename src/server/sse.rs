@@ -109,7 +109,7 @@ pub async fn sse(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| query_param(query, "last_event_id"));
+        .or_else(|| query_param(query, "last_event_id").map(|v| v.into_owned()));
     let asked = last_id
         .map(|id| Cursor::parse(&id, config.max_topics_per_session))
         .unwrap_or_default();

@@ -163,14 +163,20 @@ fn accept_key(headers: &HeaderMap) -> Result<String, UpgradeError> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+/// A query parameter's value, decoded; borrowed from the query when it
+/// needs no decoding (the common case: no copy per upgrade).
+pub(super) fn query_param<'q>(
+    query: Option<&'q str>,
+    name: &str,
+) -> Option<std::borrow::Cow<'q, str>> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v)
 }
 
 fn switching_protocols(accept: String, subprotocol: bool) -> Result<Response, UpgradeError> {
-    let accept = HeaderValue::from_str(&accept)
+    // Takes the string's buffer as it is: no copy per upgrade.
+    let accept = HeaderValue::try_from(accept)
         .map_err(|_| UpgradeError::NotWebSocket("invalid Sec-WebSocket-Key"))?;
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -198,7 +204,7 @@ pub async fn phoenix(
     let query = req.uri().query();
     let checked = match query_param(query, "vsn") {
         None => Err(UpgradeError::MissingVsn),
-        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v)),
+        Some(v) if !vsn_supported(&v) => Err(UpgradeError::UnsupportedVsn(v.into_owned())),
         Some(_) => accept_key(req.headers()).and_then(|accept| {
             // Admission first: a refused client costs no token verification.
             let permit = admit(&state, peer)?;

@@ -17,9 +17,14 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use smallvec::SmallVec;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::pubsub::mailbox::Outbound;
+
+/// Frames whose headers and slices a write keeps on the stack (a paced
+/// write carries about ten): only a larger backlog allocates for them.
+const INLINE: usize = 16;
 
 /// Frames per vectored write at most: 1024 slices, Linux's `IOV_MAX`. A
 /// backlog of a slow reader goes out in as few syscalls as a copying writer
@@ -79,7 +84,7 @@ where
     finish_partial(io, batch, sent).await?;
     let vectored = io.is_write_vectored();
     let chunk = batch.len().min(CHUNK);
-    let mut headers: Vec<([u8; 10], usize)> = Vec::with_capacity(chunk);
+    let mut headers: SmallVec<[([u8; 10], usize); INLINE]> = SmallVec::with_capacity(chunk);
     let mut gathered = Vec::new();
     let (mut messages, mut bytes) = (0u64, 0u64);
     while !batch.is_empty() {
@@ -87,7 +92,7 @@ where
         headers.clear();
         headers.extend(batch.iter().take(n).map(header));
         if vectored {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * n);
+            let mut slices: SmallVec<[IoSlice<'_>; 2 * INLINE]> = SmallVec::with_capacity(2 * n);
             for ((h, used), frame) in headers.iter().zip(batch.iter()) {
                 slices.push(IoSlice::new(&h[..*used]));
                 slices.push(IoSlice::new(payload(frame)));

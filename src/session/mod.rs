@@ -428,8 +428,7 @@ where
             }
         };
         if !self.out.is_empty() {
-            let frames: Vec<Outbound> = self.out.drain(..).collect();
-            self.batch.extend(frames);
+            self.batch.extend(self.out.drain(..));
             self.write_batch().await?;
         }
         outcome

@@ -578,20 +578,30 @@ impl PhoenixHandler {
     /// Remove a channel, unsubscribe it, and run its terminate callback (a
     /// panic there is logged and counted but changes nothing else).
     fn end_channel(&mut self, topic: &str, reason: Terminate, out: &mut Vec<Outbound>) {
-        if let Some(mut joined) = self.channels.remove(topic) {
-            let ns = Arc::clone(&joined.namespace);
-            self.release(topic, &ns);
-            let join_ref = joined.join_ref.clone();
-            if let Called::Panicked(panic) = self.call(
-                joined.channel.as_mut(),
-                &ns,
-                topic,
-                join_ref.as_deref(),
-                out,
-                |ch, ctx| ch.terminate(ctx, reason),
-            ) {
-                self.channel_panicked(topic, &panic, "terminate");
-            }
+        if let Some(joined) = self.channels.remove(topic) {
+            self.end_joined(topic, joined, reason, out);
+        }
+    }
+
+    /// Leave `topic` (already out of `channels`) and run its terminate.
+    fn end_joined(
+        &mut self,
+        topic: &str,
+        mut joined: Joined,
+        reason: Terminate,
+        out: &mut Vec<Outbound>,
+    ) {
+        let ns = Arc::clone(&joined.namespace);
+        self.release(topic, &ns);
+        if let Called::Panicked(panic) = self.call(
+            joined.channel.as_mut(),
+            &ns,
+            topic,
+            joined.join_ref.as_deref(),
+            out,
+            |ch, ctx| ch.terminate(ctx, reason),
+        ) {
+            self.channel_panicked(topic, &panic, "terminate");
         }
     }
 }
@@ -650,10 +660,12 @@ impl FrameHandler for PhoenixHandler {
 
 impl Drop for PhoenixHandler {
     fn drop(&mut self) {
-        let topics: Vec<String> = self.channels.keys().cloned().collect();
+        // The map is taken whole: ending each channel needs no copy of its
+        // name, and a session's last moments allocate nothing.
+        let channels = std::mem::take(&mut self.channels);
         let mut discard = Vec::new();
-        for topic in topics {
-            self.end_channel(&topic, Terminate::Closed, &mut discard);
+        for (topic, joined) in channels {
+            self.end_joined(&topic, joined, Terminate::Closed, &mut discard);
         }
     }
 }
