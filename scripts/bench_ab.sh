@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Two builds of myriad, measured alternately in one run (A B A B ...), so a change
 # is judged against its base on the same machine at the same time.
-# Usage: scripts/bench_ab.sh A_BIN_DIR B_BIN_DIR [idle|fanout|paced|million|all] [ROUNDS]
+# Usage: scripts/bench_ab.sh A_BIN_DIR B_BIN_DIR [idle|fanout|paced|million|connect|all] [ROUNDS]
 #   paced: A, B and the strong raw baseline (myriad-load baseline-server) each
 #   round, unpaced and with --publish-window 4.
+#   connect: 15 000 connections as fast as 256 in flight allow (myriad: TCP +
+#   upgrade + phx_join reply; the strong baseline after B: TCP + upgrade).
 #   *_BIN_DIR holds `myriad` and `million` (a `target/release` or a copy of one);
 #   myriad-load comes from this checkout (target/release, built here).
 # Example (base = main before a change, built in a worktree):
@@ -63,6 +65,24 @@ for r in $(seq 1 "$rounds"); do
           stop
         fi
       done
+    fi
+    if [[ $what == all || $what == connect ]]; then
+      echo "## round $r $side: connect rate, 15 000 connections, 256 in flight, server on core 0"
+      # Each side connects from its own source addresses: the previous run's
+      # TIME_WAIT sockets would otherwise slow whichever side runs next.
+      src=127.0.0.2-127.0.0.3; [[ $side == B ]] && src=127.0.0.4-127.0.0.5
+      start "$dir" taskset -c 0 -- --client-rate 0 --accept-rate 0
+      taskset -c 1 $LOAD connect --url "$URL" --topics 100 -n 15000 --concurrency 256 --duration 1s \
+        --source-ips "$src" --server-pid "$SP" --quiet
+      stop
+      if [[ $side == B ]]; then
+        echo "## round $r strong baseline: connect rate (TCP + upgrade only)"
+        taskset -c 0 $LOAD baseline-server --listen 127.0.0.1:$PORT --run-for 600s >/dev/null 2>&1 &
+        SP=$!; sleep 1
+        taskset -c 1 $LOAD connect --url "ws://127.0.0.1:$PORT/" --protocol raw -n 15000 --concurrency 256 \
+          --duration 1s --source-ips 127.0.0.6-127.0.0.7 --server-pid "$SP" --quiet
+        stop
+      fi
     fi
     if [[ $what == all || $what == million ]]; then
       echo "## round $r $side: 1 000 000 sessions over in-memory pipes, one broadcast"
