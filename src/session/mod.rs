@@ -428,8 +428,13 @@ where
             }
         };
         if !self.out.is_empty() {
-            self.batch.extend(self.out.drain(..));
+            // Replies are rare (a join, a heartbeat every 30 s): an idle
+            // session keeps no buffer for them. Broadcasts keep theirs.
+            self.batch.extend(std::mem::take(&mut self.out));
             self.write_batch().await?;
+            if self.batch.is_empty() {
+                self.batch = VecDeque::new();
+            }
         }
         outcome
     }

@@ -108,6 +108,10 @@ mod tests {
             .parse()
             .expect("a number");
         let want = BACKLOG.min(somaxconn).to_string();
-        assert_eq!(text.split_whitespace().nth(2), Some(want.as_str()), "{text}");
+        assert_eq!(
+            text.split_whitespace().nth(2),
+            Some(want.as_str()),
+            "{text}"
+        );
     }
 }

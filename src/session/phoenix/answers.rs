@@ -183,7 +183,7 @@ impl PhoenixHandler {
     }
 
     /// The channel the push was for, if it is still the one open.
-    fn still_open(&self, frame: &InFrame<'_>) -> Option<Option<String>> {
+    fn still_open(&self, frame: &InFrame<'_>) -> Option<Option<Box<str>>> {
         let current = self.channels.get(frame.topic.as_ref())?.join_ref.clone();
         ref_matches(frame, current.as_deref()).then_some(current)
     }
