@@ -98,7 +98,7 @@ struct Topic {
 #[derive(Default)]
 pub struct Hub {
     topics: DashMap<Arc<str>, Arc<Topic>>,
-    /// Fan-outs shared with another worker (`myriad_fanout_split_total`).
+    /// Fan-outs shared with another worker (`myriad_fanout_splits_total`).
     splits: AtomicU64,
 }
 
@@ -115,12 +115,15 @@ fn wake_all(wakers: &mut [Option<Waker>]) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Skip<'a> {
     pub publisher: Option<SessionId>,
+    /// Sorted ascending: each member costs a binary search, however many
+    /// clients joined ahead.
     pub have_it: &'a [SessionId],
 }
 
 impl Skip<'_> {
     fn skips(&self, id: SessionId) -> bool {
-        self.publisher == Some(id) || self.have_it.contains(&id)
+        self.publisher == Some(id)
+            || (!self.have_it.is_empty() && self.have_it.binary_search(&id).is_ok())
     }
 }
 
@@ -649,6 +652,26 @@ mod tests {
         for (i, m) in boxes.iter().enumerate() {
             let want = usize::from(i % TOPIC_SHARDS >= TOPIC_SHARDS / 2);
             assert_eq!(m.depth(), want, "member {i}");
+        }
+    }
+
+    #[test]
+    fn members_that_have_the_frame_are_passed_over() {
+        let hub = Hub::new();
+        let boxes: Vec<_> = (0..64).map(|_| mailbox()).collect();
+        for (i, m) in boxes.iter().enumerate() {
+            hub.subscribe("t", i as u64, Arc::clone(m));
+        }
+        let have_it: Vec<SessionId> = (0..64).filter(|i| i % 3 == 0).collect();
+        let skip = Skip {
+            publisher: Some(1),
+            have_it: &have_it,
+        };
+        let out = hub.fan_out_skipping("t", &Outbound::Text("x".into()), skip);
+        assert_eq!(out.delivered, 64 - have_it.len() - 1);
+        for (i, m) in boxes.iter().enumerate() {
+            let skipped = i == 1 || i % 3 == 0;
+            assert_eq!(m.depth(), usize::from(!skipped), "member {i}");
         }
     }
 

@@ -83,9 +83,12 @@ struct Ring {
     /// Members that joined with a position of this epoch ahead of `last`
     /// (this node lags the cluster; the client came from a node that did
     /// not), with the offset they already have: the frames up to it reach
-    /// this node later and are not delivered to them again. One entry per
-    /// session, dropped once it has caught up, when it leaves, or when the
-    /// epoch changes: bounded by the topic's members here.
+    /// this node later and are not delivered to them again. Sorted by
+    /// session, one entry each, dropped once it has caught up, when it
+    /// leaves, or when the epoch changes: bounded by the topic's members
+    /// here. Only positions at most `history_size` ahead are kept: a node
+    /// further behind cannot replay that far anyway, and a client naming an
+    /// offset far in the future would otherwise skip every frame until then.
     ahead: Vec<(SessionId, u64)>,
     entries: VecDeque<Entry>,
     last_publish: Instant,
@@ -391,6 +394,7 @@ impl History {
             // Members that joined ahead and already have this offset skip
             // it; the ones past their offset have caught up.
             ring.ahead.retain(|&(_, has)| has >= offset);
+            // Sorted, as `ahead` is (the fan-out binary-searches it).
             let skip: Vec<SessionId> = ring.ahead.iter().map(|&(s, _)| s).collect();
             deliver(entry, &skip);
         }
@@ -400,7 +404,10 @@ impl History {
     /// `session` left `topic`: it no longer waits to catch up there.
     pub fn forget(&self, topic: &str, session: SessionId) {
         if let Some(ring) = self.existing(topic) {
-            ring.lock().ahead.retain(|&(s, _)| s != session);
+            let mut ring = ring.lock();
+            if let Ok(i) = ring.ahead.binary_search_by_key(&session, |&(s, _)| s) {
+                ring.ahead.remove(i);
+            }
         }
     }
 
@@ -530,9 +537,17 @@ impl History {
         let pruned = ring.prune(Instant::now());
         self.freed(pruned);
         if let Some(session) = session {
-            ring.ahead.retain(|&(s, _)| s != session);
-            if let Some(since) = since.filter(|p| p.epoch == ring.epoch && p.offset > ring.last) {
-                ring.ahead.push((session, since.offset));
+            let window = ring.last.saturating_add(ring.limits.size as u64);
+            let ahead = since
+                .filter(|p| p.epoch == ring.epoch && p.offset > ring.last && p.offset <= window);
+            let at = ring.ahead.binary_search_by_key(&session, |&(s, _)| s);
+            match (at, ahead) {
+                (Ok(i), Some(p)) => ring.ahead[i].1 = p.offset,
+                (Ok(i), None) => {
+                    ring.ahead.remove(i);
+                }
+                (Err(i), Some(p)) => ring.ahead.insert(i, (session, p.offset)),
+                (Err(_), None) => {}
             }
         }
         let position = Position {

@@ -286,6 +286,45 @@ fn a_member_that_joined_ahead_of_this_node_is_not_sent_what_it_has() {
     assert_eq!(skip_next, Some(0));
 }
 
+/// The attacker: clients that name an offset of the current epoch far in
+/// the future (to be skipped for ever, or to make every fan-out search a
+/// long list) are not recorded; those within the window are, sorted, and
+/// are gone once the topic passes them.
+#[test]
+fn joining_far_ahead_is_not_remembered_and_near_ahead_is_bounded_by_the_window() {
+    let h = history(usize::MAX);
+    let frame = |o: u64| Utf8Bytes::from(format!("[null,\"{o}:E1\",\"t\",\"m\",{{}}]"));
+    assert!(h.append_sequenced("t", 1, "E1", frame(1), None, |_, _| {}));
+    let at = |o: u64| Position {
+        offset: o,
+        epoch: "E1".into(),
+    };
+    // "t" keeps 5 entries: positions up to 1 + 5 count as ahead.
+    h.join_as("t", Some(&at(u64::MAX)), 1, |_| true);
+    h.join_as("t", Some(&at(7)), 2, |_| true);
+    for session in (10..1010).rev() {
+        h.join_as("t", Some(&at(6)), session, |_| true);
+    }
+    let mut skipped = Vec::new();
+    h.append_sequenced("t", 2, "E1", frame(2), None, |_, skip| {
+        skipped = skip.to_vec()
+    });
+    assert!(!skipped.contains(&1), "a far-future position is not kept");
+    assert!(!skipped.contains(&2), "past the window of 5");
+    assert_eq!(skipped.len(), 1000);
+    assert!(
+        skipped.windows(2).all(|w| w[0] < w[1]),
+        "sorted for the fan-out"
+    );
+    // Once the topic passes them, nothing is skipped and nothing is kept.
+    for o in 3..=7 {
+        h.append_sequenced("t", o, "E1", frame(o), None, |_, skip| {
+            skipped = skip.to_vec()
+        });
+    }
+    assert!(skipped.is_empty());
+}
+
 #[test]
 fn sweep_drops_idle_empty_rings() {
     let h = History::default();
