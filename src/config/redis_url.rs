@@ -57,6 +57,15 @@ fn host_list(hosts: &str, default_port: u16, what: &str) -> Result<Vec<String>, 
     Ok(list)
 }
 
+/// What follows `plain` or `tls` in `url`, and whether it was `tls`.
+fn strip_scheme<'u>(url: &'u str, plain: &str, tls: &str) -> Result<(&'u str, bool), String> {
+    match (url.strip_prefix(plain), url.strip_prefix(tls)) {
+        (Some(rest), _) => Ok((rest, false)),
+        (None, Some(rest)) => Ok((rest, true)),
+        (None, None) => Err(format!("not a {plain} or {tls} URL")),
+    }
+}
+
 /// `[credentials@]hosts` split at the last `@`.
 fn split_credentials(authority: &str) -> (Option<String>, &str) {
     match authority.rsplit_once('@') {
@@ -67,14 +76,7 @@ fn split_credentials(authority: &str) -> (Option<String>, &str) {
 
 impl SentinelUrl {
     pub fn parse(url: &str) -> Result<SentinelUrl, String> {
-        let (rest, tls) = match url.strip_prefix(SCHEME) {
-            Some(rest) => (rest, false),
-            None => (
-                url.strip_prefix(TLS_SCHEME)
-                    .ok_or_else(|| format!("not a {SCHEME} or {TLS_SCHEME} URL"))?,
-                true,
-            ),
-        };
+        let (rest, tls) = strip_scheme(url, SCHEME, TLS_SCHEME)?;
         let (authority, path) = rest.split_once('/').ok_or_else(|| {
             String::from(
                 "needs the master's name: redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER[/DB]",
@@ -165,14 +167,7 @@ pub fn is_sentinel(url: &str) -> bool {
 
 impl ClusterUrl {
     pub fn parse(url: &str) -> Result<ClusterUrl, String> {
-        let (rest, tls) = match url.strip_prefix(CLUSTER_SCHEME) {
-            Some(rest) => (rest, false),
-            None => (
-                url.strip_prefix(CLUSTER_TLS_SCHEME)
-                    .ok_or_else(|| format!("not a {CLUSTER_SCHEME} or {CLUSTER_TLS_SCHEME} URL"))?,
-                true,
-            ),
-        };
+        let (rest, tls) = strip_scheme(url, CLUSTER_SCHEME, CLUSTER_TLS_SCHEME)?;
         // A cluster has database 0 only; anything after the hosts is a
         // mistake (a database, options), refused rather than ignored.
         let authority = match rest.split_once(['/', '?', '#']) {

@@ -110,21 +110,10 @@ pub(super) async fn connected(
     // SCRIPT LOAD goes to every node, so EVALSHA finds it on any shard.
     sequence.prepare_invoke().load_async(&mut conn).await?;
     warm_history(&mut conn, &parts.state, &*parts.handler).await?;
-    let mut sent_again = 0;
-    loop {
-        let again = retry.next_batch(&parts.state.metrics);
-        if again.is_empty() {
-            break;
-        }
-        sent_again += again.len();
+    while let Some(again) = retry.unanswered(&parts.state.metrics) {
         publish_batch(&conn, &sequence, &parts.state, again, retry).await?;
     }
-    if sent_again > 0 {
-        tracing::info!(
-            publishes = sent_again,
-            "redis cluster link: sent unanswered history publishes again"
-        );
-    }
+    retry.report_resent("redis cluster");
     parts.state.set_connected(true);
     parts.handler.on_connected();
     loop {

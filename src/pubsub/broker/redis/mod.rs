@@ -95,6 +95,8 @@ struct Retry {
     next_id: u64,
     max: usize,
     within: std::time::Duration,
+    /// Publishes sent again since the last report.
+    resent: usize,
 }
 
 impl Retry {
@@ -104,6 +106,7 @@ impl Retry {
             next_id: 0,
             max: max.max(1),
             within: RETRY_WITHIN,
+            resent: 0,
         }
     }
 
@@ -144,6 +147,23 @@ impl Retry {
         }
         let n = self.items.len().min(PUBLISH_BATCH);
         self.items.drain(..n).collect()
+    }
+
+    /// On a new connection: the next batch of what the last one left
+    /// unanswered, None when all went (counted for [`Retry::report_resent`]).
+    fn unanswered(&mut self, metrics: &Metrics) -> Option<Vec<Item>> {
+        let again = self.next_batch(metrics);
+        self.resent += again.len();
+        (!again.is_empty()).then_some(again)
+    }
+
+    /// Log how many publishes went again since the last report (a connection
+    /// that failed while sending them counts toward the next one's).
+    fn report_resent(&mut self, link: &str) {
+        let publishes = std::mem::take(&mut self.resent);
+        if publishes > 0 {
+            tracing::info!(publishes, link, "sent unanswered history publishes again");
+        }
     }
 
     /// `first` and whatever else is queued now (up to `PUBLISH_BATCH`), as
@@ -562,21 +582,10 @@ async fn connected(
     reconcile_occupancy(&mut publisher, parts, &subscribed).await?;
     // What the last connection left unanswered goes first, in its order,
     // in pipelines of the usual size.
-    let mut sent_again = 0;
-    loop {
-        let again = retry.next_batch(&parts.state.metrics);
-        if again.is_empty() {
-            break;
-        }
-        sent_again += again.len();
+    while let Some(again) = retry.unanswered(&parts.state.metrics) {
         publish_batch(&mut publisher, &sequence, parts, again, retry).await?;
     }
-    if sent_again > 0 {
-        tracing::info!(
-            publishes = sent_again,
-            "redis link: sent unanswered history publishes again"
-        );
-    }
+    retry.report_resent("redis");
     parts.state.set_connected(true);
     parts.handler.on_connected();
     loop {
@@ -674,8 +683,11 @@ mod tests {
         // heartbeat and the dropped publishes), oldest first.
         assert_eq!(first[0].id, 12);
         assert!(first.windows(2).all(|w| w[0].id + 1 == w[1].id));
-        assert_eq!(r.next_batch(&m).len(), 300 - PUBLISH_BATCH);
-        assert!(r.next_batch(&m).is_empty());
+        assert_eq!(r.unanswered(&m).map(|b| b.len()), Some(300 - PUBLISH_BATCH));
+        assert!(r.unanswered(&m).is_none());
+        assert_eq!(r.resent, 300 - PUBLISH_BATCH, "counted for the report");
+        r.report_resent("redis");
+        assert_eq!(r.resent, 0);
     }
 
     #[test]
