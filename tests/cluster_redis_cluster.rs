@@ -120,10 +120,7 @@ async fn a_shard_killed_during_traffic_loses_no_acknowledged_history() {
     // A live member on B, to see the frames arrive once each and in order.
     let mut member = b.client().await;
     member.join_ok(topic).await;
-    let mut acked = Vec::new();
-    for i in 0..5 {
-        acked.push(publish(&a, topic, i).await.expect("sequenced by Redis"));
-    }
+    let mut acked = a.sequenced(KEY, topic, 0..5).await;
     assert_eq!(acked, [1, 2, 3, 4, 5]);
     let primary = cluster.primary_of(&format!("myriad-seq:{{{topic}}}"));
     // Acknowledged writes are on the replica before the primary dies (Redis
@@ -153,13 +150,7 @@ async fn a_shard_killed_during_traffic_loses_no_acknowledged_history() {
         cluster.primary_of(&format!("myriad-seq:{{{topic}}}")),
         primary
     );
-    for i in 8..13 {
-        acked.push(
-            publish(&a, topic, i)
-                .await
-                .expect("sequenced by the new primary"),
-        );
-    }
+    acked.extend(a.sequenced(KEY, topic, 8..13).await);
     assert_eq!(acked[5], 6, "the sequence carried on: {acked:?}");
     assert!(acked.windows(2).all(|w| w[1] == w[0] + 1), "{acked:?}");
 

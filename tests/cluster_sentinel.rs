@@ -131,10 +131,7 @@ async fn failover_keeps_acknowledged_history(tls: Option<&TlsFiles>) {
         );
     }
     let topic = "chat:sentinel";
-    let mut acked = Vec::new();
-    for i in 0..5 {
-        acked.push(publish(&a, topic, i).await.expect("sequenced by Redis"));
-    }
+    let mut acked = a.sequenced("sentinel-key", topic, 0..5).await;
     assert_eq!(acked, [1, 2, 3, 4, 5]);
     // Acknowledged writes are on the replica before the master dies (Redis
     // replicates asynchronously; WAIT is what an operator's durability
@@ -162,13 +159,7 @@ async fn failover_keeps_acknowledged_history(tls: Option<&TlsFiles>) {
             "link back through the sentinel"
         );
     }
-    for i in 8..13 {
-        acked.push(
-            publish(&a, topic, i)
-                .await
-                .expect("sequenced by the new master"),
-        );
-    }
+    acked.extend(a.sequenced("sentinel-key", topic, 8..13).await);
     // The new master carried on from the replicated sequence.
     assert_eq!(acked[5], 6, "{acked:?}");
     assert!(acked.windows(2).all(|w| w[1] == w[0] + 1), "{acked:?}");

@@ -644,6 +644,17 @@ impl Node {
         serde_json::from_str(&resp.text().await.unwrap()).unwrap()
     }
 
+    /// `api_broadcast` of each `i` in `is` on a history topic; the offsets
+    /// the cluster assigned, asserting every publish got one.
+    pub async fn sequenced(&self, key: &str, topic: &str, is: std::ops::Range<u64>) -> Vec<u64> {
+        let mut offsets = Vec::new();
+        for i in is {
+            let offset = self.api_broadcast(key, topic, i).await["offset"].as_u64();
+            offsets.push(offset.expect("sequenced by the cluster"));
+        }
+        offsets
+    }
+
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, text) = http_get(&format!("http://{}/metrics", self.admin)).await;
         metric_value(&text, name)
