@@ -25,6 +25,8 @@ use crate::protocol::{
 };
 
 pub const SESSIONS_ACTIVE: &str = "myriad_sessions_active";
+pub const SESSIONS_PARKED: &str = "myriad_sessions_parked";
+pub const SESSION_PARKS: &str = "myriad_session_parks_total";
 pub const SESSIONS_OPENED: &str = "myriad_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "myriad_sessions_closed_total";
 pub const HANDSHAKES_REJECTED: &str = "myriad_handshakes_rejected_total";
@@ -268,6 +270,9 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub sessions_active: Gauge,
+    /// Sessions idle without a codec (`park_after`).
+    pub sessions_parked: Gauge,
+    pub session_parks: Counter,
     pub sessions_opened: Family<Endpoint>,
     pub sessions_closed: Family<CloseReason>,
     /// Since the last session summary log line.
@@ -553,6 +558,16 @@ impl Metrics {
                 None,
             ),
             sessions_active: gauge(SESSIONS_ACTIVE, "WebSocket sessions currently open.", None),
+            sessions_parked: gauge(
+                SESSIONS_PARKED,
+                "WebSocket sessions parked: quiet for park_after, holding their stream without a codec or read buffer until the client sends again.",
+                None,
+            ),
+            session_parks: counter(
+                SESSION_PARKS,
+                "Times a session was parked (a session unparks when its client sends, and parks again after park_after of quiet).",
+                None,
+            ),
             sessions_opened: Family::register(|l| labelled(SESSIONS_OPENED, "endpoint", l)),
             sessions_closed: Family::register(|l| labelled(SESSIONS_CLOSED, "reason", l)),
             session_tally: SessionTally::default(),

@@ -58,6 +58,14 @@ pub struct ServeFlags {
     )]
     pub idle_timeout: Option<Duration>,
 
+    /// Park a session quiet for this long (it drops its codec and read buffer until the client sends); 0 never parks [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_duration"
+    )]
+    pub park_after: Option<Duration>,
+
     /// Public listener's accept queue (listen backlog), capped by the kernel's net.core.somaxconn [default: 4096]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

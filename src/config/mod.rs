@@ -93,6 +93,12 @@ pub struct Config {
     /// Close a session that sends nothing for this long. Default 60s; 0 disables.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Park a session whose client sent nothing for this long: it gives up
+    /// its WebSocket codec and read buffer (about 0.7 KiB) until the client
+    /// sends again; broadcasts still go out while parked. Default 1s; 0
+    /// never parks.
+    #[serde(with = "humantime_serde")]
+    pub park_after: Duration,
     /// The public listener's accept queue (`listen(2)` backlog); the kernel
     /// caps it at `net.core.somaxconn`. Default 4096; 0 is invalid.
     pub listen_backlog: u32,
@@ -397,6 +403,7 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            park_after: Duration::from_secs(1),
             listen_backlog: 4096,
             session_log_interval: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),

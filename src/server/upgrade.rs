@@ -391,7 +391,7 @@ pub(super) fn session_spec(
 /// future (not an `async fn`): an async fn would keep its parameters (the
 /// WebSocket among them) beside the session future they were moved into.
 fn run_session<S>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<LazyRead<S>>,
     state: Arc<AppState>,
     id: SessionId,
     peer: SocketAddr,
@@ -438,7 +438,7 @@ mod tests {
     async fn a_phoenix_session_future_stays_small() {
         let state = AppState::new(Arc::new(crate::config::Config::default())).unwrap();
         let (server, _client) = tokio::io::duplex(64);
-        let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let ws = WebSocketStream::from_raw_socket(LazyRead::new(server), Role::Server, None).await;
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
         let fut = run_session(ws, state, 1, peer, Endpoint::Phoenix, Identity::default());
         let size = std::mem::size_of_val(&fut);

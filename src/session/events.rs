@@ -22,14 +22,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use super::wire::Wire;
+use super::SessionSpec;
 use crate::pubsub::mailbox::{Mailbox, Woken};
 
 /// What woke the session, highest priority first.
@@ -51,9 +51,14 @@ pub(super) struct Sources<'a, D, S, C> {
     /// The drain signal's future, pinned for the session's life so its
     /// registration survives between passes.
     pub drain: Pin<&'a mut D>,
-    pub ws: &'a mut WebSocketStream<S>,
+    pub wire: &'a mut Wire<S>,
     pub completions: &'a mut Option<mpsc::UnboundedReceiver<C>>,
     pub timer: Pin<&'a mut Sleep>,
+    /// The codec's settings (to unpark) and the metrics (to count parks).
+    pub spec: &'a SessionSpec,
+    /// Park the wire the next time it has nothing to read; cleared once
+    /// parked.
+    pub park_due: &'a mut bool,
 }
 
 /// Which sources need asking on the next pass.
@@ -74,17 +79,25 @@ impl Gate {
         }
     }
 
-    /// Wait for the next event.
-    pub async fn next<D, S, C>(
-        &mut self,
-        mailbox: &Mailbox,
-        mut sources: Sources<'_, D, S, C>,
-    ) -> Event<C>
+    /// Ask every source on the next pass (the session changed what one of
+    /// them should do: a park became due).
+    pub fn ask_others(&mut self) {
+        self.ask_others = true;
+    }
+
+    /// Wait for the next event. A plain function returning the future (an
+    /// `async fn` would hold its arguments twice), since every idle session
+    /// holds this future.
+    pub fn next<'a, D, S, C>(
+        &'a mut self,
+        mailbox: &'a Mailbox,
+        mut sources: Sources<'a, D, S, C>,
+    ) -> impl Future<Output = Event<C>> + 'a
     where
         D: Future<Output = ()>,
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        std::future::poll_fn(|cx| self.poll_next(cx, mailbox, &mut sources)).await
+        std::future::poll_fn(move |cx| self.poll_next(cx, mailbox, &mut sources))
     }
 
     fn poll_next<D, S, C>(
@@ -114,8 +127,18 @@ impl Gate {
                 return Poll::Ready(Event::Mailbox);
             }
             if self.ask_others {
-                if let Poll::Ready(msg) = sources.ws.poll_next_unpin(&mut others) {
+                let config = &sources.spec.config;
+                if let Poll::Ready(msg) = sources.wire.poll_inbound(&mut others, config) {
                     return Poll::Ready(Event::Inbound(msg));
+                }
+                // Nothing to read: the moment a due park may happen.
+                if *sources.park_due && sources.wire.try_park(&mut others, &sources.spec.metrics) {
+                    *sources.park_due = false;
+                    // Register the bare stream's read with `others` now,
+                    // instead of through the dropped codec's waker proxy.
+                    if let Poll::Ready(msg) = sources.wire.poll_inbound(&mut others, config) {
+                        return Poll::Ready(Event::Inbound(msg));
+                    }
                 }
                 if let Some(rx) = sources.completions.as_mut() {
                     match rx.poll_recv(&mut others) {

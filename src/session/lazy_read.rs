@@ -8,6 +8,11 @@
 //! allocated only while it holds bytes. Reads that fit the caller's buffer go
 //! straight into it. One syscall per chunk, as with a large buffer; no memory
 //! per idle session. Writes pass through untouched.
+//!
+//! It also follows the frame edges of what it hands over (`Boundary`), so the
+//! session knows when tungstenite's codec holds nothing and may be dropped
+//! while the session idles (`session::wire`), and it can wait for the next
+//! bytes without a codec on top (`poll_fill`).
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +21,8 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::boundary::Boundary;
+
 /// Bytes read from the socket per syscall at most.
 pub const READ_CHUNK: usize = 8 * 1024;
 
@@ -23,6 +30,8 @@ pub struct LazyRead<S> {
     inner: S,
     /// Read but not yet handed over; no allocation while empty.
     spill: BytesMut,
+    /// Frame edges of the bytes handed over so far.
+    boundary: Boundary,
 }
 
 impl<S> LazyRead<S> {
@@ -30,7 +39,34 @@ impl<S> LazyRead<S> {
         LazyRead {
             inner,
             spill: BytesMut::new(),
+            boundary: Boundary::default(),
         }
+    }
+
+    /// True when what was handed over ends on a frame edge outside any
+    /// fragmented message: a reader that consumed it all holds nothing.
+    pub fn at_rest(&self) -> bool {
+        self.boundary.at_rest()
+    }
+}
+
+impl<S: AsyncRead + Unpin> LazyRead<S> {
+    /// Wait until bytes can be handed over, without handing any: Ready(true)
+    /// when some are (read into the spill), Ready(false) at the end of the
+    /// stream. What a parked session waits on instead of a codec's read.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.spill.is_empty() {
+            return Poll::Ready(Ok(true));
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut tmp = ReadBuf::new(&mut chunk);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut tmp))?;
+        let got = tmp.filled();
+        if got.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        self.spill.extend_from_slice(got);
+        Poll::Ready(Ok(true))
     }
 }
 
@@ -41,27 +77,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for LazyRead<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.spill.is_empty() {
-            let n = this.spill.len().min(buf.remaining());
-            buf.put_slice(&this.spill[..n]);
-            this.spill.advance(n);
-            if this.spill.is_empty() {
+        let before = buf.filled().len();
+        ready!(this.hand_over(cx, buf))?;
+        this.boundary.feed(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> LazyRead<S> {
+    fn hand_over(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.spill.is_empty() {
+            let n = self.spill.len().min(buf.remaining());
+            buf.put_slice(&self.spill[..n]);
+            self.spill.advance(n);
+            if self.spill.is_empty() {
                 // Give the allocation back: the session may now idle for hours.
-                this.spill = BytesMut::new();
+                self.spill = BytesMut::new();
             }
             return Poll::Ready(Ok(()));
         }
         if buf.remaining() >= READ_CHUNK {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
         let mut chunk = [0u8; READ_CHUNK];
         let mut tmp = ReadBuf::new(&mut chunk);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut tmp))?;
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut tmp))?;
         let got = tmp.filled();
         let n = got.len().min(buf.remaining());
         buf.put_slice(&got[..n]);
         if n < got.len() {
-            this.spill.extend_from_slice(&got[n..]);
+            self.spill.extend_from_slice(&got[n..]);
         }
         Poll::Ready(Ok(()))
     }

@@ -13,6 +13,7 @@
 //! session never reads another session's state; it reaches others only
 //! through the broker.
 
+mod boundary;
 pub mod echo;
 mod events;
 pub mod frames_out;
@@ -20,6 +21,7 @@ pub mod lazy_read;
 pub mod longpoll;
 pub mod phoenix;
 pub mod sse;
+mod wire;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -48,6 +50,8 @@ use crate::registry::{Registry, SessionEntry};
 use crate::supervisor::{panic_message, ShutdownSignals};
 use crate::webhooks::Webhooks;
 use events::Event;
+use lazy_read::LazyRead;
+use wire::Wire;
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
 pub trait FrameHandler: Send {
@@ -226,7 +230,7 @@ impl Drop for SessionGuard {
 /// parameters); the guard opens here, so a future dropped unpolled still
 /// counts the session in and out.
 pub fn run<S, H>(
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<LazyRead<S>>,
     handler: H,
     spec: SessionSpec,
 ) -> impl Future<Output = ()> + Send
@@ -235,7 +239,7 @@ where
     H: FrameHandler,
 {
     let mut session = Session {
-        ws,
+        wire: Wire::new(ws),
         guard: SessionGuard::open(spec),
         out: Vec::new(),
         batch: VecDeque::new(),
@@ -254,7 +258,8 @@ where
 }
 
 struct Session<S> {
-    ws: WebSocketStream<S>,
+    /// The WebSocket: tungstenite's codec, or the bare stream while parked.
+    wire: Wire<S>,
     /// The spec, and the cleanup when the session ends however it ends.
     guard: SessionGuard,
     /// Frames the handler produced for this client (replies, pushes).
@@ -285,20 +290,32 @@ where
     async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
         let idle = self.guard.spec.config.idle_timeout;
         let idle_enabled = !idle.is_zero();
+        let park_after = self.guard.spec.config.park_after;
         // Moves when a refresh extends it; None while a refresh is asked.
         let mut expires_at = self.guard.spec.expires_at;
         let mut completions = handler.completions();
-        // One timer serves both the idle timeout and token expiry.
-        let next_deadline = |last_in: Instant, expires_at: Option<Instant>| {
+        // One timer serves the idle timeout, token expiry and parking.
+        // `park_armed`: the deadline includes the moment to park.
+        let next_deadline = |last_in: Instant, expires_at: Option<Instant>, park_armed: bool| {
             let idle_at = if idle_enabled {
                 last_in + idle
             } else {
                 last_in + FAR_FUTURE
             };
-            expires_at.map_or(idle_at, |e| e.min(idle_at))
+            let at = expires_at.map_or(idle_at, |e| e.min(idle_at));
+            if park_armed {
+                at.min(last_in + park_after)
+            } else {
+                at
+            }
         };
+        let parking = !park_after.is_zero();
+        let mut park_armed = parking;
+        // Set when the session has been quiet for park_after: the wire parks
+        // the next time it is found with nothing to read.
+        let mut park_due = false;
         let mut last_in = Instant::now();
-        let sleep = tokio::time::sleep_until(next_deadline(last_in, expires_at));
+        let sleep = tokio::time::sleep_until(next_deadline(last_in, expires_at, park_armed));
         tokio::pin!(sleep);
         let signals = self.guard.spec.signals.clone();
         let mailbox = Arc::clone(&self.guard.spec.mailbox);
@@ -311,9 +328,11 @@ where
         loop {
             let sources = events::Sources {
                 drain: drain.as_mut(),
-                ws: &mut self.ws,
+                wire: &mut self.wire,
                 completions: &mut completions,
                 timer: sleep.as_mut(),
+                spec: &self.guard.spec,
+                park_due: &mut park_due,
             };
             let event = gate.next(&mailbox, sources).await;
             match event {
@@ -351,6 +370,15 @@ where
                     // heartbeats are data frames.
                     if matches!(msg, Message::Text(_) | Message::Binary(_)) {
                         last_in = Instant::now();
+                        park_due = false;
+                    }
+                    if parking && !park_armed && !park_due {
+                        // Unparked, or a due park was cancelled by data: the
+                        // timer must bring the next park.
+                        park_armed = true;
+                        sleep
+                            .as_mut()
+                            .reset(next_deadline(last_in, expires_at, park_armed));
                     }
                     if let Err(reason) = Box::pin(self.handle(handler, msg)).await {
                         return reason;
@@ -360,7 +388,9 @@ where
                     Ok(Expiry::Unchanged) => {}
                     Ok(Expiry::Extend(at)) => {
                         expires_at = Some(at);
-                        sleep.as_mut().reset(next_deadline(last_in, expires_at));
+                        sleep
+                            .as_mut()
+                            .reset(next_deadline(last_in, expires_at, park_armed));
                     }
                     Ok(Expiry::Expired) => return CloseReason::TokenExpired,
                     Err(reason) => return reason,
@@ -377,7 +407,14 @@ where
                     if idle_enabled && now >= last_in + idle {
                         return CloseReason::IdleTimeout;
                     }
-                    sleep.as_mut().reset(next_deadline(last_in, expires_at));
+                    if park_armed && now >= last_in + park_after {
+                        park_armed = false;
+                        park_due = true;
+                        gate.ask_others();
+                    }
+                    sleep
+                        .as_mut()
+                        .reset(next_deadline(last_in, expires_at, park_armed));
                 }
             }
         }
@@ -460,13 +497,13 @@ where
     /// room (nearly every write) then costs no timer, and no registration
     /// with the process-wide hard-stop token, whose locks every core shares.
     async fn write_batch(&mut self) -> Result<(), CloseReason> {
-        let ws = &mut self.ws;
+        let wire = &mut self.wire;
         let batch = &mut self.batch;
         let sent = &mut self.sent;
         let write = async {
             // tungstenite's own frames (a pong it owes) go out whole first.
-            ws.flush().await?;
-            frames_out::write(ws.get_mut(), batch, sent)
+            wire.flush().await?;
+            frames_out::write(wire.stream().map_err(WsError::Io)?, batch, sent)
                 .await
                 .map_err(WsError::Io)
         };
@@ -529,7 +566,7 @@ where
         let Some(code) = reason.close_code() else {
             if reason == CloseReason::ClientClosed {
                 // Flush tungstenite's queued close echo.
-                let _ = tokio::time::timeout(timeout, self.ws.flush()).await;
+                let _ = tokio::time::timeout(timeout, self.wire.flush()).await;
             }
             return;
         };
@@ -537,7 +574,9 @@ where
             code,
             reason: reason.text().into(),
         };
-        let ws = &mut self.ws;
+        let Some(ws) = self.wire.live(&self.guard.spec.config) else {
+            return;
+        };
         let (batch, sent) = (&mut self.batch, &mut self.sent);
         let handshake = async {
             // A write abandoned inside a frame (slow consumer, write timeout)

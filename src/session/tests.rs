@@ -59,9 +59,12 @@ where
     H: FrameHandler + 'static,
 {
     let config = Arc::new(config);
-    let ws =
-        WebSocketStream::from_raw_socket(server_io, Role::Server, Some(websocket_config(&config)))
-            .await;
+    let ws = WebSocketStream::from_raw_socket(
+        LazyRead::new(server_io),
+        Role::Server,
+        Some(websocket_config(&config)),
+    )
+    .await;
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
     let metrics = Metrics::new();
     let hard_stop = CancellationToken::new();

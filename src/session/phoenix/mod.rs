@@ -8,7 +8,7 @@
 //! exit path, unwinding included) terminates every channel and unsubscribes
 //! every topic.
 
-use std::collections::HashMap;
+use channels::Channels;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -40,6 +40,7 @@ use rate::{ClientRate, Verdict};
 
 mod answers;
 mod binary;
+mod channels;
 mod hooked;
 mod params;
 mod rate;
@@ -65,14 +66,15 @@ struct Joined {
 pub struct PhoenixHandler {
     session: SessionId,
     /// Presence key: the token's `sub`, or `anon-<session id>`.
-    user: String,
+    user: Box<str>,
     /// Topic patterns the token allows (None: all).
-    allowed: Option<Vec<Pattern>>,
+    allowed: Option<Box<[Pattern]>>,
     mailbox: Arc<Mailbox>,
     node: Arc<Node>,
     metrics: Arc<Metrics>,
-    channels: HashMap<Box<str>, Joined>,
-    intensity: RestartIntensity,
+    channels: Channels<Joined>,
+    /// Made at the first channel crash: most sessions never have one.
+    intensity: Option<Box<RestartIntensity>>,
     /// `client_rate`; None when unlimited.
     rate: Option<ClientRate>,
     /// The limits (`max_topics_per_session`, `max_*_length`, ...) are read
@@ -104,14 +106,15 @@ impl PhoenixHandler {
             session,
             user: identity
                 .user
-                .unwrap_or_else(|| anonymous_key(node.id(), session)),
-            allowed: identity.topics,
+                .unwrap_or_else(|| anonymous_key(node.id(), session))
+                .into_boxed_str(),
+            allowed: identity.topics.map(Vec::into_boxed_slice),
             mailbox,
             node,
             metrics,
-            channels: HashMap::new(),
-            intensity: RestartIntensity::new(config.max_restarts, config.restart_window()),
-            rate: ClientRate::new(config.client_rate, config.client_burst, config.abuse_window),
+            channels: Channels::default(),
+            intensity: None,
+            rate: ClientRate::new(config.client_rate, config.client_burst),
             config: Arc::clone(config),
         }
     }
@@ -148,7 +151,14 @@ impl PhoenixHandler {
     /// Count and log a channel crash; Err when restart intensity is exceeded.
     fn crashed(&mut self, topic: &str, panic: &str) -> Result<(), CloseReason> {
         self.channel_panicked(topic, panic, "join/handle_in");
-        if self.intensity.record(Instant::now()) {
+        let config = &self.config;
+        let intensity = self.intensity.get_or_insert_with(|| {
+            Box::new(RestartIntensity::new(
+                config.max_restarts,
+                config.restart_window(),
+            ))
+        });
+        if intensity.record(Instant::now()) {
             tracing::warn!(
                 session = self.session,
                 "restart intensity exceeded; closing session with 1011"
@@ -189,10 +199,11 @@ impl PhoenixHandler {
             self.metrics.malformed.increment(MalformedKind::RefTooLong);
             return Err(CloseReason::MalformedFrame);
         }
+        let window = self.config.abuse_window;
         let verdict = self
             .rate
             .as_mut()
-            .map_or(Verdict::Allowed, ClientRate::check);
+            .map_or(Verdict::Allowed, |r| r.check(window));
         if verdict == Verdict::Allowed {
             return Ok(true);
         }
@@ -488,7 +499,7 @@ impl PhoenixHandler {
                     (None, Publish::Members) => join_params.as_ref(),
                     (None, Publish::Server) => None,
                 };
-                (self.user.as_str(), presence_meta(client_meta))
+                (&*self.user, presence_meta(client_meta))
             }),
         });
         let response = match joined.recovery {
@@ -533,7 +544,7 @@ impl PhoenixHandler {
         out: &mut Vec<Outbound>,
     ) -> Result<(), CloseReason> {
         let topic = frame.topic.as_ref();
-        let Some(mut joined) = self.channels.remove(topic) else {
+        let Some((name, mut joined)) = self.channels.remove(topic) else {
             return Ok(());
         };
         let (replacement, hook_response) = match hooked {
@@ -556,7 +567,7 @@ impl PhoenixHandler {
             |ch, ctx| ch.handle_in(ctx, ev, payload),
         ) {
             Called::Returned(reply) => {
-                self.channels.insert(Box::from(topic), joined);
+                self.channels.insert(name, joined);
                 match reply {
                     Reply::Ok(response) => {
                         let response = match &hook_response {
@@ -584,7 +595,7 @@ impl PhoenixHandler {
     /// Remove a channel, unsubscribe it, and run its terminate callback (a
     /// panic there is logged and counted but changes nothing else).
     fn end_channel(&mut self, topic: &str, reason: Terminate, out: &mut Vec<Outbound>) {
-        if let Some(joined) = self.channels.remove(topic) {
+        if let Some((_, joined)) = self.channels.remove(topic) {
             self.end_joined(topic, joined, reason, out);
         }
     }
@@ -666,9 +677,9 @@ impl FrameHandler for PhoenixHandler {
 
 impl Drop for PhoenixHandler {
     fn drop(&mut self) {
-        // The map is taken whole: ending each channel needs no copy of its
+        // The channels are taken whole: ending each needs no copy of its
         // name, and a session's last moments allocate nothing.
-        let channels = std::mem::take(&mut self.channels);
+        let channels = self.channels.take_all();
         let mut discard = Vec::new();
         for (topic, joined) in channels {
             self.end_joined(&topic, joined, Terminate::Closed, &mut discard);
