@@ -14,10 +14,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
+use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::pubsub::mailbox::SessionId;
@@ -32,7 +32,7 @@ use crate::protocol::{Endpoint, HandshakeRejection};
 use crate::session::echo::EchoHandler;
 use crate::session::lazy_read::LazyRead;
 use crate::session::phoenix::PhoenixHandler;
-use crate::session::{self, websocket_config, SessionSpec};
+use crate::session::{self, SessionSpec};
 
 /// Why an upgrade request is refused; one HTTP answer each.
 #[derive(Debug, thiserror::Error)]
@@ -312,29 +312,29 @@ fn start(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let id = state.supervisor.next_session_id();
     let supervisor = Arc::clone(&state.supervisor);
-    supervisor.spawn(id, async move {
-        // The admission slot is held for the session's whole life.
-        let _permit = permit;
-        let upgraded = match on_upgrade.await {
+    // Combinators, not an `async` block: a block would keep its captures
+    // (the identity, the state, the peer) beside the session future they move
+    // into, in every idle session's task.
+    let session = on_upgrade.then(move |upgraded| {
+        let upgraded = match upgraded {
             Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(peer = %peer, error = %err, "upgrade did not complete");
-                return;
+                return Either::Right(std::future::ready(()));
             }
         };
-        let config = Arc::clone(&state.config);
-        let ws_config = Some(websocket_config(&config));
         // The session keeps hyper's `Upgraded` (boxed I/O). Taking the bare
         // TcpStream back with `downcast` measured 5.5 KiB *more* RSS per idle
         // session (BENCHMARKS.md), so we do not.
-        let ws = WebSocketStream::from_raw_socket(
-            LazyRead::new(TokioIo::new(upgraded)),
-            Role::Server,
-            ws_config,
-        )
-        .await;
-        run_session(ws, state, id, peer, endpoint, identity).await
+        let stream = LazyRead::new(TokioIo::new(upgraded));
+        let Some(ws) = session::codec(stream, &state.config) else {
+            return Either::Right(std::future::ready(()));
+        };
+        // The admission slot is held for the session's whole life.
+        let run = run_session(ws, state, id, peer, endpoint, identity);
+        Either::Left(run.map(move |()| drop(permit)))
     });
+    supervisor.spawn(id, session);
     response
 }
 
@@ -350,12 +350,15 @@ where
     let id = state.supervisor.next_session_id();
     let state = Arc::clone(state);
     let supervisor = Arc::clone(&state.supervisor);
-    supervisor.spawn(id, async move {
-        let ws_config = Some(websocket_config(&state.config));
-        let ws =
-            WebSocketStream::from_raw_socket(LazyRead::new(stream), Role::Server, ws_config).await;
-        run_session(ws, state, id, peer, Endpoint::Phoenix, Identity::default()).await
-    });
+    // The codec is built here, not in the task: an `async` block awaiting it
+    // would keep its captures beside the session future in every task.
+    let Some(ws) = session::codec(LazyRead::new(stream), &state.config) else {
+        return id;
+    };
+    supervisor.spawn(
+        id,
+        run_session(ws, state, id, peer, Endpoint::Phoenix, Identity::default()),
+    );
     id
 }
 

@@ -42,8 +42,10 @@ pub(super) enum Event<C> {
     Inbound(Option<Result<Message, WsError>>),
     /// A backend call the handler started has answered.
     Completion(C),
-    /// The idle / expiry timer fired.
+    /// The idle / expiry / parking timer fired.
     Timer,
+    /// The wire parked (a park was due and nothing was left to read).
+    Parked,
 }
 
 /// The sources a session waits on, other than its mailbox.
@@ -134,11 +136,9 @@ impl Gate {
                 // Nothing to read: the moment a due park may happen.
                 if *sources.park_due && sources.wire.try_park(&mut others, &sources.spec.metrics) {
                     *sources.park_due = false;
-                    // Register the bare stream's read with `others` now,
-                    // instead of through the dropped codec's waker proxy.
-                    if let Poll::Ready(msg) = sources.wire.poll_inbound(&mut others, config) {
-                        return Poll::Ready(Event::Inbound(msg));
-                    }
+                    // `ask_others` stays set: the next pass registers the
+                    // bare stream's read with `others` itself.
+                    return Poll::Ready(Event::Parked);
                 }
                 if let Some(rx) = sources.completions.as_mut() {
                     match rx.poll_recv(&mut others) {

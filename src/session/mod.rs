@@ -14,6 +14,7 @@
 //! through the broker.
 
 mod boundary;
+mod deadline;
 pub mod echo;
 mod events;
 pub mod frames_out;
@@ -29,7 +30,6 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -49,8 +49,10 @@ use crate::pubsub::mailbox::{Mailbox, MailboxLimits, Outbound, SessionId};
 use crate::registry::{Registry, SessionEntry};
 use crate::supervisor::{panic_message, ShutdownSignals};
 use crate::webhooks::Webhooks;
+use deadline::Deadlines;
 use events::Event;
 use lazy_read::LazyRead;
+pub use wire::codec;
 use wire::Wire;
 
 /// What a session does with inbound data frames: the Phoenix protocol or echo.
@@ -280,42 +282,14 @@ async fn recv_completion<C>(rx: &mut Option<mpsc::UnboundedReceiver<C>>) -> Opti
     }
 }
 
-/// Idle timer target when idle_timeout is disabled: never reached.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async fn serve<H: FrameHandler>(&mut self, handler: &mut H) -> CloseReason {
-        let idle = self.guard.spec.config.idle_timeout;
-        let idle_enabled = !idle.is_zero();
-        let park_after = self.guard.spec.config.park_after;
-        // Moves when a refresh extends it; None while a refresh is asked.
-        let mut expires_at = self.guard.spec.expires_at;
+        let mut clock = Deadlines::new(self.guard.spec.expires_at, &self.guard.spec.config);
         let mut completions = handler.completions();
-        // One timer serves the idle timeout, token expiry and parking.
-        // `park_armed`: the deadline includes the moment to park.
-        let next_deadline = |last_in: Instant, expires_at: Option<Instant>, park_armed: bool| {
-            let idle_at = if idle_enabled {
-                last_in + idle
-            } else {
-                last_in + FAR_FUTURE
-            };
-            let at = expires_at.map_or(idle_at, |e| e.min(idle_at));
-            if park_armed {
-                at.min(last_in + park_after)
-            } else {
-                at
-            }
-        };
-        let parking = !park_after.is_zero();
-        let mut park_armed = parking;
-        // Set when the session has been quiet for park_after: the wire parks
-        // the next time it is found with nothing to read.
-        let mut park_due = false;
-        let mut last_in = Instant::now();
-        let sleep = tokio::time::sleep_until(next_deadline(last_in, expires_at, park_armed));
+        let sleep = tokio::time::sleep_until(clock.next(&self.guard.spec.config));
         tokio::pin!(sleep);
         let signals = self.guard.spec.signals.clone();
         let mailbox = Arc::clone(&self.guard.spec.mailbox);
@@ -332,7 +306,7 @@ where
                 completions: &mut completions,
                 timer: sleep.as_mut(),
                 spec: &self.guard.spec,
-                park_due: &mut park_due,
+                park_due: &mut clock.park_due,
             };
             let event = gate.next(&mailbox, sources).await;
             match event {
@@ -368,17 +342,9 @@ where
                     // nothing to send and would keep an abandoned connection
                     // (and its descriptor) alive forever. phoenix.js's
                     // heartbeats are data frames.
-                    if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                        last_in = Instant::now();
-                        park_due = false;
-                    }
-                    if parking && !park_armed && !park_due {
-                        // Unparked, or a due park was cancelled by data: the
-                        // timer must bring the next park.
-                        park_armed = true;
-                        sleep
-                            .as_mut()
-                            .reset(next_deadline(last_in, expires_at, park_armed));
+                    let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+                    if let Some(at) = clock.inbound(data, &self.guard.spec.config) {
+                        sleep.as_mut().reset(at);
                     }
                     if let Err(reason) = Box::pin(self.handle(handler, msg)).await {
                         return reason;
@@ -387,34 +353,36 @@ where
                 Event::Completion(done) => match Box::pin(self.complete(handler, done)).await {
                     Ok(Expiry::Unchanged) => {}
                     Ok(Expiry::Extend(at)) => {
-                        expires_at = Some(at);
-                        sleep
-                            .as_mut()
-                            .reset(next_deadline(last_in, expires_at, park_armed));
+                        clock.expires_at = Some(at);
+                        sleep.as_mut().reset(clock.next(&self.guard.spec.config));
                     }
                     Ok(Expiry::Expired) => return CloseReason::TokenExpired,
                     Err(reason) => return reason,
                 },
+                Event::Parked => {
+                    // Quiet for park_after: the write batch a broadcast grew
+                    // goes too (broadcasts keep it while the session is busy).
+                    if self.batch.is_empty() {
+                        self.batch = VecDeque::new();
+                    }
+                }
                 Event::Timer => {
                     let now = Instant::now();
-                    if expires_at.is_some_and(|e| now >= e) {
+                    if clock.expired(now) {
                         if !handler.on_expiry() {
                             return CloseReason::TokenExpired;
                         }
                         // Asked the backend: the answer decides (a completion).
-                        expires_at = None;
+                        clock.expires_at = None;
                     }
-                    if idle_enabled && now >= last_in + idle {
+                    let config = &self.guard.spec.config;
+                    if clock.idle(now, config) {
                         return CloseReason::IdleTimeout;
                     }
-                    if park_armed && now >= last_in + park_after {
-                        park_armed = false;
-                        park_due = true;
+                    if clock.park_due_now(now, config) {
                         gate.ask_others();
                     }
-                    sleep
-                        .as_mut()
-                        .reset(next_deadline(last_in, expires_at, park_armed));
+                    sleep.as_mut().reset(clock.next(config));
                 }
             }
         }

@@ -147,18 +147,22 @@ where
     fn unpark(&mut self, config: &Config) {
         if let Wire::Parked(stream, mark) = std::mem::replace(self, Wire::Gone) {
             drop(mark);
-            // Builds the codec without I/O: ready at the first poll.
-            let built = WebSocketStream::from_raw_socket(
-                stream,
-                Role::Server,
-                Some(websocket_config(config)),
-            )
-            .now_or_never();
-            if let Some(ws) = built {
+            if let Some(ws) = codec(stream, config) {
                 *self = Wire::Live(Box::new(ws));
             }
         }
     }
+}
+
+/// tungstenite's codec over `stream`, as a server, with the config's limits.
+/// Built without I/O, so the future `from_raw_socket` returns is ready at its
+/// first poll; None would mean it was not (it always is).
+pub fn codec<T>(stream: LazyRead<T>, config: &Config) -> Option<WebSocketStream<LazyRead<T>>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(websocket_config(config)))
+        .now_or_never()
 }
 
 fn gone() -> WsError {
