@@ -19,7 +19,9 @@
 //! - `session::phoenix`: a connection's channels and the V2 dispatch rules
 //!   (`rate`: client rate limiting; `params`: what a join asks for).
 //! - `session::echo`, `session::lazy_read`: the echo handler; socket reads that hold
-//!   no buffer while a session idles.
+//!   no buffer while a session idles (and follow frame edges: `session::boundary`).
+//! - `session::wire`, `session::deadline`: a quiet session parks (no codec, no
+//!   read buffer) until its client sends; the one timer's deadlines.
 //! - `supervisor`: session ids, spawning, panic capture, restart intensity, drain.
 //! - `registry`: every live session by id (API disconnects).
 //! - `channel`: the `Channel` trait, the broadcast and fault-injection channels.

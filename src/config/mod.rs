@@ -149,8 +149,8 @@ pub struct Config {
     /// tungstenite's per-connection read buffer, in bytes. Default 256. The
     /// socket itself is read in 8 KiB chunks whatever this is (the session's
     /// `LazyRead` keeps what tungstenite has not asked for yet, and allocates
-    /// nothing while idle), so this only sets a floor of memory every session
-    /// holds: 19 000 idle sockets measured 3.7 KiB RSS each at 256, 4.5 KiB at
+    /// nothing while idle), so this only sets a floor of memory every live
+    /// session holds (a parked one holds none, `park_after`): 19 000 idle sockets measured 3.7 KiB RSS each at 256, 4.5 KiB at
     /// 1024 (BENCHMARKS.md). Larger frames still arrive whole.
     #[serde(deserialize_with = "units::de_bytes_usize")]
     pub read_buffer_size: usize,

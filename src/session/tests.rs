@@ -440,3 +440,110 @@ async fn broadcasts_wake_a_session_without_rereading_its_socket_and_frames_still
     while let Some(Ok(_)) = client.next().await {}
     session.await.unwrap();
 }
+
+/// The gauge of parked sessions and the count of parks, from the metrics.
+fn parked(h: &Harness) -> (u64, u64) {
+    let text = h.metrics.render();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    };
+    (
+        value("myriad_sessions_parked "),
+        value("myriad_session_parks_total "),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_session_parks_takes_broadcasts_parked_and_unparks_when_its_client_sends() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    h.client.send(Message::text("a")).await.unwrap();
+    assert_eq!(h.client.next().await.unwrap().unwrap(), Message::text("a"));
+    assert_eq!(parked(&h), (0, 0), "busy within park_after");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(parked(&h), (1, 1), "parked after park_after of quiet");
+    // Broadcasts are written past the codec: the session stays parked.
+    for i in 0..3 {
+        h.mailbox.push(Outbound::Text(format!("b{i}").into()));
+        assert_eq!(
+            h.client.next().await.unwrap().unwrap(),
+            Message::text(format!("b{i}"))
+        );
+    }
+    assert_eq!(parked(&h), (1, 1));
+    // The client sends: the codec comes back and reads the frame whole.
+    h.client.send(Message::text("c")).await.unwrap();
+    assert_eq!(h.client.next().await.unwrap().unwrap(), Message::text("c"));
+    assert_eq!(parked(&h), (0, 1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(parked(&h), (1, 2), "parks again after the next quiet");
+    // Idle timeout still counts from the last data frame while parked.
+    assert_eq!(h.close_code().await, Some(CloseCode::Away));
+    assert_eq!(
+        h.elapsed(),
+        Duration::from_millis(61_500),
+        "60 s after \"c\", sent at 1.5 s"
+    );
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h.closed_for("idle_timeout"));
+    assert_eq!(
+        parked(&h),
+        (0, 2),
+        "a session that ends parked leaves the gauge"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_session_drains_with_its_close_handshake_and_answers_pings() {
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(parked(&h), (1, 1));
+    h.client
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.client.next().await.unwrap().unwrap(),
+        Message::Pong(Bytes::from_static(b"p"))
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        parked(&h),
+        (1, 2),
+        "a ping unparks; the quiet after it parks"
+    );
+    h.signals.drain.cancel();
+    assert_eq!(h.close_code().await, Some(CloseCode::Away));
+    h.answer_close().await;
+    (&mut h.session).await.unwrap();
+    assert!(h.closed_for("shutdown"));
+    assert_eq!(parked(&h), (0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_inside_a_frame_does_not_park_and_park_after_zero_never_parks() {
+    use tokio::io::AsyncWriteExt;
+    let mut h = start(test_config(), EchoHandler, 1 << 16, None).await;
+    // Half of a masked text frame "hello" (mask 0), then a long pause.
+    let frame = [0x81u8, 0x85, 0, 0, 0, 0, b'h', b'e', b'l', b'l', b'o'];
+    h.client.get_mut().write_all(&frame[..8]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(parked(&h), (0, 0), "part of a frame is in the codec");
+    h.client.get_mut().write_all(&frame[8..]).await.unwrap();
+    assert_eq!(
+        h.client.next().await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(parked(&h), (1, 1), "parks once the frame is whole");
+
+    let config = Config {
+        park_after: Duration::ZERO,
+        ..test_config()
+    };
+    let h = start(config, EchoHandler, 1 << 16, None).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(parked(&h), (0, 0));
+}
