@@ -49,6 +49,9 @@ struct Args {
     /// The sessions' WebSocket read buffer (myriad's read_buffer_size, same default).
     #[arg(long, default_value_t = Config::default().read_buffer_size)]
     read_buffer_size: usize,
+    /// Park sessions quiet for this long (myriad's park_after, same default; 0s never).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    park_after: Duration,
     #[arg(long, value_enum, default_value_t = Mode::Sessions)]
     mode: Mode,
     /// Sessions set up concurrently.
@@ -133,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config {
         read_buffer_size: args.read_buffer_size,
+        park_after: args.park_after,
         idle_timeout: Duration::ZERO,
         max_connections: usize::MAX >> 1,
         ..Config::default()
