@@ -277,6 +277,32 @@ impl Part {
     }
 }
 
+/// Spawn a task for each helper part, from a short-lived thread outside the
+/// runtime. Spawned from this worker, the tasks would land in its LIFO slot
+/// and local queue, and measured, the other worker then missed them in about a
+/// third of the fan-outs to a million members until this one was done
+/// (BENCHMARKS.md, fifth session); from outside they go to the shared queue,
+/// and an idle worker is woken for them. Threads are made per split fan-out
+/// (at least `SPLIT_AT` members, so a few tens of microseconds against
+/// milliseconds); if one cannot be made, the tasks are spawned here.
+fn hand_out(handle: &tokio::runtime::Handle, helpers: &[Arc<Part>]) {
+    fn spawn_all(handle: &tokio::runtime::Handle, parts: &[Arc<Part>]) {
+        for part in parts {
+            let part = Arc::clone(part);
+            // Not awaited: the claim decides who runs it, and a runtime
+            // shutting down that drops the task leaves it to the publisher.
+            drop(handle.spawn(async move { part.run_if_free() }));
+        }
+    }
+    let (h, parts) = (handle.clone(), helpers.to_vec());
+    let spawned = std::thread::Builder::new()
+        .name("myriad-fanout".into())
+        .spawn(move || spawn_all(&h, &parts));
+    if spawned.is_err() {
+        spawn_all(handle, helpers);
+    }
+}
+
 /// Fan out to `t` on every worker: parts after the first go to helper tasks
 /// (other workers steal them while this one does the first), then wait for
 /// each, or run it here if nobody took it. None outside a multi-worker
@@ -305,12 +331,7 @@ fn fan_out_split(t: &Arc<Topic>, frame: &Outbound, skip: Skip<'_>) -> Option<Fan
             })
         })
         .collect();
-    for part in &helpers {
-        let part = Arc::clone(part);
-        // Not awaited: the claim decides who runs it, and a runtime shutting
-        // down that drops the task leaves it to the publisher.
-        drop(handle.spawn(async move { part.run_if_free() }));
-    }
+    hand_out(&handle, &helpers);
     let mut out = fan_out_shards(&t.subscribers.shards[..cut(1)], frame, skip);
     for part in &helpers {
         part.run_if_free();
@@ -653,6 +674,54 @@ mod tests {
             let want = usize::from(i % TOPIC_SHARDS >= TOPIC_SHARDS / 2);
             assert_eq!(m.depth(), want, "member {i}");
         }
+    }
+
+    /// The publisher's worker is busy with its own part and never yields, so
+    /// a helper part must reach the other worker without this one's help.
+    /// Spawned from the busy worker the helper sat in its LIFO slot (no other
+    /// worker may steal from there) and this test timed out with the part
+    /// still free.
+    #[test]
+    fn a_helper_part_reaches_the_idle_worker_while_the_publisher_is_busy() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let hub = Hub::new();
+        let boxes: Vec<_> = (0..16).map(|_| mailbox()).collect();
+        for (i, m) in boxes.iter().enumerate() {
+            hub.subscribe("t", i as u64, Arc::clone(m));
+        }
+        let topic = Arc::clone(hub.topics.get("t").unwrap().value());
+        let claimed_elsewhere = runtime.block_on(async move {
+            tokio::spawn(async move {
+                let part = Arc::new(Part {
+                    topic,
+                    shards: 0..TOPIC_SHARDS,
+                    frame: Outbound::Text("f".into()),
+                    publisher: None,
+                    have_it: Vec::new(),
+                    state: AtomicU8::new(FREE),
+                    out: parking_lot::Mutex::new(FanOut::default()),
+                });
+                hand_out(
+                    &tokio::runtime::Handle::current(),
+                    std::slice::from_ref(&part),
+                );
+                // Busy, as a publisher in its own part is: no yield.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while part.state.load(Ordering::Acquire) != DONE
+                    && std::time::Instant::now() < deadline
+                {
+                    std::hint::spin_loop();
+                }
+                part.state.load(Ordering::Acquire) == DONE
+            })
+            .await
+            .unwrap()
+        });
+        assert!(claimed_elsewhere, "the other worker ran the helper part");
+        assert!(boxes.iter().all(|m| m.depth() == 1));
     }
 
     #[test]
