@@ -360,11 +360,13 @@ where
                     Err(reason) => return reason,
                 },
                 Event::Parked => {
-                    // Quiet for park_after: the write batch a broadcast grew
-                    // goes too (broadcasts keep it while the session is busy).
+                    // Quiet for park_after: the room a burst of broadcasts
+                    // grew (write batch, mailbox queue) goes too; a busy
+                    // session keeps it.
                     if self.batch.is_empty() {
                         self.batch = VecDeque::new();
                     }
+                    mailbox.release_spare();
                 }
                 Event::Timer => {
                     let now = Instant::now();

@@ -472,12 +472,29 @@ async fn a_quiet_session_parks_takes_broadcasts_parked_and_unparks_when_its_clie
         );
     }
     assert_eq!(parked(&h), (1, 1));
+    // A burst while parked grows the mailbox's queue; the next park gives
+    // the room back.
+    for i in 0..20 {
+        h.mailbox.push(Outbound::Text(format!("burst{i}").into()));
+    }
+    for i in 0..20 {
+        assert_eq!(
+            h.client.next().await.unwrap().unwrap(),
+            Message::text(format!("burst{i}"))
+        );
+    }
+    assert!(h.mailbox.spare_room() > 0, "a burst leaves room behind");
     // The client sends: the codec comes back and reads the frame whole.
     h.client.send(Message::text("c")).await.unwrap();
     assert_eq!(h.client.next().await.unwrap().unwrap(), Message::text("c"));
     assert_eq!(parked(&h), (0, 1));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(parked(&h), (1, 2), "parks again after the next quiet");
+    assert_eq!(
+        h.mailbox.spare_room(),
+        0,
+        "parking gave the burst's room back"
+    );
     // Idle timeout still counts from the last data frame while parked.
     assert_eq!(h.close_code().await, Some(CloseCode::Away));
     assert_eq!(

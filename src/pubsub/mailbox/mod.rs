@@ -322,6 +322,22 @@ impl Mailbox {
         }
     }
 
+    /// Give back the queue's spare room if nothing is queued: a burst leaves
+    /// room for its size behind, which a session that has gone quiet (it
+    /// parks) should not keep.
+    pub fn release_spare(&self) {
+        let mut st = self.state.lock();
+        if st.queue.is_empty() && st.queue.rest.capacity() > 0 {
+            st.queue.rest = VecDeque::new();
+        }
+    }
+
+    /// Frames the queue has room for beyond its inline head (tests).
+    #[cfg(test)]
+    pub fn spare_room(&self) -> usize {
+        self.state.lock().queue.rest.capacity()
+    }
+
     /// Ask the owning session to close with `reason` (it wakes and closes).
     pub fn request_close(&self, reason: CloseReason) {
         let mut st = self.state.lock();

@@ -163,3 +163,27 @@ fn another_source_waking_the_session_is_reported_once_and_never_lost() {
         })
     );
 }
+
+#[test]
+fn spare_room_a_burst_left_is_given_back_only_when_empty() {
+    let m = Mailbox::new(MailboxLimits {
+        capacity: 100,
+        max_bytes: 1 << 20,
+        policy: SlowConsumerPolicy::Disconnect,
+    });
+    for i in 0..10 {
+        m.push(Outbound::Text(format!("f{i}").into()));
+    }
+    m.release_spare();
+    assert_eq!(m.depth(), 10, "nothing queued is dropped");
+    let mut into = VecDeque::new();
+    m.drain(&mut into);
+    assert!(
+        m.state.lock().queue.rest.capacity() > 0,
+        "the burst's room stays"
+    );
+    m.release_spare();
+    assert_eq!(m.state.lock().queue.rest.capacity(), 0);
+    m.push(Outbound::Text("again".into()));
+    assert_eq!(m.depth(), 1);
+}
