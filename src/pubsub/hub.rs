@@ -277,29 +277,52 @@ impl Part {
     }
 }
 
-/// Spawn a task for each helper part, from a short-lived thread outside the
-/// runtime. Spawned from this worker, the tasks would land in its LIFO slot
-/// and local queue, and measured, the other worker then missed them in about a
-/// third of the fan-outs to a million members until this one was done
+/// Split fan-outs waiting for the spawner thread; past this, the publisher
+/// spawns its helpers itself.
+const SPAWNER_QUEUE: usize = 64;
+
+/// Spawn a task for each helper part, from a thread outside the runtime.
+/// Spawned from this worker, the tasks would land in its LIFO slot and local
+/// queue, and measured, the other worker then missed them in about a third
+/// of the fan-outs to a million members until this one was done
 /// (BENCHMARKS.md, fifth session); from outside they go to the shared queue,
-/// and an idle worker is woken for them. Threads are made per split fan-out
-/// (at least `SPLIT_AT` members, so a few tens of microseconds against
-/// milliseconds); if one cannot be made, the tasks are spawned here.
+/// and an idle worker is woken for them. One thread serves the process; if
+/// it cannot be made or its queue is full, the tasks are spawned here.
 fn hand_out(handle: &tokio::runtime::Handle, helpers: &[Arc<Part>]) {
-    fn spawn_all(handle: &tokio::runtime::Handle, parts: &[Arc<Part>]) {
-        for part in parts {
-            let part = Arc::clone(part);
-            // Not awaited: the claim decides who runs it, and a runtime
-            // shutting down that drops the task leaves it to the publisher.
-            drop(handle.spawn(async move { part.run_if_free() }));
-        }
-    }
-    let (h, parts) = (handle.clone(), helpers.to_vec());
-    let spawned = std::thread::Builder::new()
-        .name("myriad-fanout".into())
-        .spawn(move || spawn_all(&h, &parts));
-    if spawned.is_err() {
+    let sent = spawner().is_some_and(|tx| tx.try_send((handle.clone(), helpers.to_vec())).is_ok());
+    if !sent {
         spawn_all(handle, helpers);
+    }
+}
+
+type SpawnJob = (tokio::runtime::Handle, Vec<Arc<Part>>);
+
+/// The spawner thread's queue, started at the first split fan-out.
+fn spawner() -> Option<&'static std::sync::mpsc::SyncSender<SpawnJob>> {
+    static SPAWNER: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<SpawnJob>>> =
+        std::sync::OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<SpawnJob>(SPAWNER_QUEUE);
+            std::thread::Builder::new()
+                .name("myriad-fanout".into())
+                .spawn(move || {
+                    for (handle, parts) in rx {
+                        spawn_all(&handle, &parts);
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+fn spawn_all(handle: &tokio::runtime::Handle, parts: &[Arc<Part>]) {
+    for part in parts {
+        let part = Arc::clone(part);
+        // Not awaited: the claim decides who runs it, and a runtime shutting
+        // down (or gone) that drops the task leaves it to the publisher.
+        drop(handle.spawn(async move { part.run_if_free() }));
     }
 }
 
