@@ -18,6 +18,15 @@ use crate::config::Config;
 /// Idle timer target when idle_timeout is disabled: never reached.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// `at + d`, or `FAR_FUTURE` after `at` when the sum is past what an
+/// instant can hold: a configured duration of a billion years must not
+/// panic every session (std's `Instant + Duration` does on overflow).
+fn after(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
 pub(super) struct Deadlines {
     /// When the last inbound data frame arrived.
     last_in: Instant,
@@ -48,12 +57,12 @@ impl Deadlines {
         } else {
             config.idle_timeout
         };
-        let mut at = self.last_in + idle;
+        let mut at = after(self.last_in, idle);
         if let Some(expires) = self.expires_at {
             at = at.min(expires);
         }
         if self.park_armed {
-            at = at.min(self.last_in + config.park_after);
+            at = at.min(after(self.last_in, config.park_after));
         }
         at
     }
@@ -81,12 +90,12 @@ impl Deadlines {
 
     /// Nothing came for `idle_timeout` by `now`.
     pub fn idle(&self, now: Instant, config: &Config) -> bool {
-        !config.idle_timeout.is_zero() && now >= self.last_in + config.idle_timeout
+        !config.idle_timeout.is_zero() && now >= after(self.last_in, config.idle_timeout)
     }
 
     /// The timer fired at `now`: true when a park became due.
     pub fn park_due_now(&mut self, now: Instant, config: &Config) -> bool {
-        if self.park_armed && now >= self.last_in + config.park_after {
+        if self.park_armed && now >= after(self.last_in, config.park_after) {
             self.park_armed = false;
             self.park_due = true;
             return true;
@@ -142,6 +151,22 @@ mod tests {
         d.park_due = false;
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(d.inbound(false, &c), Some(t + Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn durations_past_what_an_instant_holds_do_not_panic() {
+        let c = Config {
+            idle_timeout: Duration::MAX,
+            park_after: Duration::MAX,
+            ..Config::default()
+        };
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(None, &c);
+        assert!(d.next(&c) > t0 + Duration::from_secs(365 * 24 * 3600));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(!d.idle(Instant::now(), &c));
+        assert!(!d.park_due_now(Instant::now(), &c));
+        assert_eq!(d.inbound(true, &c), None);
     }
 
     #[tokio::test(start_paused = true)]
