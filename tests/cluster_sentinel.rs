@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{stored_offsets, Backend, Node};
+use common::cluster::{assert_kept_in_order, stored_offsets, Backend, Node};
 use common::tls::TlsFiles;
 use common::DEADLINE;
 
@@ -176,13 +176,7 @@ async fn failover_keeps_acknowledged_history(tls: Option<&TlsFiles>) {
     )
     .await;
     let stored = stored_offsets(&b, topic).await;
-    for o in &acked {
-        assert!(stored.contains(o), "offset {o} lost: stored {stored:?}");
-    }
-    assert!(
-        stored.windows(2).all(|w| w[0] < w[1]),
-        "in order: {stored:?}"
-    );
+    assert_kept_in_order(&acked, &stored);
     drop(sentinel);
     let _ = std::fs::remove_dir_all(&dir);
 }

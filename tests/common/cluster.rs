@@ -702,6 +702,18 @@ pub async fn stored_offsets(node: &Node, topic: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Every acknowledged offset is in `stored`, and `stored` is in order: what a
+/// failover must leave behind.
+pub fn assert_kept_in_order(acked: &[u64], stored: &[u64]) {
+    for o in acked {
+        assert!(stored.contains(o), "offset {o} lost: stored {stored:?}");
+    }
+    assert!(
+        stored.windows(2).all(|w| w[0] < w[1]),
+        "in order: {stored:?}"
+    );
+}
+
 /// Frames with `event`: read until `expected` arrived (or the deadline), then
 /// through a quiet period, so a duplicate or an extra frame would show.
 pub async fn collect(c: &mut Client, event: &str, expected: usize) -> Vec<Value> {
