@@ -299,8 +299,8 @@ impl Config {
         let url = self.broker_url.as_deref().unwrap_or("");
         let tls_url = [
             "rediss://",
-            "rediss+sentinel://",
-            "rediss+cluster://",
+            super::redis_url::TLS_SCHEME,
+            super::redis_url::CLUSTER_TLS_SCHEME,
             "tls://",
         ]
         .iter()

@@ -11,8 +11,9 @@
 //!
 //! A fan-out to a topic of at least [`SPLIT_AT`] local members is shared with
 //! the other runtime workers: the subscriber shards are cut into one part per
-//! worker (at most [`TOPIC_SHARDS`]), helper tasks that free workers steal
-//! take all parts but the first, and the publisher waits for them before
+//! worker (at most [`TOPIC_SHARDS`]), helper tasks (spawned from a thread
+//! outside the runtime, so an idle worker is woken for them) take all parts
+//! but the first, and the publisher waits for them before
 //! returning (fork-join), so delivery order and every other guarantee stay
 //! those of one fan-out. A part no other worker picked up is run by the
 //! publisher itself: the split never waits on a busy runtime.
